@@ -1,0 +1,610 @@
+"""The embedded library: decorate functions, and cueapi runs them on schedule, accountably.
+
+Handlers *pull* work: each worker thread blocks in the engine's ``claim`` (without the GIL) until
+an execution is due, runs the handler, and reports the outcome with ``complete``. ``async def``
+handlers run on an event loop: the App's own, or the caller's under :meth:`App.arun`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar, Union
+
+from . import _cueapi
+from ._time import from_ms, to_ms
+from .exceptions import CueAPIError, EngineClosedError, ValidationError
+from .records import Cue, Execution, Stats
+from .schedule import ManualClock
+
+log = logging.getLogger("cueapi")
+
+_EVIDENCE_KEYS = ("external_id", "result_url", "result_ref", "result_type", "summary", "artifacts")
+_OUTCOME_KEYS = frozenset(("success", "result", "error", "metadata", *_EVIDENCE_KEYS))
+
+
+@dataclass
+class Outcome:
+    """What a handler reports: success or failure, a result, and the evidence behind it."""
+
+    success: bool = True
+    result: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] | None = None
+    external_id: str | None = None
+    result_url: str | None = None
+    result_ref: str | None = None
+    result_type: str | None = None
+    summary: str | None = None
+    artifacts: list[Any] | None = None
+
+
+@dataclass
+class Context:
+    """What a handler knows about the run it is doing."""
+
+    execution_id: str
+    cue_id: str
+    cue_name: str
+    scheduled_for: datetime
+    attempt: int
+    payload: dict[str, Any]
+    idempotency_key: str
+    triggered_by: str
+    _evidence: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def evidence(
+        self,
+        *,
+        external_id: str | None = None,
+        result_url: str | None = None,
+        result_ref: str | None = None,
+        result_type: str | None = None,
+        summary: str | None = None,
+        artifacts: list[Any] | None = None,
+        **metadata: Any,
+    ) -> None:
+        """Attaches evidence during the run. It is recorded with the outcome, whether the handler
+        then returns or raises; values the handler returns take precedence. Extra keywords go
+        into the outcome's metadata."""
+        given = {
+            "external_id": external_id,
+            "result_url": result_url,
+            "result_ref": result_ref,
+            "result_type": result_type,
+            "summary": summary,
+            "artifacts": artifacts,
+        }
+        self._evidence.update({k: v for k, v in given.items() if v is not None})
+        if metadata:
+            self._evidence.setdefault("metadata", {}).update(metadata)
+
+
+HandlerResult = Union[Outcome, Mapping[str, Any], str, bool, None]
+Handler = Callable[[Context], Union[HandlerResult, Awaitable[HandlerResult]]]
+F = TypeVar("F", bound=Handler)
+
+
+def _outcome_from_return(value: object) -> dict[str, Any]:
+    if value is None:
+        return {"success": True}
+    if isinstance(value, Outcome):
+        return {k: v for k, v in asdict(value).items() if v is not None}
+    if isinstance(value, bool):
+        return {"success": value}
+    if isinstance(value, str):
+        return {"success": True, "result": value}
+    if isinstance(value, Mapping):
+        unknown = sorted(str(k) for k in value if k not in _OUTCOME_KEYS)
+        if unknown:
+            return {
+                "success": False,
+                "error": f"handler returned a dict with unknown keys {unknown}; "
+                f"known keys are {sorted(_OUTCOME_KEYS)}",
+            }
+        out = {k: v for k, v in value.items() if v is not None}
+        out.setdefault("success", True)
+        if not isinstance(out["success"], bool):
+            return {"success": False, "error": "handler returned a dict whose 'success' is not a bool"}
+        return out
+    return {
+        "success": False,
+        "error": f"handler returned {type(value).__name__}; return None, an Outcome, a dict, a bool or a str",
+    }
+
+
+def _outcome_from_exception(exc: BaseException) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    message = str(exc) or type(exc).__name__
+    return {
+        "success": False,
+        "error": f"{type(exc).__name__}: {message}"[:2000],
+        "error_type": type(exc).__qualname__,
+        "traceback": tb,
+        "metadata": {"exception_type": type(exc).__qualname__, "exception_message": str(exc), "traceback": tb},
+    }
+
+
+def _merge_evidence(outcome: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    for key, value in ctx._evidence.items():
+        if key == "metadata":
+            merged = dict(value)
+            merged.update(outcome.get("metadata") or {})
+            outcome["metadata"] = merged
+        else:
+            outcome.setdefault(key, value)
+    return outcome
+
+
+@dataclass
+class _Registered:
+    name: str
+    func: Handler
+    is_async: bool
+
+
+def _retry_spec(retry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if retry is None:
+        return None
+    if not isinstance(retry, Mapping):
+        raise ValidationError("retry must be a dict like {'max_attempts': 3, 'backoff_minutes': [1, 5, 15]}")
+    unknown = set(retry) - {"max_attempts", "backoff_minutes"}
+    if unknown:
+        raise ValidationError(f"retry has unknown keys {sorted(unknown)}")
+    return dict(retry)
+
+
+def _seconds(value: float | timedelta | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationError(f"{name} must be a number of seconds or a timedelta")
+    return math.ceil(value)
+
+
+class App:
+    """An embedded scheduler over one SQLite file.
+
+    ``workers`` handler threads run sync handlers (async ones run on an event loop); ``clock`` is
+    a :class:`ManualClock` for tests; ``grace`` is how late (seconds) a tick may fire before it
+    counts as missed and follows the cue's catch-up policy.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] = "cueapi.db",
+        *,
+        workers: int = 8,
+        clock: ManualClock | None = None,
+        grace: float = 60.0,
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
+            raise ValidationError("workers must be an int between 1 and 1024")
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86400 * 7:
+            raise ValidationError("grace must be a number of seconds between 0 and one week")
+        self._engine = _cueapi.NativeEngine(
+            os.fspath(db), clock=None if clock is None else clock._native, grace_ms=round(grace * 1000)
+        )
+        self._workers = workers
+        self._handlers: dict[str, _Registered] = {}
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._own_loop_thread: threading.Thread | None = None
+        self._async_slots = threading.BoundedSemaphore(max(workers, 64))
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self._stopped = threading.Event()
+        self._started = False
+        self._closed = False
+        self._lock = threading.Lock()
+        if self._engine.interrupted_on_open:
+            log.warning(
+                "recovered %d run(s) interrupted when the previous process exited; they are retried",
+                self._engine.interrupted_on_open,
+            )
+
+    # -- declaring cues -------------------------------------------------------------------
+
+    def _register(self, func: F, name: str | None, spec: dict[str, Any]) -> F:
+        if not callable(func):
+            raise ValidationError("the decorated object must be callable")
+        cue_name = name if name is not None else getattr(func, "__name__", None)
+        if not isinstance(cue_name, str) or not cue_name.strip():
+            raise ValidationError("name must be a non-empty string")
+        with self._lock:
+            if cue_name in self._handlers and self._handlers[cue_name].func is not func:
+                raise ValidationError(f"two handlers are named {cue_name!r}; pass name=... to one of them")
+            spec["name"] = cue_name
+            self._engine.upsert_cue(_dumps(spec, "cue definition"))
+            self._handlers[cue_name] = _Registered(cue_name, func, inspect.iscoroutinefunction(func))
+        return func
+
+    def cue(
+        self,
+        schedule: str | None = None,
+        *,
+        every: str | timedelta | None = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        payload: Mapping[str, Any] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        outcome_deadline: float | timedelta | None = None,
+        description: str | None = None,
+        overlap: str = "skip",
+        catch_up: str = "once",
+        catch_up_max: int = 100,
+        pause_on_failure: bool = False,
+        verification: str | None = None,
+    ) -> Callable[[F], F]:
+        """Runs the decorated function on a cron ``schedule`` (in ``timezone``) or ``every``
+        interval (``"30s"``, ``"5m"``, ``"1h"``).
+
+        ``retry``: ``{"max_attempts": 3, "backoff_minutes": [1, 5, 15]}`` means up to 3 retries
+        after the first try fails, 1, 5 and 15 minutes apart. ``outcome_deadline``: seconds after
+        the run starts by which it must report, else its outcome state is ``outcome_timeout``.
+        ``overlap``: ``"skip"`` (default: a tick that comes while the previous run is still going is
+        recorded as skipped) or ``"allow"``. ``catch_up`` for ticks missed while the process was
+        down: ``"skip"``, ``"once"`` (default: run the latest once) or ``"all"`` (at most
+        ``catch_up_max``); every tick not run is recorded with the reason.
+        """
+        if isinstance(every, timedelta):
+            every = f"{math.ceil(every.total_seconds())}s"
+        spec: dict[str, Any] = {
+            "cron": schedule,
+            "every": every,
+            "timezone": timezone,
+            "description": description,
+            "payload": {} if payload is None else payload,
+            "retry": _retry_spec(retry),
+            "outcome_deadline_seconds": _seconds(outcome_deadline, "outcome_deadline"),
+            "overlap": overlap,
+            "catch_up": catch_up,
+            "catch_up_max": catch_up_max,
+            "on_failure_pause": pause_on_failure,
+            "verification_mode": verification,
+        }
+        return lambda func: self._register(func, name, spec)
+
+    def once(
+        self,
+        at: str | datetime,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        payload: Mapping[str, Any] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        outcome_deadline: float | timedelta | None = None,
+        description: str | None = None,
+        verification: str | None = None,
+    ) -> Callable[[F], F]:
+        """Runs the decorated function once, at ``at``: an aware datetime, or a naive one / an
+        ISO-8601 string without offset read as wall time in ``timezone``. It must be in the future
+        when first declared; declaring the same one-shot again later is fine."""
+        if isinstance(at, datetime):
+            at = at.isoformat()
+        if not isinstance(at, str):
+            raise ValidationError("at must be a datetime or an ISO-8601 string")
+        spec: dict[str, Any] = {
+            "at": at,
+            "timezone": timezone,
+            "description": description,
+            "payload": {} if payload is None else payload,
+            "retry": _retry_spec(retry),
+            "outcome_deadline_seconds": _seconds(outcome_deadline, "outcome_deadline"),
+            "verification_mode": verification,
+        }
+        return lambda func: self._register(func, name, spec)
+
+    def create_cues(self, specs: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Creates many cues at once (bulk load). Each spec has ``name`` and one of ``cron`` /
+        ``every`` / ``at`` plus the keyword arguments of :meth:`cue` (``on_failure_pause``,
+        ``outcome_deadline_seconds``, ``verification_mode`` under their stored names)."""
+        return self._engine.create_cues(_dumps(list(specs), "cue definitions"))
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts firing and the handler threads; returns at once."""
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("this App is closed")
+            if self._started:
+                return
+            self._started = True
+        self._warn_orphans()
+        if self._loop is None and any(h.is_async for h in self._handlers.values()):
+            self._start_own_loop()
+        self._engine.start()
+        for i in range(self._workers):
+            t = threading.Thread(target=self._work, name=f"cueapi-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _warn_orphans(self) -> None:
+        for c in self._engine.cues():
+            if c["transport"] == "local" and c["name"] not in self._handlers and c["status"] == "active":
+                log.warning(
+                    "cue %r has no handler in this program; its runs will be recorded as failed. "
+                    "Delete it with app.delete(%r) if it is gone for good.",
+                    c["name"],
+                    c["name"],
+                )
+
+    def _start_own_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run_loop() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+            loop.close()
+
+        self._own_loop_thread = threading.Thread(target=run_loop, name="cueapi-asyncio", daemon=True)
+        self._own_loop_thread.start()
+        ready.wait()
+        self._loop = loop
+
+    def run(self) -> None:
+        """Runs until Ctrl-C, SIGTERM or :meth:`stop`; then waits for running handlers."""
+        restore = None
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError):
+                if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+                    restore = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
+        self.start()
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            log.info("interrupted; waiting for running handlers")
+        finally:
+            if restore is not None:
+                signal.signal(signal.SIGTERM, restore)
+            self.close()
+
+    async def arun(self) -> None:
+        """Runs on the caller's event loop (``async def`` handlers run there) until :meth:`stop`
+        or cancellation; then waits for running handlers."""
+        self._loop = asyncio.get_running_loop()
+        self.start()
+        try:
+            while not self._stopped.is_set():
+                await asyncio.sleep(0.2)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def stop(self) -> None:
+        """Asks :meth:`run` / :meth:`arun` to return."""
+        self._stopped.set()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stops taking work, waits up to ``timeout`` seconds for running handlers, and closes the
+        database. Runs still going after that are recovered (retried) when the database is next
+        opened. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stopped.set()
+        self._engine.stop_claims()
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
+        for t in self._threads:
+            t.join(timeout=1.0)
+        self._engine.close()
+        if self._own_loop_thread is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._own_loop_thread.join(timeout=5.0)
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _work(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                job = self._engine.claim(30.0)
+            except EngineClosedError:
+                return
+            except CueAPIError:
+                log.exception("claiming work failed")
+                continue
+            if job is None:
+                continue
+            with self._idle:
+                self._inflight += 1
+            self._dispatch(job)
+
+    def _dispatch(self, job: _cueapi.Job) -> None:
+        ctx = Context(
+            execution_id=job.execution_id,
+            cue_id=job.cue_id,
+            cue_name=job.cue_name,
+            scheduled_for=from_ms(job.scheduled_for),
+            attempt=job.attempt,
+            payload=json.loads(job.payload),
+            idempotency_key=job.idempotency_key,
+            triggered_by=job.triggered_by,
+        )
+        handler = self._handlers.get(job.cue_name)
+        if handler is None:
+            self._finish(job, ctx, {"success": False, "error": f"no handler for cue {job.cue_name!r} in this process"})
+            return
+        if not handler.is_async:
+            try:
+                outcome = _outcome_from_return(handler.func(ctx))
+            except Exception as exc:
+                outcome = _outcome_from_exception(exc)
+            self._finish(job, ctx, outcome)
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._finish(job, ctx, {"success": False, "error": "no event loop to run an async handler"})
+            return
+        self._async_slots.acquire()
+        asyncio.run_coroutine_threadsafe(self._run_async(handler, job, ctx), loop)
+
+    async def _run_async(self, handler: _Registered, job: _cueapi.Job, ctx: Context) -> None:
+        try:
+            try:
+                result = handler.func(ctx)
+                if inspect.isawaitable(result):
+                    result = await result
+                outcome = _outcome_from_return(result)
+            except Exception as exc:
+                outcome = _outcome_from_exception(exc)
+            await asyncio.get_running_loop().run_in_executor(None, self._finish, job, ctx, outcome)
+        finally:
+            self._async_slots.release()
+
+    def _finish(self, job: _cueapi.Job, ctx: Context, outcome: dict[str, Any]) -> None:
+        try:
+            outcome = _merge_evidence(outcome, ctx)
+            try:
+                text = json.dumps(outcome)
+            except (TypeError, ValueError) as exc:
+                text = json.dumps({"success": False, "error": f"the outcome could not be recorded as JSON: {exc}"})
+            try:
+                self._engine.complete(job.execution_id, job.attempt, text)
+            except ValidationError as exc:
+                # Record the failure to record: an outcome the store refuses is not dropped silently.
+                self._engine.complete(
+                    job.execution_id,
+                    job.attempt,
+                    json.dumps({"success": False, "error": f"the handler's outcome was rejected: {exc}"}),
+                )
+        except EngineClosedError:
+            log.warning("execution %s finished after the App closed; it will be retried", job.execution_id)
+        except CueAPIError:
+            log.exception("recording the outcome of %s failed", job.execution_id)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    # -- history and control ------------------------------------------------------------------
+
+    def _cue_id(self, cue: str) -> str:
+        if not isinstance(cue, str) or not cue:
+            raise ValidationError("cue must be a cue id or name")
+        return self._engine.resolve_cue(cue)
+
+    def cues(self) -> list[Cue]:
+        """Every stored cue."""
+        return [Cue.from_dict(d) for d in self._engine.cues()]
+
+    def get_cue(self, cue: str) -> Cue:
+        """One cue, by id or name."""
+        return Cue.from_dict(self._engine.cue(self._cue_id(cue)))
+
+    def executions(
+        self,
+        cue: str | None = None,
+        *,
+        status: str | Iterable[str] | None = None,
+        outcome_state: str | None = None,
+        since: datetime | float | None = None,
+        days: float | None = None,
+        has_evidence: bool | None = None,
+        result_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Execution]:
+        """Executions, newest first. ``status`` may be one status or several; ``"all"`` means
+        any. ``since`` or ``days`` bound them by scheduled time."""
+        if since is not None and days is not None:
+            raise ValidationError("give since or days, not both")
+        since_ms: int | None = None
+        if since is not None:
+            since_ms = to_ms(since, "since")
+        elif days is not None:
+            if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 < days <= 36500:
+                raise ValidationError("days must be a positive number")
+            since_ms = self._engine.now_ms() - round(days * 86_400_000)
+        statuses: list[str] | None
+        if status is None or status == "all":
+            statuses = None
+        elif isinstance(status, str):
+            statuses = [status]
+        else:
+            statuses = list(status)
+        for name, value in (("limit", limit), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValidationError(f"{name} must be an int")
+        if has_evidence is not None and not isinstance(has_evidence, bool):
+            raise ValidationError("has_evidence must be a bool")
+        flt = {
+            "cue_id": None if cue is None else self._cue_id(cue),
+            "status": statuses,
+            "outcome_state": outcome_state,
+            "since": since_ms,
+            "has_evidence": has_evidence,
+            "result_type": result_type,
+            "limit": limit,
+            "offset": offset,
+        }
+        return [Execution.from_dict(d) for d in self._engine.executions(_dumps(flt, "filter"))]
+
+    def execution(self, execution_id: str) -> Execution:
+        """One execution with its attempt log."""
+        if not isinstance(execution_id, str) or not execution_id:
+            raise ValidationError("execution_id must be a non-empty string")
+        return Execution.from_dict(self._engine.execution(execution_id))
+
+    def stats(self, cue: str, days: float = 7.0) -> Stats:
+        """Counts, success rate and p50/p95 duration of a cue's runs over the last ``days``."""
+        if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 < days <= 36500:
+            raise ValidationError("days must be a positive number")
+        since = self._engine.now_ms() - round(days * 86_400_000)
+        return Stats.from_dict(self._engine.stats(self._cue_id(cue), since))
+
+    def pause(self, cue: str) -> None:
+        """Pauses a cue; its ticks are recorded as missed until it is resumed."""
+        self._engine.pause(self._cue_id(cue))
+
+    def resume(self, cue: str) -> None:
+        """Resumes a paused cue from now."""
+        self._engine.resume(self._cue_id(cue))
+
+    def delete(self, cue: str) -> None:
+        """Deletes a cue and its history."""
+        cue_id = self._cue_id(cue)
+        self._engine.delete(cue_id)
+
+    def fire(self, cue: str, payload: Mapping[str, Any] | None = None) -> str:
+        """Runs a cue now (optionally with another payload); returns the execution id."""
+        cue_id = self._cue_id(cue)
+        return self._engine.fire(cue_id, None if payload is None else _dumps(payload, "payload"))
+
+    def replay(self, execution_id: str) -> str:
+        """Runs an execution again as a new execution; returns its id."""
+        if not isinstance(execution_id, str) or not execution_id:
+            raise ValidationError("execution_id must be a non-empty string")
+        return self._engine.replay(execution_id)
+
+    def now(self) -> datetime:
+        """The App's clock."""
+        return datetime.fromtimestamp(self._engine.now_ms() / 1000, tz=timezone.utc)
+
+
+def _dumps(value: object, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} must be JSON-serialisable: {exc}") from exc

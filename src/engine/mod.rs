@@ -1,0 +1,408 @@
+//! The engine: owns the store, the timer and the queue of claimable work.
+//!
+//! One tokio task sleeps until the earliest entry of an in-memory min-heap (cue ticks, retries,
+//! outcome deadlines) and then acts on every entry that is due in one store transaction. Nothing is
+//! polled: new or changed entries wake the task. Executions for the local transport go into a queue
+//! that handler threads *pull* from ([`Engine::claim`], blocking without the GIL), run, and report
+//! back ([`Engine::complete`]). The heap and the queue are rebuilt from the store when it opens.
+
+mod timer;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, Millis};
+use crate::error::{Error, Result};
+use crate::model::new_id;
+use crate::store::{self, Claimed, CueSpec, ExecutionFilter, Finished, ReportedOutcome, Store};
+use timer::{Timer, TimerKind, Timers};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A tick later than this when it is fired counts as missed and follows the catch-up policy.
+    pub grace_ms: i64,
+    /// How long a claim is held before it counts as abandoned.
+    pub lease_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { grace_ms: 60_000, lease_ms: 300_000 }
+    }
+}
+
+fn runtime() -> Result<&'static Runtime> {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cueapi-rt")
+        .enable_time()
+        .build()?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+struct Inner {
+    store: Store,
+    clock: Clock,
+    config: Config,
+    instance: String,
+    timers: Mutex<Timers>,
+    wake: Notify,
+    ready: Mutex<VecDeque<String>>,
+    ready_cv: Condvar,
+    claims_open: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// The scheduling engine over one database file.
+pub struct Engine {
+    inner: Arc<Inner>,
+    loop_task: Mutex<Option<JoinHandle<()>>>,
+    /// Attempts a previous process left running, closed as interrupted when this engine opened.
+    pub interrupted_on_open: usize,
+}
+
+impl Engine {
+    /// Opens the database, recovers work a previous process left in flight and rebuilds the timer.
+    /// Nothing fires until [`Engine::start`].
+    pub fn open(path: impl AsRef<Path>, clock: Clock, config: Config) -> Result<Engine> {
+        let store = Store::open(path)?;
+        let now = clock.now();
+        let recovered = store.write(move |c| store::recover(c, now))?;
+        let due = store.read(store::due_index)?;
+        let mut timers = Timers::with_capacity(due.len() + recovered.retries.len() + recovered.deadlines.len());
+        for (at, id) in due {
+            timers.push(Timer { at, kind: TimerKind::Cue, id });
+        }
+        for (at, id) in recovered.retries {
+            timers.push(Timer { at, kind: TimerKind::Retry, id });
+        }
+        for (at, id) in recovered.deadlines {
+            timers.push(Timer { at, kind: TimerKind::Deadline, id });
+        }
+        let inner = Arc::new(Inner {
+            store,
+            clock,
+            config,
+            instance: new_id("engine", now),
+            timers: Mutex::new(timers),
+            wake: Notify::new(),
+            ready: Mutex::new(recovered.pending.into()),
+            ready_cv: Condvar::new(),
+            claims_open: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+        });
+        Ok(Engine { inner, loop_task: Mutex::new(None), interrupted_on_open: recovered.interrupted })
+    }
+
+    /// Starts firing. Idempotent.
+    pub fn start(&self) -> Result<()> {
+        self.check_open()?;
+        let mut task = self.loop_task.lock();
+        if task.is_none() {
+            let inner = Arc::clone(&self.inner);
+            *task = Some(runtime()?.spawn(async move { inner.run_timer().await }));
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    fn schedule(&self, timer: Timer) {
+        self.inner.add_timers(std::iter::once(timer));
+    }
+
+    /// Creates or updates a cue from its definition. Returns the cue id.
+    pub fn upsert_cue(&self, owner: &str, spec: CueSpec) -> Result<String> {
+        self.check_open()?;
+        let now = self.inner.clock.now();
+        let owner = owner.to_string();
+        let up = self.inner.store.write(move |c| store::upsert_cue(c, &owner, &spec, now))?;
+        if let (true, Some(at)) = (up.changed, up.next_run) {
+            self.schedule(Timer { at, kind: TimerKind::Cue, id: up.id.clone() });
+        }
+        Ok(up.id)
+    }
+
+    /// Creates many new cues in one transaction (for bulk loads). Returns their ids.
+    pub fn create_cues(&self, owner: &str, specs: Vec<CueSpec>) -> Result<Vec<String>> {
+        self.check_open()?;
+        let now = self.inner.clock.now();
+        let owner = owner.to_string();
+        let rows = self.inner.store.write(move |c| store::insert_cues(c, &owner, &specs, now))?;
+        self.inner.add_timers(
+            rows.iter().filter_map(|(id, next)| next.map(|at| Timer { at, kind: TimerKind::Cue, id: id.clone() })),
+        );
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Resolves an id or name to a cue id.
+    pub fn resolve_cue(&self, owner: &str, id_or_name: &str) -> Result<String> {
+        self.inner.store.read(|c| store::resolve_cue(c, owner, id_or_name))
+    }
+
+    /// A cue as JSON.
+    pub fn cue(&self, id: &str) -> Result<Value> {
+        self.inner.store.read(|c| store::cue_json(c, id))
+    }
+
+    /// All of an owner's cues as JSON.
+    pub fn cues(&self, owner: &str) -> Result<Vec<Value>> {
+        self.inner.store.read(|c| store::list_cue_ids(c, owner)?.iter().map(|id| store::cue_json(c, id)).collect())
+    }
+
+    /// Pauses a cue: its ticks are recorded as missed until it is resumed.
+    pub fn pause(&self, cue_id: &str) -> Result<()> {
+        let (id, now) = (cue_id.to_string(), self.inner.clock.now());
+        self.inner.store.write(move |c| {
+            let cue = store::cue_json(c, &id)?;
+            let next = cue.get("next_run").and_then(Value::as_i64);
+            if cue.get("status").and_then(Value::as_str) == Some("active") {
+                store::set_cue_status(c, &id, "paused", next, now)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Resumes a paused cue from now; ticks missed while paused are recorded.
+    pub fn resume(&self, cue_id: &str) -> Result<()> {
+        let (id, now) = (cue_id.to_string(), self.inner.clock.now());
+        let next = self.inner.store.write(move |c| store::resume(c, &id, now))?;
+        if let Some(at) = next {
+            self.schedule(Timer { at, kind: TimerKind::Cue, id: cue_id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Deletes a cue and its history.
+    pub fn delete(&self, cue_id: &str) -> Result<()> {
+        let id = cue_id.to_string();
+        self.inner.store.write(move |c| store::delete_cue(c, &id))
+    }
+
+    /// Runs a cue now, outside its schedule. Returns the execution id.
+    pub fn fire(&self, cue_id: &str, payload: Option<Value>) -> Result<String> {
+        self.check_open()?;
+        let (id, now) = (cue_id.to_string(), self.inner.clock.now());
+        let exec = self.inner.store.write(move |c| store::fire_now(c, &id, payload.as_ref(), now))?;
+        self.inner.enqueue([exec.clone()]);
+        Ok(exec)
+    }
+
+    /// Runs an execution again as a new one. Returns the new execution id.
+    pub fn replay(&self, execution_id: &str) -> Result<String> {
+        self.check_open()?;
+        let (id, now) = (execution_id.to_string(), self.inner.clock.now());
+        let exec = self.inner.store.write(move |c| store::replay(c, &id, now))?;
+        self.inner.enqueue([exec.clone()]);
+        Ok(exec)
+    }
+
+    /// Waits up to `timeout` for work and claims it. `None` on timeout or once claims are stopped.
+    /// Blocks the calling thread: never call it on the runtime.
+    pub fn claim(&self, timeout: Duration) -> Result<Option<Claimed>> {
+        let until = Instant::now() + timeout;
+        loop {
+            let id = {
+                let mut q = self.inner.ready.lock();
+                loop {
+                    if !self.inner.claims_open.load(Ordering::SeqCst) {
+                        return Ok(None);
+                    }
+                    if let Some(id) = q.pop_front() {
+                        break id;
+                    }
+                    if self.inner.ready_cv.wait_until(&mut q, until).timed_out() {
+                        return Ok(None);
+                    }
+                }
+            };
+            let (now, worker, lease) = (self.inner.clock.now(), self.inner.instance.clone(), self.inner.config.lease_ms);
+            let claimed = self.inner.store.write(move |c| store::claim(c, &id, &worker, now, lease))?;
+            if let Some(job) = claimed {
+                if let Some(at) = job.outcome_deadline_at {
+                    self.schedule(Timer { at, kind: TimerKind::Deadline, id: job.execution_id.clone() });
+                }
+                return Ok(Some(job));
+            }
+        }
+    }
+
+    /// Reports how attempt `attempt` of an execution ended.
+    pub fn complete(&self, execution_id: &str, attempt: i64, outcome: ReportedOutcome) -> Result<()> {
+        let (id, now) = (execution_id.to_string(), self.inner.clock.now());
+        let finished = self.inner.store.write(move |c| store::complete(c, &id, attempt, &outcome, now))?;
+        if let Finished::RetryAt(at) = finished {
+            self.schedule(Timer { at, kind: TimerKind::Retry, id: execution_id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Lists executions.
+    pub fn executions(&self, owner: &str, filter: &ExecutionFilter) -> Result<Vec<Value>> {
+        self.inner.store.read(|c| store::list_executions(c, owner, filter))
+    }
+
+    /// One execution with its attempts.
+    pub fn execution(&self, owner: &str, id: &str) -> Result<Value> {
+        self.inner.store.read(|c| store::get_execution(c, owner, id))
+    }
+
+    /// Stats of one cue since an instant.
+    pub fn stats(&self, cue_id: &str, since: Millis) -> Result<Value> {
+        self.inner.store.read(|c| store::Stats::compute(c, cue_id, since))
+    }
+
+    /// How many executions wait for a claim.
+    pub fn queued(&self) -> usize {
+        self.inner.ready.lock().len()
+    }
+
+    /// Stops handing out work: blocked and future claims return `None`.
+    pub fn stop_claims(&self) {
+        self.inner.claims_open.store(false, Ordering::SeqCst);
+        let _guard = self.inner.ready.lock();
+        self.inner.ready_cv.notify_all();
+    }
+
+    /// Stops the timer and the writer after everything already sent is committed. Idempotent.
+    /// Blocks: never call it on the runtime.
+    pub fn close(&self) {
+        self.stop_claims();
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        if let Some(task) = self.loop_task.lock().take() {
+            if let Ok(rt) = runtime() {
+                let _ = rt.block_on(task);
+            }
+        }
+        self.inner.store.close();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Inner {
+    fn add_timers(&self, timers: impl IntoIterator<Item = Timer>) {
+        let mut heap = self.timers.lock();
+        let before = heap.peek_at();
+        for t in timers {
+            heap.push(t);
+        }
+        if heap.peek_at() != before {
+            self.wake.notify_one();
+        }
+    }
+
+    fn enqueue(&self, ids: impl IntoIterator<Item = String>) {
+        let mut q = self.ready.lock();
+        let before = q.len();
+        q.extend(ids);
+        match q.len() - before {
+            0 => {}
+            1 => {
+                self.ready_cv.notify_one();
+            }
+            _ => {
+                self.ready_cv.notify_all();
+            }
+        }
+    }
+
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = self.clock.now();
+            let next = self.timers.lock().peek_at();
+            match next {
+                Some(at) if at <= now => {
+                    let due = self.timers.lock().pop_due(now, 4_096);
+                    if let Err(e) = self.act(due, now).await {
+                        tracing::error!("timer round failed: {e}");
+                        if matches!(e, Error::Closed) {
+                            return;
+                        }
+                    }
+                }
+                Some(at) => {
+                    tokio::select! {
+                        _ = self.clock.sleep_until(at) => {}
+                        _ = self.wake.notified() => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// Acts on due timer entries in one transaction, then schedules what follows.
+    async fn act(&self, due: Vec<Timer>, now: Millis) -> Result<()> {
+        let grace = self.config.grace_ms;
+        let (ready, later) = self
+            .store
+            .write_async(move |c| {
+                let mut ready = Vec::new();
+                let mut later = Vec::new();
+                for t in due {
+                    match t.kind {
+                        TimerKind::Cue => {
+                            if let Some(fired) = store::fire_due(c, &t.id, t.at, now, grace)? {
+                                ready.extend(fired.created);
+                                if let Some(at) = fired.next_run {
+                                    later.push(Timer { at, kind: TimerKind::Cue, id: t.id });
+                                }
+                            }
+                        }
+                        TimerKind::Retry => {
+                            if store::retry_due(c, &t.id, now)? {
+                                ready.push(t.id);
+                            }
+                        }
+                        TimerKind::Deadline => {
+                            store::deadline_due(c, &t.id, now)?;
+                        }
+                    }
+                }
+                Ok((ready, later))
+            })
+            .await?;
+        self.enqueue(ready);
+        self.add_timers(later);
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! The in-memory timer: a min-heap of due instants. Entries may be stale (a cue changed after its
+//! entry was pushed); the store decides, when an entry comes due, whether it still means anything.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::clock::Millis;
+
+/// What a timer entry is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// A cue's next tick.
+    Cue,
+    /// An execution's next retry.
+    Retry,
+    /// An execution's outcome deadline.
+    Deadline,
+}
+
+/// One entry: at `at`, do `kind` for `id`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timer {
+    pub at: Millis,
+    pub kind: TimerKind,
+    pub id: String,
+}
+
+/// The heap.
+#[derive(Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<Timer>>,
+}
+
+impl Timers {
+    /// An empty heap with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Timers {
+        Timers { heap: BinaryHeap::with_capacity(n) }
+    }
+
+    /// Adds an entry.
+    pub fn push(&mut self, t: Timer) {
+        self.heap.push(Reverse(t));
+    }
+
+    /// The earliest instant, if any.
+    pub fn peek_at(&self) -> Option<Millis> {
+        self.heap.peek().map(|t| t.0.at)
+    }
+
+    /// Removes and returns up to `max` entries due at or before `now`, earliest first.
+    pub fn pop_due(&mut self, now: Millis, max: usize) -> Vec<Timer> {
+        let mut out = Vec::new();
+        while out.len() < max && self.heap.peek().is_some_and(|t| t.0.at <= now) {
+            if let Some(Reverse(t)) = self.heap.pop() {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_due_entries_in_order() {
+        let mut t = Timers::default();
+        for (at, id) in [(30, "c"), (10, "a"), (20, "b"), (40, "d")] {
+            t.push(Timer { at, kind: TimerKind::Cue, id: id.into() });
+        }
+        let due: Vec<_> = t.pop_due(30, 10).into_iter().map(|t| t.id).collect();
+        assert_eq!(due, ["a", "b", "c"]);
+        assert_eq!(t.peek_at(), Some(40));
+    }
+}

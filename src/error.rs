@@ -1,0 +1,51 @@
+//! The one error type of the core. Each variant maps to one Python exception class
+//! (see `python/cueapi/exceptions.py`) and, later, to one HTTP error code.
+
+use thiserror::Error;
+
+/// Everything that can go wrong inside the engine, with enough structure for a caller to act on it.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A schedule (cron, one-shot time, interval or time zone) that cannot be used.
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(String),
+    /// Any other argument that fails validation; `field` names the culprit.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    /// A cue looked up by id or name does not exist.
+    #[error("cue not found: {0}")]
+    CueNotFound(String),
+    /// An execution looked up by id does not exist.
+    #[error("execution not found: {0}")]
+    ExecutionNotFound(String),
+    /// The request conflicts with the stored state (e.g. an outcome that was already recorded).
+    #[error("{0}")]
+    Conflict(String),
+    /// Another process holds this database file.
+    #[error("database is open in another process: {0}")]
+    Locked(String),
+    /// The database file was written by a newer version of cueapi.
+    #[error("database schema version {found} is newer than this cueapi supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// The engine has been closed.
+    #[error("the engine is closed")]
+    Closed,
+    /// SQLite failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+    /// File system failure (opening the database or its lock file).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A JSON document could not be encoded or decoded.
+    #[error("json error: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid { field, message: message.into() }
+    }
+}
+
+/// Result alias for the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,28 @@
+//! # cueapi
+//!
+//! Accountable scheduled work. A tour of the modules, in the order a tick travels:
+//!
+//! - [`schedule`] — cron (croniter semantics) with IANA zones, one-shot instants and intervals; the
+//!   DST policy; the only user of the cron library.
+//! - [`clock`] — the time source: the system clock, or a manual one for tests.
+//! - [`store`] — SQLite, the single source of truth: migrations, one writer thread committing in
+//!   batches, read connections, and every query (firing, claims, outcomes, history).
+//! - [`engine`] — the timer (a min-heap woken by one tokio task, never a polling loop), the queue
+//!   handlers pull from, retries, outcome deadlines, recovery on open.
+//! - `python` — the PyO3 module `cueapi._cueapi` (feature `python`); nothing else knows PyO3.
+//!
+//! [`error`] holds the one error type; [`model`] the shared vocabulary (ids, statuses).
+
+pub mod clock;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod schedule;
+pub mod store;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use clock::{Clock, Millis};
+pub use engine::{Config, Engine};
+pub use error::{Error, Result};

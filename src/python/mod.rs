@@ -1,0 +1,335 @@
+//! All PyO3 glue: the `cueapi._cueapi` module. Every blocking call detaches from the interpreter
+//! (releases the GIL) while Rust waits; errors become the classes of `cueapi.exceptions`.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde_json::Value;
+
+use crate::clock::{system_now, Clock, Millis};
+use crate::engine::{Config, Engine};
+use crate::error::Error;
+use crate::schedule::{self, Schedule};
+use crate::store::{CueSpec, ExecutionFilter, ReportedOutcome, LOCAL_OWNER};
+
+fn to_pyerr(e: Error) -> PyErr {
+    let class = match &e {
+        Error::InvalidSchedule(_) => "InvalidScheduleError",
+        Error::Invalid { .. } | Error::Json(_) => "ValidationError",
+        Error::CueNotFound(_) => "CueNotFoundError",
+        Error::ExecutionNotFound(_) => "ExecutionNotFoundError",
+        Error::Conflict(_) => "ConflictError",
+        Error::Locked(_) => "DatabaseLockedError",
+        Error::SchemaTooNew { .. } => "SchemaVersionError",
+        Error::Closed => "EngineClosedError",
+        Error::Storage(_) | Error::Io(_) => "StorageError",
+    };
+    let message = e.to_string();
+    let field = match &e {
+        Error::Invalid { field, .. } => Some(*field),
+        _ => None,
+    };
+    Python::attach(|py| {
+        let made = (|| -> PyResult<PyErr> {
+            let module = py.import("cueapi.exceptions")?;
+            let cls = module.getattr(class)?;
+            let exc = cls.call1((message.clone(),))?;
+            if let Some(f) = field {
+                exc.setattr("field", f)?;
+            }
+            Ok(PyErr::from_value(exc))
+        })();
+        made.unwrap_or_else(|err| err)
+    })
+}
+
+fn json_arg<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
+    serde_json::from_str(text).map_err(|e| to_pyerr(Error::Invalid { field: "arguments", message: format!("{what}: {e}") }))
+}
+
+fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.into_pyobject(py)?.into_any(),
+            (None, Some(u)) => u.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
+        Value::String(s) => s.into_pyobject(py)?.into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for x in items {
+                list.append(to_py(py, x)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, x) in map {
+                dict.set_item(k, to_py(py, x)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+/// A clock that moves only when told to; pass it to an engine to test time-dependent behaviour.
+#[pyclass(module = "cueapi._cueapi", frozen)]
+struct ManualClock {
+    clock: Clock,
+}
+
+#[pymethods]
+impl ManualClock {
+    #[new]
+    fn new(start_ms: Millis) -> Self {
+        ManualClock { clock: Clock::manual(start_ms) }
+    }
+
+    fn now_ms(&self) -> Millis {
+        self.clock.now()
+    }
+
+    fn advance_ms(&self, ms: Millis) -> PyResult<()> {
+        if ms < 0 {
+            return Err(to_pyerr(Error::invalid("ms", "a clock cannot move backwards")));
+        }
+        if let Clock::Manual(m) = &self.clock {
+            m.advance(ms);
+        }
+        Ok(())
+    }
+
+    fn set_ms(&self, ms: Millis) -> PyResult<()> {
+        if ms < self.clock.now() {
+            return Err(to_pyerr(Error::invalid("ms", "a clock cannot move backwards")));
+        }
+        if let Clock::Manual(m) = &self.clock {
+            m.set(ms);
+        }
+        Ok(())
+    }
+}
+
+/// A claimed attempt.
+#[pyclass(module = "cueapi._cueapi", frozen, get_all)]
+struct Job {
+    execution_id: String,
+    cue_id: String,
+    cue_name: String,
+    scheduled_for: Millis,
+    attempt: i64,
+    payload: String,
+    idempotency_key: String,
+    triggered_by: String,
+}
+
+/// The native engine over one database file.
+#[pyclass(module = "cueapi._cueapi", frozen)]
+struct NativeEngine {
+    engine: Engine,
+}
+
+#[pymethods]
+impl NativeEngine {
+    #[new]
+    #[pyo3(signature = (path, *, clock=None, grace_ms=60_000, lease_ms=300_000))]
+    fn new(py: Python<'_>, path: String, clock: Option<PyRef<'_, ManualClock>>, grace_ms: i64, lease_ms: i64) -> PyResult<Self> {
+        if grace_ms < 0 || lease_ms <= 0 {
+            return Err(to_pyerr(Error::invalid("config", "grace must be >= 0 and lease > 0")));
+        }
+        let clock = clock.map(|c| c.clock.clone()).unwrap_or(Clock::System);
+        let engine = py
+            .detach(move || Engine::open(path, clock, Config { grace_ms, lease_ms }))
+            .map_err(to_pyerr)?;
+        Ok(NativeEngine { engine })
+    }
+
+    #[getter]
+    fn interrupted_on_open(&self) -> usize {
+        self.engine.interrupted_on_open
+    }
+
+    #[getter]
+    fn queued(&self) -> usize {
+        self.engine.queued()
+    }
+
+    fn now_ms(&self) -> Millis {
+        self.engine.clock().now()
+    }
+
+    fn start(&self) -> PyResult<()> {
+        self.engine.start().map_err(to_pyerr)
+    }
+
+    fn upsert_cue(&self, py: Python<'_>, spec_json: &str) -> PyResult<String> {
+        let spec: CueSpec = json_arg("cue definition", spec_json)?;
+        py.detach(|| self.engine.upsert_cue(LOCAL_OWNER, spec)).map_err(to_pyerr)
+    }
+
+    fn create_cues(&self, py: Python<'_>, specs_json: &str) -> PyResult<Vec<String>> {
+        let specs: Vec<CueSpec> = json_arg("cue definitions", specs_json)?;
+        py.detach(|| self.engine.create_cues(LOCAL_OWNER, specs)).map_err(to_pyerr)
+    }
+
+    fn resolve_cue(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
+        py.detach(|| self.engine.resolve_cue(LOCAL_OWNER, reference)).map_err(to_pyerr)
+    }
+
+    fn cue<'py>(&self, py: Python<'py>, cue_id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let v = py.detach(|| self.engine.cue(cue_id)).map_err(to_pyerr)?;
+        to_py(py, &v)
+    }
+
+    fn cues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = py.detach(|| self.engine.cues(LOCAL_OWNER)).map_err(to_pyerr)?;
+        to_py(py, &Value::Array(v))
+    }
+
+    fn pause(&self, py: Python<'_>, cue_id: &str) -> PyResult<()> {
+        py.detach(|| self.engine.pause(cue_id)).map_err(to_pyerr)
+    }
+
+    fn resume(&self, py: Python<'_>, cue_id: &str) -> PyResult<()> {
+        py.detach(|| self.engine.resume(cue_id)).map_err(to_pyerr)
+    }
+
+    fn delete(&self, py: Python<'_>, cue_id: &str) -> PyResult<()> {
+        py.detach(|| self.engine.delete(cue_id)).map_err(to_pyerr)
+    }
+
+    #[pyo3(signature = (cue_id, payload_json=None))]
+    fn fire(&self, py: Python<'_>, cue_id: &str, payload_json: Option<&str>) -> PyResult<String> {
+        let payload: Option<Value> = payload_json.map(|p| json_arg("payload", p)).transpose()?;
+        py.detach(|| self.engine.fire(cue_id, payload)).map_err(to_pyerr)
+    }
+
+    fn replay(&self, py: Python<'_>, execution_id: &str) -> PyResult<String> {
+        py.detach(|| self.engine.replay(execution_id)).map_err(to_pyerr)
+    }
+
+    /// Waits up to `timeout` seconds for a job; `None` on timeout or after `stop_claims`.
+    fn claim(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Job>> {
+        if !timeout.is_finite() || timeout < 0.0 {
+            return Err(to_pyerr(Error::invalid("timeout", "must be a non-negative number of seconds")));
+        }
+        let wait = Duration::from_secs_f64(timeout.min(3_600.0));
+        let job = py.detach(|| self.engine.claim(wait)).map_err(to_pyerr)?;
+        Ok(job.map(|c| Job {
+            execution_id: c.execution_id,
+            cue_id: c.cue_id,
+            cue_name: c.cue_name,
+            scheduled_for: c.scheduled_for,
+            attempt: c.attempt,
+            payload: c.payload,
+            idempotency_key: c.idempotency_key,
+            triggered_by: c.triggered_by,
+        }))
+    }
+
+    fn complete(&self, py: Python<'_>, execution_id: &str, attempt: i64, outcome_json: &str) -> PyResult<()> {
+        let outcome: ReportedOutcome = json_arg("outcome", outcome_json)?;
+        py.detach(|| self.engine.complete(execution_id, attempt, outcome)).map_err(to_pyerr)
+    }
+
+    fn executions<'py>(&self, py: Python<'py>, filter_json: &str) -> PyResult<Bound<'py, PyAny>> {
+        let filter: ExecutionFilter = json_arg("filter", filter_json)?;
+        let v = py.detach(|| self.engine.executions(LOCAL_OWNER, &filter)).map_err(to_pyerr)?;
+        to_py(py, &Value::Array(v))
+    }
+
+    fn execution<'py>(&self, py: Python<'py>, execution_id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let v = py.detach(|| self.engine.execution(LOCAL_OWNER, execution_id)).map_err(to_pyerr)?;
+        to_py(py, &v)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>, cue_id: &str, since_ms: Millis) -> PyResult<Bound<'py, PyAny>> {
+        let v = py.detach(|| self.engine.stats(cue_id, since_ms)).map_err(to_pyerr)?;
+        to_py(py, &v)
+    }
+
+    fn stop_claims(&self) {
+        self.engine.stop_claims();
+    }
+
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.engine.close());
+    }
+}
+
+/// A validated schedule, for inspection: next fire times and a description.
+#[pyclass(name = "Schedule", module = "cueapi._cueapi", frozen)]
+struct PySchedule {
+    schedule: Schedule,
+}
+
+#[pymethods]
+impl PySchedule {
+    #[new]
+    #[pyo3(signature = (cron=None, *, every=None, at=None, timezone="UTC", now_ms=None))]
+    fn new(cron: Option<&str>, every: Option<&str>, at: Option<&str>, timezone: &str, now_ms: Option<Millis>) -> PyResult<Self> {
+        let now = now_ms.unwrap_or_else(system_now);
+        let schedule = match (cron, every, at) {
+            (Some(c), None, None) => Schedule::cron(c, timezone, now),
+            (None, Some(e), None) => schedule::parse_every(e).and_then(|ms| Schedule::every(ms, timezone)),
+            (None, None, Some(a)) => schedule::parse_timezone(timezone)
+                .and_then(|tz| schedule::parse_instant(a, tz))
+                .and_then(|ms| Schedule::once(ms, timezone, now)),
+            _ => Err(Error::InvalidSchedule("give exactly one of a cron expression, `every` or `at`".into())),
+        }
+        .map_err(to_pyerr)?;
+        Ok(PySchedule { schedule })
+    }
+
+    /// The first fire time strictly after `after_ms`, in UTC milliseconds.
+    fn next_after(&self, after_ms: Millis) -> Option<Millis> {
+        self.schedule.next_after(after_ms)
+    }
+
+    /// The next `n` fire times after `after_ms` as (UTC milliseconds, ISO-8601 in the zone).
+    fn preview(&self, n: usize, after_ms: Millis) -> PyResult<Vec<(Millis, String)>> {
+        if n > 10_000 {
+            return Err(to_pyerr(Error::invalid("n", "must be at most 10000")));
+        }
+        Ok(self
+            .schedule
+            .preview(after_ms, n)
+            .into_iter()
+            .map(|t| (t, schedule::format_instant(t, self.schedule.tz)))
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        self.schedule.describe()
+    }
+
+    #[getter]
+    fn timezone(&self) -> &'static str {
+        self.schedule.tz.name()
+    }
+}
+
+/// The system clock in UTC milliseconds.
+#[pyfunction]
+fn now_ms() -> Millis {
+    system_now()
+}
+
+#[pymodule]
+fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeEngine>()?;
+    m.add_class::<ManualClock>()?;
+    m.add_class::<Job>()?;
+    m.add_class::<PySchedule>()?;
+    m.add_function(wrap_pyfunction!(now_ms, m)?)?;
+    m.add("SCHEMA_VERSION", crate::store::SCHEMA_VERSION)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    if m.py().version_info() < (3, 10) {
+        return Err(PyRuntimeError::new_err("cueapi needs Python 3.10 or later"));
+    }
+    Ok(())
+}

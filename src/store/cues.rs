@@ -1,0 +1,494 @@
+//! Cue rows: definition, validation, upsert by name, state changes.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::model::{new_id, VERIFICATION_MODES};
+use crate::schedule::{parse_every, parse_instant, parse_timezone, Kind, Schedule};
+
+/// The owner of cues created by the embedded library.
+pub const LOCAL_OWNER: &str = "local";
+
+/// A cue definition as a program states it (decorator arguments, later the HTTP body).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CueSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub at: Option<String>,
+    #[serde(default)]
+    pub every: Option<String>,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "empty_object")]
+    pub payload: Value,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    #[serde(default)]
+    pub outcome_deadline_seconds: Option<i64>,
+    #[serde(default)]
+    pub verification_mode: Option<String>,
+    #[serde(default = "default_overlap")]
+    pub overlap: String,
+    #[serde(default = "default_catch_up")]
+    pub catch_up: String,
+    #[serde(default = "default_catch_up_max")]
+    pub catch_up_max: i64,
+    #[serde(default)]
+    pub on_failure_pause: bool,
+}
+
+/// Retry policy: after the first try fails, up to `max_attempts` retries, `backoff_minutes` apart
+/// (the last value repeats).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+    #[serde(default = "default_backoff")]
+    pub backoff_minutes: Vec<f64>,
+}
+
+fn default_transport() -> String {
+    "local".into()
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn empty_object() -> Value {
+    json!({})
+}
+fn default_overlap() -> String {
+    "skip".into()
+}
+fn default_catch_up() -> String {
+    "once".into()
+}
+fn default_catch_up_max() -> i64 {
+    100
+}
+fn default_max_attempts() -> i64 {
+    3
+}
+fn default_backoff() -> Vec<f64> {
+    vec![1.0, 5.0, 15.0]
+}
+
+/// A validated definition, in the shape of the `cues` columns.
+#[derive(Clone, Debug, PartialEq)]
+struct Def {
+    name: String,
+    description: Option<String>,
+    transport: String,
+    schedule_type: &'static str,
+    cron: Option<String>,
+    at: Option<Millis>,
+    every_ms: Option<i64>,
+    timezone: String,
+    payload: String,
+    max_attempts: i64,
+    backoff: String,
+    deadline: Option<i64>,
+    verification_mode: Option<String>,
+    overlap: String,
+    catch_up: String,
+    catch_up_max: i64,
+    on_failure_pause: bool,
+}
+
+impl Def {
+    fn same_schedule(&self, other: &Def) -> bool {
+        (self.schedule_type, &self.cron, self.at, self.every_ms, &self.timezone)
+            == (other.schedule_type, &other.cron, other.at, other.every_ms, &other.timezone)
+    }
+}
+
+fn one_of(field: &'static str, value: &str, allowed: &[&str]) -> Result<()> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("{value:?} is not one of {}", allowed.join(", "))))
+    }
+}
+
+impl CueSpec {
+    fn validate(&self) -> Result<(Def, Schedule)> {
+        let name = self.name.trim();
+        if name.is_empty() || name.len() > 255 {
+            return Err(Error::invalid("name", "must be 1 to 255 characters"));
+        }
+        one_of("transport", &self.transport, &["local", "webhook", "worker"])?;
+        one_of("overlap", &self.overlap, &["skip", "allow"])?;
+        one_of("catch_up", &self.catch_up, &["skip", "once", "all"])?;
+        if !(1..=100_000).contains(&self.catch_up_max) {
+            return Err(Error::invalid("catch_up_max", "must be between 1 and 100000"));
+        }
+        if let Some(mode) = &self.verification_mode {
+            one_of("verification_mode", mode, VERIFICATION_MODES)?;
+        }
+        if !self.payload.is_object() {
+            return Err(Error::invalid("payload", "must be a JSON object"));
+        }
+        let payload = serde_json::to_string(&self.payload)?;
+        if payload.len() > 1 << 20 {
+            return Err(Error::invalid("payload", "is larger than 1 MiB"));
+        }
+        let retry = self.retry.clone().unwrap_or(RetrySpec { max_attempts: 3, backoff_minutes: default_backoff() });
+        if !(0..=10).contains(&retry.max_attempts) {
+            return Err(Error::invalid("retry.max_attempts", "must be between 0 and 10"));
+        }
+        if retry.backoff_minutes.len() > 10
+            || retry.backoff_minutes.iter().any(|m| !m.is_finite() || *m < 0.0 || *m > 7.0 * 24.0 * 60.0)
+        {
+            return Err(Error::invalid("retry.backoff_minutes", "must be at most 10 numbers of minutes between 0 and one week"));
+        }
+        if let Some(d) = self.outcome_deadline_seconds {
+            if !(1..=7 * 24 * 3600).contains(&d) {
+                return Err(Error::invalid("outcome_deadline", "must be between 1 second and one week"));
+            }
+        }
+        let tz = parse_timezone(&self.timezone)?;
+        let given = [self.cron.is_some(), self.at.is_some(), self.every.is_some()].iter().filter(|b| **b).count();
+        if given != 1 {
+            return Err(Error::InvalidSchedule("give exactly one of a cron expression, `every` or `at`".into()));
+        }
+        let (schedule_type, schedule, cron, at, every_ms) = if let Some(expr) = &self.cron {
+            // Validity is checked against "now" when stored; a placeholder instant here.
+            let s = Schedule::cron(expr, tz.name(), crate::clock::system_now())?;
+            ("recurring", s, Some(expr.trim().to_string()), None, None)
+        } else if let Some(every) = &self.every {
+            let ms = parse_every(every)?;
+            ("interval", Schedule::every(ms, tz.name())?, None, None, Some(ms))
+        } else {
+            let at = parse_instant(self.at.as_deref().unwrap_or_default(), tz)?;
+            ("once", Schedule::once_unchecked(at, tz.name())?, None, Some(at), None)
+        };
+        let def = Def {
+            name: name.to_string(),
+            description: self.description.clone(),
+            transport: self.transport.clone(),
+            schedule_type,
+            cron,
+            at,
+            every_ms,
+            timezone: tz.name().to_string(),
+            payload,
+            max_attempts: retry.max_attempts,
+            backoff: serde_json::to_string(&retry.backoff_minutes)?,
+            deadline: self.outcome_deadline_seconds,
+            verification_mode: self.verification_mode.clone().filter(|m| m != "none"),
+            overlap: self.overlap.clone(),
+            catch_up: self.catch_up.clone(),
+            catch_up_max: self.catch_up_max,
+            on_failure_pause: self.on_failure_pause,
+        };
+        Ok((def, schedule))
+    }
+}
+
+/// What the engine needs to know about a cue to fire it.
+#[derive(Clone, Debug)]
+pub struct CueRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub transport: String,
+    pub schedule: Schedule,
+    pub payload: String,
+    pub max_attempts: i64,
+    pub backoff_minutes: Vec<f64>,
+    pub outcome_deadline_seconds: Option<i64>,
+    pub verification_mode: Option<String>,
+    pub overlap: String,
+    pub catch_up: String,
+    pub catch_up_max: i64,
+    pub on_failure_pause: bool,
+    pub next_run: Option<Millis>,
+}
+
+const CUE_COLUMNS: &str = "id, name, status, transport, schedule_type, schedule_cron, schedule_at, schedule_every_ms, \
+     schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds, \
+     verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, next_run";
+
+fn cue_from_row(r: &Row<'_>) -> rusqlite::Result<Result<CueRow>> {
+    let schedule_type: String = r.get(4)?;
+    let cron: Option<String> = r.get(5)?;
+    let at: Option<Millis> = r.get(6)?;
+    let every: Option<i64> = r.get(7)?;
+    let tz: String = r.get(8)?;
+    let backoff: String = r.get(11)?;
+    let schedule = match schedule_type.as_str() {
+        "recurring" => Schedule::cron(cron.as_deref().unwrap_or_default(), &tz, 0),
+        "interval" => Schedule::every(every.unwrap_or_default(), &tz),
+        _ => Schedule::once_unchecked(at.unwrap_or_default(), &tz),
+    };
+    let backoff_minutes = serde_json::from_str::<Vec<f64>>(&backoff);
+    Ok((|| {
+        Ok(CueRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            status: r.get(2)?,
+            transport: r.get(3)?,
+            schedule: schedule?,
+            payload: r.get(9)?,
+            max_attempts: r.get(10)?,
+            backoff_minutes: backoff_minutes?,
+            outcome_deadline_seconds: r.get(12)?,
+            verification_mode: r.get(13)?,
+            overlap: r.get(14)?,
+            catch_up: r.get(15)?,
+            catch_up_max: r.get(16)?,
+            on_failure_pause: r.get(17)?,
+            next_run: r.get(18)?,
+        })
+    })())
+}
+
+/// Loads a cue by id.
+pub fn load(conn: &Connection, id: &str) -> Result<Option<CueRow>> {
+    let sql = format!("SELECT {CUE_COLUMNS} FROM cues WHERE id = ?1");
+    conn.query_row(&sql, [id], cue_from_row).optional()?.transpose()
+}
+
+/// Resolves a cue reference (id or name) to its id.
+pub fn resolve(conn: &Connection, owner: &str, id_or_name: &str) -> Result<String> {
+    conn.query_row(
+        "SELECT id FROM cues WHERE owner = ?1 AND (id = ?2 OR name = ?2) ORDER BY id = ?2 DESC LIMIT 1",
+        params![owner, id_or_name],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| Error::CueNotFound(id_or_name.to_string()))
+}
+
+/// The result of storing a definition: the cue id and its (possibly new) next fire time.
+#[derive(Debug)]
+pub struct Upserted {
+    pub id: String,
+    pub next_run: Option<Millis>,
+    pub created: bool,
+    pub changed: bool,
+}
+
+fn first_fire(schedule: &Schedule, now: Millis) -> Option<Millis> {
+    schedule.next_after(now)
+}
+
+/// Stores `spec` under its name: creates the cue, or updates it in place when the program states
+/// it again (a changed schedule restarts it from now; an unchanged one keeps its place).
+pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Result<Upserted> {
+    let (def, schedule) = spec.validate()?;
+    let existing = conn
+        .query_row(
+            "SELECT id, name, description, transport, schedule_type, schedule_cron, schedule_at, schedule_every_ms,
+                    schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
+                    verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, status, next_run
+             FROM cues WHERE owner = ?1 AND name = ?2",
+            params![owner, def.name],
+            |r| {
+                let schedule_type: String = r.get(4)?;
+                let st: &'static str = match schedule_type.as_str() {
+                    "recurring" => "recurring",
+                    "interval" => "interval",
+                    _ => "once",
+                };
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Def {
+                        name: r.get(1)?,
+                        description: r.get(2)?,
+                        transport: r.get(3)?,
+                        schedule_type: st,
+                        cron: r.get(5)?,
+                        at: r.get(6)?,
+                        every_ms: r.get(7)?,
+                        timezone: r.get(8)?,
+                        payload: r.get(9)?,
+                        max_attempts: r.get(10)?,
+                        backoff: r.get(11)?,
+                        deadline: r.get(12)?,
+                        verification_mode: r.get(13)?,
+                        overlap: r.get(14)?,
+                        catch_up: r.get(15)?,
+                        catch_up_max: r.get(16)?,
+                        on_failure_pause: r.get(17)?,
+                    },
+                    r.get::<_, String>(18)?,
+                    r.get::<_, Option<Millis>>(19)?,
+                ))
+            },
+        )
+        .optional()?;
+    let check_future = |at: Option<Millis>| -> Result<()> {
+        if let Some(at) = at {
+            Schedule::once(at, &def.timezone, now)?;
+        }
+        Ok(())
+    };
+    match existing {
+        None => {
+            check_future(def.at)?;
+            let id = new_id("cue", now);
+            let next_run = first_fire(&schedule, now);
+            insert(conn, owner, &id, &def, next_run, now)?;
+            Ok(Upserted { id, next_run, created: true, changed: true })
+        }
+        Some((id, old, status, old_next)) => {
+            if old == def {
+                return Ok(Upserted { id, next_run: old_next, created: false, changed: false });
+            }
+            let (next_run, status) = if old.same_schedule(&def) {
+                (old_next, status)
+            } else {
+                check_future(def.at)?;
+                let st = if status == "paused" { status } else { "active".to_string() };
+                (first_fire(&schedule, now), st)
+            };
+            conn.execute(
+                "UPDATE cues SET description = ?2, transport = ?3, schedule_type = ?4, schedule_cron = ?5, schedule_at = ?6,
+                    schedule_every_ms = ?7, schedule_timezone = ?8, payload = ?9, retry_max_attempts = ?10,
+                    retry_backoff_minutes = ?11, outcome_deadline_seconds = ?12, verification_mode = ?13,
+                    overlap_policy = ?14, catch_up_policy = ?15, catch_up_max = ?16, on_failure_pause = ?17,
+                    status = ?18, next_run = ?19, updated_at = ?20
+                 WHERE id = ?1",
+                params![
+                    id, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms, def.timezone,
+                    def.payload, def.max_attempts, def.backoff, def.deadline, def.verification_mode, def.overlap,
+                    def.catch_up, def.catch_up_max, def.on_failure_pause, status, next_run, now
+                ],
+            )?;
+            Ok(Upserted { id, next_run, created: false, changed: true })
+        }
+    }
+}
+
+fn insert(conn: &Connection, owner: &str, id: &str, def: &Def, next_run: Option<Millis>, now: Millis) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO cues (id, owner, name, description, status, transport, schedule_type, schedule_cron, schedule_at,
+            schedule_every_ms, schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes,
+            outcome_deadline_seconds, verification_mode, overlap_policy, catch_up_policy, catch_up_max,
+            on_failure_pause, next_run, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?21)",
+    )?;
+    stmt.execute(params![
+        id, owner, def.name, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms,
+        def.timezone, def.payload, def.max_attempts, def.backoff, def.deadline, def.verification_mode, def.overlap,
+        def.catch_up, def.catch_up_max, def.on_failure_pause, next_run, now
+    ])?;
+    Ok(())
+}
+
+/// Creates many cues in one transaction (names must be new). Returns (id, next_run) of each.
+pub fn insert_many(conn: &Connection, owner: &str, specs: &[CueSpec], now: Millis) -> Result<Vec<(String, Option<Millis>)>> {
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (def, schedule) = spec.validate()?;
+        if let Some(at) = def.at {
+            Schedule::once(at, &def.timezone, now)?;
+        }
+        let id = new_id("cue", now);
+        let next_run = first_fire(&schedule, now);
+        insert(conn, owner, &id, &def, next_run, now).map_err(|e| match e {
+            Error::Storage(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Error::Conflict(format!("a cue named {:?} already exists", def.name))
+            }
+            other => other,
+        })?;
+        out.push((id, next_run));
+    }
+    Ok(out)
+}
+
+/// A cue as a JSON object (times as UTC milliseconds).
+pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
+    conn.query_row(
+        "SELECT id, name, description, status, transport, schedule_type, schedule_cron, schedule_at, schedule_every_ms,
+                schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
+                verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, next_run, last_run,
+                run_count, fired_count, created_at, updated_at
+         FROM cues WHERE id = ?1",
+        [id],
+        |r| {
+            let payload: String = r.get(10)?;
+            let backoff: String = r.get(12)?;
+            Ok(json!({
+                "id": r.get::<_, String>(0)?,
+                "name": r.get::<_, String>(1)?,
+                "description": r.get::<_, Option<String>>(2)?,
+                "status": r.get::<_, String>(3)?,
+                "transport": r.get::<_, String>(4)?,
+                "schedule": {
+                    "type": r.get::<_, String>(5)?,
+                    "cron": r.get::<_, Option<String>>(6)?,
+                    "at": r.get::<_, Option<i64>>(7)?,
+                    "every_ms": r.get::<_, Option<i64>>(8)?,
+                    "timezone": r.get::<_, String>(9)?,
+                },
+                "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
+                "retry": {
+                    "max_attempts": r.get::<_, i64>(11)?,
+                    "backoff_minutes": serde_json::from_str::<Value>(&backoff).unwrap_or(Value::Null),
+                },
+                "outcome_deadline_seconds": r.get::<_, Option<i64>>(13)?,
+                "verification": r.get::<_, Option<String>>(14)?.map(|m| json!({"mode": m})),
+                "overlap": r.get::<_, String>(15)?,
+                "catch_up": r.get::<_, String>(16)?,
+                "catch_up_max": r.get::<_, i64>(17)?,
+                "on_failure": {"pause": r.get::<_, bool>(18)?},
+                "next_run": r.get::<_, Option<i64>>(19)?,
+                "last_run": r.get::<_, Option<i64>>(20)?,
+                "run_count": r.get::<_, i64>(21)?,
+                "fired_count": r.get::<_, i64>(22)?,
+                "created_at": r.get::<_, i64>(23)?,
+                "updated_at": r.get::<_, i64>(24)?,
+            }))
+        },
+    )
+    .optional()?
+    .ok_or_else(|| Error::CueNotFound(id.to_string()))
+}
+
+/// Ids of the owner's cues, newest first.
+pub fn list_ids(conn: &Connection, owner: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT id FROM cues WHERE owner = ?1 ORDER BY created_at, id")?;
+    let ids = stmt.query_map([owner], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+/// Every active cue's next fire time, for building the timer at start.
+pub fn due_index(conn: &Connection) -> Result<Vec<(Millis, String)>> {
+    let mut stmt = conn.prepare("SELECT next_run, id FROM cues WHERE status = 'active' AND next_run IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Sets a cue's status (pause/resume bookkeeping is in the engine).
+pub fn set_status(conn: &Connection, id: &str, status: &str, next_run: Option<Millis>, now: Millis) -> Result<()> {
+    conn.execute(
+        "UPDATE cues SET status = ?2, next_run = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, status, next_run, now],
+    )?;
+    Ok(())
+}
+
+/// Deletes a cue and its history.
+pub fn delete(conn: &Connection, id: &str) -> Result<()> {
+    if conn.execute("DELETE FROM cues WHERE id = ?1", [id])? == 0 {
+        return Err(Error::CueNotFound(id.to_string()));
+    }
+    Ok(())
+}
+
+/// Keeps the `Kind` import meaningful for callers matching on schedules.
+pub fn is_one_shot(row: &CueRow) -> bool {
+    matches!(row.schedule.kind, Kind::Once { .. })
+}

@@ -1,0 +1,733 @@
+//! Execution rows: firing ticks (with catch-up and overlap policies), the claim / complete cycle,
+//! retries, outcome deadlines, recovery after a crash, history queries.
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::cues::{self, CueRow};
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::model::{new_id, status, OUTCOME_STATES};
+use crate::schedule::format_utc;
+
+/// Missed ticks recorded one row each per catch-up; beyond this, one summary row.
+const MISSED_ROWS_CAP: usize = 1_000;
+/// Schedule steps walked to find missed ticks; beyond this the rest is summarised by count only.
+const MISSED_WALK_CAP: usize = 1_000_000;
+
+/// What firing a cue produced.
+#[derive(Debug, Default)]
+pub struct FireResult {
+    /// Executions created in `pending`, to be dispatched.
+    pub created: Vec<String>,
+    /// The cue's next fire time after this firing.
+    pub next_run: Option<Millis>,
+}
+
+/// A claimed attempt, handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub execution_id: String,
+    pub cue_id: String,
+    pub cue_name: String,
+    pub scheduled_for: Millis,
+    pub attempt: i64,
+    pub payload: String,
+    pub idempotency_key: String,
+    pub triggered_by: String,
+    /// Set when this claim started the outcome deadline.
+    pub outcome_deadline_at: Option<Millis>,
+}
+
+/// An outcome as a handler reports it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedOutcome {
+    pub success: bool,
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub traceback: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub result_url: Option<String>,
+    #[serde(default)]
+    pub result_ref: Option<String>,
+    #[serde(default)]
+    pub result_type: Option<String>,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub artifacts: Option<Value>,
+}
+
+/// What completing an attempt decided.
+#[derive(Debug, PartialEq)]
+pub enum Finished {
+    /// The execution is final (success or failure).
+    Done,
+    /// The attempt failed; a retry is due at this instant.
+    RetryAt(Millis),
+}
+
+fn idempotency_key(cue_id: &str, scheduled_for: Millis) -> String {
+    format!("{cue_id}:{scheduled_for}")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_execution(
+    conn: &Connection,
+    cue: &CueRow,
+    scheduled_for: Millis,
+    state: &str,
+    triggered_by: &str,
+    error: Option<&str>,
+    payload: &str,
+    key: Option<String>,
+    replay_of: Option<&str>,
+    now: Millis,
+) -> Result<Option<String>> {
+    let id = new_id("exec", now);
+    let key = key.unwrap_or_else(|| idempotency_key(&cue.id, scheduled_for));
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO executions (id, cue_id, scheduled_for, status, triggered_by, replay_of, idempotency_key, payload,
+            error_message, outcome_deadline_seconds, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+         ON CONFLICT DO NOTHING",
+    )?;
+    let n = stmt.execute(params![
+        id, cue.id, scheduled_for, state, triggered_by, replay_of, key, payload, error,
+        cue.outcome_deadline_seconds, now
+    ])?;
+    Ok((n == 1).then_some(id))
+}
+
+fn open_execution(conn: &Connection, cue_id: &str) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM executions WHERE cue_id = ?1 AND status IN ('pending', 'delivering', 'retrying') LIMIT 1",
+    )?;
+    Ok(stmt.query_row([cue_id], |r| r.get(0)).optional()?)
+}
+
+/// Writes ticks that did not run, one row each up to a cap, then one summary row.
+fn record_missed(conn: &Connection, cue: &CueRow, ticks: &[Millis], extra: usize, reason: &str, now: Millis) -> Result<()> {
+    let (each, rest) = ticks.split_at(ticks.len().min(MISSED_ROWS_CAP));
+    for t in each {
+        insert_execution(conn, cue, *t, status::MISSED, "schedule", Some(reason), "{}", None, None, now)?;
+    }
+    let more = rest.len() + extra;
+    if let Some(first) = rest.first() {
+        let last = rest.last().copied().unwrap_or(*first);
+        let msg = format!(
+            "{reason}; this row stands for {more} missed ticks from {} to {} or later, not recorded one by one",
+            format_utc(*first),
+            format_utc(last)
+        );
+        insert_execution(conn, cue, *first, status::MISSED, "schedule", Some(&msg), "{}", None, None, now)?;
+    }
+    Ok(())
+}
+
+/// Fires the tick of `cue_id` due at `expected`, applying the catch-up policy to ticks that are
+/// more than `grace_ms` late and the overlap policy to all. Returns `None` when the cue changed
+/// since the timer was set (the caller's entry is stale).
+pub fn fire_due(conn: &Connection, cue_id: &str, expected: Millis, now: Millis, grace_ms: i64) -> Result<Option<FireResult>> {
+    let Some(cue) = cues::load(conn, cue_id)? else { return Ok(None) };
+    if cue.status != "active" || cue.next_run != Some(expected) {
+        return Ok(None);
+    }
+    // Every tick from `expected` up to now.
+    let mut due = Vec::new();
+    let mut unrecorded = 0usize;
+    let mut next = Some(expected);
+    while let Some(t) = next {
+        if t > now {
+            break;
+        }
+        if due.len() < MISSED_WALK_CAP {
+            due.push(t);
+        } else {
+            unrecorded += 1;
+            if unrecorded > MISSED_WALK_CAP {
+                next = cue.schedule.next_after(now);
+                break;
+            }
+        }
+        next = cue.schedule.next_after(t);
+    }
+    let split = due.partition_point(|t| *t < now - grace_ms);
+    let (late, on_time) = due.split_at(split);
+    let (fire, missed, reason): (Vec<Millis>, Vec<Millis>, String) = match cue.catch_up.as_str() {
+        "skip" => (on_time.to_vec(), late.to_vec(), "missed: cueapi was not running at this time (catch_up=skip)".into()),
+        "all" => {
+            let keep = late.len().saturating_sub(cue.catch_up_max as usize);
+            let mut f = late[keep..].to_vec();
+            f.extend_from_slice(on_time);
+            (f, late[..keep].to_vec(), format!("missed: more than catch_up_max={} ticks were late", cue.catch_up_max))
+        }
+        _ => {
+            if on_time.is_empty() && !late.is_empty() {
+                let (last, older) = late.split_last().map(|(l, o)| (*l, o.to_vec())).unwrap_or((expected, vec![]));
+                (vec![last], older, format!("missed: folded into one catch-up run for {} (catch_up=once)", format_utc(last)))
+            } else {
+                (on_time.to_vec(), late.to_vec(), "missed: a later tick ran instead (catch_up=once)".into())
+            }
+        }
+    };
+    record_missed(conn, &cue, &missed, unrecorded, &reason, now)?;
+    let running = if cue.overlap == "skip" { open_execution(conn, &cue.id)? } else { None };
+    let mut created = Vec::new();
+    for t in &fire {
+        match &running {
+            Some(other) => {
+                let why = format!("skipped: execution {other} of this cue was still running (overlap=skip)");
+                insert_execution(conn, &cue, *t, status::SKIPPED, "schedule", Some(&why), "{}", None, None, now)?;
+            }
+            None => {
+                if let Some(id) = insert_execution(conn, &cue, *t, status::PENDING, "schedule", None, &cue.payload, None, None, now)? {
+                    created.push(id);
+                }
+            }
+        }
+    }
+    let new_status = match (&next, cues::is_one_shot(&cue)) {
+        (None, false) => "completed",
+        _ => "active",
+    };
+    conn.prepare_cached(
+        "UPDATE cues SET next_run = ?2, fired_count = fired_count + ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![cue.id, next, created.len() as i64, new_status, now])?;
+    Ok(Some(FireResult { created, next_run: next }))
+}
+
+/// Claims a pending execution for `worker`: its attempt starts now.
+pub fn claim(conn: &Connection, execution_id: &str, worker: &str, now: Millis, lease_ms: i64) -> Result<Option<Claimed>> {
+    let row = conn
+        .prepare_cached(
+            "UPDATE executions SET status = 'delivering', attempts = attempts + 1, started_at = COALESCE(started_at, ?2),
+                last_attempt_at = ?2, claimed_by = ?3, claimed_at = ?2, lease_expires_at = ?2 + ?4, next_retry = NULL,
+                outcome_deadline_at = COALESCE(outcome_deadline_at,
+                    CASE WHEN outcome_deadline_seconds IS NOT NULL THEN ?2 + outcome_deadline_seconds * 1000 END),
+                updated_at = ?2
+             WHERE id = ?1 AND status = 'pending'
+             RETURNING cue_id, scheduled_for, attempts, payload, idempotency_key, triggered_by, outcome_deadline_at",
+        )?
+        .query_row(params![execution_id, now, worker, lease_ms], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Millis>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<Millis>>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((cue_id, scheduled_for, attempt, payload, key, triggered_by, deadline)) = row else { return Ok(None) };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (execution_id, number, status, started_at, claimed_by) VALUES (?1, ?2, 'running', ?3, ?4)",
+    )?
+    .execute(params![execution_id, attempt, now, worker])?;
+    let cue_name: String =
+        conn.prepare_cached("SELECT name FROM cues WHERE id = ?1")?.query_row([&cue_id], |r| r.get(0))?;
+    Ok(Some(Claimed {
+        execution_id: execution_id.to_string(),
+        cue_id,
+        cue_name,
+        scheduled_for,
+        attempt,
+        payload,
+        idempotency_key: key,
+        triggered_by,
+        outcome_deadline_at: if attempt == 1 { deadline } else { None },
+    }))
+}
+
+fn backoff_ms(backoff_minutes: &[f64], retry_number: i64) -> i64 {
+    let idx = (retry_number.max(1) - 1) as usize;
+    let minutes = backoff_minutes.get(idx.min(backoff_minutes.len().saturating_sub(1))).copied().unwrap_or(1.0);
+    (minutes * 60_000.0).round() as i64
+}
+
+fn outcome_state(mode: Option<&str>, o: &ReportedOutcome) -> (&'static str, Option<&'static str>) {
+    if !o.success {
+        return ("reported_failure", None);
+    }
+    let ok = |b: bool| if b { ("verified_success", Some("valid")) } else { ("verification_failed", Some("invalid")) };
+    match mode {
+        Some("require_external_id") => ok(o.external_id.as_deref().is_some_and(|s| !s.is_empty())),
+        Some("require_result_url") => ok(o.result_url.is_some()),
+        Some("require_artifacts") => ok(o.artifacts.as_ref().and_then(Value::as_array).is_some_and(|a| !a.is_empty())),
+        Some("manual") => ("verification_pending", None),
+        _ => ("reported_success", None),
+    }
+}
+
+fn check_outcome(o: &ReportedOutcome) -> Result<()> {
+    let limits: [(&'static str, &Option<String>, usize); 7] = [
+        ("result", &o.result, 2_000),
+        ("error", &o.error, 2_000),
+        ("external_id", &o.external_id, 500),
+        ("result_url", &o.result_url, 2_083),
+        ("result_ref", &o.result_ref, 500),
+        ("result_type", &o.result_type, 100),
+        ("summary", &o.summary, 500),
+    ];
+    for (field, value, max) in limits {
+        if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+            return Err(Error::invalid(field, format!("is longer than {max} characters")));
+        }
+    }
+    if let Some(m) = &o.metadata {
+        if !m.is_object() {
+            return Err(Error::invalid("metadata", "must be a JSON object"));
+        }
+        if serde_json::to_string(m)?.len() > 64 * 1024 {
+            return Err(Error::invalid("metadata", "is larger than 64 KiB"));
+        }
+    }
+    if o.artifacts.as_ref().is_some_and(|a| !a.is_array()) {
+        return Err(Error::invalid("artifacts", "must be a list"));
+    }
+    Ok(())
+}
+
+/// Records the end of attempt `attempt` of an execution: the outcome when it is final, or the
+/// failure and the time of the next retry.
+pub fn complete(conn: &Connection, execution_id: &str, attempt: i64, o: &ReportedOutcome, now: Millis) -> Result<Finished> {
+    check_outcome(o)?;
+    let (cue_id, state, attempts, prior_state): (String, String, i64, Option<String>) = conn
+        .prepare_cached("SELECT cue_id, status, attempts, outcome_state FROM executions WHERE id = ?1")?
+        .query_row([execution_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?
+        .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
+    if state != status::DELIVERING || attempts != attempt {
+        return Err(Error::Conflict(format!(
+            "attempt {attempt} of execution {execution_id} is not running (status {state}, attempt {attempts})"
+        )));
+    }
+    let cue = cues::load(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    conn.prepare_cached(
+        "UPDATE attempts SET status = ?3, finished_at = ?4, duration_ms = ?4 - started_at, error = ?5, error_type = ?6,
+            traceback = ?7
+         WHERE execution_id = ?1 AND number = ?2",
+    )?
+    .execute(params![
+        execution_id,
+        attempt,
+        if o.success { "success" } else { "failed" },
+        now,
+        o.error,
+        o.error_type,
+        o.traceback
+    ])?;
+    if !o.success && attempt - 1 < cue.max_attempts {
+        let at = now + backoff_ms(&cue.backoff_minutes, attempt);
+        conn.prepare_cached(
+            "UPDATE executions SET status = 'retrying', next_retry = ?2, error_message = ?3, claimed_by = NULL,
+                lease_expires_at = NULL, updated_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![execution_id, at, o.error.as_deref().unwrap_or("failed"), now])?;
+        return Ok(Finished::RetryAt(at));
+    }
+    let (new_state, validation) = outcome_state(cue.verification_mode.as_deref(), o);
+    let new_state = if prior_state.as_deref() == Some("outcome_timeout") { "outcome_timeout" } else { new_state };
+    let has_proof = o.external_id.is_some() || o.result_url.is_some() || o.artifacts.is_some();
+    let json_of = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
+    conn.prepare_cached(
+        "UPDATE executions SET status = ?2, delivered_at = CASE WHEN ?3 THEN ?4 END, error_message = ?5,
+            claimed_by = NULL, lease_expires_at = NULL,
+            outcome_success = ?3, outcome_result = ?6, outcome_error = ?5, outcome_metadata = ?7, outcome_recorded_at = ?4,
+            outcome_state = ?8, evidence_external_id = ?9, evidence_result_url = ?10, evidence_result_ref = ?11,
+            evidence_result_type = ?12, evidence_summary = ?13, evidence_artifacts = ?14, evidence_validation_state = ?15,
+            evidence_produced_at = CASE WHEN ?16 THEN ?4 END, updated_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        execution_id,
+        if o.success { status::SUCCESS } else { status::FAILED },
+        o.success,
+        now,
+        o.error,
+        o.result,
+        json_of(&o.metadata),
+        new_state,
+        o.external_id,
+        o.result_url,
+        o.result_ref,
+        o.result_type,
+        o.summary,
+        json_of(&o.artifacts),
+        validation,
+        has_proof
+    ])?;
+    let one_shot = cues::is_one_shot(&cue);
+    let cue_status = match (o.success, one_shot) {
+        (true, true) => "completed",
+        (false, true) => "failed",
+        (false, false) if cue.on_failure_pause => "paused",
+        _ => cue.status.as_str(),
+    };
+    conn.prepare_cached(
+        "UPDATE cues SET run_count = run_count + 1, last_run = ?2,
+            status = CASE WHEN status = 'active' THEN ?3 ELSE status END, updated_at = ?2 WHERE id = ?1",
+    )?
+    .execute(params![cue.id, now, cue_status])?;
+    Ok(Finished::Done)
+}
+
+/// A retry whose time has come becomes claimable again. Returns whether it did.
+pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE executions SET status = 'pending', updated_at = ?2 WHERE id = ?1 AND status = 'retrying'")?
+        .execute(params![execution_id, now])?;
+    Ok(n == 1)
+}
+
+/// Marks `outcome_timeout` on an execution whose deadline passed without a reported outcome.
+pub fn deadline_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE executions SET outcome_state = 'outcome_timeout', outcome_timeout_at = ?2, updated_at = ?2
+             WHERE id = ?1 AND outcome_recorded_at IS NULL AND outcome_state IS NULL AND outcome_deadline_at <= ?2",
+        )?
+        .execute(params![execution_id, now])?;
+    Ok(n == 1)
+}
+
+/// Work to put back on the timer and the queue after opening a database.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Executions waiting for a claim, oldest first.
+    pub pending: Vec<String>,
+    /// Executions waiting for a retry: (due, id).
+    pub retries: Vec<(Millis, String)>,
+    /// Outcome deadlines still open: (due, id).
+    pub deadlines: Vec<(Millis, String)>,
+    /// How many in-flight attempts of a dead process were closed as interrupted.
+    pub interrupted: usize,
+}
+
+/// Closes the attempts a previous process left running (it no longer holds the database, so they
+/// are dead), retries them as their cue allows, and lists the work to resume.
+pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
+    let mut out = Recovered::default();
+    let in_flight: Vec<(String, String, i64)> = {
+        let mut stmt = conn.prepare("SELECT id, cue_id, attempts FROM executions WHERE status = 'delivering'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let why = "interrupted: the process running this attempt exited before it finished";
+    for (id, cue_id, attempt) in in_flight {
+        conn.execute(
+            "UPDATE attempts SET status = 'interrupted', finished_at = ?3, error = ?4 WHERE execution_id = ?1 AND number = ?2",
+            params![id, attempt, now, why],
+        )?;
+        let max_retries = cues::load(conn, &cue_id)?.map(|c| c.max_attempts).unwrap_or(0);
+        let next = if attempt - 1 < max_retries { status::PENDING } else { status::FAILED };
+        conn.execute(
+            "UPDATE executions SET status = ?2, error_message = ?3, claimed_by = NULL, lease_expires_at = NULL, updated_at = ?4
+             WHERE id = ?1",
+            params![id, next, why, now],
+        )?;
+        out.interrupted += 1;
+    }
+    let mut stmt = conn.prepare(
+        "SELECT e.id FROM executions e JOIN cues c ON c.id = e.cue_id
+         WHERE e.status = 'pending' AND c.transport = 'local' ORDER BY e.scheduled_for, e.id",
+    )?;
+    out.pending = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare("SELECT next_retry, id FROM executions WHERE status = 'retrying'")?;
+    out.retries = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT outcome_deadline_at, id FROM executions
+         WHERE outcome_deadline_at IS NOT NULL AND outcome_recorded_at IS NULL AND outcome_state IS NULL",
+    )?;
+    out.deadlines = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    Ok(out)
+}
+
+/// Creates an execution now, outside the schedule.
+pub fn fire_now(conn: &Connection, cue_id: &str, payload: Option<&Value>, now: Millis) -> Result<String> {
+    let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
+    let payload = match payload {
+        Some(p) if p.is_object() => p.to_string(),
+        Some(_) => return Err(Error::invalid("payload", "must be a JSON object")),
+        None => cue.payload.clone(),
+    };
+    let id = insert_execution(conn, &cue, now, status::PENDING, "manual_fire", None, &payload, None, None, now)?
+        .ok_or_else(|| Error::Conflict("could not create the execution".into()))?;
+    conn.execute("UPDATE executions SET idempotency_key = ?2 WHERE id = ?1", params![id, format!("{}:fire:{id}", cue.id)])?;
+    Ok(id)
+}
+
+/// Runs an execution again as a new execution with the same payload.
+pub fn replay(conn: &Connection, execution_id: &str, now: Millis) -> Result<String> {
+    let (cue_id, payload): (String, String) = conn
+        .query_row("SELECT cue_id, payload FROM executions WHERE id = ?1", [execution_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
+    let cue = cues::load(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    let key = format!("{cue_id}:replay:{execution_id}:{now}");
+    insert_execution(conn, &cue, now, status::PENDING, "replay", None, &payload, Some(key), Some(execution_id), now)?
+        .ok_or_else(|| Error::Conflict("could not create the execution".into()))
+}
+
+/// Resumes a paused cue: ticks that fell in the pause are recorded as missed; the schedule
+/// continues from now.
+pub fn resume(conn: &Connection, cue_id: &str, now: Millis) -> Result<Option<Millis>> {
+    let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
+    if cue.status != "paused" {
+        return Ok(cue.next_run);
+    }
+    let mut ticks = Vec::new();
+    let mut extra = 0usize;
+    let mut t = cue.next_run;
+    while let Some(at) = t {
+        if at > now {
+            break;
+        }
+        if ticks.len() < MISSED_ROWS_CAP + 1 {
+            ticks.push(at);
+        } else {
+            extra += 1;
+            if extra > MISSED_WALK_CAP {
+                break;
+            }
+        }
+        t = cue.schedule.next_after(at);
+    }
+    record_missed(conn, &cue, &ticks, extra, "missed: the cue was paused", now)?;
+    let next = cue.schedule.next_after(now);
+    cues::set_status(conn, cue_id, "active", next, now)?;
+    Ok(next)
+}
+
+/// Filters for listing executions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionFilter {
+    #[serde(default)]
+    pub cue_id: Option<String>,
+    #[serde(default)]
+    pub status: Option<Vec<String>>,
+    #[serde(default)]
+    pub outcome_state: Option<String>,
+    #[serde(default)]
+    pub since: Option<Millis>,
+    #[serde(default)]
+    pub has_evidence: Option<bool>,
+    #[serde(default)]
+    pub result_type: Option<String>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+const EXEC_COLUMNS: &str = "e.id, e.cue_id, c.name, e.scheduled_for, e.status, e.triggered_by, e.replay_of, e.idempotency_key,
+    e.payload, e.attempts, e.next_retry, e.error_message, e.started_at, e.delivered_at, e.last_attempt_at,
+    e.outcome_success, e.outcome_result, e.outcome_error, e.outcome_metadata, e.outcome_recorded_at, e.outcome_state,
+    e.outcome_deadline_at, e.outcome_timeout_at, e.evidence_external_id, e.evidence_result_url, e.evidence_result_ref,
+    e.evidence_result_type, e.evidence_summary, e.evidence_validation_state, e.evidence_produced_at,
+    e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at";
+
+fn parse_json(text: Option<String>) -> Value {
+    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+}
+
+fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
+    let recorded: Option<i64> = r.get(19)?;
+    let outcome = match recorded {
+        Some(at) => json!({
+            "success": r.get::<_, Option<bool>>(15)?,
+            "result": r.get::<_, Option<String>>(16)?,
+            "error": r.get::<_, Option<String>>(17)?,
+            "metadata": parse_json(r.get(18)?),
+            "recorded_at": at,
+        }),
+        None => Value::Null,
+    };
+    let evidence = json!({
+        "external_id": r.get::<_, Option<String>>(23)?,
+        "result_url": r.get::<_, Option<String>>(24)?,
+        "result_ref": r.get::<_, Option<String>>(25)?,
+        "result_type": r.get::<_, Option<String>>(26)?,
+        "summary": r.get::<_, Option<String>>(27)?,
+        "validation_state": r.get::<_, Option<String>>(28)?,
+        "produced_at": r.get::<_, Option<i64>>(29)?,
+        "artifacts": parse_json(r.get(30)?),
+        "metadata": parse_json(r.get(31)?),
+    });
+    let has_evidence = evidence.as_object().is_some_and(|m| m.values().any(|v| !v.is_null()));
+    Ok(json!({
+        "id": r.get::<_, String>(0)?,
+        "cue_id": r.get::<_, String>(1)?,
+        "cue_name": r.get::<_, String>(2)?,
+        "scheduled_for": r.get::<_, i64>(3)?,
+        "status": r.get::<_, String>(4)?,
+        "triggered_by": r.get::<_, String>(5)?,
+        "replay_of": r.get::<_, Option<String>>(6)?,
+        "idempotency_key": r.get::<_, String>(7)?,
+        "payload": parse_json(r.get(8)?),
+        "attempts": r.get::<_, i64>(9)?,
+        "next_retry": r.get::<_, Option<i64>>(10)?,
+        "error_message": r.get::<_, Option<String>>(11)?,
+        "started_at": r.get::<_, Option<i64>>(12)?,
+        "delivered_at": r.get::<_, Option<i64>>(13)?,
+        "last_attempt_at": r.get::<_, Option<i64>>(14)?,
+        "outcome": outcome,
+        "outcome_state": r.get::<_, Option<String>>(20)?,
+        "outcome_deadline_at": r.get::<_, Option<i64>>(21)?,
+        "outcome_timeout_at": r.get::<_, Option<i64>>(22)?,
+        "evidence": if has_evidence { evidence } else { Value::Null },
+        "created_at": r.get::<_, i64>(32)?,
+        "updated_at": r.get::<_, i64>(33)?,
+    }))
+}
+
+/// Lists executions, newest scheduled first.
+pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<Value>> {
+    let mut sql = format!("SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id WHERE c.owner = ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![owner.to_string().into()];
+    if let Some(cue) = &f.cue_id {
+        sql.push_str(" AND e.cue_id = ?");
+        args.push(cue.clone().into());
+    }
+    if let Some(states) = &f.status {
+        for s in states {
+            if !status::ALL.contains(&s.as_str()) {
+                return Err(Error::invalid("status", format!("{s:?} is not one of {}", status::ALL.join(", "))));
+            }
+        }
+        if !states.is_empty() {
+            sql.push_str(&format!(" AND e.status IN ({})", vec!["?"; states.len()].join(", ")));
+            args.extend(states.iter().map(|s| s.clone().into()));
+        }
+    }
+    if let Some(state) = &f.outcome_state {
+        if !OUTCOME_STATES.contains(&state.as_str()) {
+            return Err(Error::invalid("outcome_state", format!("{state:?} is not one of {}", OUTCOME_STATES.join(", "))));
+        }
+        sql.push_str(" AND e.outcome_state = ?");
+        args.push(state.clone().into());
+    }
+    if let Some(since) = f.since {
+        sql.push_str(" AND e.scheduled_for >= ?");
+        args.push(since.into());
+    }
+    match f.has_evidence {
+        Some(true) => sql.push_str(
+            " AND (e.evidence_external_id IS NOT NULL OR e.evidence_result_url IS NOT NULL OR e.evidence_result_ref IS NOT NULL OR e.evidence_artifacts IS NOT NULL)",
+        ),
+        Some(false) => sql.push_str(
+            " AND e.evidence_external_id IS NULL AND e.evidence_result_url IS NULL AND e.evidence_result_ref IS NULL AND e.evidence_artifacts IS NULL",
+        ),
+        None => {}
+    }
+    if let Some(rt) = &f.result_type {
+        sql.push_str(" AND e.evidence_result_type = ?");
+        args.push(rt.clone().into());
+    }
+    let limit = f.limit.unwrap_or(100);
+    let offset = f.offset.unwrap_or(0);
+    if !(1..=10_000).contains(&limit) {
+        return Err(Error::invalid("limit", "must be between 1 and 10000"));
+    }
+    if offset < 0 {
+        return Err(Error::invalid("offset", "must not be negative"));
+    }
+    sql.push_str(" ORDER BY e.scheduled_for DESC, e.id DESC LIMIT ? OFFSET ?");
+    args.push(limit.into());
+    args.push(offset.into());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args), execution_json)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// One execution with its attempts.
+pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
+    let sql = format!("SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2");
+    let mut v = conn
+        .query_row(&sql, params![id, owner], execution_json)
+        .optional()?
+        .ok_or_else(|| Error::ExecutionNotFound(id.to_string()))?;
+    let mut stmt = conn.prepare(
+        "SELECT number, status, started_at, finished_at, duration_ms, error, error_type, traceback, http_status, claimed_by
+         FROM attempts WHERE execution_id = ?1 ORDER BY number",
+    )?;
+    let attempts = stmt
+        .query_map([id], |r| {
+            Ok(json!({
+                "number": r.get::<_, i64>(0)?,
+                "status": r.get::<_, String>(1)?,
+                "started_at": r.get::<_, i64>(2)?,
+                "finished_at": r.get::<_, Option<i64>>(3)?,
+                "duration_ms": r.get::<_, Option<i64>>(4)?,
+                "error": r.get::<_, Option<String>>(5)?,
+                "error_type": r.get::<_, Option<String>>(6)?,
+                "traceback": r.get::<_, Option<String>>(7)?,
+                "http_status": r.get::<_, Option<i64>>(8)?,
+                "claimed_by": r.get::<_, Option<String>>(9)?,
+            }))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if let Some(m) = v.as_object_mut() {
+        m.insert("attempt_log".into(), Value::Array(attempts));
+    }
+    Ok(v)
+}
+
+/// Counts and durations of a cue's executions since an instant.
+#[derive(Debug, Default)]
+pub struct Stats;
+
+impl Stats {
+    /// Computes the stats JSON for one cue.
+    pub fn compute(conn: &Connection, cue_id: &str, since: Millis) -> Result<Value> {
+        let mut counts = serde_json::Map::new();
+        let mut stmt = conn.prepare("SELECT status, count(*) FROM executions WHERE cue_id = ?1 AND scheduled_for >= ?2 GROUP BY status")?;
+        let mut total = 0i64;
+        for row in stmt.query_map(params![cue_id, since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (s, n) = row?;
+            total += n;
+            counts.insert(s, n.into());
+        }
+        let count = |s: &str| counts.get(s).and_then(Value::as_i64).unwrap_or(0);
+        let (ok, failed) = (count(status::SUCCESS), count(status::FAILED));
+        let mut durations: Vec<i64> = conn
+            .prepare(
+                "SELECT outcome_recorded_at - started_at FROM executions
+                 WHERE cue_id = ?1 AND scheduled_for >= ?2 AND outcome_recorded_at IS NOT NULL AND started_at IS NOT NULL",
+            )?
+            .query_map(params![cue_id, since], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        durations.sort_unstable();
+        let pct = |p: f64| -> Value {
+            if durations.is_empty() {
+                return Value::Null;
+            }
+            let idx = ((p * durations.len() as f64).ceil() as usize).clamp(1, durations.len()) - 1;
+            durations[idx].into()
+        };
+        Ok(json!({
+            "cue_id": cue_id,
+            "since": since,
+            "total": total,
+            "counts": counts,
+            "success_rate": if ok + failed > 0 { json!(ok as f64 / (ok + failed) as f64) } else { Value::Null },
+            "duration_ms_p50": pct(0.50),
+            "duration_ms_p95": pct(0.95),
+        }))
+    }
+}

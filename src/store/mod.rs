@@ -1,0 +1,258 @@
+//! The SQLite store: the single source of truth.
+//!
+//! One thread owns the read-write connection and applies write operations sent to it over a
+//! channel, many per transaction (each in its own savepoint, so one failing operation does not undo
+//! its neighbours); callers learn their result only after the commit. Reads use a small pool of
+//! read-only connections, so they never wait for the writer (WAL).
+//!
+//! A lock file next to the database makes one process the owner of a database: work that a
+//! previous owner left in flight is known to be dead when the next owner opens it.
+
+mod cues;
+mod executions;
+mod schema;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+pub use cues::{
+    delete as delete_cue, insert_many as insert_cues, list_ids as list_cue_ids, resolve as resolve_cue,
+    set_status as set_cue_status, to_json as cue_json, upsert as upsert_cue, CueRow, CueSpec, RetrySpec, LOCAL_OWNER,
+};
+pub use executions::{
+    claim, complete, deadline_due, fire_due, fire_now, get as get_execution, list as list_executions, recover,
+    replay, resume, retry_due, Claimed, ExecutionFilter, Finished, FireResult, Recovered, ReportedOutcome, Stats,
+};
+pub use cues::due_index;
+pub use schema::SCHEMA_VERSION;
+
+use crate::error::{Error, Result};
+
+/// How many queued write operations one transaction may take.
+const MAX_BATCH: usize = 512;
+
+type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
+type Op = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// The store: owns the writer thread, the read pool and the lock on the database file.
+pub struct Store {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    lock: Mutex<Option<File>>,
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrating it to the current schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let lock_path = lock_path_for(&path);
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked(format!(
+                    "{} (lock file {})",
+                    path.display(),
+                    lock_path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io(e)),
+        }
+        let mut conn = Connection::open(&path)?;
+        configure(&conn)?;
+        schema::migrate(&mut conn, SCHEMA_VERSION)?;
+        let (tx, rx) = mpsc::channel::<Op>();
+        let writer = std::thread::Builder::new()
+            .name("cueapi-writer".into())
+            .spawn(move || writer_loop(conn, rx))?;
+        Ok(Store {
+            path,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Mutex::new(Vec::new()),
+            lock: Mutex::new(Some(lock)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R>>> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_err| {
+                let result = match (result, commit_err) {
+                    (Ok(_), Some(e)) => Err(Error::Storage(clone_sqlite_error(e))),
+                    (r, _) => r,
+                };
+                let _ = reply_tx.send(result);
+            })
+        });
+        let guard = self.tx.lock();
+        let tx = guard.as_ref().ok_or(Error::Closed)?;
+        tx.send(op).map_err(|_| Error::Closed)?;
+        Ok(reply_rx)
+    }
+
+    /// Runs `f` in the writer's transaction and waits (blocking) until it is committed.
+    /// Must not be called from inside the tokio runtime.
+    pub fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.submit(f)?.blocking_recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Runs `f` in the writer's transaction; resolves once it is committed.
+    pub async fn write_async<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.submit(f)?.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Runs `f` on a read-only connection.
+    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.execute_batch("PRAGMA busy_timeout = 5000;")?;
+                c
+            }
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock();
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Stops the writer after it has committed everything already sent. Idempotent.
+    pub fn close(&self) {
+        drop(self.tx.lock().take());
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+        self.readers.lock().clear();
+        // Dropping the file releases the lock: another process may now open the database.
+        drop(self.lock.lock().take());
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock_path_for(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    conn.execute_batch("SAVEPOINT op")?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE op")?;
+            Ok(r)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            Err(e)
+        }
+    }
+}
+
+fn clone_sqlite_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(*code, msg.clone()),
+        other => rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR), Some(other.to_string())),
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = began {
+            // Run nothing: every waiter learns why.
+            let reply = first(&conn);
+            reply(Some(&e));
+            continue;
+        }
+        replies.push(first(&conn));
+        while replies.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => replies.push(op(&conn)),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT");
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let err = committed.as_ref().err();
+        for reply in replies.drain(..) {
+            reply(err);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_open_of_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let first = Store::open(&path).unwrap();
+        assert!(matches!(Store::open(&path), Err(Error::Locked(_))));
+        first.close();
+        drop(first);
+        assert!(Store::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_failing_operation_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("b.db")).unwrap();
+        store.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER UNIQUE)")?)).unwrap();
+        store.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?)).unwrap();
+        assert!(store.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?)).is_err());
+        store.write(|c| Ok(c.execute("INSERT INTO t VALUES (2)", [])?)).unwrap();
+        let n: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(n, 2);
+    }
+}
