@@ -60,4 +60,5 @@ with cueapi.App(args.db) as history:
     for ex in history.executions(limit=12):
         proof = ex.evidence.external_id if ex.evidence and ex.evidence.external_id else ""
         note = ex.error_message or (ex.outcome.result if ex.outcome else "") or ""
-        print(f"{ex.scheduled_for:%H:%M:%S} {ex.cue_name:<20} {ex.status:<8} {ex.outcome_state or '-':<17} {note} {proof}")
+        state = ex.outcome_state or "-"
+        print(f"{ex.scheduled_for:%H:%M:%S} {ex.cue_name:<20} {ex.status:<8} {state:<17} {note} {proof}")

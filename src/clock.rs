@@ -50,7 +50,10 @@ impl Clock {
     /// A manual clock starting at `start`.
     pub fn manual(start: Millis) -> Clock {
         let (tick, _) = watch::channel(start);
-        Clock::Manual(Arc::new(ManualClock { now: AtomicI64::new(start), tick }))
+        Clock::Manual(Arc::new(ManualClock {
+            now: AtomicI64::new(start),
+            tick,
+        }))
     }
 
     /// Now, in UTC milliseconds.

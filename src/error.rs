@@ -11,7 +11,10 @@ pub enum Error {
     InvalidSchedule(String),
     /// Any other argument that fails validation; `field` names the culprit.
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// A cue looked up by id or name does not exist.
     #[error("cue not found: {0}")]
     CueNotFound(String),
@@ -43,7 +46,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Error::Invalid { field, message: message.into() }
+        Error::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 }
 

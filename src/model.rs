@@ -39,7 +39,9 @@ pub mod status {
     /// A tick that did not run because the previous run of the cue was still going.
     pub const SKIPPED: &str = "skipped";
     /// Every status, for validating filters.
-    pub const ALL: &[&str] = &[PENDING, DELIVERING, RETRYING, SUCCESS, FAILED, MISSED, SKIPPED];
+    pub const ALL: &[&str] = &[
+        PENDING, DELIVERING, RETRYING, SUCCESS, FAILED, MISSED, SKIPPED,
+    ];
 }
 
 /// Outcome states (reference §3.4 plus `outcome_timeout`).
@@ -53,8 +55,13 @@ pub const OUTCOME_STATES: &[&str] = &[
 ];
 
 /// Verification modes (reference §6.2).
-pub const VERIFICATION_MODES: &[&str] =
-    &["none", "require_external_id", "require_result_url", "require_artifacts", "manual"];
+pub const VERIFICATION_MODES: &[&str] = &[
+    "none",
+    "require_external_id",
+    "require_result_url",
+    "require_artifacts",
+    "manual",
+];
 
 #[cfg(test)]
 mod tests {

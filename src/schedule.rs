@@ -91,9 +91,9 @@ fn parse_cron(expr: &str) -> Result<Cron> {
         .seconds(Seconds::Required)
         .year(Year::Optional)
         .build();
-    parser
-        .parse(&layout)
-        .map_err(|e| Error::InvalidSchedule(format!("invalid cron expression {:?}: {e}", expr.trim())))
+    parser.parse(&layout).map_err(|e| {
+        Error::InvalidSchedule(format!("invalid cron expression {:?}: {e}", expr.trim()))
+    })
 }
 
 /// Parses an interval such as `30s`, `5m`, `1h`, `1d` or `1h30m`. The minimum is one second.
@@ -132,10 +132,14 @@ pub fn parse_every(text: &str) -> Result<i64> {
         return Err(bad());
     }
     if total < SECOND {
-        return Err(Error::InvalidSchedule(format!("interval {text:?} is shorter than one second")));
+        return Err(Error::InvalidSchedule(format!(
+            "interval {text:?} is shorter than one second"
+        )));
     }
     if total > 366 * 24 * HOUR {
-        return Err(Error::InvalidSchedule(format!("interval {text:?} is longer than a year")));
+        return Err(Error::InvalidSchedule(format!(
+            "interval {text:?} is longer than a year"
+        )));
     }
     Ok(total)
 }
@@ -147,12 +151,21 @@ pub fn parse_instant(text: &str, tz: Tz) -> Result<Millis> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M%:z",
+    ] {
         if let Ok(dt) = DateTime::parse_from_str(t, fmt) {
             return Ok(dt.timestamp_millis());
         }
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
             return Ok(wall_to_utc(tz, n));
         }
@@ -164,7 +177,13 @@ pub fn parse_instant(text: &str, tz: Tz) -> Result<Millis> {
 
 fn offset_ms(tz: Tz, instant: Millis) -> i64 {
     match Utc.timestamp_millis_opt(instant) {
-        LocalResult::Single(u) => i64::from(tz.offset_from_utc_datetime(&u.naive_utc()).fix().local_minus_utc()) * SECOND,
+        LocalResult::Single(u) => {
+            i64::from(
+                tz.offset_from_utc_datetime(&u.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            ) * SECOND
+        }
         _ => 0,
     }
 }
@@ -214,9 +233,18 @@ impl Schedule {
     pub fn cron(expr: &str, tz: &str, now: Millis) -> Result<Schedule> {
         let tz = parse_timezone(tz)?;
         let cron = parse_cron(expr)?;
-        let s = Schedule { kind: Kind::Cron { expr: expr.trim().to_string(), cron: Box::new(cron) }, tz };
+        let s = Schedule {
+            kind: Kind::Cron {
+                expr: expr.trim().to_string(),
+                cron: Box::new(cron),
+            },
+            tz,
+        };
         if s.next_after(now).is_none() {
-            return Err(Error::InvalidSchedule(format!("cron expression {:?} never fires", expr.trim())));
+            return Err(Error::InvalidSchedule(format!(
+                "cron expression {:?} never fires",
+                expr.trim()
+            )));
         }
         Ok(s)
     }
@@ -231,20 +259,31 @@ impl Schedule {
                 format_instant(now, tz)
             )));
         }
-        Ok(Schedule { kind: Kind::Once { at }, tz })
+        Ok(Schedule {
+            kind: Kind::Once { at },
+            tz,
+        })
     }
 
     /// A one-shot schedule that may lie in the past: used when reading a stored cue.
     pub fn once_unchecked(at: Millis, tz: &str) -> Result<Schedule> {
-        Ok(Schedule { kind: Kind::Once { at }, tz: parse_timezone(tz)? })
+        Ok(Schedule {
+            kind: Kind::Once { at },
+            tz: parse_timezone(tz)?,
+        })
     }
 
     /// An interval schedule.
     pub fn every(every_ms: i64, tz: &str) -> Result<Schedule> {
         if every_ms < SECOND {
-            return Err(Error::InvalidSchedule("interval is shorter than one second".into()));
+            return Err(Error::InvalidSchedule(
+                "interval is shorter than one second".into(),
+            ));
         }
-        Ok(Schedule { kind: Kind::Every { every_ms }, tz: parse_timezone(tz)? })
+        Ok(Schedule {
+            kind: Kind::Every { every_ms },
+            tz: parse_timezone(tz)?,
+        })
     }
 
     /// The first fire time strictly after `after`, or `None` if the schedule never fires again.
@@ -299,11 +338,20 @@ impl Schedule {
 fn describe_duration(ms: i64) -> String {
     let mut parts = Vec::new();
     let mut rest = ms / SECOND;
-    for (unit, size) in [("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)] {
+    for (unit, size) in [
+        ("day", 86_400),
+        ("hour", 3_600),
+        ("minute", 60),
+        ("second", 1),
+    ] {
         let n = rest / size;
         rest %= size;
         if n > 0 {
-            parts.push(if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") });
+            parts.push(if n == 1 {
+                format!("1 {unit}")
+            } else {
+                format!("{n} {unit}s")
+            });
         }
     }
     parts.join(" ")
@@ -329,41 +377,77 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> Millis {
-        DateTime::parse_from_rfc3339(s).map(|d| d.timestamp_millis()).unwrap_or(i64::MIN)
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.timestamp_millis())
+            .unwrap_or(i64::MIN)
     }
 
     #[test]
     fn spring_forward_fires_after_the_gap() {
         // 2026-03-08 02:30 does not exist in New York; it fires at 03:00 EDT = 07:00Z.
-        let s = Schedule::cron("30 2 * * *", "America/New_York", utc("2026-03-01T00:00:00Z")).unwrap();
-        assert_eq!(s.next_after(utc("2026-03-08T05:00:00Z")), Some(utc("2026-03-08T07:00:00Z")));
+        let s = Schedule::cron(
+            "30 2 * * *",
+            "America/New_York",
+            utc("2026-03-01T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.next_after(utc("2026-03-08T05:00:00Z")),
+            Some(utc("2026-03-08T07:00:00Z"))
+        );
         // And the next day returns to 02:30 EDT.
-        assert_eq!(s.next_after(utc("2026-03-08T07:00:00Z")), Some(utc("2026-03-09T06:30:00Z")));
+        assert_eq!(
+            s.next_after(utc("2026-03-08T07:00:00Z")),
+            Some(utc("2026-03-09T06:30:00Z"))
+        );
     }
 
     #[test]
     fn fall_back_fires_once_at_first_occurrence() {
         // 2026-11-01 01:30 happens twice in New York: 05:30Z (EDT) and 06:30Z (EST).
-        let s = Schedule::cron("30 1 * * *", "America/New_York", utc("2026-10-01T00:00:00Z")).unwrap();
-        assert_eq!(s.next_after(utc("2026-11-01T04:00:00Z")), Some(utc("2026-11-01T05:30:00Z")));
-        assert_eq!(s.next_after(utc("2026-11-01T05:30:00Z")), Some(utc("2026-11-02T06:30:00Z")));
+        let s = Schedule::cron(
+            "30 1 * * *",
+            "America/New_York",
+            utc("2026-10-01T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.next_after(utc("2026-11-01T04:00:00Z")),
+            Some(utc("2026-11-01T05:30:00Z"))
+        );
+        assert_eq!(
+            s.next_after(utc("2026-11-01T05:30:00Z")),
+            Some(utc("2026-11-02T06:30:00Z"))
+        );
     }
 
     #[test]
     fn trailing_seconds_and_year_fields() {
         let s = Schedule::cron("* * * * * 30", "UTC", 0).unwrap();
-        assert_eq!(s.next_after(utc("2026-01-01T00:00:00Z")), Some(utc("2026-01-01T00:00:30Z")));
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:00:00Z")),
+            Some(utc("2026-01-01T00:00:30Z"))
+        );
         let y = Schedule::cron("0 0 1 1 * 0 2030", "UTC", 0).unwrap();
-        assert_eq!(y.next_after(utc("2026-01-01T00:00:00Z")), Some(utc("2030-01-01T00:00:00Z")));
+        assert_eq!(
+            y.next_after(utc("2026-01-01T00:00:00Z")),
+            Some(utc("2030-01-01T00:00:00Z"))
+        );
     }
 
     #[test]
     fn validation_messages() {
-        let never = Schedule::cron("0 0 31 2 *", "UTC", 0).unwrap_err().to_string();
+        let never = Schedule::cron("0 0 31 2 *", "UTC", 0)
+            .unwrap_err()
+            .to_string();
         assert!(never.contains("never fires"), "{never}");
-        let zone = Schedule::cron("* * * * *", "Mars/Olympus", 0).unwrap_err().to_string();
+        let zone = Schedule::cron("* * * * *", "Mars/Olympus", 0)
+            .unwrap_err()
+            .to_string();
         assert!(zone.contains("unknown time zone"), "{zone}");
-        let field = Schedule::cron("61 * * * *", "UTC", 0).unwrap_err().to_string();
+        let field = Schedule::cron("61 * * * *", "UTC", 0)
+            .unwrap_err()
+            .to_string();
         assert!(field.contains("invalid cron expression"), "{field}");
         let count = Schedule::cron("* * *", "UTC", 0).unwrap_err().to_string();
         assert!(count.contains("3 fields"), "{count}");
@@ -382,8 +466,14 @@ mod tests {
     #[test]
     fn naive_instants_are_wall_time_in_the_zone() {
         let tz = parse_timezone("Europe/Paris").unwrap();
-        assert_eq!(parse_instant("2026-07-01T12:00:00", tz).unwrap(), utc("2026-07-01T10:00:00Z"));
-        assert_eq!(parse_instant("2026-07-01T12:00:00Z", tz).unwrap(), utc("2026-07-01T12:00:00Z"));
+        assert_eq!(
+            parse_instant("2026-07-01T12:00:00", tz).unwrap(),
+            utc("2026-07-01T10:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("2026-07-01T12:00:00Z", tz).unwrap(),
+            utc("2026-07-01T12:00:00Z")
+        );
         assert!(parse_instant("tomorrow", tz).is_err());
     }
 }

@@ -1,12 +1,15 @@
 from typing import Any, final
 
+__all__ = ["SCHEMA_VERSION", "Job", "ManualClock", "NativeEngine", "Schedule", "__version__", "now_ms"]
+
 SCHEMA_VERSION: int
 __version__: str
 
 def now_ms() -> int: ...
+
 @final
 class ManualClock:
-    def __init__(self, start_ms: int) -> None: ...
+    def __new__(cls, start_ms: int) -> ManualClock: ...
     def now_ms(self) -> int: ...
     def advance_ms(self, ms: int) -> None: ...
     def set_ms(self, ms: int) -> None: ...
@@ -32,9 +35,9 @@ class Job:
 
 @final
 class NativeEngine:
-    def __init__(
-        self, path: str, *, clock: ManualClock | None = None, grace_ms: int = 60000, lease_ms: int = 300000
-    ) -> None: ...
+    def __new__(
+        cls, path: str, *, clock: ManualClock | None = None, grace_ms: int = 60000, lease_ms: int = 300000
+    ) -> NativeEngine: ...
     @property
     def interrupted_on_open(self) -> int: ...
     @property
@@ -61,15 +64,15 @@ class NativeEngine:
 
 @final
 class Schedule:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         cron: str | None = None,
         *,
         every: str | None = None,
         at: str | None = None,
         timezone: str = "UTC",
         now_ms: int | None = None,
-    ) -> None: ...
+    ) -> Schedule: ...
     def next_after(self, after_ms: int) -> int | None: ...
     def preview(self, n: int, after_ms: int) -> list[tuple[int, str]]: ...
     def describe(self) -> str: ...

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from . import _cueapi
 from ._time import from_ms, to_ms
@@ -91,8 +91,8 @@ class Context:
             self._evidence.setdefault("metadata", {}).update(metadata)
 
 
-HandlerResult = Union[Outcome, Mapping[str, Any], str, bool, None]
-Handler = Callable[[Context], Union[HandlerResult, Awaitable[HandlerResult]]]
+HandlerResult = Outcome | Mapping[str, Any] | str | bool | None
+Handler = Callable[[Context], HandlerResult | Awaitable[HandlerResult]]
 F = TypeVar("F", bound=Handler)
 
 
@@ -132,7 +132,11 @@ def _outcome_from_exception(exc: BaseException) -> dict[str, Any]:
         "error": f"{type(exc).__name__}: {message}"[:2000],
         "error_type": type(exc).__qualname__,
         "traceback": tb,
-        "metadata": {"exception_type": type(exc).__qualname__, "exception_message": str(exc), "traceback": tb},
+        "metadata": {
+            "exception_type": type(exc).__qualname__,
+            "exception_message": str(exc),
+            "traceback": tb,
+        },
     }
 
 
@@ -444,7 +448,9 @@ class App:
         )
         handler = self._handlers.get(job.cue_name)
         if handler is None:
-            self._finish(job, ctx, {"success": False, "error": f"no handler for cue {job.cue_name!r} in this process"})
+            self._finish(
+                job, ctx, {"success": False, "error": f"no handler for cue {job.cue_name!r} in this process"}
+            )
             return
         if not handler.is_async:
             try:
@@ -479,7 +485,9 @@ class App:
             try:
                 text = json.dumps(outcome)
             except (TypeError, ValueError) as exc:
-                text = json.dumps({"success": False, "error": f"the outcome could not be recorded as JSON: {exc}"})
+                text = json.dumps(
+                    {"success": False, "error": f"the outcome could not be recorded as JSON: {exc}"}
+                )
             try:
                 self._engine.complete(job.execution_id, job.attempt, text)
             except ValidationError as exc:

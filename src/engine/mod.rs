@@ -37,7 +37,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { grace_ms: 60_000, lease_ms: 300_000 }
+        Config {
+            grace_ms: 60_000,
+            lease_ms: 300_000,
+        }
     }
 }
 
@@ -83,15 +86,28 @@ impl Engine {
         let now = clock.now();
         let recovered = store.write(move |c| store::recover(c, now))?;
         let due = store.read(store::due_index)?;
-        let mut timers = Timers::with_capacity(due.len() + recovered.retries.len() + recovered.deadlines.len());
+        let mut timers =
+            Timers::with_capacity(due.len() + recovered.retries.len() + recovered.deadlines.len());
         for (at, id) in due {
-            timers.push(Timer { at, kind: TimerKind::Cue, id });
+            timers.push(Timer {
+                at,
+                kind: TimerKind::Cue,
+                id,
+            });
         }
         for (at, id) in recovered.retries {
-            timers.push(Timer { at, kind: TimerKind::Retry, id });
+            timers.push(Timer {
+                at,
+                kind: TimerKind::Retry,
+                id,
+            });
         }
         for (at, id) in recovered.deadlines {
-            timers.push(Timer { at, kind: TimerKind::Deadline, id });
+            timers.push(Timer {
+                at,
+                kind: TimerKind::Deadline,
+                id,
+            });
         }
         let inner = Arc::new(Inner {
             store,
@@ -105,7 +121,11 @@ impl Engine {
             claims_open: AtomicBool::new(true),
             closed: AtomicBool::new(false),
         });
-        Ok(Engine { inner, loop_task: Mutex::new(None), interrupted_on_open: recovered.interrupted })
+        Ok(Engine {
+            inner,
+            loop_task: Mutex::new(None),
+            interrupted_on_open: recovered.interrupted,
+        })
     }
 
     /// Starts firing. Idempotent.
@@ -146,9 +166,16 @@ impl Engine {
         self.check_open()?;
         let now = self.inner.clock.now();
         let owner = owner.to_string();
-        let up = self.inner.store.write(move |c| store::upsert_cue(c, &owner, &spec, now))?;
+        let up = self
+            .inner
+            .store
+            .write(move |c| store::upsert_cue(c, &owner, &spec, now))?;
         if let (true, Some(at)) = (up.changed, up.next_run) {
-            self.schedule(Timer { at, kind: TimerKind::Cue, id: up.id.clone() });
+            self.schedule(Timer {
+                at,
+                kind: TimerKind::Cue,
+                id: up.id.clone(),
+            });
         }
         Ok(up.id)
     }
@@ -158,16 +185,25 @@ impl Engine {
         self.check_open()?;
         let now = self.inner.clock.now();
         let owner = owner.to_string();
-        let rows = self.inner.store.write(move |c| store::insert_cues(c, &owner, &specs, now))?;
-        self.inner.add_timers(
-            rows.iter().filter_map(|(id, next)| next.map(|at| Timer { at, kind: TimerKind::Cue, id: id.clone() })),
-        );
+        let rows = self
+            .inner
+            .store
+            .write(move |c| store::insert_cues(c, &owner, &specs, now))?;
+        self.inner.add_timers(rows.iter().filter_map(|(id, next)| {
+            next.map(|at| Timer {
+                at,
+                kind: TimerKind::Cue,
+                id: id.clone(),
+            })
+        }));
         Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Resolves an id or name to a cue id.
     pub fn resolve_cue(&self, owner: &str, id_or_name: &str) -> Result<String> {
-        self.inner.store.read(|c| store::resolve_cue(c, owner, id_or_name))
+        self.inner
+            .store
+            .read(|c| store::resolve_cue(c, owner, id_or_name))
     }
 
     /// A cue as JSON.
@@ -177,7 +213,12 @@ impl Engine {
 
     /// All of an owner's cues as JSON.
     pub fn cues(&self, owner: &str) -> Result<Vec<Value>> {
-        self.inner.store.read(|c| store::list_cue_ids(c, owner)?.iter().map(|id| store::cue_json(c, id)).collect())
+        self.inner.store.read(|c| {
+            store::list_cue_ids(c, owner)?
+                .iter()
+                .map(|id| store::cue_json(c, id))
+                .collect()
+        })
     }
 
     /// Pauses a cue: its ticks are recorded as missed until it is resumed.
@@ -196,9 +237,16 @@ impl Engine {
     /// Resumes a paused cue from now; ticks missed while paused are recorded.
     pub fn resume(&self, cue_id: &str) -> Result<()> {
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());
-        let next = self.inner.store.write(move |c| store::resume(c, &id, now))?;
+        let next = self
+            .inner
+            .store
+            .write(move |c| store::resume(c, &id, now))?;
         if let Some(at) = next {
-            self.schedule(Timer { at, kind: TimerKind::Cue, id: cue_id.to_string() });
+            self.schedule(Timer {
+                at,
+                kind: TimerKind::Cue,
+                id: cue_id.to_string(),
+            });
         }
         Ok(())
     }
@@ -213,7 +261,10 @@ impl Engine {
     pub fn fire(&self, cue_id: &str, payload: Option<Value>) -> Result<String> {
         self.check_open()?;
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());
-        let exec = self.inner.store.write(move |c| store::fire_now(c, &id, payload.as_ref(), now))?;
+        let exec = self
+            .inner
+            .store
+            .write(move |c| store::fire_now(c, &id, payload.as_ref(), now))?;
         self.inner.enqueue([exec.clone()]);
         Ok(exec)
     }
@@ -222,7 +273,10 @@ impl Engine {
     pub fn replay(&self, execution_id: &str) -> Result<String> {
         self.check_open()?;
         let (id, now) = (execution_id.to_string(), self.inner.clock.now());
-        let exec = self.inner.store.write(move |c| store::replay(c, &id, now))?;
+        let exec = self
+            .inner
+            .store
+            .write(move |c| store::replay(c, &id, now))?;
         self.inner.enqueue([exec.clone()]);
         Ok(exec)
     }
@@ -246,11 +300,22 @@ impl Engine {
                     }
                 }
             };
-            let (now, worker, lease) = (self.inner.clock.now(), self.inner.instance.clone(), self.inner.config.lease_ms);
-            let claimed = self.inner.store.write(move |c| store::claim(c, &id, &worker, now, lease))?;
+            let (now, worker, lease) = (
+                self.inner.clock.now(),
+                self.inner.instance.clone(),
+                self.inner.config.lease_ms,
+            );
+            let claimed = self
+                .inner
+                .store
+                .write(move |c| store::claim(c, &id, &worker, now, lease))?;
             if let Some(job) = claimed {
                 if let Some(at) = job.outcome_deadline_at {
-                    self.schedule(Timer { at, kind: TimerKind::Deadline, id: job.execution_id.clone() });
+                    self.schedule(Timer {
+                        at,
+                        kind: TimerKind::Deadline,
+                        id: job.execution_id.clone(),
+                    });
                 }
                 return Ok(Some(job));
             }
@@ -258,28 +323,46 @@ impl Engine {
     }
 
     /// Reports how attempt `attempt` of an execution ended.
-    pub fn complete(&self, execution_id: &str, attempt: i64, outcome: ReportedOutcome) -> Result<()> {
+    pub fn complete(
+        &self,
+        execution_id: &str,
+        attempt: i64,
+        outcome: ReportedOutcome,
+    ) -> Result<()> {
         let (id, now) = (execution_id.to_string(), self.inner.clock.now());
-        let finished = self.inner.store.write(move |c| store::complete(c, &id, attempt, &outcome, now))?;
+        let finished = self
+            .inner
+            .store
+            .write(move |c| store::complete(c, &id, attempt, &outcome, now))?;
         if let Finished::RetryAt(at) = finished {
-            self.schedule(Timer { at, kind: TimerKind::Retry, id: execution_id.to_string() });
+            self.schedule(Timer {
+                at,
+                kind: TimerKind::Retry,
+                id: execution_id.to_string(),
+            });
         }
         Ok(())
     }
 
     /// Lists executions.
     pub fn executions(&self, owner: &str, filter: &ExecutionFilter) -> Result<Vec<Value>> {
-        self.inner.store.read(|c| store::list_executions(c, owner, filter))
+        self.inner
+            .store
+            .read(|c| store::list_executions(c, owner, filter))
     }
 
     /// One execution with its attempts.
     pub fn execution(&self, owner: &str, id: &str) -> Result<Value> {
-        self.inner.store.read(|c| store::get_execution(c, owner, id))
+        self.inner
+            .store
+            .read(|c| store::get_execution(c, owner, id))
     }
 
     /// Stats of one cue since an instant.
     pub fn stats(&self, cue_id: &str, since: Millis) -> Result<Value> {
-        self.inner.store.read(|c| store::Stats::compute(c, cue_id, since))
+        self.inner
+            .store
+            .read(|c| store::Stats::compute(c, cue_id, since))
     }
 
     /// How many executions wait for a claim.
@@ -384,7 +467,11 @@ impl Inner {
                             if let Some(fired) = store::fire_due(c, &t.id, t.at, now, grace)? {
                                 ready.extend(fired.created);
                                 if let Some(at) = fired.next_run {
-                                    later.push(Timer { at, kind: TimerKind::Cue, id: t.id });
+                                    later.push(Timer {
+                                        at,
+                                        kind: TimerKind::Cue,
+                                        id: t.id,
+                                    });
                                 }
                             }
                         }

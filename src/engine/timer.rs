@@ -34,7 +34,9 @@ pub struct Timers {
 impl Timers {
     /// An empty heap with room for `n` entries.
     pub fn with_capacity(n: usize) -> Timers {
-        Timers { heap: BinaryHeap::with_capacity(n) }
+        Timers {
+            heap: BinaryHeap::with_capacity(n),
+        }
     }
 
     /// Adds an entry.
@@ -67,7 +69,11 @@ mod tests {
     fn pops_due_entries_in_order() {
         let mut t = Timers::default();
         for (at, id) in [(30, "c"), (10, "a"), (20, "b"), (40, "d")] {
-            t.push(Timer { at, kind: TimerKind::Cue, id: id.into() });
+            t.push(Timer {
+                at,
+                kind: TimerKind::Cue,
+                id: id.into(),
+            });
         }
         let due: Vec<_> = t.pop_due(30, 10).into_iter().map(|t| t.id).collect();
         assert_eq!(due, ["a", "b", "c"]);

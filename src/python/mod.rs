@@ -46,7 +46,23 @@ fn to_pyerr(e: Error) -> PyErr {
 }
 
 fn json_arg<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
-    serde_json::from_str(text).map_err(|e| to_pyerr(Error::Invalid { field: "arguments", message: format!("{what}: {e}") }))
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde's own words, without the position in our internal JSON.
+        let text = inner.to_string();
+        let reason = text.split(" at line ").next().unwrap_or(&text);
+        let message = if path == "." {
+            format!("{what}: {reason}")
+        } else {
+            format!("{what}: {path}: {reason}")
+        };
+        to_pyerr(Error::Invalid {
+            field: "arguments",
+            message,
+        })
+    })
 }
 
 fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -86,7 +102,9 @@ struct ManualClock {
 impl ManualClock {
     #[new]
     fn new(start_ms: Millis) -> Self {
-        ManualClock { clock: Clock::manual(start_ms) }
+        ManualClock {
+            clock: Clock::manual(start_ms),
+        }
     }
 
     fn now_ms(&self) -> Millis {
@@ -95,7 +113,10 @@ impl ManualClock {
 
     fn advance_ms(&self, ms: Millis) -> PyResult<()> {
         if ms < 0 {
-            return Err(to_pyerr(Error::invalid("ms", "a clock cannot move backwards")));
+            return Err(to_pyerr(Error::invalid(
+                "ms",
+                "a clock cannot move backwards",
+            )));
         }
         if let Clock::Manual(m) = &self.clock {
             m.advance(ms);
@@ -105,7 +126,10 @@ impl ManualClock {
 
     fn set_ms(&self, ms: Millis) -> PyResult<()> {
         if ms < self.clock.now() {
-            return Err(to_pyerr(Error::invalid("ms", "a clock cannot move backwards")));
+            return Err(to_pyerr(Error::invalid(
+                "ms",
+                "a clock cannot move backwards",
+            )));
         }
         if let Clock::Manual(m) = &self.clock {
             m.set(ms);
@@ -137,9 +161,18 @@ struct NativeEngine {
 impl NativeEngine {
     #[new]
     #[pyo3(signature = (path, *, clock=None, grace_ms=60_000, lease_ms=300_000))]
-    fn new(py: Python<'_>, path: String, clock: Option<PyRef<'_, ManualClock>>, grace_ms: i64, lease_ms: i64) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        path: String,
+        clock: Option<PyRef<'_, ManualClock>>,
+        grace_ms: i64,
+        lease_ms: i64,
+    ) -> PyResult<Self> {
         if grace_ms < 0 || lease_ms <= 0 {
-            return Err(to_pyerr(Error::invalid("config", "grace must be >= 0 and lease > 0")));
+            return Err(to_pyerr(Error::invalid(
+                "config",
+                "grace must be >= 0 and lease > 0",
+            )));
         }
         let clock = clock.map(|c| c.clock.clone()).unwrap_or(Clock::System);
         let engine = py
@@ -168,16 +201,19 @@ impl NativeEngine {
 
     fn upsert_cue(&self, py: Python<'_>, spec_json: &str) -> PyResult<String> {
         let spec: CueSpec = json_arg("cue definition", spec_json)?;
-        py.detach(|| self.engine.upsert_cue(LOCAL_OWNER, spec)).map_err(to_pyerr)
+        py.detach(|| self.engine.upsert_cue(LOCAL_OWNER, spec))
+            .map_err(to_pyerr)
     }
 
     fn create_cues(&self, py: Python<'_>, specs_json: &str) -> PyResult<Vec<String>> {
         let specs: Vec<CueSpec> = json_arg("cue definitions", specs_json)?;
-        py.detach(|| self.engine.create_cues(LOCAL_OWNER, specs)).map_err(to_pyerr)
+        py.detach(|| self.engine.create_cues(LOCAL_OWNER, specs))
+            .map_err(to_pyerr)
     }
 
     fn resolve_cue(&self, py: Python<'_>, reference: &str) -> PyResult<String> {
-        py.detach(|| self.engine.resolve_cue(LOCAL_OWNER, reference)).map_err(to_pyerr)
+        py.detach(|| self.engine.resolve_cue(LOCAL_OWNER, reference))
+            .map_err(to_pyerr)
     }
 
     fn cue<'py>(&self, py: Python<'py>, cue_id: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -186,7 +222,9 @@ impl NativeEngine {
     }
 
     fn cues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let v = py.detach(|| self.engine.cues(LOCAL_OWNER)).map_err(to_pyerr)?;
+        let v = py
+            .detach(|| self.engine.cues(LOCAL_OWNER))
+            .map_err(to_pyerr)?;
         to_py(py, &Value::Array(v))
     }
 
@@ -205,17 +243,22 @@ impl NativeEngine {
     #[pyo3(signature = (cue_id, payload_json=None))]
     fn fire(&self, py: Python<'_>, cue_id: &str, payload_json: Option<&str>) -> PyResult<String> {
         let payload: Option<Value> = payload_json.map(|p| json_arg("payload", p)).transpose()?;
-        py.detach(|| self.engine.fire(cue_id, payload)).map_err(to_pyerr)
+        py.detach(|| self.engine.fire(cue_id, payload))
+            .map_err(to_pyerr)
     }
 
     fn replay(&self, py: Python<'_>, execution_id: &str) -> PyResult<String> {
-        py.detach(|| self.engine.replay(execution_id)).map_err(to_pyerr)
+        py.detach(|| self.engine.replay(execution_id))
+            .map_err(to_pyerr)
     }
 
     /// Waits up to `timeout` seconds for a job; `None` on timeout or after `stop_claims`.
     fn claim(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Job>> {
         if !timeout.is_finite() || timeout < 0.0 {
-            return Err(to_pyerr(Error::invalid("timeout", "must be a non-negative number of seconds")));
+            return Err(to_pyerr(Error::invalid(
+                "timeout",
+                "must be a non-negative number of seconds",
+            )));
         }
         let wait = Duration::from_secs_f64(timeout.min(3_600.0));
         let job = py.detach(|| self.engine.claim(wait)).map_err(to_pyerr)?;
@@ -231,24 +274,42 @@ impl NativeEngine {
         }))
     }
 
-    fn complete(&self, py: Python<'_>, execution_id: &str, attempt: i64, outcome_json: &str) -> PyResult<()> {
+    fn complete(
+        &self,
+        py: Python<'_>,
+        execution_id: &str,
+        attempt: i64,
+        outcome_json: &str,
+    ) -> PyResult<()> {
         let outcome: ReportedOutcome = json_arg("outcome", outcome_json)?;
-        py.detach(|| self.engine.complete(execution_id, attempt, outcome)).map_err(to_pyerr)
+        py.detach(|| self.engine.complete(execution_id, attempt, outcome))
+            .map_err(to_pyerr)
     }
 
     fn executions<'py>(&self, py: Python<'py>, filter_json: &str) -> PyResult<Bound<'py, PyAny>> {
         let filter: ExecutionFilter = json_arg("filter", filter_json)?;
-        let v = py.detach(|| self.engine.executions(LOCAL_OWNER, &filter)).map_err(to_pyerr)?;
+        let v = py
+            .detach(|| self.engine.executions(LOCAL_OWNER, &filter))
+            .map_err(to_pyerr)?;
         to_py(py, &Value::Array(v))
     }
 
     fn execution<'py>(&self, py: Python<'py>, execution_id: &str) -> PyResult<Bound<'py, PyAny>> {
-        let v = py.detach(|| self.engine.execution(LOCAL_OWNER, execution_id)).map_err(to_pyerr)?;
+        let v = py
+            .detach(|| self.engine.execution(LOCAL_OWNER, execution_id))
+            .map_err(to_pyerr)?;
         to_py(py, &v)
     }
 
-    fn stats<'py>(&self, py: Python<'py>, cue_id: &str, since_ms: Millis) -> PyResult<Bound<'py, PyAny>> {
-        let v = py.detach(|| self.engine.stats(cue_id, since_ms)).map_err(to_pyerr)?;
+    fn stats<'py>(
+        &self,
+        py: Python<'py>,
+        cue_id: &str,
+        since_ms: Millis,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let v = py
+            .detach(|| self.engine.stats(cue_id, since_ms))
+            .map_err(to_pyerr)?;
         to_py(py, &v)
     }
 
@@ -271,15 +332,25 @@ struct PySchedule {
 impl PySchedule {
     #[new]
     #[pyo3(signature = (cron=None, *, every=None, at=None, timezone="UTC", now_ms=None))]
-    fn new(cron: Option<&str>, every: Option<&str>, at: Option<&str>, timezone: &str, now_ms: Option<Millis>) -> PyResult<Self> {
+    fn new(
+        cron: Option<&str>,
+        every: Option<&str>,
+        at: Option<&str>,
+        timezone: &str,
+        now_ms: Option<Millis>,
+    ) -> PyResult<Self> {
         let now = now_ms.unwrap_or_else(system_now);
         let schedule = match (cron, every, at) {
             (Some(c), None, None) => Schedule::cron(c, timezone, now),
-            (None, Some(e), None) => schedule::parse_every(e).and_then(|ms| Schedule::every(ms, timezone)),
+            (None, Some(e), None) => {
+                schedule::parse_every(e).and_then(|ms| Schedule::every(ms, timezone))
+            }
             (None, None, Some(a)) => schedule::parse_timezone(timezone)
                 .and_then(|tz| schedule::parse_instant(a, tz))
                 .and_then(|ms| Schedule::once(ms, timezone, now)),
-            _ => Err(Error::InvalidSchedule("give exactly one of a cron expression, `every` or `at`".into())),
+            _ => Err(Error::InvalidSchedule(
+                "give exactly one of a cron expression, `every` or `at`".into(),
+            )),
         }
         .map_err(to_pyerr)?;
         Ok(PySchedule { schedule })

@@ -107,8 +107,19 @@ struct Def {
 
 impl Def {
     fn same_schedule(&self, other: &Def) -> bool {
-        (self.schedule_type, &self.cron, self.at, self.every_ms, &self.timezone)
-            == (other.schedule_type, &other.cron, other.at, other.every_ms, &other.timezone)
+        (
+            self.schedule_type,
+            &self.cron,
+            self.at,
+            self.every_ms,
+            &self.timezone,
+        ) == (
+            other.schedule_type,
+            &other.cron,
+            other.at,
+            other.every_ms,
+            &other.timezone,
+        )
     }
 }
 
@@ -116,7 +127,10 @@ fn one_of(field: &'static str, value: &str, allowed: &[&str]) -> Result<()> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(Error::invalid(field, format!("{value:?} is not one of {}", allowed.join(", "))))
+        Err(Error::invalid(
+            field,
+            format!("{value:?} is not one of {}", allowed.join(", ")),
+        ))
     }
 }
 
@@ -126,11 +140,18 @@ impl CueSpec {
         if name.is_empty() || name.len() > 255 {
             return Err(Error::invalid("name", "must be 1 to 255 characters"));
         }
-        one_of("transport", &self.transport, &["local", "webhook", "worker"])?;
+        one_of(
+            "transport",
+            &self.transport,
+            &["local", "webhook", "worker"],
+        )?;
         one_of("overlap", &self.overlap, &["skip", "allow"])?;
         one_of("catch_up", &self.catch_up, &["skip", "once", "all"])?;
         if !(1..=100_000).contains(&self.catch_up_max) {
-            return Err(Error::invalid("catch_up_max", "must be between 1 and 100000"));
+            return Err(Error::invalid(
+                "catch_up_max",
+                "must be between 1 and 100000",
+            ));
         }
         if let Some(mode) = &self.verification_mode {
             one_of("verification_mode", mode, VERIFICATION_MODES)?;
@@ -142,24 +163,44 @@ impl CueSpec {
         if payload.len() > 1 << 20 {
             return Err(Error::invalid("payload", "is larger than 1 MiB"));
         }
-        let retry = self.retry.clone().unwrap_or(RetrySpec { max_attempts: 3, backoff_minutes: default_backoff() });
+        let retry = self.retry.clone().unwrap_or(RetrySpec {
+            max_attempts: 3,
+            backoff_minutes: default_backoff(),
+        });
         if !(0..=10).contains(&retry.max_attempts) {
-            return Err(Error::invalid("retry.max_attempts", "must be between 0 and 10"));
+            return Err(Error::invalid(
+                "retry.max_attempts",
+                "must be between 0 and 10",
+            ));
         }
         if retry.backoff_minutes.len() > 10
-            || retry.backoff_minutes.iter().any(|m| !m.is_finite() || *m < 0.0 || *m > 7.0 * 24.0 * 60.0)
+            || retry
+                .backoff_minutes
+                .iter()
+                .any(|m| !m.is_finite() || *m < 0.0 || *m > 7.0 * 24.0 * 60.0)
         {
-            return Err(Error::invalid("retry.backoff_minutes", "must be at most 10 numbers of minutes between 0 and one week"));
+            return Err(Error::invalid(
+                "retry.backoff_minutes",
+                "must be at most 10 numbers of minutes between 0 and one week",
+            ));
         }
         if let Some(d) = self.outcome_deadline_seconds {
             if !(1..=7 * 24 * 3600).contains(&d) {
-                return Err(Error::invalid("outcome_deadline", "must be between 1 second and one week"));
+                return Err(Error::invalid(
+                    "outcome_deadline",
+                    "must be between 1 second and one week",
+                ));
             }
         }
         let tz = parse_timezone(&self.timezone)?;
-        let given = [self.cron.is_some(), self.at.is_some(), self.every.is_some()].iter().filter(|b| **b).count();
+        let given = [self.cron.is_some(), self.at.is_some(), self.every.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         if given != 1 {
-            return Err(Error::InvalidSchedule("give exactly one of a cron expression, `every` or `at`".into()));
+            return Err(Error::InvalidSchedule(
+                "give exactly one of a cron expression, `every` or `at`".into(),
+            ));
         }
         let (schedule_type, schedule, cron, at, every_ms) = if let Some(expr) = &self.cron {
             // Validity is checked against "now" when stored; a placeholder instant here.
@@ -167,10 +208,22 @@ impl CueSpec {
             ("recurring", s, Some(expr.trim().to_string()), None, None)
         } else if let Some(every) = &self.every {
             let ms = parse_every(every)?;
-            ("interval", Schedule::every(ms, tz.name())?, None, None, Some(ms))
+            (
+                "interval",
+                Schedule::every(ms, tz.name())?,
+                None,
+                None,
+                Some(ms),
+            )
         } else {
             let at = parse_instant(self.at.as_deref().unwrap_or_default(), tz)?;
-            ("once", Schedule::once_unchecked(at, tz.name())?, None, Some(at), None)
+            (
+                "once",
+                Schedule::once_unchecked(at, tz.name())?,
+                None,
+                Some(at),
+                None,
+            )
         };
         let def = Def {
             name: name.to_string(),
@@ -256,7 +309,9 @@ fn cue_from_row(r: &Row<'_>) -> rusqlite::Result<Result<CueRow>> {
 /// Loads a cue by id.
 pub fn load(conn: &Connection, id: &str) -> Result<Option<CueRow>> {
     let sql = format!("SELECT {CUE_COLUMNS} FROM cues WHERE id = ?1");
-    conn.query_row(&sql, [id], cue_from_row).optional()?.transpose()
+    conn.query_row(&sql, [id], cue_from_row)
+        .optional()?
+        .transpose()
 }
 
 /// Resolves a cue reference (id or name) to its id.
@@ -340,17 +395,31 @@ pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Re
             let id = new_id("cue", now);
             let next_run = first_fire(&schedule, now);
             insert(conn, owner, &id, &def, next_run, now)?;
-            Ok(Upserted { id, next_run, created: true, changed: true })
+            Ok(Upserted {
+                id,
+                next_run,
+                created: true,
+                changed: true,
+            })
         }
         Some((id, old, status, old_next)) => {
             if old == def {
-                return Ok(Upserted { id, next_run: old_next, created: false, changed: false });
+                return Ok(Upserted {
+                    id,
+                    next_run: old_next,
+                    created: false,
+                    changed: false,
+                });
             }
             let (next_run, status) = if old.same_schedule(&def) {
                 (old_next, status)
             } else {
                 check_future(def.at)?;
-                let st = if status == "paused" { status } else { "active".to_string() };
+                let st = if status == "paused" {
+                    status
+                } else {
+                    "active".to_string()
+                };
                 (first_fire(&schedule, now), st)
             };
             conn.execute(
@@ -366,12 +435,24 @@ pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Re
                     def.catch_up, def.catch_up_max, def.on_failure_pause, status, next_run, now
                 ],
             )?;
-            Ok(Upserted { id, next_run, created: false, changed: true })
+            Ok(Upserted {
+                id,
+                next_run,
+                created: false,
+                changed: true,
+            })
         }
     }
 }
 
-fn insert(conn: &Connection, owner: &str, id: &str, def: &Def, next_run: Option<Millis>, now: Millis) -> Result<()> {
+fn insert(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    def: &Def,
+    next_run: Option<Millis>,
+    now: Millis,
+) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO cues (id, owner, name, description, status, transport, schedule_type, schedule_cron, schedule_at,
             schedule_every_ms, schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes,
@@ -380,15 +461,38 @@ fn insert(conn: &Connection, owner: &str, id: &str, def: &Def, next_run: Option<
          VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?21)",
     )?;
     stmt.execute(params![
-        id, owner, def.name, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms,
-        def.timezone, def.payload, def.max_attempts, def.backoff, def.deadline, def.verification_mode, def.overlap,
-        def.catch_up, def.catch_up_max, def.on_failure_pause, next_run, now
+        id,
+        owner,
+        def.name,
+        def.description,
+        def.transport,
+        def.schedule_type,
+        def.cron,
+        def.at,
+        def.every_ms,
+        def.timezone,
+        def.payload,
+        def.max_attempts,
+        def.backoff,
+        def.deadline,
+        def.verification_mode,
+        def.overlap,
+        def.catch_up,
+        def.catch_up_max,
+        def.on_failure_pause,
+        next_run,
+        now
     ])?;
     Ok(())
 }
 
 /// Creates many cues in one transaction (names must be new). Returns (id, next_run) of each.
-pub fn insert_many(conn: &Connection, owner: &str, specs: &[CueSpec], now: Millis) -> Result<Vec<(String, Option<Millis>)>> {
+pub fn insert_many(
+    conn: &Connection,
+    owner: &str,
+    specs: &[CueSpec],
+    now: Millis,
+) -> Result<Vec<(String, Option<Millis>)>> {
     let mut out = Vec::with_capacity(specs.len());
     for spec in specs {
         let (def, schedule) = spec.validate()?;
@@ -398,7 +502,9 @@ pub fn insert_many(conn: &Connection, owner: &str, specs: &[CueSpec], now: Milli
         let id = new_id("cue", now);
         let next_run = first_fire(&schedule, now);
         insert(conn, owner, &id, &def, next_run, now).map_err(|e| match e {
-            Error::Storage(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Error::Storage(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 Error::Conflict(format!("a cue named {:?} already exists", def.name))
             }
             other => other,
@@ -460,19 +566,31 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
 /// Ids of the owner's cues, newest first.
 pub fn list_ids(conn: &Connection, owner: &str) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT id FROM cues WHERE owner = ?1 ORDER BY created_at, id")?;
-    let ids = stmt.query_map([owner], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let ids = stmt
+        .query_map([owner], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(ids)
 }
 
 /// Every active cue's next fire time, for building the timer at start.
 pub fn due_index(conn: &Connection) -> Result<Vec<(Millis, String)>> {
-    let mut stmt = conn.prepare("SELECT next_run, id FROM cues WHERE status = 'active' AND next_run IS NOT NULL")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT next_run, id FROM cues WHERE status = 'active' AND next_run IS NOT NULL",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Sets a cue's status (pause/resume bookkeeping is in the engine).
-pub fn set_status(conn: &Connection, id: &str, status: &str, next_run: Option<Millis>, now: Millis) -> Result<()> {
+pub fn set_status(
+    conn: &Connection,
+    id: &str,
+    status: &str,
+    next_run: Option<Millis>,
+    now: Millis,
+) -> Result<()> {
     conn.execute(
         "UPDATE cues SET status = ?2, next_run = ?3, updated_at = ?4 WHERE id = ?1",
         params![id, status, next_run, now],

@@ -104,8 +104,17 @@ fn insert_execution(
          ON CONFLICT DO NOTHING",
     )?;
     let n = stmt.execute(params![
-        id, cue.id, scheduled_for, state, triggered_by, replay_of, key, payload, error,
-        cue.outcome_deadline_seconds, now
+        id,
+        cue.id,
+        scheduled_for,
+        state,
+        triggered_by,
+        replay_of,
+        key,
+        payload,
+        error,
+        cue.outcome_deadline_seconds,
+        now
     ])?;
     Ok((n == 1).then_some(id))
 }
@@ -118,10 +127,28 @@ fn open_execution(conn: &Connection, cue_id: &str) -> Result<Option<String>> {
 }
 
 /// Writes ticks that did not run, one row each up to a cap, then one summary row.
-fn record_missed(conn: &Connection, cue: &CueRow, ticks: &[Millis], extra: usize, reason: &str, now: Millis) -> Result<()> {
+fn record_missed(
+    conn: &Connection,
+    cue: &CueRow,
+    ticks: &[Millis],
+    extra: usize,
+    reason: &str,
+    now: Millis,
+) -> Result<()> {
     let (each, rest) = ticks.split_at(ticks.len().min(MISSED_ROWS_CAP));
     for t in each {
-        insert_execution(conn, cue, *t, status::MISSED, "schedule", Some(reason), "{}", None, None, now)?;
+        insert_execution(
+            conn,
+            cue,
+            *t,
+            status::MISSED,
+            "schedule",
+            Some(reason),
+            "{}",
+            None,
+            None,
+            now,
+        )?;
     }
     let more = rest.len() + extra;
     if let Some(first) = rest.first() {
@@ -131,7 +158,18 @@ fn record_missed(conn: &Connection, cue: &CueRow, ticks: &[Millis], extra: usize
             format_utc(*first),
             format_utc(last)
         );
-        insert_execution(conn, cue, *first, status::MISSED, "schedule", Some(&msg), "{}", None, None, now)?;
+        insert_execution(
+            conn,
+            cue,
+            *first,
+            status::MISSED,
+            "schedule",
+            Some(&msg),
+            "{}",
+            None,
+            None,
+            now,
+        )?;
     }
     Ok(())
 }
@@ -139,8 +177,16 @@ fn record_missed(conn: &Connection, cue: &CueRow, ticks: &[Millis], extra: usize
 /// Fires the tick of `cue_id` due at `expected`, applying the catch-up policy to ticks that are
 /// more than `grace_ms` late and the overlap policy to all. Returns `None` when the cue changed
 /// since the timer was set (the caller's entry is stale).
-pub fn fire_due(conn: &Connection, cue_id: &str, expected: Millis, now: Millis, grace_ms: i64) -> Result<Option<FireResult>> {
-    let Some(cue) = cues::load(conn, cue_id)? else { return Ok(None) };
+pub fn fire_due(
+    conn: &Connection,
+    cue_id: &str,
+    expected: Millis,
+    now: Millis,
+    grace_ms: i64,
+) -> Result<Option<FireResult>> {
+    let Some(cue) = cues::load(conn, cue_id)? else {
+        return Ok(None);
+    };
     if cue.status != "active" || cue.next_run != Some(expected) {
         return Ok(None);
     }
@@ -166,33 +212,86 @@ pub fn fire_due(conn: &Connection, cue_id: &str, expected: Millis, now: Millis, 
     let split = due.partition_point(|t| *t < now - grace_ms);
     let (late, on_time) = due.split_at(split);
     let (fire, missed, reason): (Vec<Millis>, Vec<Millis>, String) = match cue.catch_up.as_str() {
-        "skip" => (on_time.to_vec(), late.to_vec(), "missed: cueapi was not running at this time (catch_up=skip)".into()),
+        "skip" => (
+            on_time.to_vec(),
+            late.to_vec(),
+            "missed: cueapi was not running at this time (catch_up=skip)".into(),
+        ),
         "all" => {
             let keep = late.len().saturating_sub(cue.catch_up_max as usize);
             let mut f = late[keep..].to_vec();
             f.extend_from_slice(on_time);
-            (f, late[..keep].to_vec(), format!("missed: more than catch_up_max={} ticks were late", cue.catch_up_max))
+            (
+                f,
+                late[..keep].to_vec(),
+                format!(
+                    "missed: more than catch_up_max={} ticks were late",
+                    cue.catch_up_max
+                ),
+            )
         }
         _ => {
             if on_time.is_empty() && !late.is_empty() {
-                let (last, older) = late.split_last().map(|(l, o)| (*l, o.to_vec())).unwrap_or((expected, vec![]));
-                (vec![last], older, format!("missed: folded into one catch-up run for {} (catch_up=once)", format_utc(last)))
+                let (last, older) = late
+                    .split_last()
+                    .map(|(l, o)| (*l, o.to_vec()))
+                    .unwrap_or((expected, vec![]));
+                (
+                    vec![last],
+                    older,
+                    format!(
+                        "missed: folded into one catch-up run for {} (catch_up=once)",
+                        format_utc(last)
+                    ),
+                )
             } else {
-                (on_time.to_vec(), late.to_vec(), "missed: a later tick ran instead (catch_up=once)".into())
+                (
+                    on_time.to_vec(),
+                    late.to_vec(),
+                    "missed: a later tick ran instead (catch_up=once)".into(),
+                )
             }
         }
     };
     record_missed(conn, &cue, &missed, unrecorded, &reason, now)?;
-    let running = if cue.overlap == "skip" { open_execution(conn, &cue.id)? } else { None };
+    let running = if cue.overlap == "skip" {
+        open_execution(conn, &cue.id)?
+    } else {
+        None
+    };
     let mut created = Vec::new();
     for t in &fire {
         match &running {
             Some(other) => {
-                let why = format!("skipped: execution {other} of this cue was still running (overlap=skip)");
-                insert_execution(conn, &cue, *t, status::SKIPPED, "schedule", Some(&why), "{}", None, None, now)?;
+                let why = format!(
+                    "skipped: execution {other} of this cue was still running (overlap=skip)"
+                );
+                insert_execution(
+                    conn,
+                    &cue,
+                    *t,
+                    status::SKIPPED,
+                    "schedule",
+                    Some(&why),
+                    "{}",
+                    None,
+                    None,
+                    now,
+                )?;
             }
             None => {
-                if let Some(id) = insert_execution(conn, &cue, *t, status::PENDING, "schedule", None, &cue.payload, None, None, now)? {
+                if let Some(id) = insert_execution(
+                    conn,
+                    &cue,
+                    *t,
+                    status::PENDING,
+                    "schedule",
+                    None,
+                    &cue.payload,
+                    None,
+                    None,
+                    now,
+                )? {
                     created.push(id);
                 }
             }
@@ -206,11 +305,20 @@ pub fn fire_due(conn: &Connection, cue_id: &str, expected: Millis, now: Millis, 
         "UPDATE cues SET next_run = ?2, fired_count = fired_count + ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
     )?
     .execute(params![cue.id, next, created.len() as i64, new_status, now])?;
-    Ok(Some(FireResult { created, next_run: next }))
+    Ok(Some(FireResult {
+        created,
+        next_run: next,
+    }))
 }
 
 /// Claims a pending execution for `worker`: its attempt starts now.
-pub fn claim(conn: &Connection, execution_id: &str, worker: &str, now: Millis, lease_ms: i64) -> Result<Option<Claimed>> {
+pub fn claim(
+    conn: &Connection,
+    execution_id: &str,
+    worker: &str,
+    now: Millis,
+    lease_ms: i64,
+) -> Result<Option<Claimed>> {
     let row = conn
         .prepare_cached(
             "UPDATE executions SET status = 'delivering', attempts = attempts + 1, started_at = COALESCE(started_at, ?2),
@@ -233,13 +341,16 @@ pub fn claim(conn: &Connection, execution_id: &str, worker: &str, now: Millis, l
             ))
         })
         .optional()?;
-    let Some((cue_id, scheduled_for, attempt, payload, key, triggered_by, deadline)) = row else { return Ok(None) };
+    let Some((cue_id, scheduled_for, attempt, payload, key, triggered_by, deadline)) = row else {
+        return Ok(None);
+    };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO attempts (execution_id, number, status, started_at, claimed_by) VALUES (?1, ?2, 'running', ?3, ?4)",
     )?
     .execute(params![execution_id, attempt, now, worker])?;
-    let cue_name: String =
-        conn.prepare_cached("SELECT name FROM cues WHERE id = ?1")?.query_row([&cue_id], |r| r.get(0))?;
+    let cue_name: String = conn
+        .prepare_cached("SELECT name FROM cues WHERE id = ?1")?
+        .query_row([&cue_id], |r| r.get(0))?;
     Ok(Some(Claimed {
         execution_id: execution_id.to_string(),
         cue_id,
@@ -255,7 +366,10 @@ pub fn claim(conn: &Connection, execution_id: &str, worker: &str, now: Millis, l
 
 fn backoff_ms(backoff_minutes: &[f64], retry_number: i64) -> i64 {
     let idx = (retry_number.max(1) - 1) as usize;
-    let minutes = backoff_minutes.get(idx.min(backoff_minutes.len().saturating_sub(1))).copied().unwrap_or(1.0);
+    let minutes = backoff_minutes
+        .get(idx.min(backoff_minutes.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(1.0);
     (minutes * 60_000.0).round() as i64
 }
 
@@ -263,11 +377,21 @@ fn outcome_state(mode: Option<&str>, o: &ReportedOutcome) -> (&'static str, Opti
     if !o.success {
         return ("reported_failure", None);
     }
-    let ok = |b: bool| if b { ("verified_success", Some("valid")) } else { ("verification_failed", Some("invalid")) };
+    let ok = |b: bool| {
+        if b {
+            ("verified_success", Some("valid"))
+        } else {
+            ("verification_failed", Some("invalid"))
+        }
+    };
     match mode {
         Some("require_external_id") => ok(o.external_id.as_deref().is_some_and(|s| !s.is_empty())),
         Some("require_result_url") => ok(o.result_url.is_some()),
-        Some("require_artifacts") => ok(o.artifacts.as_ref().and_then(Value::as_array).is_some_and(|a| !a.is_empty())),
+        Some("require_artifacts") => ok(o
+            .artifacts
+            .as_ref()
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())),
         Some("manual") => ("verification_pending", None),
         _ => ("reported_success", None),
     }
@@ -285,7 +409,10 @@ fn check_outcome(o: &ReportedOutcome) -> Result<()> {
     ];
     for (field, value, max) in limits {
         if value.as_ref().is_some_and(|v| v.chars().count() > max) {
-            return Err(Error::invalid(field, format!("is longer than {max} characters")));
+            return Err(Error::invalid(
+                field,
+                format!("is longer than {max} characters"),
+            ));
         }
     }
     if let Some(m) = &o.metadata {
@@ -304,11 +431,21 @@ fn check_outcome(o: &ReportedOutcome) -> Result<()> {
 
 /// Records the end of attempt `attempt` of an execution: the outcome when it is final, or the
 /// failure and the time of the next retry.
-pub fn complete(conn: &Connection, execution_id: &str, attempt: i64, o: &ReportedOutcome, now: Millis) -> Result<Finished> {
+pub fn complete(
+    conn: &Connection,
+    execution_id: &str,
+    attempt: i64,
+    o: &ReportedOutcome,
+    now: Millis,
+) -> Result<Finished> {
     check_outcome(o)?;
     let (cue_id, state, attempts, prior_state): (String, String, i64, Option<String>) = conn
-        .prepare_cached("SELECT cue_id, status, attempts, outcome_state FROM executions WHERE id = ?1")?
-        .query_row([execution_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .prepare_cached(
+            "SELECT cue_id, status, attempts, outcome_state FROM executions WHERE id = ?1",
+        )?
+        .query_row([execution_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?
         .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
     if state != status::DELIVERING || attempts != attempt {
@@ -341,7 +478,11 @@ pub fn complete(conn: &Connection, execution_id: &str, attempt: i64, o: &Reporte
         return Ok(Finished::RetryAt(at));
     }
     let (new_state, validation) = outcome_state(cue.verification_mode.as_deref(), o);
-    let new_state = if prior_state.as_deref() == Some("outcome_timeout") { "outcome_timeout" } else { new_state };
+    let new_state = if prior_state.as_deref() == Some("outcome_timeout") {
+        "outcome_timeout"
+    } else {
+        new_state
+    };
     let has_proof = o.external_id.is_some() || o.result_url.is_some() || o.artifacts.is_some();
     let json_of = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
     conn.prepare_cached(
@@ -423,7 +564,8 @@ pub struct Recovered {
 pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
     let mut out = Recovered::default();
     let in_flight: Vec<(String, String, i64)> = {
-        let mut stmt = conn.prepare("SELECT id, cue_id, attempts FROM executions WHERE status = 'delivering'")?;
+        let mut stmt = conn
+            .prepare("SELECT id, cue_id, attempts FROM executions WHERE status = 'delivering'")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -433,8 +575,14 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
             "UPDATE attempts SET status = 'interrupted', finished_at = ?3, error = ?4 WHERE execution_id = ?1 AND number = ?2",
             params![id, attempt, now, why],
         )?;
-        let max_retries = cues::load(conn, &cue_id)?.map(|c| c.max_attempts).unwrap_or(0);
-        let next = if attempt - 1 < max_retries { status::PENDING } else { status::FAILED };
+        let max_retries = cues::load(conn, &cue_id)?
+            .map(|c| c.max_attempts)
+            .unwrap_or(0);
+        let next = if attempt - 1 < max_retries {
+            status::PENDING
+        } else {
+            status::FAILED
+        };
         conn.execute(
             "UPDATE executions SET status = ?2, error_message = ?3, claimed_by = NULL, lease_expires_at = NULL, updated_at = ?4
              WHERE id = ?1",
@@ -446,41 +594,82 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
         "SELECT e.id FROM executions e JOIN cues c ON c.id = e.cue_id
          WHERE e.status = 'pending' AND c.transport = 'local' ORDER BY e.scheduled_for, e.id",
     )?;
-    out.pending = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn.prepare("SELECT next_retry, id FROM executions WHERE status = 'retrying'")?;
-    out.retries = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    out.pending = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt =
+        conn.prepare("SELECT next_retry, id FROM executions WHERE status = 'retrying'")?;
+    out.retries = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare(
         "SELECT outcome_deadline_at, id FROM executions
          WHERE outcome_deadline_at IS NOT NULL AND outcome_recorded_at IS NULL AND outcome_state IS NULL",
     )?;
-    out.deadlines = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    out.deadlines = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(out)
 }
 
 /// Creates an execution now, outside the schedule.
-pub fn fire_now(conn: &Connection, cue_id: &str, payload: Option<&Value>, now: Millis) -> Result<String> {
+pub fn fire_now(
+    conn: &Connection,
+    cue_id: &str,
+    payload: Option<&Value>,
+    now: Millis,
+) -> Result<String> {
     let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
     let payload = match payload {
         Some(p) if p.is_object() => p.to_string(),
         Some(_) => return Err(Error::invalid("payload", "must be a JSON object")),
         None => cue.payload.clone(),
     };
-    let id = insert_execution(conn, &cue, now, status::PENDING, "manual_fire", None, &payload, None, None, now)?
-        .ok_or_else(|| Error::Conflict("could not create the execution".into()))?;
-    conn.execute("UPDATE executions SET idempotency_key = ?2 WHERE id = ?1", params![id, format!("{}:fire:{id}", cue.id)])?;
+    let id = insert_execution(
+        conn,
+        &cue,
+        now,
+        status::PENDING,
+        "manual_fire",
+        None,
+        &payload,
+        None,
+        None,
+        now,
+    )?
+    .ok_or_else(|| Error::Conflict("could not create the execution".into()))?;
+    conn.execute(
+        "UPDATE executions SET idempotency_key = ?2 WHERE id = ?1",
+        params![id, format!("{}:fire:{id}", cue.id)],
+    )?;
     Ok(id)
 }
 
 /// Runs an execution again as a new execution with the same payload.
 pub fn replay(conn: &Connection, execution_id: &str, now: Millis) -> Result<String> {
     let (cue_id, payload): (String, String) = conn
-        .query_row("SELECT cue_id, payload FROM executions WHERE id = ?1", [execution_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT cue_id, payload FROM executions WHERE id = ?1",
+            [execution_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?
         .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
     let cue = cues::load(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
     let key = format!("{cue_id}:replay:{execution_id}:{now}");
-    insert_execution(conn, &cue, now, status::PENDING, "replay", None, &payload, Some(key), Some(execution_id), now)?
-        .ok_or_else(|| Error::Conflict("could not create the execution".into()))
+    insert_execution(
+        conn,
+        &cue,
+        now,
+        status::PENDING,
+        "replay",
+        None,
+        &payload,
+        Some(key),
+        Some(execution_id),
+        now,
+    )?
+    .ok_or_else(|| Error::Conflict("could not create the execution".into()))
 }
 
 /// Resumes a paused cue: ticks that fell in the pause are recorded as missed; the schedule
@@ -543,7 +732,8 @@ const EXEC_COLUMNS: &str = "e.id, e.cue_id, c.name, e.scheduled_for, e.status, e
     e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at";
 
 fn parse_json(text: Option<String>) -> Value {
-    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
 }
 
 fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
@@ -569,7 +759,9 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
         "artifacts": parse_json(r.get(30)?),
         "metadata": parse_json(r.get(31)?),
     });
-    let has_evidence = evidence.as_object().is_some_and(|m| m.values().any(|v| !v.is_null()));
+    let has_evidence = evidence
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| !v.is_null()));
     Ok(json!({
         "id": r.get::<_, String>(0)?,
         "cue_id": r.get::<_, String>(1)?,
@@ -598,7 +790,9 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
 
 /// Lists executions, newest scheduled first.
 pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<Value>> {
-    let mut sql = format!("SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id WHERE c.owner = ?");
+    let mut sql = format!(
+        "SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id WHERE c.owner = ?"
+    );
     let mut args: Vec<rusqlite::types::Value> = vec![owner.to_string().into()];
     if let Some(cue) = &f.cue_id {
         sql.push_str(" AND e.cue_id = ?");
@@ -607,17 +801,26 @@ pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<V
     if let Some(states) = &f.status {
         for s in states {
             if !status::ALL.contains(&s.as_str()) {
-                return Err(Error::invalid("status", format!("{s:?} is not one of {}", status::ALL.join(", "))));
+                return Err(Error::invalid(
+                    "status",
+                    format!("{s:?} is not one of {}", status::ALL.join(", ")),
+                ));
             }
         }
         if !states.is_empty() {
-            sql.push_str(&format!(" AND e.status IN ({})", vec!["?"; states.len()].join(", ")));
+            sql.push_str(&format!(
+                " AND e.status IN ({})",
+                vec!["?"; states.len()].join(", ")
+            ));
             args.extend(states.iter().map(|s| s.clone().into()));
         }
     }
     if let Some(state) = &f.outcome_state {
         if !OUTCOME_STATES.contains(&state.as_str()) {
-            return Err(Error::invalid("outcome_state", format!("{state:?} is not one of {}", OUTCOME_STATES.join(", "))));
+            return Err(Error::invalid(
+                "outcome_state",
+                format!("{state:?} is not one of {}", OUTCOME_STATES.join(", ")),
+            ));
         }
         sql.push_str(" AND e.outcome_state = ?");
         args.push(state.clone().into());
@@ -651,7 +854,9 @@ pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<V
     args.push(limit.into());
     args.push(offset.into());
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), execution_json)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map(params_from_iter(args), execution_json)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -698,7 +903,9 @@ impl Stats {
         let mut counts = serde_json::Map::new();
         let mut stmt = conn.prepare("SELECT status, count(*) FROM executions WHERE cue_id = ?1 AND scheduled_for >= ?2 GROUP BY status")?;
         let mut total = 0i64;
-        for row in stmt.query_map(params![cue_id, since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        for row in stmt.query_map(params![cue_id, since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
             let (s, n) = row?;
             total += n;
             counts.insert(s, n.into());

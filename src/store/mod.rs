@@ -21,15 +21,17 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+pub use cues::due_index;
 pub use cues::{
-    delete as delete_cue, insert_many as insert_cues, list_ids as list_cue_ids, resolve as resolve_cue,
-    set_status as set_cue_status, to_json as cue_json, upsert as upsert_cue, CueRow, CueSpec, RetrySpec, LOCAL_OWNER,
+    delete as delete_cue, insert_many as insert_cues, list_ids as list_cue_ids,
+    resolve as resolve_cue, set_status as set_cue_status, to_json as cue_json,
+    upsert as upsert_cue, CueRow, CueSpec, RetrySpec, LOCAL_OWNER,
 };
 pub use executions::{
-    claim, complete, deadline_due, fire_due, fire_now, get as get_execution, list as list_executions, recover,
-    replay, resume, retry_due, Claimed, ExecutionFilter, Finished, FireResult, Recovered, ReportedOutcome, Stats,
+    claim, complete, deadline_due, fire_due, fire_now, get as get_execution,
+    list as list_executions, recover, replay, resume, retry_due, Claimed, ExecutionFilter,
+    Finished, FireResult, Recovered, ReportedOutcome, Stats,
 };
-pub use cues::due_index;
 pub use schema::SCHEMA_VERSION;
 
 use crate::error::{Error, Result};
@@ -64,7 +66,11 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         let lock_path = lock_path_for(&path);
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -196,8 +202,13 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) 
 
 fn clone_sqlite_error(e: &rusqlite::Error) -> rusqlite::Error {
     match e {
-        rusqlite::Error::SqliteFailure(code, msg) => rusqlite::Error::SqliteFailure(*code, msg.clone()),
-        other => rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR), Some(other.to_string())),
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
     }
 }
 
@@ -248,11 +259,21 @@ mod tests {
     fn a_failing_operation_does_not_undo_its_batch_neighbours() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("b.db")).unwrap();
-        store.write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER UNIQUE)")?)).unwrap();
-        store.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?)).unwrap();
-        assert!(store.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?)).is_err());
-        store.write(|c| Ok(c.execute("INSERT INTO t VALUES (2)", [])?)).unwrap();
-        let n: i64 = store.read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).unwrap();
+        store
+            .write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER UNIQUE)")?))
+            .unwrap();
+        store
+            .write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?))
+            .unwrap();
+        assert!(store
+            .write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?))
+            .is_err());
+        store
+            .write(|c| Ok(c.execute("INSERT INTO t VALUES (2)", [])?))
+            .unwrap();
+        let n: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
         assert_eq!(n, 2);
     }
 }

@@ -17,9 +17,17 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub fn migrate(conn: &mut Connection, target: i64) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        return Err(Error::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().take(target as usize).skip(found as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(found as usize)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -48,14 +56,24 @@ mod tests {
         }
         let mut c = Connection::open(&path).unwrap();
         migrate(&mut c, SCHEMA_VERSION).unwrap();
-        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
         let (name, mode): (String, Option<String>) = c
-            .query_row("SELECT name, verification_mode FROM cues WHERE id = 'cue_old'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT name, verification_mode FROM cues WHERE id = 'cue_old'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!((name.as_str(), mode), ("legacy", None));
         let tables: i64 = c
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'attempts'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'attempts'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(tables, 1, "migration 2 adds the attempts table");
     }
@@ -64,7 +82,11 @@ mod tests {
     fn a_newer_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Connection::open(dir.path().join("new.db")).unwrap();
-        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
-        assert!(matches!(migrate(&mut c, SCHEMA_VERSION), Err(Error::SchemaTooNew { .. })));
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut c, SCHEMA_VERSION),
+            Err(Error::SchemaTooNew { .. })
+        ));
     }
 }

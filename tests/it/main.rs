@@ -1,0 +1,95 @@
+//! Cross-module tests of the engine over a real SQLite file, driven by a manual clock.
+
+use std::time::{Duration, Instant};
+
+use cueapi::clock::Clock;
+use cueapi::store::{CueSpec, ExecutionFilter, ReportedOutcome, LOCAL_OWNER};
+use cueapi::{Config, Engine};
+use serde_json::{json, Value};
+
+const START: i64 = 1_780_315_200_000; // 2026-06-01T12:00:00Z
+
+fn spec(v: Value) -> CueSpec {
+    serde_json::from_value(v).expect("valid spec")
+}
+
+fn manual(clock: &Clock) -> &cueapi::clock::ManualClock {
+    match clock {
+        Clock::Manual(m) => m,
+        Clock::System => panic!("manual clock expected"),
+    }
+}
+
+fn statuses(engine: &Engine) -> Vec<String> {
+    let rows = engine.executions(LOCAL_OWNER, &ExecutionFilter::default()).expect("list");
+    rows.iter().map(|r| r["status"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+fn claim_within(engine: &Engine, secs: u64) -> cueapi::store::Claimed {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(job) = engine.claim(Duration::from_millis(200)).expect("claim") {
+            return job;
+        }
+        assert!(Instant::now() < until, "no job became claimable");
+    }
+}
+
+#[test]
+fn a_tick_is_fired_claimed_and_completed_with_its_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(START);
+    let engine = Engine::open(dir.path().join("e.db"), clock.clone(), Config { grace_ms: 0, ..Config::default() })
+        .expect("open");
+    let id = engine.upsert_cue(LOCAL_OWNER, spec(json!({"name": "a", "every": "1m"}))).expect("cue");
+    engine.start().expect("start");
+    manual(&clock).advance(60_000);
+    let job = claim_within(&engine, 10);
+    assert_eq!((job.cue_id.as_str(), job.scheduled_for, job.attempt), (id.as_str(), START + 60_000, 1));
+    let outcome = ReportedOutcome { success: true, external_id: Some("x-1".into()), ..Default::default() };
+    engine.complete(&job.execution_id, 1, outcome).expect("complete");
+    let ex = engine.execution(LOCAL_OWNER, &job.execution_id).expect("get");
+    assert_eq!(ex["status"], "success");
+    assert_eq!(ex["outcome_state"], "reported_success");
+    assert_eq!(ex["evidence"]["external_id"], "x-1");
+    // Completing the same attempt twice is a conflict, and changes nothing.
+    let again = engine.complete(&job.execution_id, 1, ReportedOutcome::default());
+    assert!(matches!(again, Err(cueapi::Error::Conflict(_))));
+    engine.close();
+}
+
+#[test]
+fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.db");
+    let clock = Clock::manual(START);
+    {
+        let engine = Engine::open(&path, clock.clone(), Config { grace_ms: 0, ..Config::default() }).expect("open");
+        engine.upsert_cue(LOCAL_OWNER, spec(json!({"name": "r", "every": "1h"}))).expect("cue");
+        engine.start().expect("start");
+        manual(&clock).advance(3_600_000);
+        let job = claim_within(&engine, 10);
+        assert_eq!(job.attempt, 1);
+        engine.close(); // the handler never reported: as if the process had died
+    }
+    let engine = Engine::open(&path, clock.clone(), Config::default()).expect("reopen");
+    assert_eq!(engine.interrupted_on_open, 1);
+    let job = claim_within(&engine, 10);
+    assert_eq!(job.attempt, 2);
+    let ex = engine.execution(LOCAL_OWNER, &job.execution_id).expect("get");
+    assert_eq!(ex["attempt_log"][0]["status"], "interrupted");
+    assert_eq!(statuses(&engine), ["delivering"]);
+    engine.close();
+}
+
+#[test]
+fn a_bulk_load_is_one_transaction_and_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path().join("b.db"), Clock::manual(START), Config::default()).expect("open");
+    let good: Vec<CueSpec> = (0..1000).map(|i| spec(json!({"name": format!("c{i}"), "every": "1h"}))).collect();
+    assert_eq!(engine.create_cues(LOCAL_OWNER, good).expect("bulk").len(), 1000);
+    let mixed = vec![spec(json!({"name": "new", "every": "1h"})), spec(json!({"name": "c1", "every": "1h"}))];
+    assert!(matches!(engine.create_cues(LOCAL_OWNER, mixed), Err(cueapi::Error::Conflict(_))));
+    assert_eq!(engine.cues(LOCAL_OWNER).expect("cues").len(), 1000);
+    engine.close();
+}
