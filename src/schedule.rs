@@ -74,7 +74,18 @@ fn croner_layout(expr: &str) -> Result<String> {
         };
         return Ok(format!("0 {base}"));
     }
-    let f: Vec<&str> = trimmed.split_whitespace().collect();
+    let mut f: Vec<&str> = trimmed.split_whitespace().collect();
+    // croniter reads a day field that lists every day as `*` when the other day field is written
+    // with a `*` (`*/15`), so that the other field alone decides; otherwise both count (OR).
+    if f.len() >= 5 {
+        let (dom, dow) = (f[2], f[4]);
+        if dow.contains('*') && covers_all(dom, 1, 31, &[]) {
+            f[2] = "*";
+        }
+        if dom.contains('*') && covers_all(dow, 0, 7, &DAY_NAMES) {
+            f[4] = "*";
+        }
+    }
     match f.len() {
         5 => Ok(format!("0 {}", f.join(" "))),
         6 => Ok(format!("{} {}", f[5], f[..5].join(" "))),
@@ -85,14 +96,101 @@ fn croner_layout(expr: &str) -> Result<String> {
     }
 }
 
-fn parse_cron(expr: &str) -> Result<Cron> {
-    let layout = croner_layout(expr)?;
-    let parser = CronParser::builder()
+const DAY_NAMES: [(&str, u32); 7] = [
+    ("SUN", 0),
+    ("MON", 1),
+    ("TUE", 2),
+    ("WED", 3),
+    ("THU", 4),
+    ("FRI", 5),
+    ("SAT", 6),
+];
+
+/// Whether a plain cron field (numbers, names, `*`, ranges, steps, lists) selects every value of
+/// `lo..=hi` (for day-of-week, where `hi` is 7, 7 is Sunday again). Fields with `L`, `W`, `#` or
+/// `?` never do.
+fn covers_all(field: &str, lo: u32, hi: u32, names: &[(&str, u32)]) -> bool {
+    let value = |t: &str| -> Option<u32> {
+        t.parse().ok().or_else(|| {
+            names
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(t))
+                .map(|(_, v)| *v)
+        })
+    };
+    let top = if hi == 7 { 6 } else { hi };
+    let mut seen = vec![false; top as usize + 1];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => match s.parse::<usize>() {
+                Ok(n) if n > 0 => (r, Some(n)),
+                _ => return false,
+            },
+            None => (item, None),
+        };
+        let bounds = if range == "*" {
+            Some((lo, hi))
+        } else if let Some((x, y)) = range.split_once('-') {
+            value(x).zip(value(y))
+        } else {
+            // `5/10` runs from 5 to the top; a lone `5` is just 5.
+            value(range).map(|v| (v, if step.is_some() { hi } else { v }))
+        };
+        let Some((a, b)) = bounds.filter(|(a, b)| lo <= *a && a <= b && *b <= hi) else {
+            return false;
+        };
+        for v in (a..=b).step_by(step.unwrap_or(1)) {
+            let slot = if hi == 7 { v % 7 } else { v };
+            seen[slot as usize] = true;
+        }
+    }
+    seen[lo as usize..].iter().all(|s| *s)
+}
+
+const FIELD_NAMES: [&str; 7] = [
+    "minute",
+    "hour",
+    "day-of-month",
+    "month",
+    "day-of-week",
+    "second",
+    "year",
+];
+
+fn croner_parser() -> CronParser {
+    CronParser::builder()
         .seconds(Seconds::Required)
         .year(Year::Optional)
-        .build();
-    parser.parse(&layout).map_err(|e| {
-        Error::InvalidSchedule(format!("invalid cron expression {:?}: {e}", expr.trim()))
+        .sloppy_ranges(true)
+        .build()
+}
+
+fn parse_cron(expr: &str) -> Result<Cron> {
+    let layout = croner_layout(expr)?;
+    croner_parser().parse(&layout).map_err(|e| {
+        let field = bad_field(expr)
+            .map(|f| format!(" (in the {f} field)"))
+            .unwrap_or_default();
+        Error::InvalidSchedule(format!(
+            "invalid cron expression {:?}{field}: {e}",
+            expr.trim()
+        ))
+    })
+}
+
+/// Names the first field that fails on its own, every other field being `*`.
+fn bad_field(expr: &str) -> Option<&'static str> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    (0..fields.len()).find_map(|i| {
+        let probe: Vec<&str> = (0..fields.len())
+            .map(|j| if i == j { fields[j] } else { "*" })
+            .collect();
+        let layout = croner_layout(&probe.join(" ")).ok()?;
+        croner_parser()
+            .parse(&layout)
+            .is_err()
+            .then(|| FIELD_NAMES.get(i).copied())
+            .flatten()
     })
 }
 
@@ -452,6 +550,34 @@ mod tests {
         let count = Schedule::cron("* * *", "UTC", 0).unwrap_err().to_string();
         assert!(count.contains("3 fields"), "{count}");
         assert!(Schedule::once(5, "UTC", 10).is_err());
+    }
+
+    #[test]
+    fn a_full_day_field_beside_a_starred_one_counts_as_star_like_croniter() {
+        assert!(covers_all("0-6", 0, 7, &DAY_NAMES));
+        assert!(covers_all("SUN-SAT", 0, 7, &DAY_NAMES));
+        assert!(covers_all("1-7", 0, 7, &DAY_NAMES));
+        assert!(covers_all("*/1", 1, 31, &[]));
+        assert!(covers_all("1-15,16-31", 1, 31, &[]));
+        assert!(!covers_all("1-5", 0, 7, &DAY_NAMES));
+        assert!(!covers_all("*/2", 0, 7, &DAY_NAMES));
+        assert!(!covers_all("5#2", 0, 7, &DAY_NAMES));
+        assert!(!covers_all("L", 1, 31, &[]));
+        // 2025-08-14 is a Thursday: `*/15` alone decides, so the next fire is the 16th.
+        let s = Schedule::cron("0 0 */15 * 0-6", "UTC", 0).unwrap();
+        assert_eq!(
+            s.next_after(utc("2025-08-14T13:18:00Z")),
+            Some(utc("2025-08-16T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn start_and_step_without_a_range_like_croniter() {
+        let s = Schedule::cron("5/20 * * * *", "UTC", 0).unwrap();
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:06:00Z")),
+            Some(utc("2026-01-01T00:25:00Z"))
+        );
     }
 
     #[test]

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import wait_for
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,11 +35,15 @@ def test_readme_example_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     (tmp_path / "declare.py").write_text(declare)
     (tmp_path / "history.py").write_text(history)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "declare.py"], cwd=tmp_path, env=env)
+    with subprocess.Popen(
+        [sys.executable, "declare.py"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()
+        assert "running 1 cue handler(s) from cueapi.db; Ctrl-C to stop" in banner
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
     db = tmp_path / "cueapi.db"
-    wait_for(lambda: stored_cues(db), timeout=30, what="the cue to be stored")
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
     assert stored_cues(db) == [("sync_customer_data", "America/New_York")]
     out = subprocess.run(
         [sys.executable, "history.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -199,6 +200,7 @@ class App:
             raise ValidationError("workers must be an int between 1 and 1024")
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86400 * 7:
             raise ValidationError("grace must be a number of seconds between 0 and one week")
+        self._db = os.fspath(db)
         self._engine = _cueapi.NativeEngine(
             os.fspath(db), clock=None if clock is None else clock._native, grace_ms=round(grace * 1000)
         )
@@ -369,8 +371,13 @@ class App:
             with contextlib.suppress(ValueError, OSError):
                 if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
                     restore = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
-        self.start()
         try:
+            self.start()
+            print(
+                f"cueapi: running {len(self._handlers)} cue handler(s) from {self._db}; Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
             while not self._stopped.wait(0.5):
                 pass
         except KeyboardInterrupt:

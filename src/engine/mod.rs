@@ -453,43 +453,80 @@ impl Inner {
         }
     }
 
-    /// Acts on due timer entries in one transaction, then schedules what follows.
+    /// Acts on due timer entries in one transaction, then schedules what follows. An entry that
+    /// fails (each runs in its own savepoint) is put back a second later, so a bad row or a full
+    /// disk delays work but never drops it.
     async fn act(&self, due: Vec<Timer>, now: Millis) -> Result<()> {
         let grace = self.config.grace_ms;
-        let (ready, later) = self
+        let retry_at = now + 1_000;
+        let kept = due.clone();
+        let outcome = self
             .store
             .write_async(move |c| {
                 let mut ready = Vec::new();
                 let mut later = Vec::new();
                 for t in due {
-                    match t.kind {
-                        TimerKind::Cue => {
-                            if let Some(fired) = store::fire_due(c, &t.id, t.at, now, grace)? {
-                                ready.extend(fired.created);
-                                if let Some(at) = fired.next_run {
-                                    later.push(Timer {
-                                        at,
-                                        kind: TimerKind::Cue,
-                                        id: t.id,
-                                    });
-                                }
-                            }
+                    c.execute_batch("SAVEPOINT timer")?;
+                    match act_on(c, &t, now, grace) {
+                        Ok((r, next)) => {
+                            c.execute_batch("RELEASE timer")?;
+                            ready.extend(r);
+                            later.extend(next);
                         }
-                        TimerKind::Retry => {
-                            if store::retry_due(c, &t.id, now)? {
-                                ready.push(t.id);
-                            }
-                        }
-                        TimerKind::Deadline => {
-                            store::deadline_due(c, &t.id, now)?;
+                        Err(e) => {
+                            c.execute_batch("ROLLBACK TO timer; RELEASE timer")?;
+                            tracing::error!("{:?} {} failed, retrying in 1 s: {e}", t.kind, t.id);
+                            later.push(Timer { at: retry_at, ..t });
                         }
                     }
                 }
                 Ok((ready, later))
             })
-            .await?;
-        self.enqueue(ready);
-        self.add_timers(later);
-        Ok(())
+            .await;
+        match outcome {
+            Ok((ready, later)) => {
+                self.enqueue(ready);
+                self.add_timers(later);
+                Ok(())
+            }
+            Err(e) => {
+                self.add_timers(kept.into_iter().map(|t| Timer { at: retry_at, ..t }));
+                Err(e)
+            }
+        }
     }
+}
+
+/// One due timer entry: returns executions to dispatch and the entry that follows it.
+fn act_on(
+    c: &rusqlite::Connection,
+    t: &Timer,
+    now: Millis,
+    grace: i64,
+) -> Result<(Vec<String>, Option<Timer>)> {
+    Ok(match t.kind {
+        TimerKind::Cue => match store::fire_due(c, &t.id, now, grace)? {
+            Some(fired) => {
+                let next = fired.next_run.map(|at| Timer {
+                    at,
+                    kind: TimerKind::Cue,
+                    id: t.id.clone(),
+                });
+                (fired.created, next)
+            }
+            None => (Vec::new(), None),
+        },
+        TimerKind::Retry => {
+            let ready = if store::retry_due(c, &t.id, now)? {
+                vec![t.id.clone()]
+            } else {
+                Vec::new()
+            };
+            (ready, None)
+        }
+        TimerKind::Deadline => {
+            store::deadline_due(c, &t.id, now)?;
+            (Vec::new(), None)
+        }
+    })
 }

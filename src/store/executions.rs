@@ -174,22 +174,21 @@ fn record_missed(
     Ok(())
 }
 
-/// Fires the tick of `cue_id` due at `expected`, applying the catch-up policy to ticks that are
-/// more than `grace_ms` late and the overlap policy to all. Returns `None` when the cue changed
-/// since the timer was set (the caller's entry is stale).
+/// Fires every tick of `cue_id` that is due by `now`, applying the catch-up policy to ticks that
+/// are more than `grace_ms` late and the overlap policy to all. Returns `None` when nothing is due
+/// (the timer entry that asked is stale: the cue was paused, moved or deleted since).
 pub fn fire_due(
     conn: &Connection,
     cue_id: &str,
-    expected: Millis,
     now: Millis,
     grace_ms: i64,
 ) -> Result<Option<FireResult>> {
     let Some(cue) = cues::load(conn, cue_id)? else {
         return Ok(None);
     };
-    if cue.status != "active" || cue.next_run != Some(expected) {
+    let Some(expected) = cue.next_run.filter(|t| cue.status == "active" && *t <= now) else {
         return Ok(None);
-    }
+    };
     // Every tick from `expected` up to now.
     let mut due = Vec::new();
     let mut unrecorded = 0usize;

@@ -21,8 +21,12 @@ fn manual(clock: &Clock) -> &cueapi::clock::ManualClock {
 }
 
 fn statuses(engine: &Engine) -> Vec<String> {
-    let rows = engine.executions(LOCAL_OWNER, &ExecutionFilter::default()).expect("list");
-    rows.iter().map(|r| r["status"].as_str().unwrap_or_default().to_string()).collect()
+    let rows = engine
+        .executions(LOCAL_OWNER, &ExecutionFilter::default())
+        .expect("list");
+    rows.iter()
+        .map(|r| r["status"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn claim_within(engine: &Engine, secs: u64) -> cueapi::store::Claimed {
@@ -39,16 +43,36 @@ fn claim_within(engine: &Engine, secs: u64) -> cueapi::store::Claimed {
 fn a_tick_is_fired_claimed_and_completed_with_its_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::manual(START);
-    let engine = Engine::open(dir.path().join("e.db"), clock.clone(), Config { grace_ms: 0, ..Config::default() })
-        .expect("open");
-    let id = engine.upsert_cue(LOCAL_OWNER, spec(json!({"name": "a", "every": "1m"}))).expect("cue");
+    let engine = Engine::open(
+        dir.path().join("e.db"),
+        clock.clone(),
+        Config {
+            grace_ms: 0,
+            ..Config::default()
+        },
+    )
+    .expect("open");
+    let id = engine
+        .upsert_cue(LOCAL_OWNER, spec(json!({"name": "a", "every": "1m"})))
+        .expect("cue");
     engine.start().expect("start");
     manual(&clock).advance(60_000);
     let job = claim_within(&engine, 10);
-    assert_eq!((job.cue_id.as_str(), job.scheduled_for, job.attempt), (id.as_str(), START + 60_000, 1));
-    let outcome = ReportedOutcome { success: true, external_id: Some("x-1".into()), ..Default::default() };
-    engine.complete(&job.execution_id, 1, outcome).expect("complete");
-    let ex = engine.execution(LOCAL_OWNER, &job.execution_id).expect("get");
+    assert_eq!(
+        (job.cue_id.as_str(), job.scheduled_for, job.attempt),
+        (id.as_str(), START + 60_000, 1)
+    );
+    let outcome = ReportedOutcome {
+        success: true,
+        external_id: Some("x-1".into()),
+        ..Default::default()
+    };
+    engine
+        .complete(&job.execution_id, 1, outcome)
+        .expect("complete");
+    let ex = engine
+        .execution(LOCAL_OWNER, &job.execution_id)
+        .expect("get");
     assert_eq!(ex["status"], "success");
     assert_eq!(ex["outcome_state"], "reported_success");
     assert_eq!(ex["evidence"]["external_id"], "x-1");
@@ -64,8 +88,18 @@ fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
     let path = dir.path().join("r.db");
     let clock = Clock::manual(START);
     {
-        let engine = Engine::open(&path, clock.clone(), Config { grace_ms: 0, ..Config::default() }).expect("open");
-        engine.upsert_cue(LOCAL_OWNER, spec(json!({"name": "r", "every": "1h"}))).expect("cue");
+        let engine = Engine::open(
+            &path,
+            clock.clone(),
+            Config {
+                grace_ms: 0,
+                ..Config::default()
+            },
+        )
+        .expect("open");
+        engine
+            .upsert_cue(LOCAL_OWNER, spec(json!({"name": "r", "every": "1h"})))
+            .expect("cue");
         engine.start().expect("start");
         manual(&clock).advance(3_600_000);
         let job = claim_within(&engine, 10);
@@ -76,7 +110,9 @@ fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
     assert_eq!(engine.interrupted_on_open, 1);
     let job = claim_within(&engine, 10);
     assert_eq!(job.attempt, 2);
-    let ex = engine.execution(LOCAL_OWNER, &job.execution_id).expect("get");
+    let ex = engine
+        .execution(LOCAL_OWNER, &job.execution_id)
+        .expect("get");
     assert_eq!(ex["attempt_log"][0]["status"], "interrupted");
     assert_eq!(statuses(&engine), ["delivering"]);
     engine.close();
@@ -85,11 +121,82 @@ fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
 #[test]
 fn a_bulk_load_is_one_transaction_and_all_or_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::open(dir.path().join("b.db"), Clock::manual(START), Config::default()).expect("open");
-    let good: Vec<CueSpec> = (0..1000).map(|i| spec(json!({"name": format!("c{i}"), "every": "1h"}))).collect();
-    assert_eq!(engine.create_cues(LOCAL_OWNER, good).expect("bulk").len(), 1000);
-    let mixed = vec![spec(json!({"name": "new", "every": "1h"})), spec(json!({"name": "c1", "every": "1h"}))];
-    assert!(matches!(engine.create_cues(LOCAL_OWNER, mixed), Err(cueapi::Error::Conflict(_))));
+    let engine = Engine::open(
+        dir.path().join("b.db"),
+        Clock::manual(START),
+        Config::default(),
+    )
+    .expect("open");
+    let good: Vec<CueSpec> = (0..1000)
+        .map(|i| spec(json!({"name": format!("c{i}"), "every": "1h"})))
+        .collect();
+    assert_eq!(
+        engine.create_cues(LOCAL_OWNER, good).expect("bulk").len(),
+        1000
+    );
+    let mixed = vec![
+        spec(json!({"name": "new", "every": "1h"})),
+        spec(json!({"name": "c1", "every": "1h"})),
+    ];
+    assert!(matches!(
+        engine.create_cues(LOCAL_OWNER, mixed),
+        Err(cueapi::Error::Conflict(_))
+    ));
     assert_eq!(engine.cues(LOCAL_OWNER).expect("cues").len(), 1000);
+    engine.close();
+}
+
+#[test]
+fn a_row_that_fails_to_fire_delays_only_itself_and_is_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(START);
+    let engine = Engine::open(
+        dir.path().join("f.db"),
+        clock.clone(),
+        Config {
+            grace_ms: 0,
+            ..Config::default()
+        },
+    )
+    .expect("open");
+    engine
+        .upsert_cue(LOCAL_OWNER, spec(json!({"name": "good", "every": "1m"})))
+        .expect("good");
+    let bad = engine
+        .upsert_cue(
+            LOCAL_OWNER,
+            spec(json!({"name": "bad", "cron": "* * * * *"})),
+        )
+        .expect("bad");
+    let id = bad.clone();
+    engine
+        .store()
+        .write(move |c| {
+            Ok(c.execute(
+                "UPDATE cues SET schedule_cron = 'garbage' WHERE id = ?1",
+                [&id],
+            )?)
+        })
+        .expect("corrupt");
+    engine.start().expect("start");
+    manual(&clock).advance(60_000);
+    let job = claim_within(&engine, 10);
+    assert_eq!(job.cue_name, "good");
+    let id = bad.clone();
+    engine
+        .store()
+        .write(move |c| {
+            Ok(c.execute(
+                "UPDATE cues SET schedule_cron = '* * * * *' WHERE id = ?1",
+                [&id],
+            )?)
+        })
+        .expect("repair");
+    manual(&clock).advance(1_000);
+    let job = claim_within(&engine, 10);
+    assert_eq!(
+        (job.cue_name.as_str(), job.scheduled_for),
+        ("bad", START + 60_000)
+    );
     engine.close();
 }
