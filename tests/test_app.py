@@ -361,11 +361,15 @@ def test_redeclaring_updates_the_cue_in_place(db: Path, clock: cueapi.ManualCloc
     assert cue.next_run == START + timedelta(minutes=30)
 
 
-def test_no_handler_in_this_process_is_recorded(db: Path, clock: cueapi.ManualClock) -> None:
+def test_no_handler_in_this_process_is_recorded(
+    db: Path, clock: cueapi.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     with cueapi.App(db, clock=clock) as app:
         app.cue(every="1m", retry={"max_attempts": 0})(lambda ctx: None)  # named "<lambda>"
     app = cueapi.App(db, clock=clock, grace=0)
-    app.start()
+    with caplog.at_level("WARNING", logger="cueapi"):
+        app.start()
+    assert "'<lambda>' have no handler in this program" in caplog.text
     clock.advance(60)
     (ex,) = finished(app, "<lambda>")
     assert ex.status == "failed" and "no handler" in (ex.error_message or "")

@@ -340,14 +340,14 @@ class App:
             self._threads.append(t)
 
     def _warn_orphans(self) -> None:
-        for c in self._engine.cues():
-            if c["transport"] == "local" and c["name"] not in self._handlers and c["status"] == "active":
-                log.warning(
-                    "cue %r has no handler in this program; its runs will be recorded as failed. "
-                    "Delete it with app.delete(%r) if it is gone for good.",
-                    c["name"],
-                    c["name"],
-                )
+        names = self._engine.unhandled_cues(_dumps(sorted(self._handlers), "handler names"), 6)
+        if names:
+            shown = ", ".join(repr(n) for n in names[:5]) + (" and more" if len(names) > 5 else "")
+            log.warning(
+                "active cue(s) %s have no handler in this program; their runs will be recorded as failed. "
+                "Delete a cue with app.delete(name) if it is gone for good.",
+                shown,
+            )
 
     def _start_own_loop(self) -> None:
         loop = asyncio.new_event_loop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from . import _cueapi
@@ -57,7 +57,7 @@ class ManualClock:
         self._native = _cueapi.ManualClock(to_ms(start, "start"))
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._native.now_ms() / 1000).astimezone()
+        return datetime.fromtimestamp(self._native.now_ms() / 1000, tz=timezone.utc)
 
     def now_ms(self) -> int:
         return self._native.now_ms()

@@ -221,6 +221,18 @@ impl Engine {
         })
     }
 
+    /// Names of the owner's active local cues not in `handled`, at most `limit`.
+    pub fn unhandled_cues(
+        &self,
+        owner: &str,
+        handled: &[String],
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.inner
+            .store
+            .read(|c| store::unhandled_cue_names(c, owner, handled, limit))
+    }
+
     /// Pauses a cue: its ticks are recorded as missed until it is resumed.
     pub fn pause(&self, cue_id: &str) -> Result<()> {
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());

@@ -228,6 +228,18 @@ impl NativeEngine {
         to_py(py, &Value::Array(v))
     }
 
+    /// Names of active local cues that none of `names_json` (a JSON list) handles, at most `limit`.
+    fn unhandled_cues(
+        &self,
+        py: Python<'_>,
+        names_json: &str,
+        limit: usize,
+    ) -> PyResult<Vec<String>> {
+        let names: Vec<String> = json_arg("handler names", names_json)?;
+        py.detach(|| self.engine.unhandled_cues(LOCAL_OWNER, &names, limit))
+            .map_err(to_pyerr)
+    }
+
     fn pause(&self, py: Python<'_>, cue_id: &str) -> PyResult<()> {
         py.detach(|| self.engine.pause(cue_id)).map_err(to_pyerr)
     }

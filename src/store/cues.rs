@@ -572,6 +572,22 @@ pub fn list_ids(conn: &Connection, owner: &str) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Names of the owner's active local cues whose name is not in `handled`, at most `limit`.
+pub fn unhandled_names(
+    conn: &Connection,
+    owner: &str,
+    handled: &[String],
+    limit: usize,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM cues WHERE owner = ?1 AND transport = 'local' AND status = 'active'
+           AND name NOT IN (SELECT value FROM json_each(?2)) ORDER BY name LIMIT ?3",
+    )?;
+    let names = serde_json::to_string(handled)?;
+    let rows = stmt.query_map(params![owner, names, limit as i64], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
 /// Every active cue's next fire time, for building the timer at start.
 pub fn due_index(conn: &Connection) -> Result<Vec<(Millis, String)>> {
     let mut stmt = conn.prepare(

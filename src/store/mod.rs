@@ -25,7 +25,8 @@ pub use cues::due_index;
 pub use cues::{
     delete as delete_cue, insert_many as insert_cues, list_ids as list_cue_ids,
     resolve as resolve_cue, set_status as set_cue_status, to_json as cue_json,
-    upsert as upsert_cue, CueRow, CueSpec, RetrySpec, LOCAL_OWNER,
+    unhandled_names as unhandled_cue_names, upsert as upsert_cue, CueRow, CueSpec, RetrySpec,
+    LOCAL_OWNER,
 };
 pub use executions::{
     claim, complete, deadline_due, fire_due, fire_now, get as get_execution,
