@@ -412,3 +412,20 @@ def test_closed_app_refuses_work(db: Path) -> None:
     app.close()  # idempotent
     with pytest.raises(cueapi.EngineClosedError):
         app.start()
+
+
+def test_one_shot_paused_past_its_time_is_recorded_missed_and_failed(
+    app: cueapi.App, clock: cueapi.ManualClock
+) -> None:
+    @app.once(at=START + timedelta(minutes=1))
+    def once_paused(ctx: cueapi.Context) -> None:
+        return None
+
+    app.start()
+    app.pause("once_paused")
+    clock.advance(120)
+    app.resume("once_paused")
+    (ex,) = executions(app, "once_paused")
+    assert (ex.status, ex.error_message) == ("missed", "missed: the cue was paused")
+    cue = app.get_cue("once_paused")
+    assert (cue.status, cue.next_run) == ("failed", None)

@@ -296,10 +296,7 @@ pub fn fire_due(
             }
         }
     }
-    let new_status = match (&next, cues::is_one_shot(&cue)) {
-        (None, false) => "completed",
-        _ => "active",
-    };
+    let new_status = final_status(&cue, next, !created.is_empty());
     conn.prepare_cached(
         "UPDATE cues SET next_run = ?2, fired_count = fired_count + ?3, status = ?4, updated_at = ?5 WHERE id = ?1",
     )?
@@ -697,8 +694,20 @@ pub fn resume(conn: &Connection, cue_id: &str, now: Millis) -> Result<Option<Mil
     }
     record_missed(conn, &cue, &ticks, extra, "missed: the cue was paused", now)?;
     let next = cue.schedule.next_after(now);
-    cues::set_status(conn, cue_id, "active", next, now)?;
+    cues::set_status(conn, cue_id, final_status(&cue, next, false), next, now)?;
     Ok(next)
+}
+
+/// The status of a cue after its ticks up to now were handled: a schedule with no tick left is
+/// done — a recurring one `completed`; a one-shot stays `active` until its run finishes, or is
+/// `failed` when its only tick did not run (missed or skipped).
+fn final_status(cue: &CueRow, next: Option<Millis>, ran: bool) -> &'static str {
+    match (next, cues::is_one_shot(cue), ran) {
+        (Some(_), _, _) => "active",
+        (None, false, _) => "completed",
+        (None, true, true) => "active",
+        (None, true, false) => "failed",
+    }
 }
 
 /// Filters for listing executions.
@@ -913,8 +922,9 @@ impl Stats {
         let (ok, failed) = (count(status::SUCCESS), count(status::FAILED));
         let mut durations: Vec<i64> = conn
             .prepare(
-                "SELECT outcome_recorded_at - started_at FROM executions
-                 WHERE cue_id = ?1 AND scheduled_for >= ?2 AND outcome_recorded_at IS NOT NULL AND started_at IS NOT NULL",
+                "SELECT a.duration_ms FROM executions e JOIN attempts a ON a.execution_id = e.id AND a.number = e.attempts
+                 WHERE e.cue_id = ?1 AND e.scheduled_for >= ?2 AND e.status IN ('success', 'failed')
+                   AND a.duration_ms IS NOT NULL",
             )?
             .query_map(params![cue_id, since], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
