@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod schedule;
+pub mod signing;
 pub mod store;
 
 #[cfg(feature = "python")]
