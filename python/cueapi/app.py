@@ -428,21 +428,25 @@ class App:
         self.close()
 
     def _work(self) -> None:
+        job: _cueapi.Job | None = None
         while not self._stopped.is_set():
-            try:
-                job = self._engine.claim(30.0)
-            except EngineClosedError:
-                return
-            except CueAPIError:
-                log.exception("claiming work failed")
-                continue
             if job is None:
-                continue
-            with self._idle:
-                self._inflight += 1
-            self._dispatch(job)
+                try:
+                    job = self._engine.claim(30.0)
+                except EngineClosedError:
+                    return
+                except CueAPIError:
+                    log.exception("claiming work failed")
+                    continue
+                if job is None:
+                    continue
+                with self._idle:
+                    self._inflight += 1
+            job = self._dispatch(job)
 
-    def _dispatch(self, job: _cueapi.Job) -> None:
+    def _dispatch(self, job: _cueapi.Job) -> _cueapi.Job | None:
+        """Runs a claimed job. A sync handler's report also claims the next job, which is returned
+        (already counted as in flight); an async handler is handed to the event loop."""
         ctx = Context(
             execution_id=job.execution_id,
             cue_id=job.cue_id,
@@ -455,23 +459,21 @@ class App:
         )
         handler = self._handlers.get(job.cue_name)
         if handler is None:
-            self._finish(
-                job, ctx, {"success": False, "error": f"no handler for cue {job.cue_name!r} in this process"}
-            )
-            return
+            error = f"no handler for cue {job.cue_name!r} in this process"
+            return self._finish(job, ctx, {"success": False, "error": error}, claim_next=True)
         if not handler.is_async:
             try:
                 outcome = _outcome_from_return(handler.func(ctx))
             except Exception as exc:
                 outcome = _outcome_from_exception(exc)
-            self._finish(job, ctx, outcome)
-            return
+            return self._finish(job, ctx, outcome, claim_next=True)
         loop = self._loop
         if loop is None or loop.is_closed():
-            self._finish(job, ctx, {"success": False, "error": "no event loop to run an async handler"})
-            return
+            error = "no event loop to run an async handler"
+            return self._finish(job, ctx, {"success": False, "error": error}, claim_next=True)
         self._async_slots.acquire()
         asyncio.run_coroutine_threadsafe(self._run_async(handler, job, ctx), loop)
+        return None
 
     async def _run_async(self, handler: _Registered, job: _cueapi.Job, ctx: Context) -> None:
         try:
@@ -482,11 +484,16 @@ class App:
                 outcome = _outcome_from_return(result)
             except Exception as exc:
                 outcome = _outcome_from_exception(exc)
-            await asyncio.get_running_loop().run_in_executor(None, self._finish, job, ctx, outcome)
+            await asyncio.get_running_loop().run_in_executor(None, self._finish, job, ctx, outcome, False)
         finally:
             self._async_slots.release()
 
-    def _finish(self, job: _cueapi.Job, ctx: Context, outcome: dict[str, Any]) -> None:
+    def _finish(
+        self, job: _cueapi.Job, ctx: Context, outcome: dict[str, Any], claim_next: bool
+    ) -> _cueapi.Job | None:
+        """Records the outcome; with ``claim_next``, in the same round trip as claiming the next
+        job (returned). An outcome the store refuses is recorded as a failure saying why."""
+        following: _cueapi.Job | None = None
         try:
             outcome = _merge_evidence(outcome, ctx)
             try:
@@ -496,9 +503,15 @@ class App:
                     {"success": False, "error": f"the outcome could not be recorded as JSON: {exc}"}
                 )
             try:
-                self._engine.complete(job.execution_id, job.attempt, text)
+                if claim_next and not self._stopped.is_set():
+                    following, refused = self._engine.complete_and_claim(
+                        job.execution_id, job.attempt, text, 0.0
+                    )
+                    if refused is not None:
+                        log.error("recording the outcome of %s failed: %s", job.execution_id, refused)
+                else:
+                    self._engine.complete(job.execution_id, job.attempt, text)
             except ValidationError as exc:
-                # Record the failure to record: an outcome the store refuses is not dropped silently.
                 self._engine.complete(
                     job.execution_id,
                     job.attempt,
@@ -510,8 +523,9 @@ class App:
             log.exception("recording the outcome of %s failed", job.execution_id)
         finally:
             with self._idle:
-                self._inflight -= 1
+                self._inflight += (following is not None) - 1
                 self._idle.notify_all()
+        return following
 
     # -- history and control ------------------------------------------------------------------
 

@@ -356,6 +356,70 @@ impl Engine {
         Ok(())
     }
 
+    /// Reports attempt `attempt` of an execution and, in the same transaction, claims the next
+    /// queued job — one round trip per job while there is a backlog; with an empty queue it
+    /// reports, then waits up to `timeout` like [`Engine::claim`]. An invalid outcome is refused
+    /// before anything happens. A report the store refuses (the attempt is no longer running, the
+    /// execution was deleted) does not stop the claim: it comes back as the first element.
+    pub fn complete_and_claim(
+        &self,
+        execution_id: &str,
+        attempt: i64,
+        outcome: ReportedOutcome,
+        timeout: Duration,
+    ) -> Result<(Option<Error>, Option<Claimed>)> {
+        store::check_outcome(&outcome)?;
+        let next = if self.inner.claims_open.load(Ordering::SeqCst) {
+            self.inner.ready.lock().pop_front()
+        } else {
+            None
+        };
+        let Some(next_id) = next else {
+            let refused = self.complete(execution_id, attempt, outcome).err();
+            return Ok((refused, self.claim(timeout)?));
+        };
+        let (id, now) = (execution_id.to_string(), self.inner.clock.now());
+        let (worker, lease) = (self.inner.instance.clone(), self.inner.config.lease_ms);
+        let claim_id = next_id.clone();
+        let (finished, claimed) = self
+            .inner
+            .store
+            .write(move |c| {
+                let finished = store::in_nested_savepoint(c, |c| {
+                    store::complete(c, &id, attempt, &outcome, now)
+                });
+                let claimed = store::claim(c, &claim_id, &worker, now, lease)?;
+                Ok((finished, claimed))
+            })
+            .inspect_err(|_| self.inner.ready.lock().push_front(next_id))?;
+        let refused = match finished {
+            Ok(Finished::RetryAt(at)) => {
+                self.schedule(Timer {
+                    at,
+                    kind: TimerKind::Retry,
+                    id: execution_id.to_string(),
+                });
+                None
+            }
+            Ok(Finished::Done) => None,
+            Err(e) => Some(e),
+        };
+        let claimed = match claimed {
+            Some(job) => {
+                if let Some(at) = job.outcome_deadline_at {
+                    self.schedule(Timer {
+                        at,
+                        kind: TimerKind::Deadline,
+                        id: job.execution_id.clone(),
+                    });
+                }
+                Some(job)
+            }
+            None => self.claim(timeout)?,
+        };
+        Ok((refused, claimed))
+    }
+
     /// Lists executions.
     pub fn executions(&self, owner: &str, filter: &ExecutionFilter) -> Result<Vec<Value>> {
         self.inner

@@ -12,7 +12,7 @@ use crate::clock::{system_now, Clock, Millis};
 use crate::engine::{Config, Engine};
 use crate::error::Error;
 use crate::schedule::{self, Schedule};
-use crate::store::{CueSpec, ExecutionFilter, ReportedOutcome, LOCAL_OWNER};
+use crate::store::{Claimed, CueSpec, ExecutionFilter, ReportedOutcome, LOCAL_OWNER};
 
 fn to_pyerr(e: Error) -> PyErr {
     let class = match &e {
@@ -151,6 +151,31 @@ struct Job {
     triggered_by: String,
 }
 
+impl From<Claimed> for Job {
+    fn from(c: Claimed) -> Job {
+        Job {
+            execution_id: c.execution_id,
+            cue_id: c.cue_id,
+            cue_name: c.cue_name,
+            scheduled_for: c.scheduled_for,
+            attempt: c.attempt,
+            payload: c.payload,
+            idempotency_key: c.idempotency_key,
+            triggered_by: c.triggered_by,
+        }
+    }
+}
+
+fn timeout_arg(timeout: f64) -> PyResult<Duration> {
+    if !timeout.is_finite() || timeout < 0.0 {
+        return Err(to_pyerr(Error::invalid(
+            "timeout",
+            "must be a non-negative number of seconds",
+        )));
+    }
+    Ok(Duration::from_secs_f64(timeout.min(3_600.0)))
+}
+
 /// The native engine over one database file.
 #[pyclass(module = "cueapi._cueapi", frozen)]
 struct NativeEngine {
@@ -266,24 +291,9 @@ impl NativeEngine {
 
     /// Waits up to `timeout` seconds for a job; `None` on timeout or after `stop_claims`.
     fn claim(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Job>> {
-        if !timeout.is_finite() || timeout < 0.0 {
-            return Err(to_pyerr(Error::invalid(
-                "timeout",
-                "must be a non-negative number of seconds",
-            )));
-        }
-        let wait = Duration::from_secs_f64(timeout.min(3_600.0));
+        let wait = timeout_arg(timeout)?;
         let job = py.detach(|| self.engine.claim(wait)).map_err(to_pyerr)?;
-        Ok(job.map(|c| Job {
-            execution_id: c.execution_id,
-            cue_id: c.cue_id,
-            cue_name: c.cue_name,
-            scheduled_for: c.scheduled_for,
-            attempt: c.attempt,
-            payload: c.payload,
-            idempotency_key: c.idempotency_key,
-            triggered_by: c.triggered_by,
-        }))
+        Ok(job.map(Job::from))
     }
 
     fn complete(
@@ -296,6 +306,28 @@ impl NativeEngine {
         let outcome: ReportedOutcome = json_arg("outcome", outcome_json)?;
         py.detach(|| self.engine.complete(execution_id, attempt, outcome))
             .map_err(to_pyerr)
+    }
+
+    /// Reports an attempt and claims the next job in one round trip (see
+    /// `Engine::complete_and_claim`). Returns the next job and, when the store refused the report,
+    /// why.
+    fn complete_and_claim(
+        &self,
+        py: Python<'_>,
+        execution_id: &str,
+        attempt: i64,
+        outcome_json: &str,
+        timeout: f64,
+    ) -> PyResult<(Option<Job>, Option<String>)> {
+        let outcome: ReportedOutcome = json_arg("outcome", outcome_json)?;
+        let wait = timeout_arg(timeout)?;
+        let (refused, job) = py
+            .detach(|| {
+                self.engine
+                    .complete_and_claim(execution_id, attempt, outcome, wait)
+            })
+            .map_err(to_pyerr)?;
+        Ok((job.map(Job::from), refused.map(|e| e.to_string())))
     }
 
     fn executions<'py>(&self, py: Python<'py>, filter_json: &str) -> PyResult<Bound<'py, PyAny>> {

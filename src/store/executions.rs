@@ -393,7 +393,8 @@ fn outcome_state(mode: Option<&str>, o: &ReportedOutcome) -> (&'static str, Opti
     }
 }
 
-fn check_outcome(o: &ReportedOutcome) -> Result<()> {
+/// Validates an outcome report without touching the store.
+pub fn check_outcome(o: &ReportedOutcome) -> Result<()> {
     let limits: [(&'static str, &Option<String>, usize); 7] = [
         ("result", &o.result, 2_000),
         ("error", &o.error, 2_000),

@@ -29,7 +29,7 @@ pub use cues::{
     LOCAL_OWNER,
 };
 pub use executions::{
-    claim, complete, deadline_due, fire_due, fire_now, get as get_execution,
+    check_outcome, claim, complete, deadline_due, fire_due, fire_now, get as get_execution,
     list as list_executions, recover, replay, resume, retry_due, Claimed, ExecutionFilter,
     Finished, FireResult, Recovered, ReportedOutcome, Stats,
 };
@@ -188,14 +188,36 @@ fn lock_path_for(path: &Path) -> PathBuf {
 }
 
 fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.execute_batch("SAVEPOINT op")?;
+    savepoint(conn, "op", f)
+}
+
+/// Runs `f` inside a savepoint of its own within a write operation: its failure undoes only its
+/// own changes.
+pub fn in_nested_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R>,
+) -> Result<R> {
+    savepoint(conn, "nested", f)
+}
+
+fn savepoint<R>(
+    conn: &Connection,
+    name: &str,
+    f: impl FnOnce(&Connection) -> Result<R>,
+) -> Result<R> {
+    conn.prepare_cached(&format!("SAVEPOINT {name}"))?
+        .execute([])?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE op")?;
+            conn.prepare_cached(&format!("RELEASE {name}"))?
+                .execute([])?;
             Ok(r)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            conn.prepare_cached(&format!("ROLLBACK TO {name}"))?
+                .execute([])?;
+            conn.prepare_cached(&format!("RELEASE {name}"))?
+                .execute([])?;
             Err(e)
         }
     }
