@@ -324,6 +324,8 @@ def test_handler_return_values(app: cueapi.App, clock: cueapi.ManualClock) -> No
         "dict": {"success": False, "error": "nope"},
         "unknown": {"sucess": True},
         "number": 42,
+        "bad type": {"result": 5},
+        "too long": {"summary": "x" * 501},
     }
     for name, value in results.items():
         app.cue(every="1m", name=name, retry={"max_attempts": 0})(lambda ctx, v=value: v)
@@ -338,10 +340,14 @@ def test_handler_return_values(app: cueapi.App, clock: cueapi.ManualClock) -> No
         "dict": "failed",
         "unknown": "failed",
         "number": "failed",
+        "bad type": "failed",
+        "too long": "failed",
     }
     assert got["text"].outcome is not None and got["text"].outcome.result == "did it"
     assert "unknown keys ['sucess']" in (got["unknown"].error_message or "")
     assert "int" in (got["number"].error_message or "")
+    assert "outcome was rejected: outcome: result: invalid type" in (got["bad type"].error_message or "")
+    assert "rejected: invalid summary: is longer than 500" in (got["too long"].error_message or "")
 
 
 def test_redeclaring_updates_the_cue_in_place(db: Path, clock: cueapi.ManualClock) -> None:

@@ -152,6 +152,22 @@ def _merge_evidence(outcome: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return outcome
 
 
+def _outcome_json(outcome: dict[str, Any], ctx: Context, started_ms: int) -> str:
+    """The report as the engine takes it: evidence attached during the run merged in, and the
+    instant the handler really started (claims come in batches)."""
+    outcome = _merge_evidence(outcome, ctx)
+    outcome["started_at"] = started_ms
+    try:
+        return json.dumps(outcome)
+    except (TypeError, ValueError) as exc:
+        error = f"the outcome could not be recorded as JSON: {exc}"
+        return json.dumps({"success": False, "error": error, "started_at": started_ms})
+
+
+# Most jobs one handler thread claims at once; batches form only when a backlog builds up.
+_BATCH = 8
+
+
 @dataclass
 class _Registered:
     name: str
@@ -428,25 +444,27 @@ class App:
         self.close()
 
     def _work(self) -> None:
-        job: _cueapi.Job | None = None
+        jobs: list[_cueapi.Job] = []
         while not self._stopped.is_set():
-            if job is None:
+            if not jobs:
                 try:
-                    job = self._engine.claim(30.0)
+                    jobs = self._engine.claim_many(_BATCH, 30.0)
                 except EngineClosedError:
                     return
                 except CueAPIError:
                     log.exception("claiming work failed")
                     continue
-                if job is None:
+                if not jobs:
                     continue
                 with self._idle:
-                    self._inflight += 1
-            job = self._dispatch(job)
+                    self._inflight += len(jobs)
+            reports = [r for r in map(self._dispatch, jobs) if r is not None]
+            jobs = self._report(reports)
 
-    def _dispatch(self, job: _cueapi.Job) -> _cueapi.Job | None:
-        """Runs a claimed job. A sync handler's report also claims the next job, which is returned
-        (already counted as in flight); an async handler is handed to the event loop."""
+    def _dispatch(self, job: _cueapi.Job) -> tuple[str, int, str] | None:
+        """Runs a claimed job with a sync handler and returns its report; an async handler is
+        handed to the event loop (it reports by itself) and None is returned."""
+        started = self._engine.now_ms()
         ctx = Context(
             execution_id=job.execution_id,
             cue_id=job.cue_id,
@@ -459,23 +477,43 @@ class App:
         )
         handler = self._handlers.get(job.cue_name)
         if handler is None:
-            error = f"no handler for cue {job.cue_name!r} in this process"
-            return self._finish(job, ctx, {"success": False, "error": error}, claim_next=True)
-        if not handler.is_async:
+            outcome: dict[str, Any] = {
+                "success": False,
+                "error": f"no handler for cue {job.cue_name!r} in this process",
+            }
+        elif not handler.is_async:
             try:
                 outcome = _outcome_from_return(handler.func(ctx))
             except Exception as exc:
                 outcome = _outcome_from_exception(exc)
-            return self._finish(job, ctx, outcome, claim_next=True)
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            error = "no event loop to run an async handler"
-            return self._finish(job, ctx, {"success": False, "error": error}, claim_next=True)
-        self._async_slots.acquire()
-        asyncio.run_coroutine_threadsafe(self._run_async(handler, job, ctx), loop)
-        return None
+        elif self._loop is None or self._loop.is_closed():
+            outcome = {"success": False, "error": "no event loop to run an async handler"}
+        else:
+            self._async_slots.acquire()
+            asyncio.run_coroutine_threadsafe(self._run_async(handler, job, ctx, started), self._loop)
+            return None
+        return (job.execution_id, job.attempt, _outcome_json(outcome, ctx, started))
 
-    async def _run_async(self, handler: _Registered, job: _cueapi.Job, ctx: Context) -> None:
+    def _report(self, reports: list[tuple[str, int, str]]) -> list[_cueapi.Job]:
+        """Records finished runs and claims the next batch in the same round trip."""
+        following: list[_cueapi.Job] = []
+        try:
+            if reports or not self._stopped.is_set():
+                more = 0 if self._stopped.is_set() else _BATCH
+                following, refused = self._engine.finish_many(reports, more, 0.0)
+                for execution_id, why in refused:
+                    log.error("recording the outcome of %s failed: %s", execution_id, why)
+        except EngineClosedError:
+            log.warning("%d run(s) finished after the App closed; they will be retried", len(reports))
+        except CueAPIError:
+            log.exception("recording %d outcome(s) failed", len(reports))
+        finally:
+            with self._idle:
+                self._inflight += len(following) - len(reports)
+                self._idle.notify_all()
+        return following
+
+    async def _run_async(self, handler: _Registered, job: _cueapi.Job, ctx: Context, started: int) -> None:
         try:
             try:
                 result = handler.func(ctx)
@@ -484,48 +522,24 @@ class App:
                 outcome = _outcome_from_return(result)
             except Exception as exc:
                 outcome = _outcome_from_exception(exc)
-            await asyncio.get_running_loop().run_in_executor(None, self._finish, job, ctx, outcome, False)
+            report = (job.execution_id, job.attempt, _outcome_json(outcome, ctx, started))
+            await asyncio.get_running_loop().run_in_executor(None, self._report_one, report)
         finally:
             self._async_slots.release()
 
-    def _finish(
-        self, job: _cueapi.Job, ctx: Context, outcome: dict[str, Any], claim_next: bool
-    ) -> _cueapi.Job | None:
-        """Records the outcome; with ``claim_next``, in the same round trip as claiming the next
-        job (returned). An outcome the store refuses is recorded as a failure saying why."""
-        following: _cueapi.Job | None = None
+    def _report_one(self, report: tuple[str, int, str]) -> None:
         try:
-            outcome = _merge_evidence(outcome, ctx)
-            try:
-                text = json.dumps(outcome)
-            except (TypeError, ValueError) as exc:
-                text = json.dumps(
-                    {"success": False, "error": f"the outcome could not be recorded as JSON: {exc}"}
-                )
-            try:
-                if claim_next and not self._stopped.is_set():
-                    following, refused = self._engine.complete_and_claim(
-                        job.execution_id, job.attempt, text, 0.0
-                    )
-                    if refused is not None:
-                        log.error("recording the outcome of %s failed: %s", job.execution_id, refused)
-                else:
-                    self._engine.complete(job.execution_id, job.attempt, text)
-            except ValidationError as exc:
-                self._engine.complete(
-                    job.execution_id,
-                    job.attempt,
-                    json.dumps({"success": False, "error": f"the handler's outcome was rejected: {exc}"}),
-                )
+            _, refused = self._engine.finish_many([report], 0, 0.0)
+            for execution_id, why in refused:
+                log.error("recording the outcome of %s failed: %s", execution_id, why)
         except EngineClosedError:
-            log.warning("execution %s finished after the App closed; it will be retried", job.execution_id)
+            log.warning("execution %s finished after the App closed; it will be retried", report[0])
         except CueAPIError:
-            log.exception("recording the outcome of %s failed", job.execution_id)
+            log.exception("recording the outcome of %s failed", report[0])
         finally:
             with self._idle:
-                self._inflight += (following is not None) - 1
+                self._inflight -= 1
                 self._idle.notify_all()
-        return following
 
     # -- history and control ------------------------------------------------------------------
 

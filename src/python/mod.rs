@@ -45,25 +45,33 @@ fn to_pyerr(e: Error) -> PyErr {
     })
 }
 
-fn json_arg<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
+/// Deserialises `text`, saying where and why it does not fit (serde's words, without the position
+/// in our internal JSON).
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, String> {
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        // serde's own words, without the position in our internal JSON.
-        let text = inner.to_string();
-        let reason = text.split(" at line ").next().unwrap_or(&text);
-        let message = if path == "." {
+        let text = e.into_inner().to_string();
+        let reason = text.split(" at line ").next().unwrap_or(&text).to_string();
+        if path == "." {
             format!("{what}: {reason}")
         } else {
             format!("{what}: {path}: {reason}")
-        };
+        }
+    })
+}
+
+fn json_arg<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> PyResult<T> {
+    parse_json(what, text).map_err(|message| {
         to_pyerr(Error::Invalid {
             field: "arguments",
             message,
         })
     })
 }
+
+/// Next jobs, and the reports the store refused as (execution id, why).
+type Finished = (Vec<Job>, Vec<(String, String)>);
 
 fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
@@ -308,26 +316,48 @@ impl NativeEngine {
             .map_err(to_pyerr)
     }
 
-    /// Reports an attempt and claims the next job in one round trip (see
-    /// `Engine::complete_and_claim`). Returns the next job and, when the store refused the report,
-    /// why.
-    fn complete_and_claim(
+    /// Waits up to `timeout` seconds for work and claims a batch of up to `max` jobs.
+    fn claim_many(&self, py: Python<'_>, max: usize, timeout: f64) -> PyResult<Vec<Job>> {
+        let wait = timeout_arg(timeout)?;
+        let jobs = py
+            .detach(|| self.engine.claim_many(max, wait))
+            .map_err(to_pyerr)?;
+        Ok(jobs.into_iter().map(Job::from).collect())
+    }
+
+    /// Reports finished attempts `(execution_id, attempt, outcome_json)` and claims the next
+    /// batch in the same round trip. Returns the jobs and the refused reports `(id, why)`.
+    fn finish_many(
         &self,
         py: Python<'_>,
-        execution_id: &str,
-        attempt: i64,
-        outcome_json: &str,
+        reports: Vec<(String, i64, String)>,
+        max: usize,
         timeout: f64,
-    ) -> PyResult<(Option<Job>, Option<String>)> {
-        let outcome: ReportedOutcome = json_arg("outcome", outcome_json)?;
+    ) -> PyResult<Finished> {
         let wait = timeout_arg(timeout)?;
-        let (refused, job) = py
-            .detach(|| {
-                self.engine
-                    .complete_and_claim(execution_id, attempt, outcome, wait)
+        let reports = reports
+            .into_iter()
+            .map(|(id, attempt, text)| {
+                // An outcome that does not parse is recorded as a failure saying why, never dropped.
+                let outcome =
+                    parse_json::<ReportedOutcome>("outcome", &text).unwrap_or_else(|why| {
+                        ReportedOutcome {
+                            success: false,
+                            error: Some(format!("the handler's outcome was rejected: {why}")),
+                            ..Default::default()
+                        }
+                    });
+                (id, attempt, outcome)
             })
+            .collect();
+        let (refused, jobs) = py
+            .detach(|| self.engine.finish_many(reports, max, wait))
             .map_err(to_pyerr)?;
-        Ok((job.map(Job::from), refused.map(|e| e.to_string())))
+        let refused = refused
+            .into_iter()
+            .map(|(id, e)| (id, e.to_string()))
+            .collect();
+        Ok((jobs.into_iter().map(Job::from).collect(), refused))
     }
 
     fn executions<'py>(&self, py: Python<'py>, filter_json: &str) -> PyResult<Bound<'py, PyAny>> {

@@ -309,7 +309,8 @@ fn cue_from_row(r: &Row<'_>) -> rusqlite::Result<Result<CueRow>> {
 /// Loads a cue by id.
 pub fn load(conn: &Connection, id: &str) -> Result<Option<CueRow>> {
     let sql = format!("SELECT {CUE_COLUMNS} FROM cues WHERE id = ?1");
-    conn.query_row(&sql, [id], cue_from_row)
+    conn.prepare_cached(&sql)?
+        .query_row([id], cue_from_row)
         .optional()?
         .transpose()
 }

@@ -67,6 +67,9 @@ pub struct ReportedOutcome {
     pub summary: Option<String>,
     #[serde(default)]
     pub artifacts: Option<Value>,
+    /// When the handler really started, if later than the claim (claims come in batches).
+    #[serde(default)]
+    pub started_at: Option<Millis>,
 }
 
 /// What completing an attempt decided.
@@ -427,7 +430,8 @@ pub fn check_outcome(o: &ReportedOutcome) -> Result<()> {
 }
 
 /// Records the end of attempt `attempt` of an execution: the outcome when it is final, or the
-/// failure and the time of the next retry.
+/// failure and the time of the next retry. Every check comes before the first write, so a refused
+/// report leaves no trace in the batch it shares a transaction with.
 pub fn complete(
     conn: &Connection,
     execution_id: &str,
@@ -452,8 +456,8 @@ pub fn complete(
     }
     let cue = cues::load(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
     conn.prepare_cached(
-        "UPDATE attempts SET status = ?3, finished_at = ?4, duration_ms = ?4 - started_at, error = ?5, error_type = ?6,
-            traceback = ?7
+        "UPDATE attempts SET status = ?3, finished_at = ?4, started_at = COALESCE(?8, started_at),
+            duration_ms = ?4 - COALESCE(?8, started_at), error = ?5, error_type = ?6, traceback = ?7
          WHERE execution_id = ?1 AND number = ?2",
     )?
     .execute(params![
@@ -463,7 +467,8 @@ pub fn complete(
         now,
         o.error,
         o.error_type,
-        o.traceback
+        o.traceback,
+        o.started_at
     ])?;
     if !o.success && attempt - 1 < cue.max_attempts {
         let at = now + backoff_ms(&cue.backoff_minutes, attempt);

@@ -57,7 +57,10 @@ fn configure(conn: &Connection) -> Result<()> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 5000;",
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 0;",
     )?;
     Ok(())
 }
@@ -189,15 +192,6 @@ fn lock_path_for(path: &Path) -> PathBuf {
 
 fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
     savepoint(conn, "op", f)
-}
-
-/// Runs `f` inside a savepoint of its own within a write operation: its failure undoes only its
-/// own changes.
-pub fn in_nested_savepoint<R>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<R>,
-) -> Result<R> {
-    savepoint(conn, "nested", f)
 }
 
 fn savepoint<R>(
