@@ -68,13 +68,17 @@ impl Clock {
     pub async fn sleep_until(&self, deadline: Millis) {
         match self {
             Clock::System => loop {
-                let now = system_now();
-                if now >= deadline {
+                let left = deadline - system_now();
+                if left <= 0 {
                     return;
                 }
-                // Sleep slightly short and finish on a fine wait: tokio's timer wheel has 1 ms
-                // granularity and may round up, which would show as fire lag.
-                tokio::time::sleep(Duration::from_millis((deadline - now) as u64)).await;
+                // tokio's timer wheel has millisecond slots and rounds up, which shows as fire
+                // lag: sleep until 2 ms before, then yield until the instant itself.
+                if left > 2 {
+                    tokio::time::sleep(Duration::from_millis((left - 2) as u64)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
             },
             Clock::Manual(m) => {
                 let mut rx = m.tick.subscribe();
