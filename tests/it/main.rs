@@ -39,19 +39,20 @@ fn claim_within(engine: &Engine, secs: u64) -> cueapi::store::Claimed {
     }
 }
 
+/// An engine on `path` driven by `clock`, for which every tick is on time (no grace).
+fn open_on_time(path: &std::path::Path, clock: &Clock) -> Engine {
+    let config = Config {
+        grace_ms: 0,
+        ..Config::default()
+    };
+    Engine::open(path, clock.clone(), config).expect("open")
+}
+
 #[test]
 fn a_tick_is_fired_claimed_and_completed_with_its_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::manual(START);
-    let engine = Engine::open(
-        dir.path().join("e.db"),
-        clock.clone(),
-        Config {
-            grace_ms: 0,
-            ..Config::default()
-        },
-    )
-    .expect("open");
+    let engine = open_on_time(&dir.path().join("e.db"), &clock);
     let id = engine
         .upsert_cue(LOCAL_OWNER, spec(json!({"name": "a", "every": "1m"})))
         .expect("cue");
@@ -88,15 +89,7 @@ fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
     let path = dir.path().join("r.db");
     let clock = Clock::manual(START);
     {
-        let engine = Engine::open(
-            &path,
-            clock.clone(),
-            Config {
-                grace_ms: 0,
-                ..Config::default()
-            },
-        )
-        .expect("open");
+        let engine = open_on_time(&path, &clock);
         engine
             .upsert_cue(LOCAL_OWNER, spec(json!({"name": "r", "every": "1h"})))
             .expect("cue");
@@ -150,15 +143,7 @@ fn a_bulk_load_is_one_transaction_and_all_or_nothing() {
 fn a_row_that_fails_to_fire_delays_only_itself_and_is_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::manual(START);
-    let engine = Engine::open(
-        dir.path().join("f.db"),
-        clock.clone(),
-        Config {
-            grace_ms: 0,
-            ..Config::default()
-        },
-    )
-    .expect("open");
+    let engine = open_on_time(&dir.path().join("f.db"), &clock);
     engine
         .upsert_cue(LOCAL_OWNER, spec(json!({"name": "good", "every": "1m"})))
         .expect("good");
