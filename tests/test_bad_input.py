@@ -149,3 +149,20 @@ def test_unopenable_database(tmp_path: Path) -> None:
 def test_validation_errors_are_value_errors_and_cueapi_errors() -> None:
     assert issubclass(cueapi.InvalidScheduleError, ValueError)
     assert issubclass(cueapi.CueNotFoundError, cueapi.CueAPIError)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: cueapi.Schedule("* * * * *").preview(-1), "n must be"),
+        (lambda: cueapi.Schedule("* * * * *").preview("3"), "n must be"),  # type: ignore[arg-type]
+        (lambda: cueapi.Schedule("* * * * *").next_after("soon"), "after must be"),  # type: ignore[arg-type]
+        (lambda: cueapi.Schedule(), "exactly one"),
+        (lambda: cueapi.ManualClock("noon"), "start must be"),  # type: ignore[arg-type]
+        (lambda: cueapi.ManualClock(START).advance(-1), "non-negative"),
+        (lambda: cueapi.ManualClock(START).set(START - timedelta(seconds=1)), "backwards"),
+    ],
+)
+def test_bad_schedule_and_clock_calls(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(cueapi.ValidationError, match=message):
+        call()

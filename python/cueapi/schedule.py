@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from . import _cueapi
 from ._time import to_ms
+from .exceptions import ValidationError
 
 
 class Schedule:
@@ -41,6 +42,8 @@ class Schedule:
 
     def preview(self, n: int = 5, after: datetime | float | None = None) -> list[datetime]:
         """The next ``n`` fire times, each with its UTC offset in the schedule's zone."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10_000:
+            raise ValidationError("n must be an int between 0 and 10000")
         start = _cueapi.now_ms() if after is None else to_ms(after, "after")
         return [datetime.fromisoformat(text) for _, text in self._native.preview(n, start)]
 
@@ -64,6 +67,8 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Moves the clock forward; everything that comes due fires."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e12:
+            raise ValidationError("seconds must be a non-negative number")
         self._native.advance_ms(round(seconds * 1000))
 
     def set(self, to: datetime | float) -> None:
