@@ -164,8 +164,9 @@ def _outcome_json(outcome: dict[str, Any], ctx: Context, started_ms: int) -> str
         return json.dumps({"success": False, "error": error, "started_at": started_ms})
 
 
-# Most jobs one handler thread claims at once; batches form only when a backlog builds up.
-_BATCH = 8
+# Most jobs one handler thread claims at once; batches form only when a backlog builds up
+# (a thread takes a quarter of the queue, at most this many).
+_BATCH = 32
 
 
 @dataclass

@@ -315,6 +315,53 @@ pub fn load(conn: &Connection, id: &str) -> Result<Option<CueRow>> {
         .transpose()
 }
 
+/// What completing a run needs to know about its cue: cheaper to read than a whole [`CueRow`].
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub id: String,
+    pub status: String,
+    pub one_shot: bool,
+    pub max_attempts: i64,
+    pub backoff_minutes: Vec<f64>,
+    pub verification_mode: Option<String>,
+    pub on_failure_pause: bool,
+}
+
+/// Loads a cue's retry, verification and failure policy.
+pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT status, schedule_type, retry_max_attempts, retry_backoff_minutes, verification_mode,
+                    on_failure_pause
+             FROM cues WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((status, schedule_type, max_attempts, backoff, verification_mode, on_failure_pause)) =
+        row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Policy {
+        id: id.to_string(),
+        status,
+        one_shot: schedule_type == "once",
+        max_attempts,
+        backoff_minutes: serde_json::from_str(&backoff)?,
+        verification_mode,
+        on_failure_pause,
+    }))
+}
+
 /// Resolves a cue reference (id or name) to its id.
 pub fn resolve(conn: &Connection, owner: &str, id_or_name: &str) -> Result<String> {
     conn.query_row(

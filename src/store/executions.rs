@@ -454,7 +454,8 @@ pub fn complete(
             "attempt {attempt} of execution {execution_id} is not running (status {state}, attempt {attempts})"
         )));
     }
-    let cue = cues::load(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    let cue =
+        cues::load_policy(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
     conn.prepare_cached(
         "UPDATE attempts SET status = ?3, finished_at = ?4, started_at = COALESCE(?8, started_at),
             duration_ms = ?4 - COALESCE(?8, started_at), error = ?5, error_type = ?6, traceback = ?7
@@ -514,7 +515,7 @@ pub fn complete(
         validation,
         has_proof
     ])?;
-    let one_shot = cues::is_one_shot(&cue);
+    let one_shot = cue.one_shot;
     let cue_status = match (o.success, one_shot) {
         (true, true) => "completed",
         (false, true) => "failed",
@@ -577,7 +578,7 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
             "UPDATE attempts SET status = 'interrupted', finished_at = ?3, error = ?4 WHERE execution_id = ?1 AND number = ?2",
             params![id, attempt, now, why],
         )?;
-        let max_retries = cues::load(conn, &cue_id)?
+        let max_retries = cues::load_policy(conn, &cue_id)?
             .map(|c| c.max_attempts)
             .unwrap_or(0);
         let next = if attempt - 1 < max_retries {
