@@ -12,10 +12,17 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q 'maturin>=1.9,<2' 'pytest>=8' 'pytest-timeout>=2.3' 'croniter>=6' pytz 'ruff>=0.6' 'mypy>=1.11'
+	$(PY) -m pip install -q 'maturin>=1.9,<2' 'pytest>=8' 'pytest-timeout>=2.3' 'croniter>=6' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11'
 	touch $@
 
-develop: $(VENV)/.installed
+# The official CueAPI SDK in a virtualenv of its own: its import name `cueapi` clashes with ours.
+SDK_VENV := .venv-sdk
+$(SDK_VENV)/.installed:
+	$(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install -q 'cueapi-sdk==0.1.3'
+	touch $@
+
+develop: $(VENV)/.installed $(SDK_VENV)/.installed
 	maturin develop -q
 
 lint: develop
@@ -38,10 +45,22 @@ check: lint rust-test test
 run: develop
 	$(PY) examples/quickstart.py
 
-bench: $(VENV)/.installed
-	$(PY) -m pip install -q 'apscheduler>=3.10,<4' 'sqlalchemy>=2' psutil
-	maturin develop -q --release
-	$(PY) bench/run.py
+# Benchmarks in their own venv, with a release build installed as a wheel: `maturin develop` would
+# write the extension into python/cueapi/, the tree the debug build in .venv imports from; a separate
+# CARGO_TARGET_DIR keeps cargo from waiting on (or invalidating) the debug build's target/.
+# BENCH_ARGS go to bench/run.py, e.g. `make bench BENCH_ARGS=--quick`.
+bench:
+	@set -e; B="$(abspath .venv-bench)"; \
+	export VIRTUAL_ENV="$$B" PATH="$$B/bin:$$PATH" CARGO_TARGET_DIR="$$B/target"; \
+	if [ ! -x "$$B/bin/python" ]; then $(PYTHON) -m venv "$$B"; printf '*\n' > "$$B/.gitignore"; fi; \
+	if [ ! -f "$$B/.installed" ]; then \
+		"$$B/bin/python" -m pip install -q --upgrade pip; \
+		"$$B/bin/python" -m pip install -q 'maturin>=1.9,<2' 'apscheduler>=3.10,<4' 'sqlalchemy>=2' 'psutil>=5'; \
+		touch "$$B/.installed"; fi; \
+	rm -rf "$$B/wheels"; \
+	"$$B/bin/maturin" build --release -q -i "$$B/bin/python" -o "$$B/wheels"; \
+	"$$B/bin/python" -m pip install -q --force-reinstall --no-deps "$$B"/wheels/cueapi-*.whl; \
+	"$$B/bin/python" bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) target

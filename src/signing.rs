@@ -76,7 +76,7 @@ fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e && (c as u32) != 0x7f => {
+            c if !(' '..='~').contains(&c) => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
                     out.push_str(&format!("\\u{unit:04x}"));
@@ -305,10 +305,10 @@ mod tests {
 
     #[test]
     fn canonical_form_matches_python() {
-        let v = json!({"b": [1, 2.5, null, true], "a": "é\u{1F600}\n\"", "c": {"z": 1e-5, "y": 1e16, "x": 0.1}});
+        let v = json!({"b": [1, 2.5, null, true], "a": "é\u{1F600}\n\"\u{7f}", "c": {"z": 1e-5, "y": 1e16, "x": 0.1}});
         assert_eq!(
             canonical_json(&v),
-            r#"{"a": "\u00e9\ud83d\ude00\n\"", "b": [1, 2.5, null, true], "c": {"x": 0.1, "y": 1e+16, "z": 1e-05}}"#
+            r#"{"a": "\u00e9\ud83d\ude00\n\"\u007f", "b": [1, 2.5, null, true], "c": {"x": 0.1, "y": 1e+16, "z": 1e-05}}"#
         );
     }
 

@@ -31,7 +31,7 @@ def stored_cues(db: Path) -> list[tuple[str, str]]:
 
 
 def test_readme_example_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    declare, history = python_blocks()
+    declare, history, _ = python_blocks()
     (tmp_path / "declare.py").write_text(declare)
     (tmp_path / "history.py").write_text(history)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -50,6 +50,12 @@ def test_readme_example_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "Stats(cue_id='cue_" in out.stdout
+
+
+def test_readme_signing_example() -> None:
+    signing = python_blocks()[2]
+    out = subprocess.run([sys.executable, "-c", signing], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 def test_quickstart_example(tmp_path: Path) -> None:

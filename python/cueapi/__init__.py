@@ -20,6 +20,7 @@ from .exceptions import (
 )
 from .records import Attempt, Cue, Evidence, Execution, ExecutionOutcome, Stats
 from .schedule import ManualClock, Schedule
+from .webhooks import verify_webhook
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -45,4 +46,5 @@ __all__ = [
     "StorageError",
     "ValidationError",
     "__version__",
+    "verify_webhook",
 ]

@@ -1,11 +1,35 @@
 from typing import Any, final
 
-__all__ = ["SCHEMA_VERSION", "Job", "ManualClock", "NativeEngine", "Schedule", "__version__", "now_ms"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Job",
+    "ManualClock",
+    "NativeEngine",
+    "Schedule",
+    "__version__",
+    "canonical_json",
+    "check_signature",
+    "check_standard",
+    "now_ms",
+    "sign_sha256",
+    "sign_standard",
+    "sign_v1",
+]
 
 SCHEMA_VERSION: int
 __version__: str
 
 def now_ms() -> int: ...
+def canonical_json(text: str) -> str: ...
+def sign_v1(secret: str, timestamp: int, body: bytes) -> str: ...
+def sign_sha256(secret: str, body: bytes) -> str: ...
+def sign_standard(secret: str, id: str, timestamp: int, body: bytes) -> str: ...
+def check_signature(
+    secret: str, body: bytes, signature: str, timestamp: str | None, now_s: int, tolerance_s: int
+) -> str | None: ...
+def check_standard(
+    secret: str, body: bytes, id: str, timestamp: str, signatures: str, now_s: int, tolerance_s: int
+) -> str | None: ...
 
 @final
 class ManualClock:

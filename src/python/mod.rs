@@ -12,6 +12,7 @@ use crate::clock::{system_now, Clock, Millis};
 use crate::engine::{Config, Engine};
 use crate::error::Error;
 use crate::schedule::{self, Schedule};
+use crate::signing;
 use crate::store::{Claimed, CueSpec, ExecutionFilter, ReportedOutcome, LOCAL_OWNER};
 
 fn to_pyerr(e: Error) -> PyErr {
@@ -458,6 +459,74 @@ impl PySchedule {
     }
 }
 
+/// The bytes Python's `json.dumps(value, sort_keys=True)` gives for the JSON document `text`:
+/// what cueapi signs and sends.
+#[pyfunction]
+fn canonical_json(text: &str) -> PyResult<String> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| to_pyerr(Error::invalid("payload", format!("not JSON: {e}"))))?;
+    Ok(signing::canonical_json(&value))
+}
+
+/// `v1=<hex>`, the CueAPI signature of `body` at `timestamp`.
+#[pyfunction]
+fn sign_v1(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    signing::sign_v1(secret, timestamp, body)
+}
+
+/// `sha256=<hex>`, the raw-body signature the article's receiver checks.
+#[pyfunction]
+fn sign_sha256(secret: &str, body: &[u8]) -> String {
+    signing::sign_sha256(secret, body)
+}
+
+/// `v1,<base64>`, the Standard Webhooks signature of message `id` at `timestamp`.
+#[pyfunction]
+fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    signing::sign_standard(secret, id, timestamp, body)
+}
+
+/// Checks a CueAPI signature (`v1=…` with its timestamp, or `sha256=…`) in constant time.
+/// Returns why it fails (`missing`, `timestamp`, `mismatch`), or `None` when it verifies.
+#[pyfunction]
+#[pyo3(signature = (secret, body, signature, timestamp, now_s, tolerance_s))]
+fn check_signature(
+    secret: &str,
+    body: &[u8],
+    signature: &str,
+    timestamp: Option<&str>,
+    now_s: i64,
+    tolerance_s: i64,
+) -> Option<&'static str> {
+    signing::verify_cueapi(secret, body, signature, timestamp, now_s, tolerance_s)
+        .err()
+        .map(reason)
+}
+
+/// Checks Standard Webhooks headers in constant time; `None` when they verify.
+#[pyfunction]
+fn check_standard(
+    secret: &str,
+    body: &[u8],
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    now_s: i64,
+    tolerance_s: i64,
+) -> Option<&'static str> {
+    signing::verify_standard(secret, body, id, timestamp, signatures, now_s, tolerance_s)
+        .err()
+        .map(reason)
+}
+
+fn reason(e: signing::VerifyError) -> &'static str {
+    match e {
+        signing::VerifyError::Missing => "missing",
+        signing::VerifyError::Timestamp => "timestamp",
+        signing::VerifyError::Mismatch => "mismatch",
+    }
+}
+
 /// The system clock in UTC milliseconds.
 #[pyfunction]
 fn now_ms() -> Millis {
@@ -471,6 +540,12 @@ fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Job>()?;
     m.add_class::<PySchedule>()?;
     m.add_function(wrap_pyfunction!(now_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_v1, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_sha256, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_standard, m)?)?;
+    m.add_function(wrap_pyfunction!(check_signature, m)?)?;
+    m.add_function(wrap_pyfunction!(check_standard, m)?)?;
     m.add("SCHEMA_VERSION", crate::store::SCHEMA_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     if m.py().version_info() < (3, 10) {
