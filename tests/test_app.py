@@ -435,3 +435,20 @@ def test_one_shot_paused_past_its_time_is_recorded_missed_and_failed(
     assert (ex.status, ex.error_message) == ("missed", "missed: the cue was paused")
     cue = app.get_cue("once_paused")
     assert (cue.status, cue.next_run) == ("failed", None)
+
+
+def test_close_from_a_handler_is_refused_and_stop_works(app: cueapi.App, clock: cueapi.ManualClock) -> None:
+    errors: list[str] = []
+
+    @app.cue(every="1m")
+    def closer(ctx: cueapi.Context) -> None:
+        try:
+            app.close()
+        except cueapi.CueAPIError as exc:
+            errors.append(str(exc))
+        app.stop()
+
+    app.start()
+    clock.advance(60)
+    wait_for(lambda: errors, what="close() refused inside a handler")
+    assert "call app.stop() there instead" in errors[0]

@@ -423,6 +423,9 @@ class App:
         """Stops taking work, waits up to ``timeout`` seconds for running handlers, and closes the
         database. Runs still going after that are recovered (retried) when the database is next
         opened. Idempotent."""
+        current = threading.current_thread()
+        if current in self._threads or current is self._own_loop_thread:
+            raise CueAPIError("close() was called from a handler; call app.stop() there instead")
         with self._lock:
             if self._closed:
                 return
