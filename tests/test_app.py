@@ -452,3 +452,25 @@ def test_close_from_a_handler_is_refused_and_stop_works(app: cueapi.App, clock: 
     clock.advance(60)
     wait_for(lambda: errors, what="close() refused inside a handler")
     assert "call app.stop() there instead" in errors[0]
+
+
+def test_engine_problems_reach_python_logging(
+    db: Path, clock: cueapi.ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    with cueapi.App(db, clock=clock) as app:
+        app.cue("* * * * *", name="broken_row")(lambda ctx: None)
+    # Damage the stored row while no App has the file open (a second SQLite in the same process
+    # must not touch a database an App holds).
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE cues SET schedule_cron = '61 * * * *' WHERE name = 'broken_row'")
+    conn.close()
+    app = cueapi.App(db, clock=clock, grace=0)
+    with caplog.at_level("ERROR", logger="cueapi"):
+        app.start()
+        clock.advance(60)
+        wait_for(lambda: "retrying in 1 s" in caplog.text, what="the engine's problem in the log")
+        app.close()
+    assert "cueapi engine: Cue cue_" in caplog.text and "invalid cron expression" in caplog.text

@@ -226,6 +226,7 @@ class App:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop_thread: threading.Thread | None = None
+        self._reporter: threading.Thread | None = None
         self._async_slots = threading.BoundedSemaphore(max(workers, 64))
         self._inflight = 0
         self._idle = threading.Condition()
@@ -351,6 +352,8 @@ class App:
         if self._loop is None and any(h.is_async for h in self._handlers.values()):
             self._start_own_loop()
         self._engine.start()
+        self._reporter = threading.Thread(target=self._report_problems, name="cueapi-problems", daemon=True)
+        self._reporter.start()
         for i in range(self._workers):
             t = threading.Thread(target=self._work, name=f"cueapi-worker-{i}", daemon=True)
             t.start()
@@ -365,6 +368,18 @@ class App:
                 "Delete a cue with app.delete(name) if it is gone for good.",
                 shown,
             )
+
+    def _report_problems(self) -> None:
+        """Logs what the engine met on its own threads (it blocks in Rust, without the GIL)."""
+        while True:
+            try:
+                problem = self._engine.next_problem(30.0)
+            except CueAPIError:
+                return
+            if problem is not None:
+                log.error("cueapi engine: %s", problem)
+            elif self._closed:
+                return
 
     def _start_own_loop(self) -> None:
         loop = asyncio.new_event_loop()
@@ -437,6 +452,8 @@ class App:
         for t in self._threads:
             t.join(timeout=1.0)
         self._engine.close()
+        if self._reporter is not None:
+            self._reporter.join(timeout=5.0)
         if self._own_loop_thread is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._own_loop_thread.join(timeout=5.0)

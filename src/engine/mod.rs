@@ -70,6 +70,9 @@ struct Inner {
     wake: Notify,
     ready: Mutex<VecDeque<String>>,
     ready_cv: Condvar,
+    /// Problems the engine met on its own threads, for the embedding program to report.
+    problems: Mutex<VecDeque<String>>,
+    problems_cv: Condvar,
     claims_open: AtomicBool,
     closed: AtomicBool,
 }
@@ -122,6 +125,8 @@ impl Engine {
             wake: Notify::new(),
             ready: Mutex::new(recovered.pending.into()),
             ready_cv: Condvar::new(),
+            problems: Mutex::new(VecDeque::new()),
+            problems_cv: Condvar::new(),
             claims_open: AtomicBool::new(true),
             closed: AtomicBool::new(false),
         });
@@ -482,6 +487,24 @@ impl Engine {
         self.inner.ready_cv.notify_all();
     }
 
+    /// Waits up to `timeout` for a problem the engine met on its own threads (a timer round that
+    /// failed, say) and returns it; `None` on timeout or once the engine is closed and drained.
+    /// Blocks: never call it on the runtime.
+    pub fn next_problem(&self, timeout: Duration) -> Option<String> {
+        let until = Instant::now() + timeout;
+        let mut q = self.inner.problems.lock();
+        loop {
+            if let Some(p) = q.pop_front() {
+                return Some(p);
+            }
+            if self.inner.closed.load(Ordering::SeqCst)
+                || self.inner.problems_cv.wait_until(&mut q, until).timed_out()
+            {
+                return q.pop_front();
+            }
+        }
+    }
+
     /// Stops the timer and the writer after everything already sent is committed. Idempotent.
     /// Blocks: never call it on the runtime.
     pub fn close(&self) {
@@ -494,6 +517,8 @@ impl Engine {
             }
         }
         self.inner.store.close();
+        let _guard = self.inner.problems.lock();
+        self.inner.problems_cv.notify_all();
     }
 }
 
@@ -503,7 +528,21 @@ impl Drop for Engine {
     }
 }
 
+/// Problems kept for the embedding program; beyond this the oldest are dropped (and counted).
+const MAX_PROBLEMS: usize = 1_000;
+
 impl Inner {
+    /// Records a problem met on an engine thread and wakes whoever reports them.
+    fn problem(&self, message: String) {
+        tracing::error!("{message}");
+        let mut q = self.problems.lock();
+        if q.len() >= MAX_PROBLEMS {
+            q.pop_front();
+        }
+        q.push_back(message);
+        self.problems_cv.notify_all();
+    }
+
     fn claim_ids(
         &self,
         c: &rusqlite::Connection,
@@ -561,7 +600,7 @@ impl Inner {
                     // Small rounds: the first runs start while later ticks of a burst are still being fired.
                     let due = self.timers.lock().pop_due(now, 256);
                     if let Err(e) = self.act(due, now).await {
-                        tracing::error!("timer round failed: {e}");
+                        self.problem(format!("timer round failed: {e}"));
                         if matches!(e, Error::Closed) {
                             return;
                         }
@@ -594,10 +633,10 @@ impl Inner {
             Ok(done) => done,
             Err(Error::Closed) => return Err(Error::Closed),
             Err(e) => {
-                tracing::error!(
-                    "firing {} timer entries together failed ({e}); one by one",
+                self.problem(format!(
+                    "firing {} timer entries together failed ({e}); trying one by one",
                     due.len()
-                );
+                ));
                 let (mut ready, mut later) = (Vec::new(), Vec::new());
                 for t in due {
                     let one = [t.clone()];
@@ -612,7 +651,10 @@ impl Inner {
                         }
                         Err(Error::Closed) => return Err(Error::Closed),
                         Err(e) => {
-                            tracing::error!("{:?} {} failed, retrying in 1 s: {e}", t.kind, t.id);
+                            self.problem(format!(
+                                "{:?} {} failed, retrying in 1 s: {e}",
+                                t.kind, t.id
+                            ));
                             later.push(Timer {
                                 at: now + 1_000,
                                 ..t

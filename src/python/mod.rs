@@ -388,6 +388,12 @@ impl NativeEngine {
         to_py(py, &v)
     }
 
+    /// Waits up to `timeout` seconds for a problem the engine met on its own threads.
+    fn next_problem(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<String>> {
+        let wait = timeout_arg(timeout)?;
+        Ok(py.detach(|| self.engine.next_problem(wait)))
+    }
+
     fn stop_claims(&self) {
         self.engine.stop_claims();
     }
