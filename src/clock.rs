@@ -73,9 +73,10 @@ impl Clock {
                     return;
                 }
                 // tokio's timer wheel has millisecond slots and rounds up, which shows as fire
-                // lag: sleep until 2 ms before, then yield until the instant itself.
-                if left > 2 {
-                    tokio::time::sleep(Duration::from_millis((left - 2) as u64)).await;
+                // lag: sleep until 1 ms before, then yield until the instant itself (at most a
+                // millisecond of a runtime thread per distinct fire instant).
+                if left > 1 {
+                    tokio::time::sleep(Duration::from_millis((left - 1) as u64)).await;
                 } else {
                     tokio::task::yield_now().await;
                 }

@@ -474,3 +474,19 @@ def test_engine_problems_reach_python_logging(
         wait_for(lambda: "retrying in 1 s" in caplog.text, what="the engine's problem in the log")
         app.close()
     assert "cueapi engine: Cue cue_" in caplog.text and "invalid cron expression" in caplog.text
+
+
+def test_bulk_created_cues_run_with_a_handler_registered_by_name(
+    app: cueapi.App, clock: cueapi.ManualClock
+) -> None:
+    names = [f"bulk_{i}" for i in range(50)]
+    at = (START + timedelta(minutes=1)).isoformat()
+    app.create_cues([{"name": n, "at": at, "payload": {"i": i}} for i, n in enumerate(names)])
+    seen: list[int] = []
+    app.handle(*names)(lambda ctx: seen.append(ctx.payload["i"]))
+    app.start()
+    clock.advance(60)
+    wait_for(lambda: len(app.executions(status="success", limit=100)) == 50, what="50 bulk runs")
+    assert sorted(seen) == list(range(50))
+    with pytest.raises(cueapi.ValidationError):
+        app.handle()

@@ -332,6 +332,23 @@ class App:
         }
         return lambda func: self._register(func, name, spec)
 
+    def handle(self, *names: str) -> Callable[[F], F]:
+        """Registers the decorated function as the handler of cues that already exist by these
+        names (created with :meth:`create_cues`, say), without changing their definitions."""
+        if not names or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValidationError("handle() needs one or more cue names")
+
+        def register(func: F) -> F:
+            if not callable(func):
+                raise ValidationError("the decorated object must be callable")
+            is_async = inspect.iscoroutinefunction(func)
+            with self._lock:
+                for name in names:
+                    self._handlers[name] = _Registered(name, func, is_async)
+            return func
+
+        return register
+
     def create_cues(self, specs: Iterable[Mapping[str, Any]]) -> list[str]:
         """Creates many cues at once (bulk load). Each spec has ``name`` and one of ``cron`` /
         ``every`` / ``at`` plus the keyword arguments of :meth:`cue` (``on_failure_pause``,
