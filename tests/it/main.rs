@@ -108,6 +108,19 @@ fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
         .expect("get");
     assert_eq!(ex["attempt_log"][0]["status"], "interrupted");
     assert_eq!(statuses(&engine), ["delivering"]);
+    // Deleting the cue takes its executions and their attempts with it.
+    engine.delete(&job.cue_id).expect("delete");
+    let left: i64 = engine
+        .store()
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT count(*) FROM executions) + (SELECT count(*) FROM attempts)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("count");
+    assert_eq!(left, 0);
     engine.close();
 }
 
