@@ -164,8 +164,7 @@ def _outcome_json(outcome: dict[str, Any], ctx: Context, started_ms: int) -> str
         return json.dumps({"success": False, "error": error, "started_at": started_ms})
 
 
-# Most jobs one handler thread claims at once; batches form only when a backlog builds up
-# (a thread takes a quarter of the queue, at most this many).
+# Most jobs one handler thread claims at once.
 _BATCH = 32
 
 
@@ -486,7 +485,7 @@ class App:
         while not self._stopped.is_set():
             if not jobs:
                 try:
-                    jobs = self._engine.claim_many(_BATCH, 30.0)
+                    jobs = self._engine.claim_many(self._batch_size(), 30.0)
                 except EngineClosedError:
                     return
                 except CueAPIError:
@@ -532,12 +531,18 @@ class App:
             return None
         return (job.execution_id, job.attempt, _outcome_json(outcome, ctx, started))
 
+    def _batch_size(self) -> int:
+        """One job per claim while the queue is short, so every thread starts one at once (fire
+        precision); larger batches as a backlog builds, up to ``_BATCH`` (one store round trip per
+        batch: throughput)."""
+        return max(1, min(_BATCH, self._engine.queued // (4 * self._workers)))
+
     def _report(self, reports: list[tuple[str, int, str]]) -> list[_cueapi.Job]:
         """Records finished runs and claims the next batch in the same round trip."""
         following: list[_cueapi.Job] = []
         try:
             if reports or not self._stopped.is_set():
-                more = 0 if self._stopped.is_set() else _BATCH
+                more = 0 if self._stopped.is_set() else self._batch_size()
                 following, refused = self._engine.finish_many(reports, more, 0.0)
                 for execution_id, why in refused:
                     log.error("recording the outcome of %s failed: %s", execution_id, why)

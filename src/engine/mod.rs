@@ -330,14 +330,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes up to `max` queued ids: one while the queue is short, more as the backlog grows
-    /// (a quarter of it), so batches never starve other handler threads.
+    /// Takes up to `max` queued ids (the caller sizes batches: it knows how many threads share
+    /// the queue).
     fn take_batch(&self, max: usize) -> Vec<String> {
         if !self.inner.claims_open.load(Ordering::SeqCst) {
             return Vec::new();
         }
         let mut q = self.inner.ready.lock();
-        let n = (q.len() / 4).clamp(1, max.max(1)).min(q.len());
+        let n = max.min(q.len());
         q.drain(..n).collect()
     }
 
@@ -352,7 +352,7 @@ impl Engine {
     }
 
     /// Waits up to `timeout` for work and claims a batch of up to `max` jobs in one transaction
-    /// (several only when a backlog has built up). Empty on timeout or once claims are stopped.
+    /// Empty on timeout or once claims are stopped.
     pub fn claim_many(&self, max: usize, timeout: Duration) -> Result<Vec<Claimed>> {
         let until = Instant::now() + timeout;
         loop {
