@@ -532,10 +532,10 @@ class App:
         return (job.execution_id, job.attempt, _outcome_json(outcome, ctx, started))
 
     def _batch_size(self) -> int:
-        """One job per claim while the queue is short, so every thread starts one at once (fire
-        precision); larger batches as a backlog builds, up to ``_BATCH`` (one store round trip per
-        batch: throughput)."""
-        return max(1, min(_BATCH, self._engine.queued // (4 * self._workers)))
+        """The queue spread over the handler threads: one job per claim while there are fewer
+        jobs than threads, so each starts at once; more per claim as the queue grows (one store
+        round trip per batch), at most ``_BATCH`` so a slow job holds back few others."""
+        return max(1, min(_BATCH, -(-self._engine.queued // self._workers)))
 
     def _report(self, reports: list[tuple[str, int, str]]) -> list[_cueapi.Job]:
         """Records finished runs and claims the next batch in the same round trip."""
