@@ -58,6 +58,8 @@ bench:
 		"$$B/bin/python" -m pip install -q 'maturin>=1.9,<2' 'apscheduler>=3.10,<4' 'sqlalchemy>=2' 'psutil>=5'; \
 		touch "$$B/.installed"; fi; \
 	rm -rf "$$B/wheels"; \
+	export CUEAPI_BENCH_BUILD="$$(git rev-parse --short HEAD)$$(git status --porcelain -- src python Cargo.toml \
+		Cargo.lock pyproject.toml | grep -q . && echo ' + uncommitted changes')"; \
 	"$$B/bin/maturin" build --release -q -i "$$B/bin/python" -o "$$B/wheels"; \
 	"$$B/bin/python" -m pip install -q --force-reinstall --no-deps "$$B"/wheels/cueapi-*.whl; \
 	"$$B/bin/python" bench/run.py $(BENCH_ARGS)

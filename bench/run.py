@@ -1,0 +1,246 @@
+"""cueapi against APScheduler 3.x, side by side: fire precision, throughput, scale.
+
+    python bench/run.py            # the full figures (about 15 minutes); writes bench/RESULTS.md
+    python bench/run.py --quick    # small sizes, validates the harness in under a minute
+
+Every measurement runs in a process of its own (one system at a time, on a database in a fresh
+temporary directory), started by this script with a time limit. Results go to the generated
+block of RESULTS.md (text outside the block is kept) and to results.json beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+import report
+
+HERE = Path(__file__).resolve().parent
+SYSTEMS = ("cueapi", "aps-memory", "aps-sqlalchemy")
+PARTS = ("precision", "throughput", "scale")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the figures")
+    ap.add_argument("--workers", type=int, default=8, help="handler threads, both systems (cueapi's default)")
+    ap.add_argument("--precision-jobs", type=int, default=50, help="jobs, each firing every second")
+    ap.add_argument("--precision-seconds", type=int, default=24, help="seconds of ticks measured")
+    ap.add_argument("--precision-warmup", type=int, default=2, help="seconds of ticks ignored after start")
+    ap.add_argument("--throughput-n", type=int, default=20_000, help="one-shot jobs due at the same instant")
+    ap.add_argument("--scale-n", type=int, default=1_000_000, help="cues for cueapi")
+    ap.add_argument(
+        "--scale-memory-n", type=int, help="jobs for APScheduler's memory store (default: --scale-n)"
+    )
+    ap.add_argument(
+        "--scale-sql-n",
+        type=int,
+        default=100_000,
+        help="jobs for APScheduler's SQLAlchemy store (its add time is extrapolated to --scale-n)",
+    )
+    ap.add_argument("--chunk", type=int, default=10_000, help="cues per create_cues call")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured")
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds after the first tick before that")
+    ap.add_argument("--timeout", type=float, default=900.0, help="limit for any one wait, seconds")
+    ap.add_argument("--tmpdir", help="where the temporary databases go (default: the system's)")
+    ap.add_argument("--out", help="Markdown results (default: bench/RESULTS.md; with --quick, a temp file)")
+    ap.add_argument(
+        "--render", metavar="RESULTS_JSON", help="measure nothing: rewrite --out from saved results"
+    )
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.precision_jobs, args.precision_seconds, args.precision_warmup = 10, 2, 0
+        args.throughput_n, args.scale_n, args.scale_sql_n = 500, 10_000, 500
+        args.chunk, args.idle, args.settle, args.timeout = 5_000, 1.0, 0.5, 120.0
+    args.scale_memory_n = args.scale_memory_n or args.scale_n
+    args.parts = [p for p in args.parts.split(",") if p]
+    args.systems = [s for s in args.systems.split(",") if s]
+    for p in args.parts:
+        if p not in PARTS:
+            ap.error(f"unknown part {p!r}")
+    for s in args.systems:
+        if s not in SYSTEMS:
+            ap.error(f"unknown system {s!r}")
+    return args
+
+
+SNAPSHOT_S = 0.3
+
+
+def load_snapshot(seconds: float | None = None) -> dict[str, Any]:
+    """The load average, and other processes busy over ``seconds`` (they disturb the figures)."""
+    me = os.getpid()
+    procs = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        if proc.info["pid"] == me:
+            continue
+        try:
+            proc.cpu_percent(None)
+            procs.append(proc)
+        except psutil.Error:
+            pass
+    time.sleep(SNAPSHOT_S if seconds is None else seconds)
+    busy = []
+    for proc in procs:
+        try:
+            pct = proc.cpu_percent(None)
+        except psutil.Error:
+            continue
+        if pct >= 10:
+            busy.append(f"{proc.info['name']} {pct:.0f}%")
+    return {"loadavg": os.getloadavg()[0], "busy": busy}
+
+
+def _busy_cpu_s() -> float:
+    t = psutil.cpu_times()
+    return (
+        sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    )
+
+
+def run_worker(part: str, system: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "workers.py"), part, system, json.dumps(params)]
+    before = load_snapshot()
+    print(f"  {part:<13} {system:<15}", end="", flush=True)
+    t0, busy0, mine0 = time.time(), _busy_cpu_s(), os.times()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed the worker
+        result: dict[str, Any] = {
+            "error": f"worker exceeded {timeout:.0f} s",
+            "stderr": str(exc.stderr)[-2000:],
+        }
+    else:
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode == 0 and lines:
+            result = json.loads(lines[-1][len("RESULT ") :])
+        else:
+            result = {"error": f"worker exited {done.returncode}", "stderr": done.stderr[-2000:]}
+        if done.stderr.strip() and "stderr" not in result:
+            result["stderr_tail"] = done.stderr.strip()[-500:]
+    mine1, busy1 = os.times(), _busy_cpu_s()
+    result["wall_s"] = time.time() - t0
+    # CPU the rest of the machine used meanwhile: all busy CPU time less this script's and its children's.
+    ours = sum(mine1[:4]) - sum(mine0[:4])
+    result["worker_cpu_s"] = (mine1.children_user + mine1.children_system) - (
+        mine0.children_user + mine0.children_system
+    )
+    result["other_cpu_s"] = max(0.0, (busy1 - busy0) - ours)
+    result["load_before"] = before
+    result["load_after"] = load_snapshot()
+    status = "ERROR: " + result["error"] if "error" in result else "ok"
+    other = f"other processes used {result['other_cpu_s']:.1f} CPU s"
+    print(f" {result['wall_s']:7.1f} s  {status}  ({other})", flush=True)
+    return result
+
+
+def scale_hours() -> list[int]:
+    """Hours of the day (UTC) for the scale jobs: none in the next few hours, so none comes due."""
+    now = datetime.now(timezone.utc).hour
+    near = {(now + k) % 24 for k in range(-1, 4)}
+    return [h for h in range(24) if h not in near]
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.render:
+        out = Path(args.out) if args.out else HERE / "RESULTS.md"
+        report.write(out, json.loads(Path(args.render).read_text()))
+        print(f"results: {out}")
+        return 0
+    global SNAPSHOT_S
+    SNAPSHOT_S = 0.1 if args.quick else SNAPSHOT_S
+    base = Path(tempfile.mkdtemp(prefix="cueapi-bench-", dir=args.tmpdir))
+    results: dict[str, Any] = {
+        "command": "python bench/run.py " + shlex.join(argv) if argv else "python bench/run.py",
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": report.machine(),
+        "args": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "parts": {},
+    }
+    print(f"cueapi benchmark, databases under {base}")
+    print(f"  load before: {load_snapshot()}")
+
+    def db(part: str, system: str) -> str:
+        d = base / f"{part}-{system}"
+        d.mkdir(parents=True, exist_ok=True)
+        return str(d / ("cueapi.db" if system == "cueapi" else "aps.db"))
+
+    if "precision" in args.parts:
+        for mode in ("burst", "spread"):
+            params = {
+                "jobs": args.precision_jobs,
+                "seconds": args.precision_seconds,
+                "warmup": args.precision_warmup,
+                "workers": args.workers,
+                "spread": mode == "spread",
+            }
+            key = "precision" if mode == "burst" else "precision-spread"
+            results["parts"][key] = {
+                s: run_worker("precision", s, {**params, "db": db(key, s)}, args.timeout)
+                for s in args.systems
+            }
+    if "throughput" in args.parts:
+        params = {
+            "n": args.throughput_n,
+            "workers": args.workers,
+            "chunk": args.chunk,
+            "timeout": args.timeout,
+        }
+        results["parts"]["throughput"] = {
+            s: run_worker("throughput", s, {**params, "db": db("throughput", s)}, 3 * args.timeout)
+            for s in args.systems
+        }
+    if "scale" in args.parts:
+        hours = scale_hours()
+        common = {"workers": args.workers, "chunk": args.chunk, "hours": hours, "timeout": args.timeout}
+        common.update({"idle": args.idle, "settle": args.settle})
+        scale: dict[str, Any] = {}
+        for s in args.systems:
+            n = {"cueapi": args.scale_n, "aps-memory": args.scale_memory_n}.get(s, args.scale_sql_n)
+            params = {**common, "n": n, "db": db("scale", s)}
+            if s == "aps-memory":
+                scale[s] = {"start": run_worker("scale-start", s, params, 3 * args.timeout)}
+                continue
+            created = run_worker("scale-create", s, params, 3 * args.timeout)
+            entry = {"create": created}
+            if "error" not in created:
+                time.sleep(max(0.0, created["due_at"] - time.time()) + 0.5)  # the due cue is overdue at start
+                entry["start"] = run_worker("scale-start", s, params, args.timeout)
+            scale[s] = entry
+            for suffix in ("", "-wal", "-shm"):  # a million rows: free the disk before the next system
+                Path(params["db"] + suffix).unlink(missing_ok=True)
+        results["parts"]["scale"] = scale
+
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = Path(args.out) if args.out else (base / "RESULTS.md" if args.quick else HERE / "RESULTS.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_name(out.stem.replace("RESULTS", "results") + ".json").write_text(json.dumps(results, indent=2))
+    report.write(out, results)
+    print(f"results: {out}")
+    errors = [
+        f"{part}/{system}"
+        for part, by_system in results["parts"].items()
+        for system, r in by_system.items()
+        for x in (r.values() if part == "scale" else [r])
+        if "error" in x
+    ]
+    if errors:
+        print("errors in: " + ", ".join(errors))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
