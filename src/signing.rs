@@ -101,8 +101,24 @@ pub fn python_float_repr(f: f64) -> String {
             "-Infinity".into()
         };
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "1e16", "0e0".
-    let sci = format!("{f:e}");
+    // Rust's `{:e}` gives the shortest round-trip digits ("-1.2345e-7", "1e16", "0e0"), but when
+    // two shortest candidates are equally near it may round up where Python rounds half to even
+    // (2**49 + 0.25: "...312.3" against Python's "...312.2"). Re-rounding the exact value to that
+    // many digits (Rust's fixed-precision formatting is exact and half-even) agrees with Python.
+    let shortest = format!("{f:e}");
+    let digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .count();
+    let exact = format!("{:.*e}", digits.saturating_sub(1), f);
+    let sci = if exact.parse::<f64>().ok() == Some(f) {
+        exact
+    } else {
+        shortest
+    };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
@@ -326,6 +342,7 @@ mod tests {
             (123456.789, "123456.789"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (5e-324, "5e-324"),
+            (2f64.powi(49) + 0.25, "562949953421312.2"),
         ] {
             assert_eq!(python_float_repr(f), s, "{f}");
         }

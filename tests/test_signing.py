@@ -43,7 +43,18 @@ def test_canonical_json_is_pythons_json_dumps(value: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [1e16, 1e-05, 0.1, -0.0, 1.0, 123456789.123, 2**63 - 1, "é😀\n\u0007/", {"b": 1, "a": [None, True]}],
+    [
+        1e16,
+        1e-05,
+        0.1,
+        -0.0,
+        1.0,
+        123456789.123,
+        2.0**49 + 0.25,
+        2**63 - 1,
+        "é😀\n\u0007/",
+        {"b": 1, "a": [None, True]},
+    ],
 )
 def test_canonical_json_examples(value: Any) -> None:
     assert _cueapi.canonical_json(json.dumps(value)) == json.dumps(value, sort_keys=True)

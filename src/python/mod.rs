@@ -298,25 +298,6 @@ impl NativeEngine {
             .map_err(to_pyerr)
     }
 
-    /// Waits up to `timeout` seconds for a job; `None` on timeout or after `stop_claims`.
-    fn claim(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Job>> {
-        let wait = timeout_arg(timeout)?;
-        let job = py.detach(|| self.engine.claim(wait)).map_err(to_pyerr)?;
-        Ok(job.map(Job::from))
-    }
-
-    fn complete(
-        &self,
-        py: Python<'_>,
-        execution_id: &str,
-        attempt: i64,
-        outcome_json: &str,
-    ) -> PyResult<()> {
-        let outcome: ReportedOutcome = json_arg("outcome", outcome_json)?;
-        py.detach(|| self.engine.complete(execution_id, attempt, outcome))
-            .map_err(to_pyerr)
-    }
-
     /// Waits up to `timeout` seconds for work and claims a batch of up to `max` jobs.
     fn claim_many(&self, py: Python<'_>, max: usize, timeout: f64) -> PyResult<Vec<Job>> {
         let wait = timeout_arg(timeout)?;
