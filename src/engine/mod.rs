@@ -472,7 +472,7 @@ impl Engine {
     pub fn stats(&self, cue_id: &str, since: Millis) -> Result<Value> {
         self.inner
             .store
-            .read(|c| store::Stats::compute(c, cue_id, since))
+            .read(|c| store::cue_stats(c, cue_id, since))
     }
 
     /// How many executions wait for a claim.

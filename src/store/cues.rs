@@ -678,7 +678,7 @@ pub fn delete(conn: &Connection, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the `Kind` import meaningful for callers matching on schedules.
+/// Whether the cue fires once (a one-shot `at` schedule).
 pub fn is_one_shot(row: &CueRow) -> bool {
     matches!(row.schedule.kind, Kind::Once { .. })
 }

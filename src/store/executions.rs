@@ -908,49 +908,43 @@ pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
     Ok(v)
 }
 
-/// Counts and durations of a cue's executions since an instant.
-#[derive(Debug, Default)]
-pub struct Stats;
-
-impl Stats {
-    /// Computes the stats JSON for one cue.
-    pub fn compute(conn: &Connection, cue_id: &str, since: Millis) -> Result<Value> {
-        let mut counts = serde_json::Map::new();
-        let mut stmt = conn.prepare("SELECT status, count(*) FROM executions WHERE cue_id = ?1 AND scheduled_for >= ?2 GROUP BY status")?;
-        let mut total = 0i64;
-        for row in stmt.query_map(params![cue_id, since], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })? {
-            let (s, n) = row?;
-            total += n;
-            counts.insert(s, n.into());
-        }
-        let count = |s: &str| counts.get(s).and_then(Value::as_i64).unwrap_or(0);
-        let (ok, failed) = (count(status::SUCCESS), count(status::FAILED));
-        let mut durations: Vec<i64> = conn
-            .prepare(
-                "SELECT a.duration_ms FROM executions e JOIN attempts a ON a.execution_id = e.id AND a.number = e.attempts
-                 WHERE e.cue_id = ?1 AND e.scheduled_for >= ?2 AND e.status IN ('success', 'failed')
-                   AND a.duration_ms IS NOT NULL",
-            )?
-            .query_map(params![cue_id, since], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        durations.sort_unstable();
-        let pct = |p: f64| -> Value {
-            if durations.is_empty() {
-                return Value::Null;
-            }
-            let idx = ((p * durations.len() as f64).ceil() as usize).clamp(1, durations.len()) - 1;
-            durations[idx].into()
-        };
-        Ok(json!({
-            "cue_id": cue_id,
-            "since": since,
-            "total": total,
-            "counts": counts,
-            "success_rate": if ok + failed > 0 { json!(ok as f64 / (ok + failed) as f64) } else { Value::Null },
-            "duration_ms_p50": pct(0.50),
-            "duration_ms_p95": pct(0.95),
-        }))
+/// Counts and durations of a cue's executions since an instant, as JSON.
+pub fn stats(conn: &Connection, cue_id: &str, since: Millis) -> Result<Value> {
+    let mut counts = serde_json::Map::new();
+    let mut stmt = conn.prepare("SELECT status, count(*) FROM executions WHERE cue_id = ?1 AND scheduled_for >= ?2 GROUP BY status")?;
+    let mut total = 0i64;
+    for row in stmt.query_map(params![cue_id, since], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (s, n) = row?;
+        total += n;
+        counts.insert(s, n.into());
     }
+    let count = |s: &str| counts.get(s).and_then(Value::as_i64).unwrap_or(0);
+    let (ok, failed) = (count(status::SUCCESS), count(status::FAILED));
+    let mut durations: Vec<i64> = conn
+        .prepare(
+            "SELECT a.duration_ms FROM executions e JOIN attempts a ON a.execution_id = e.id AND a.number = e.attempts
+             WHERE e.cue_id = ?1 AND e.scheduled_for >= ?2 AND e.status IN ('success', 'failed')
+               AND a.duration_ms IS NOT NULL",
+        )?
+        .query_map(params![cue_id, since], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    durations.sort_unstable();
+    let pct = |p: f64| -> Value {
+        if durations.is_empty() {
+            return Value::Null;
+        }
+        let idx = ((p * durations.len() as f64).ceil() as usize).clamp(1, durations.len()) - 1;
+        durations[idx].into()
+    };
+    Ok(json!({
+        "cue_id": cue_id,
+        "since": since,
+        "total": total,
+        "counts": counts,
+        "success_rate": if ok + failed > 0 { json!(ok as f64 / (ok + failed) as f64) } else { Value::Null },
+        "duration_ms_p50": pct(0.50),
+        "duration_ms_p95": pct(0.95),
+    }))
 }

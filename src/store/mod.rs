@@ -30,8 +30,8 @@ pub use cues::{
 };
 pub use executions::{
     check_outcome, claim, complete, deadline_due, fire_due, fire_now, get as get_execution,
-    list as list_executions, recover, replay, resume, retry_due, Claimed, ExecutionFilter,
-    Finished, FireResult, Recovered, ReportedOutcome, Stats,
+    list as list_executions, recover, replay, resume, retry_due, stats as cue_stats, Claimed,
+    ExecutionFilter, Finished, FireResult, Recovered, ReportedOutcome,
 };
 pub use schema::SCHEMA_VERSION;
 
@@ -114,7 +114,7 @@ impl Store {
     ) -> Result<oneshot::Receiver<Result<R>>> {
         let (reply_tx, reply_rx) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = savepoint(conn, "op", f);
             Box::new(move |commit_err| {
                 let result = match (result, commit_err) {
                     (Ok(_), Some(e)) => Err(Error::Storage(clone_sqlite_error(e))),
@@ -189,10 +189,6 @@ fn lock_path_for(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".lock");
     PathBuf::from(s)
-}
-
-fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    savepoint(conn, "op", f)
 }
 
 fn savepoint<R>(
