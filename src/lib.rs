@@ -9,11 +9,17 @@
 //!   batches, read connections, and every query (firing, claims, outcomes, history).
 //! - [`engine`] — the timer (a min-heap woken by one tokio task, never a polling loop), the queue
 //!   handlers pull from, retries, outcome deadlines, recovery on open.
+//! - [`delivery`] — the webhook sender: signed requests, the SSRF guard (a resolver that only
+//!   returns checked addresses), response classification, inline outcomes.
+//! - `api` — the HTTP API of `cueapi serve` (feature `server`, axum); one file per resource.
 //! - `python` — the PyO3 module `cueapi._cueapi` (feature `python`); nothing else knows PyO3.
 //!
 //! [`error`] holds the one error type; [`model`] the shared vocabulary (ids, statuses).
 
+#[cfg(feature = "server")]
+pub mod api;
 pub mod clock;
+pub mod delivery;
 pub mod engine;
 pub mod error;
 pub mod model;

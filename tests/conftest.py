@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cueapi
+import httpx
 import pytest
 
 T = TypeVar("T")
@@ -42,3 +47,160 @@ def app(db: Path, clock: cueapi.ManualClock) -> Iterator[cueapi.App]:
     a = cueapi.App(db, clock=clock, workers=4, grace=0)
     yield a
     a.close()
+
+
+# -- the HTTP server and webhook receivers ---------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A live ``cueapi serve`` (in this process) on a free loopback port, with one user."""
+
+    app: cueapi.App
+    url: str
+    key: str
+    secret: str
+    db: Path
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        key: str | None | bool = True,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """One request; ``key=True`` uses this server's user, ``None``/``False`` sends no key."""
+        h = dict(headers or {})
+        token = self.key if key is True else key
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        return httpx.request(
+            method, self.url + path, json=json, headers=h, content=content, params=params, timeout=30
+        )
+
+    def register(self, email: str) -> tuple[str, str]:
+        """Creates another user; returns (api key, webhook secret)."""
+        r = self.call("POST", "/v1/auth/register", {"email": email}, key=None)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        return body["api_key"], body["webhook_secret"]
+
+    def cue(self, **fields: Any) -> dict[str, Any]:
+        """Creates a cue (201 expected) and returns it."""
+        r = self.call("POST", "/v1/cues", fields)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def execution(self, execution_id: str) -> dict[str, Any]:
+        r = self.call("GET", f"/v1/executions/{execution_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def start_server(db: Path, clock: cueapi.ManualClock | None = None) -> Server:
+    app = cueapi.App(db, clock=clock, workers=2)
+    url = app.serve("127.0.0.1", 0, allow_private_targets=True)
+    r = httpx.post(url + "/v1/auth/register", json={"email": "owner@example.com"}, timeout=30)
+    assert r.status_code == 201, r.text
+    return Server(app, url, r.json()["api_key"], r.json()["webhook_secret"], db)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = start_server(tmp_path / "server.db")
+    yield s
+    s.app.close()
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+# What a receiver answers: status, headers, body, and seconds to wait before answering.
+Answer = tuple[int, dict[str, str], bytes, float]
+
+
+class Receiver:
+    """A real webhook receiver on a free loopback port. It records every request and answers
+    with ``answer(request)``: by default 200 and ``{"status": "received"}``."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.cond = threading.Condition()
+        self.answer: Callable[[Received], Answer] = lambda _r: (
+            200,
+            {"Content-Type": "application/json"},
+            b'{"status": "received"}',
+            0.0,
+        )
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                req = Received(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(n), time.time(),
+                )
+                status, headers, body, delay = receiver.answer(req)
+                with receiver.cond:
+                    receiver.requests.append(req)
+                    receiver.cond.notify_all()
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
+            do_POST = do_GET = do_PUT = do_PATCH = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_port}"
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait(self, n: int, timeout: float = 15.0) -> list[Received]:
+        """Waits until at least ``n`` requests arrived; returns them all."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"receiver got {len(self.requests)} request(s), expected {n}")
+                self.cond.wait(left)
+            return list(self.requests)
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import ipaddress
 import signal
 import sys
 import threading
@@ -375,6 +376,38 @@ class App:
             t.start()
             self._threads.append(t)
 
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_register: bool | None = None,
+        allow_private_targets: bool = False,
+    ) -> str:
+        """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
+        (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
+        default only on a loopback address; ``allow_private_targets`` lets callbacks reach
+        loopback and private networks (local development and tests only). Starts the App."""
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValidationError("port must be an int between 0 and 65535")
+        if allow_register is None:
+            allow_register = _is_loopback(host)
+        self.start()
+        bound_host, bound_port = self._engine.serve(
+            host, port, allow_register=bool(allow_register), allow_private_targets=bool(allow_private_targets)
+        )
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        return f"http://{shown}:{bound_port}"
+
+    def create_user(self, email: str) -> tuple[str, str]:
+        """Creates a user of the HTTP API; returns its API key (shown only now) and webhook
+        signing secret."""
+        return self._engine.create_user(email)
+
+    def user_count(self) -> int:
+        """How many users of the HTTP API exist."""
+        return self._engine.user_count()
+
     def _warn_orphans(self) -> None:
         names = self._engine.unhandled_cues(_dumps(sorted(self._handlers), "handler names"), 6)
         if names:
@@ -687,6 +720,15 @@ class App:
     def now(self) -> datetime:
         """The App's clock."""
         return datetime.fromtimestamp(self._engine.now_ms() / 1000, tz=timezone.utc)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _dumps(value: object, what: str) -> str:

@@ -1,13 +1,43 @@
-"""The ``cueapi`` command."""
+"""The ``cueapi`` command: ``serve`` (the HTTP API), ``keys create`` and ``history``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from .app import App
+from .app import App, _is_loopback
 from .exceptions import CueAPIError
+
+log = logging.getLogger("cueapi")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_flag(name: str) -> bool | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise SystemExit(f"cueapi: {name}={value!r} is not true or false")
+
+
+def _env_port() -> int:
+    value = os.environ.get("CUEAPI_PORT", "8000")
+    try:
+        port = int(value)
+    except ValueError:
+        raise SystemExit(f"cueapi: CUEAPI_PORT={value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise SystemExit(f"cueapi: CUEAPI_PORT={value!r} is not between 0 and 65535")
+    return port
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -26,15 +56,79 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    allow_register = args.allow_register
+    if allow_register is None:
+        allow_register = _env_flag("CUEAPI_ALLOW_REGISTER")
+    if allow_register is None:
+        allow_register = _is_loopback(args.host)
+    private = args.allow_private_targets or bool(_env_flag("CUEAPI_ALLOW_PRIVATE_TARGETS"))
+    app = App(args.db)
+    try:
+        url = app.serve(args.host, args.port, allow_register=allow_register, allow_private_targets=private)
+    except BaseException:
+        app.close()
+        raise
+    notes = [f"db {os.path.abspath(args.db)}", "registration " + ("open" if allow_register else "closed")]
+    if private:
+        notes.append("PRIVATE TARGETS ALLOWED: callbacks may reach loopback and private networks (development only)")
+    print(f"cueapi serve: listening on {url} ({'; '.join(notes)})", file=sys.stderr, flush=True)
+    if app.user_count() == 0:
+        how = [f"  curl -s -X POST {url}/v1/auth/register -H 'Content-Type: application/json' -d '{{\"email\": \"you@example.com\"}}'"]
+        if not allow_register:
+            how = []
+        how.append(f"  or stop the server and run: cueapi keys create you@example.com --db {args.db}")
+        print("cueapi serve: no users yet; get an API key with\n" + "\n".join(how), file=sys.stderr, flush=True)
+    app.run()
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    with App(args.db) as app:
+        key, secret = app.create_user(args.email)
+    print(f"api key:        {key}")
+    print(f"webhook secret: {secret}")
+    print("The key is shown only now; cueapi stores only its hash.", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cueapi", description="Accountable scheduled work.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the CueAPI-compatible HTTP API")
+    serve.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file (env CUEAPI_DB)")
+    serve.add_argument("--host", default=os.environ.get("CUEAPI_HOST", "127.0.0.1"), help="env CUEAPI_HOST")
+    serve.add_argument("--port", type=int, default=None, help="env CUEAPI_PORT (default 8000; 0 picks one)")
+    reg = serve.add_mutually_exclusive_group()
+    reg.add_argument("--allow-register", dest="allow_register", action="store_true", default=None)
+    reg.add_argument("--no-register", dest="allow_register", action="store_false")
+    serve.add_argument(
+        "--allow-private-targets",
+        action="store_true",
+        help="let callbacks reach loopback and private networks (development and tests; "
+        "env CUEAPI_ALLOW_PRIVATE_TARGETS)",
+    )
+
+    keys = sub.add_parser("keys", help="manage API users (with the server stopped)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a user and print its API key")
+    create.add_argument("email")
+    create.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"))
+
     history = sub.add_parser("history", help="print the cues and recent executions of a database")
-    history.add_argument("--db", default="cueapi.db", help="SQLite file (default ./cueapi.db)")
+    history.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file")
     history.add_argument("--cue", default=None, help="only this cue (id or name)")
     history.add_argument("--limit", type=int, default=50)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
+        if args.command == "serve":
+            if args.port is None:
+                args.port = _env_port()
+            return _serve(args)
+        if args.command == "keys":
+            return _keys_create(args)
         return _history(args)
     except CueAPIError as exc:
         print(f"cueapi: {exc}", file=sys.stderr)

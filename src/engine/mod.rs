@@ -7,10 +7,11 @@
 //! back ([`Engine::complete`]). The heap and the queue are rebuilt from the store when it opens.
 
 mod timer;
+mod webhook;
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, Millis};
+use crate::delivery::{Deliverer, Policy};
 use crate::error::{Error, Result};
 use crate::model::new_id;
-use crate::store::{self, Claimed, CueSpec, ExecutionFilter, Finished, ReportedOutcome, Store};
+use crate::store::{
+    self, Claimed, CueSpec, ExecutionFilter, Finished, Fired, ReportedOutcome, Store,
+};
 use timer::{Timer, TimerKind, Timers};
+
+/// An execution ready to go out, with its cue's transport.
+pub type Ready = (String, String);
 
 /// What [`Engine::finish_many`] returns: reports the store refused (execution id, why), and the
 /// next batch of claimed jobs.
@@ -37,6 +44,8 @@ pub struct Config {
     pub grace_ms: i64,
     /// How long a claim is held before it counts as abandoned.
     pub lease_ms: i64,
+    /// Webhook deliveries in flight at once.
+    pub max_deliveries: usize,
 }
 
 impl Default for Config {
@@ -44,6 +53,7 @@ impl Default for Config {
         Config {
             grace_ms: 60_000,
             lease_ms: 300_000,
+            max_deliveries: 512,
         }
     }
 }
@@ -57,6 +67,7 @@ fn runtime() -> Result<&'static Runtime> {
         .worker_threads(2)
         .thread_name("cueapi-rt")
         .enable_time()
+        .enable_io()
         .build()?;
     Ok(RT.get_or_init(|| rt))
 }
@@ -75,6 +86,16 @@ struct Inner {
     problems_cv: Condvar,
     claims_open: AtomicBool,
     closed: AtomicBool,
+    /// The SSRF guard every outbound request goes through.
+    policy: Arc<Policy>,
+    deliverer: OnceLock<std::result::Result<Deliverer, String>>,
+    delivery_slots: Arc<tokio::sync::Semaphore>,
+    /// Webhook deliveries started and not yet recorded; `close` waits for them.
+    deliveries: AtomicUsize,
+    deliveries_done: Condvar,
+    deliveries_lock: Mutex<()>,
+    /// Webhook executions found pending on open, dispatched once the engine starts.
+    held: Mutex<Vec<Ready>>,
 }
 
 /// The scheduling engine over one database file.
@@ -116,6 +137,11 @@ impl Engine {
                 id,
             });
         }
+        let slots = config.max_deliveries.max(1);
+        let (local, held): (Vec<Ready>, Vec<Ready>) = recovered
+            .pending
+            .into_iter()
+            .partition(|(_, transport)| transport == "local");
         let inner = Arc::new(Inner {
             store,
             clock,
@@ -123,12 +149,19 @@ impl Engine {
             instance: new_id("engine", now),
             timers: Mutex::new(timers),
             wake: Notify::new(),
-            ready: Mutex::new(recovered.pending.into()),
+            ready: Mutex::new(local.into_iter().map(|(id, _)| id).collect()),
+            held: Mutex::new(held),
             ready_cv: Condvar::new(),
             problems: Mutex::new(VecDeque::new()),
             problems_cv: Condvar::new(),
             claims_open: AtomicBool::new(true),
             closed: AtomicBool::new(false),
+            policy: Arc::new(Policy::new(false)),
+            deliverer: OnceLock::new(),
+            delivery_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            deliveries: AtomicUsize::new(0),
+            deliveries_done: Condvar::new(),
+            deliveries_lock: Mutex::new(()),
         });
         Ok(Engine {
             inner,
@@ -143,7 +176,11 @@ impl Engine {
         let mut task = self.loop_task.lock();
         if task.is_none() {
             let inner = Arc::clone(&self.inner);
-            *task = Some(runtime()?.spawn(async move { inner.run_timer().await }));
+            let rt = runtime()?;
+            *task = Some(rt.spawn(async move { inner.run_timer().await }));
+            let held = std::mem::take(&mut *self.inner.held.lock());
+            let _guard = rt.enter();
+            self.inner.dispatch(held);
         }
         Ok(())
     }
@@ -282,24 +319,87 @@ impl Engine {
     pub fn fire(&self, cue_id: &str, payload: Option<Value>) -> Result<String> {
         self.check_open()?;
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());
-        let exec = self
+        let fired = self
             .inner
             .store
-            .write(move |c| store::fire_now(c, &id, payload.as_ref(), now))?;
-        self.inner.enqueue([exec.clone()]);
-        Ok(exec)
+            .write(move |c| store::fire_at(c, &id, payload.as_ref(), None, None, now))?;
+        self.fired(&fired);
+        Ok(fired.id)
+    }
+
+    /// Puts a manual fire on its way: dispatched now, or at its later time.
+    pub fn fired(&self, fired: &Fired) {
+        if !fired.created {
+            return;
+        }
+        match fired.later {
+            Some(at) => self.schedule(Timer {
+                at,
+                kind: TimerKind::Retry,
+                id: fired.id.clone(),
+            }),
+            None => self.dispatch(vec![(fired.id.clone(), fired.transport.clone())]),
+        }
+    }
+
+    /// Hands executions to their transport: the local queue, or the webhook sender.
+    pub fn dispatch(&self, ready: Vec<Ready>) {
+        match runtime() {
+            Ok(rt) => {
+                let _guard = rt.enter();
+                self.inner.dispatch(ready);
+            }
+            Err(e) => self.inner.problem(format!("cannot dispatch: {e}")),
+        }
+    }
+
+    /// Puts a cue's next tick on the timer.
+    pub fn schedule_cue(&self, cue_id: &str, at: Option<Millis>) {
+        if let Some(at) = at {
+            self.schedule(Timer {
+                at,
+                kind: TimerKind::Cue,
+                id: cue_id.to_string(),
+            });
+        }
     }
 
     /// Runs an execution again as a new one. Returns the new execution id.
     pub fn replay(&self, execution_id: &str) -> Result<String> {
         self.check_open()?;
         let (id, now) = (execution_id.to_string(), self.inner.clock.now());
-        let exec = self
-            .inner
-            .store
-            .write(move |c| store::replay(c, &id, now))?;
-        self.inner.enqueue([exec.clone()]);
+        let (exec, transport) = self.inner.store.write(move |c| {
+            let exec = store::replay(c, &id, now)?;
+            let transport: String = c.query_row(
+                "SELECT c.transport FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1",
+                [&exec],
+                |r| r.get(0),
+            )?;
+            Ok((exec, transport))
+        })?;
+        self.dispatch(vec![(exec.clone(), transport)]);
         Ok(exec)
+    }
+
+    /// Lets webhook deliveries reach loopback and private networks (development and tests), or
+    /// stops them again.
+    pub fn set_allow_private_targets(&self, allow: bool) {
+        self.inner.policy.set_allow_private(allow);
+    }
+
+    /// The SSRF guard outbound requests go through.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.inner.policy
+    }
+
+    /// The engine's tokio runtime (shared by the process).
+    pub fn runtime(&self) -> Result<&'static Runtime> {
+        runtime()
+    }
+
+    /// The process's tokio runtime, which every engine shares.
+    pub fn shared_runtime() -> Result<&'static Runtime> {
+        runtime()
     }
 
     /// Waits up to `timeout` for work and claims it. `None` on timeout or once claims are stopped.
@@ -320,13 +420,7 @@ impl Engine {
             .inner
             .store
             .write(move |c| store::complete(c, &id, attempt, &outcome, now))?;
-        if let Finished::RetryAt(at) = finished {
-            self.schedule(Timer {
-                at,
-                kind: TimerKind::Retry,
-                id: execution_id.to_string(),
-            });
-        }
+        self.inner.finished(execution_id, finished);
         Ok(())
     }
 
@@ -442,6 +536,11 @@ impl Engine {
                     kind: TimerKind::Retry,
                     id,
                 }),
+                Ok(Finished::AwaitOutcome(at)) => retries.push(Timer {
+                    at,
+                    kind: TimerKind::Deadline,
+                    id,
+                }),
                 Ok(Finished::Done) => {}
                 Err(e) => refused.push((id, e)),
             }
@@ -516,6 +615,21 @@ impl Engine {
                 let _ = rt.block_on(task);
             }
         }
+        // Deliveries in flight get a moment to record how they went; one still running after
+        // that is recorded as interrupted on the next open and retried.
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut g = self.inner.deliveries_lock.lock();
+        while self.inner.deliveries.load(Ordering::SeqCst) > 0 {
+            if self
+                .inner
+                .deliveries_done
+                .wait_until(&mut g, until)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        drop(g);
         self.inner.store.close();
         let _guard = self.inner.problems.lock();
         self.inner.problems_cv.notify_all();
@@ -557,6 +671,7 @@ impl Inner {
                 &self.instance,
                 now,
                 self.config.lease_ms,
+                true,
             )?);
         }
         Ok(out)
@@ -622,7 +737,7 @@ impl Inner {
     /// is put back a second later: a bad row or a full disk delays work but never drops it.
     /// (One operation for the batch, not a savepoint per entry: savepoints cost SQLite a copy of
     /// every page they touch, which halved firing throughput.)
-    async fn act(&self, due: Vec<Timer>, now: Millis) -> Result<()> {
+    async fn act(self: &Arc<Self>, due: Vec<Timer>, now: Millis) -> Result<()> {
         let grace = self.config.grace_ms;
         let batch = due.clone();
         let whole = self
@@ -665,9 +780,39 @@ impl Inner {
                 (ready, later)
             }
         };
-        self.enqueue(ready);
+        self.dispatch(ready);
         self.add_timers(later);
         Ok(())
+    }
+
+    /// Schedules what follows a recorded attempt.
+    fn finished(&self, execution_id: &str, finished: Finished) {
+        let kind = match finished {
+            Finished::RetryAt(at) => Some((at, TimerKind::Retry)),
+            Finished::AwaitOutcome(at) => Some((at, TimerKind::Deadline)),
+            Finished::Done => None,
+        };
+        if let Some((at, kind)) = kind {
+            self.add_timers([Timer {
+                at,
+                kind,
+                id: execution_id.to_string(),
+            }]);
+        }
+    }
+
+    /// Routes ready executions by transport. Must run inside the runtime's context.
+    fn dispatch(self: &Arc<Self>, ready: Vec<Ready>) {
+        let mut local = Vec::new();
+        for (id, transport) in ready {
+            match transport.as_str() {
+                "local" => local.push(id),
+                "webhook" => self.spawn_delivery(id),
+                // Worker executions wait in the store for a remote worker's claim.
+                _ => {}
+            }
+        }
+        self.enqueue(local);
     }
 }
 
@@ -677,7 +822,7 @@ fn act_on_all(
     due: &[Timer],
     now: Millis,
     grace: i64,
-) -> Result<(Vec<String>, Vec<Timer>)> {
+) -> Result<(Vec<Ready>, Vec<Timer>)> {
     let (mut ready, mut later) = (Vec::new(), Vec::new());
     for t in due {
         let (r, next) = act_on(c, t, now, grace)?;
@@ -693,7 +838,7 @@ fn act_on(
     t: &Timer,
     now: Millis,
     grace: i64,
-) -> Result<(Vec<String>, Option<Timer>)> {
+) -> Result<(Vec<Ready>, Option<Timer>)> {
     Ok(match t.kind {
         TimerKind::Cue => match store::fire_due(c, &t.id, now, grace)? {
             Some(fired) => {
@@ -702,16 +847,21 @@ fn act_on(
                     kind: TimerKind::Cue,
                     id: t.id.clone(),
                 });
-                (fired.created, next)
+                let transport = fired.transport;
+                let ready = fired
+                    .created
+                    .into_iter()
+                    .map(|id| (id, transport.clone()))
+                    .collect();
+                (ready, next)
             }
             None => (Vec::new(), None),
         },
         TimerKind::Retry => {
-            let ready = if store::retry_due(c, &t.id, now)? {
-                vec![t.id.clone()]
-            } else {
-                Vec::new()
-            };
+            let ready = store::retry_due(c, &t.id, now)?
+                .map(|transport| (t.id.clone(), transport))
+                .into_iter()
+                .collect();
             (ready, None)
         }
         TimerKind::Deadline => {

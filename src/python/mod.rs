@@ -188,7 +188,8 @@ fn timeout_arg(timeout: f64) -> PyResult<Duration> {
 /// The native engine over one database file.
 #[pyclass(module = "cueapi._cueapi", frozen)]
 struct NativeEngine {
-    engine: Engine,
+    engine: std::sync::Arc<Engine>,
+    server: parking_lot::Mutex<Option<crate::api::Server>>,
 }
 
 #[pymethods]
@@ -210,9 +211,83 @@ impl NativeEngine {
         }
         let clock = clock.map(|c| c.clock.clone()).unwrap_or(Clock::System);
         let engine = py
-            .detach(move || Engine::open(path, clock, Config { grace_ms, lease_ms }))
+            .detach(move || {
+                Engine::open(
+                    path,
+                    clock,
+                    Config {
+                        grace_ms,
+                        lease_ms,
+                        ..Config::default()
+                    },
+                )
+            })
             .map_err(to_pyerr)?;
-        Ok(NativeEngine { engine })
+        Ok(NativeEngine {
+            engine: std::sync::Arc::new(engine),
+            server: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
+    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets))]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        allow_register: bool,
+        allow_private_targets: bool,
+    ) -> PyResult<(String, u16)> {
+        let mut slot = self.server.lock();
+        if slot.is_some() {
+            return Err(to_pyerr(Error::Conflict(
+                "this engine is already serving HTTP".into(),
+            )));
+        }
+        let opts = crate::api::Options {
+            allow_register,
+            allow_private_targets,
+        };
+        let engine = std::sync::Arc::clone(&self.engine);
+        let server = py
+            .detach(|| crate::api::Server::start(engine, host, port, opts))
+            .map_err(|e| match e {
+                Error::Io(io) => to_pyerr(Error::Invalid {
+                    field: "address",
+                    message: format!("cannot listen on {host}:{port}: {io}"),
+                }),
+                other => to_pyerr(other),
+            })?;
+        let addr = server.addr();
+        *slot = Some(server);
+        Ok((addr.ip().to_string(), addr.port()))
+    }
+
+    /// Stops serving HTTP, letting requests in flight finish. Idempotent.
+    fn stop_serving(&self, py: Python<'_>) {
+        let server = self.server.lock().take();
+        if let Some(s) = server {
+            py.detach(|| s.stop());
+        }
+    }
+
+    /// Creates a server user; returns (api key, webhook secret).
+    fn create_user(&self, py: Python<'_>, email: String) -> PyResult<(String, String)> {
+        let now = self.engine.clock().now();
+        py.detach(|| {
+            self.engine
+                .store()
+                .write(move |c| crate::store::users::create(c, &email, now))
+        })
+        .map(|(u, key)| (key, u.webhook_secret))
+        .map_err(to_pyerr)
+    }
+
+    /// How many server users exist.
+    fn user_count(&self, py: Python<'_>) -> PyResult<i64> {
+        py.detach(|| self.engine.store().read(crate::store::users::count))
+            .map_err(to_pyerr)
     }
 
     #[getter]
@@ -380,7 +455,13 @@ impl NativeEngine {
     }
 
     fn close(&self, py: Python<'_>) {
-        py.detach(|| self.engine.close());
+        let server = self.server.lock().take();
+        py.detach(|| {
+            if let Some(s) = server {
+                s.stop();
+            }
+            self.engine.close();
+        });
     }
 }
 

@@ -1,10 +1,13 @@
 //! Cue rows: definition, validation, upsert by name, state changes.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::Millis;
+use crate::delivery;
 use crate::error::{Error, Result};
 use crate::model::{new_id, VERIFICATION_MODES};
 use crate::schedule::{parse_every, parse_instant, parse_timezone, Kind, Schedule};
@@ -45,6 +48,24 @@ pub struct CueSpec {
     pub catch_up_max: i64,
     #[serde(default)]
     pub on_failure_pause: bool,
+    /// Webhook transport: where to deliver.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    #[serde(default = "default_method")]
+    pub callback_method: String,
+    /// Extra request headers; they can never replace the headers cueapi signs with.
+    #[serde(default)]
+    pub callback_headers: BTreeMap<String, String>,
+    /// A total deadline for one delivery attempt (connect, send, response).
+    #[serde(default = "default_delivery_timeout")]
+    pub delivery_timeout_seconds: i64,
+    /// `v1` (the CueAPI scheme) or `sha256` (the older `sha256=<hex of the body>`).
+    #[serde(default = "default_scheme")]
+    pub signature_scheme: String,
+    #[serde(default = "default_true")]
+    pub on_failure_email: bool,
+    #[serde(default)]
+    pub on_failure_webhook: Option<String>,
 }
 
 /// Retry policy: after the first try fails, up to `max_attempts` retries, `backoff_minutes` apart
@@ -76,6 +97,18 @@ fn default_catch_up() -> String {
 fn default_catch_up_max() -> i64 {
     100
 }
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_delivery_timeout() -> i64 {
+    30
+}
+fn default_scheme() -> String {
+    "v1".into()
+}
+fn default_true() -> bool {
+    true
+}
 fn default_max_attempts() -> i64 {
     3
 }
@@ -103,6 +136,13 @@ struct Def {
     catch_up: String,
     catch_up_max: i64,
     on_failure_pause: bool,
+    callback_url: Option<String>,
+    callback_method: String,
+    callback_headers: String,
+    delivery_timeout_seconds: i64,
+    signature_scheme: String,
+    on_failure_email: bool,
+    on_failure_webhook: Option<String>,
 }
 
 impl Def {
@@ -159,10 +199,47 @@ impl CueSpec {
         if !self.payload.is_object() {
             return Err(Error::invalid("payload", "must be a JSON object"));
         }
+        if has_nul(&self.payload) {
+            return Err(Error::invalid("payload", "must not contain NUL characters"));
+        }
         let payload = serde_json::to_string(&self.payload)?;
         if payload.len() > 1 << 20 {
             return Err(Error::invalid("payload", "is larger than 1 MiB"));
         }
+        let method = self.callback_method.to_ascii_uppercase();
+        one_of("callback.method", &method, &["POST", "GET", "PUT", "PATCH"])?;
+        one_of(
+            "signature_scheme",
+            &self.signature_scheme,
+            &["v1", "sha256"],
+        )?;
+        if !(1..=3600).contains(&self.delivery_timeout_seconds) {
+            return Err(Error::invalid(
+                "delivery.timeout_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
+        let callback_url = match self.callback_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) => {
+                Some(delivery::check_url_syntax(u).map_err(|m| Error::invalid("callback.url", m))?)
+            }
+        };
+        if self.transport == "webhook" && callback_url.is_none() {
+            return Err(Error::invalid(
+                "callback.url",
+                "is required for the webhook transport",
+            ));
+        }
+        let on_failure_webhook = match self.on_failure_webhook.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) => Some(
+                delivery::check_url_syntax(u)
+                    .map_err(|m| Error::invalid("on_failure.webhook", m))?,
+            ),
+        };
+        delivery::check_headers(&self.callback_headers)
+            .map_err(|m| Error::invalid("callback.headers", m))?;
         let retry = self.retry.clone().unwrap_or(RetrySpec {
             max_attempts: 3,
             backoff_minutes: default_backoff(),
@@ -243,6 +320,13 @@ impl CueSpec {
             catch_up: self.catch_up.clone(),
             catch_up_max: self.catch_up_max,
             on_failure_pause: self.on_failure_pause,
+            callback_url,
+            callback_method: method,
+            callback_headers: serde_json::to_string(&self.callback_headers)?,
+            delivery_timeout_seconds: self.delivery_timeout_seconds,
+            signature_scheme: self.signature_scheme.clone(),
+            on_failure_email: self.on_failure_email,
+            on_failure_webhook,
         };
         Ok((def, schedule))
     }
@@ -386,60 +470,105 @@ fn first_fire(schedule: &Schedule, now: Millis) -> Option<Millis> {
     schedule.next_after(now)
 }
 
+const DEF_COLUMNS: &str = "id, name, description, transport, schedule_type, schedule_cron, schedule_at, schedule_every_ms,
+    schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
+    verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, status, next_run,
+    callback_url, callback_method, callback_headers, delivery_timeout_seconds, signature_scheme,
+    on_failure_email, on_failure_webhook";
+
+/// A stored definition: (id, definition, status, next_run).
+type Stored = (String, Def, String, Option<Millis>);
+
+fn def_from_row(r: &Row<'_>) -> rusqlite::Result<Stored> {
+    let schedule_type: String = r.get(4)?;
+    let st: &'static str = match schedule_type.as_str() {
+        "recurring" => "recurring",
+        "interval" => "interval",
+        _ => "once",
+    };
+    Ok((
+        r.get(0)?,
+        Def {
+            name: r.get(1)?,
+            description: r.get(2)?,
+            transport: r.get(3)?,
+            schedule_type: st,
+            cron: r.get(5)?,
+            at: r.get(6)?,
+            every_ms: r.get(7)?,
+            timezone: r.get(8)?,
+            payload: r.get(9)?,
+            max_attempts: r.get(10)?,
+            backoff: r.get(11)?,
+            deadline: r.get(12)?,
+            verification_mode: r.get(13)?,
+            overlap: r.get(14)?,
+            catch_up: r.get(15)?,
+            catch_up_max: r.get(16)?,
+            on_failure_pause: r.get(17)?,
+            callback_url: r.get(20)?,
+            callback_method: r.get(21)?,
+            callback_headers: r.get(22)?,
+            delivery_timeout_seconds: r.get(23)?,
+            signature_scheme: r.get(24)?,
+            on_failure_email: r.get(25)?,
+            on_failure_webhook: r.get(26)?,
+        },
+        r.get(18)?,
+        r.get(19)?,
+    ))
+}
+
+fn load_def(conn: &Connection, owner: &str, column: &str, key: &str) -> Result<Option<Stored>> {
+    let sql = format!("SELECT {DEF_COLUMNS} FROM cues WHERE owner = ?1 AND {column} = ?2");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![owner, key], def_from_row)
+        .optional()?)
+}
+
+/// The definition of the owner's cue `id`, as a spec that can be changed and stored again.
+pub fn spec_of(conn: &Connection, owner: &str, id: &str) -> Result<CueSpec> {
+    let (_, d, _, _) =
+        load_def(conn, owner, "id", id)?.ok_or_else(|| Error::CueNotFound(id.to_string()))?;
+    Ok(CueSpec {
+        name: d.name,
+        description: d.description,
+        transport: d.transport,
+        cron: d.cron,
+        at: d.at.map(crate::schedule::format_utc),
+        every: d.every_ms.map(|ms| format!("{}s", ms / 1000)),
+        timezone: d.timezone,
+        payload: serde_json::from_str(&d.payload)?,
+        retry: Some(RetrySpec {
+            max_attempts: d.max_attempts,
+            backoff_minutes: serde_json::from_str(&d.backoff)?,
+        }),
+        outcome_deadline_seconds: d.deadline,
+        verification_mode: d.verification_mode,
+        overlap: d.overlap,
+        catch_up: d.catch_up,
+        catch_up_max: d.catch_up_max,
+        on_failure_pause: d.on_failure_pause,
+        callback_url: d.callback_url,
+        callback_method: d.callback_method,
+        callback_headers: serde_json::from_str(&d.callback_headers)?,
+        delivery_timeout_seconds: d.delivery_timeout_seconds,
+        signature_scheme: d.signature_scheme,
+        on_failure_email: d.on_failure_email,
+        on_failure_webhook: d.on_failure_webhook,
+    })
+}
+
 /// Stores `spec` under its name: creates the cue, or updates it in place when the program states
 /// it again (a changed schedule restarts it from now; an unchanged one keeps its place).
 pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Result<Upserted> {
     let (def, schedule) = spec.validate()?;
-    let existing = conn
-        .query_row(
-            "SELECT id, name, description, transport, schedule_type, schedule_cron, schedule_at, schedule_every_ms,
-                    schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
-                    verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, status, next_run
-             FROM cues WHERE owner = ?1 AND name = ?2",
-            params![owner, def.name],
-            |r| {
-                let schedule_type: String = r.get(4)?;
-                let st: &'static str = match schedule_type.as_str() {
-                    "recurring" => "recurring",
-                    "interval" => "interval",
-                    _ => "once",
-                };
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Def {
-                        name: r.get(1)?,
-                        description: r.get(2)?,
-                        transport: r.get(3)?,
-                        schedule_type: st,
-                        cron: r.get(5)?,
-                        at: r.get(6)?,
-                        every_ms: r.get(7)?,
-                        timezone: r.get(8)?,
-                        payload: r.get(9)?,
-                        max_attempts: r.get(10)?,
-                        backoff: r.get(11)?,
-                        deadline: r.get(12)?,
-                        verification_mode: r.get(13)?,
-                        overlap: r.get(14)?,
-                        catch_up: r.get(15)?,
-                        catch_up_max: r.get(16)?,
-                        on_failure_pause: r.get(17)?,
-                    },
-                    r.get::<_, String>(18)?,
-                    r.get::<_, Option<Millis>>(19)?,
-                ))
-            },
-        )
-        .optional()?;
-    let check_future = |at: Option<Millis>| -> Result<()> {
-        if let Some(at) = at {
-            Schedule::once(at, &def.timezone, now)?;
-        }
-        Ok(())
-    };
-    match existing {
+    match load_def(conn, owner, "name", &def.name)? {
         None => {
-            check_future(def.at)?;
+            if let Some(at) = def.at {
+                Schedule::once(at, &def.timezone, now)?;
+            }
             let id = new_id("cue", now);
             let next_run = first_fire(&schedule, now);
             insert(conn, owner, &id, &def, next_run, now)?;
@@ -450,47 +579,87 @@ pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Re
                 changed: true,
             })
         }
-        Some((id, old, status, old_next)) => {
-            if old == def {
-                return Ok(Upserted {
-                    id,
-                    next_run: old_next,
-                    created: false,
-                    changed: false,
-                });
-            }
-            let (next_run, status) = if old.same_schedule(&def) {
-                (old_next, status)
-            } else {
-                check_future(def.at)?;
-                let st = if status == "paused" {
-                    status
-                } else {
-                    "active".to_string()
-                };
-                (first_fire(&schedule, now), st)
-            };
-            conn.execute(
-                "UPDATE cues SET description = ?2, transport = ?3, schedule_type = ?4, schedule_cron = ?5, schedule_at = ?6,
-                    schedule_every_ms = ?7, schedule_timezone = ?8, payload = ?9, retry_max_attempts = ?10,
-                    retry_backoff_minutes = ?11, outcome_deadline_seconds = ?12, verification_mode = ?13,
-                    overlap_policy = ?14, catch_up_policy = ?15, catch_up_max = ?16, on_failure_pause = ?17,
-                    status = ?18, next_run = ?19, updated_at = ?20
-                 WHERE id = ?1",
-                params![
-                    id, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms, def.timezone,
-                    def.payload, def.max_attempts, def.backoff, def.deadline, def.verification_mode, def.overlap,
-                    def.catch_up, def.catch_up_max, def.on_failure_pause, status, next_run, now
-                ],
-            )?;
-            Ok(Upserted {
-                id,
-                next_run,
-                created: false,
-                changed: true,
-            })
-        }
+        Some(existing) => apply(conn, existing, def, &schedule, now),
     }
+}
+
+/// Replaces the definition of the owner's cue `id` (a rename included).
+pub fn update(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    spec: &CueSpec,
+    now: Millis,
+) -> Result<Upserted> {
+    let (def, schedule) = spec.validate()?;
+    let existing =
+        load_def(conn, owner, "id", id)?.ok_or_else(|| Error::CueNotFound(id.to_string()))?;
+    if existing.1.transport != def.transport {
+        return Err(Error::invalid(
+            "transport",
+            "cannot be changed; create a new cue instead",
+        ));
+    }
+    if existing.1.name != def.name && load_def(conn, owner, "name", &def.name)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "a cue named {:?} already exists",
+            def.name
+        )));
+    }
+    apply(conn, existing, def, &schedule, now)
+}
+
+fn apply(
+    conn: &Connection,
+    (id, old, status, old_next): Stored,
+    def: Def,
+    schedule: &Schedule,
+    now: Millis,
+) -> Result<Upserted> {
+    if old == def {
+        return Ok(Upserted {
+            id,
+            next_run: old_next,
+            created: false,
+            changed: false,
+        });
+    }
+    let (next_run, status) = if old.same_schedule(&def) {
+        (old_next, status)
+    } else {
+        if let Some(at) = def.at {
+            Schedule::once(at, &def.timezone, now)?;
+        }
+        let st = if status == "paused" {
+            status
+        } else {
+            "active".to_string()
+        };
+        (first_fire(schedule, now), st)
+    };
+    conn.execute(
+        "UPDATE cues SET name = ?21, description = ?2, transport = ?3, schedule_type = ?4, schedule_cron = ?5,
+            schedule_at = ?6, schedule_every_ms = ?7, schedule_timezone = ?8, payload = ?9, retry_max_attempts = ?10,
+            retry_backoff_minutes = ?11, outcome_deadline_seconds = ?12, verification_mode = ?13,
+            overlap_policy = ?14, catch_up_policy = ?15, catch_up_max = ?16, on_failure_pause = ?17,
+            status = ?18, next_run = ?19, updated_at = ?20, callback_url = ?22, callback_method = ?23,
+            callback_headers = ?24, delivery_timeout_seconds = ?25, signature_scheme = ?26,
+            on_failure_email = ?27, on_failure_webhook = ?28
+         WHERE id = ?1",
+        params![
+            id, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms, def.timezone,
+            def.payload, def.max_attempts, def.backoff, def.deadline, def.verification_mode, def.overlap,
+            def.catch_up, def.catch_up_max, def.on_failure_pause, status, next_run, now, def.name,
+            def.callback_url, def.callback_method, def.callback_headers, def.delivery_timeout_seconds,
+            def.signature_scheme, def.on_failure_email, def.on_failure_webhook
+        ],
+    )?;
+    Ok(Upserted {
+        id,
+        next_run,
+        created: false,
+        changed: true,
+    })
 }
 
 fn insert(
@@ -505,8 +674,10 @@ fn insert(
         "INSERT INTO cues (id, owner, name, description, status, transport, schedule_type, schedule_cron, schedule_at,
             schedule_every_ms, schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes,
             outcome_deadline_seconds, verification_mode, overlap_policy, catch_up_policy, catch_up_max,
-            on_failure_pause, next_run, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?21)",
+            on_failure_pause, next_run, created_at, updated_at, callback_url, callback_method, callback_headers,
+            delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook)
+         VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+            ?21, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
     )?;
     stmt.execute(params![
         id,
@@ -529,8 +700,23 @@ fn insert(
         def.catch_up_max,
         def.on_failure_pause,
         next_run,
-        now
-    ])?;
+        now,
+        def.callback_url,
+        def.callback_method,
+        def.callback_headers,
+        def.delivery_timeout_seconds,
+        def.signature_scheme,
+        def.on_failure_email,
+        def.on_failure_webhook
+    ])
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Error::Conflict(format!("a cue named {:?} already exists", def.name))
+        }
+        other => other.into(),
+    })?;
     Ok(())
 }
 
@@ -549,14 +735,7 @@ pub fn insert_many(
         }
         let id = new_id("cue", now);
         let next_run = first_fire(&schedule, now);
-        insert(conn, owner, &id, &def, next_run, now).map_err(|e| match e {
-            Error::Storage(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Error::Conflict(format!("a cue named {:?} already exists", def.name))
-            }
-            other => other,
-        })?;
+        insert(conn, owner, &id, &def, next_run, now)?;
         out.push((id, next_run));
     }
     Ok(out)
@@ -568,12 +747,14 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
         "SELECT id, name, description, status, transport, schedule_type, schedule_cron, schedule_at, schedule_every_ms,
                 schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
                 verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, next_run, last_run,
-                run_count, fired_count, created_at, updated_at
+                run_count, fired_count, created_at, updated_at, callback_url, callback_method, callback_headers,
+                delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, owner
          FROM cues WHERE id = ?1",
         [id],
         |r| {
             let payload: String = r.get(10)?;
             let backoff: String = r.get(12)?;
+            let headers: String = r.get(27)?;
             Ok(json!({
                 "id": r.get::<_, String>(0)?,
                 "name": r.get::<_, String>(1)?,
@@ -597,7 +778,22 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                 "overlap": r.get::<_, String>(15)?,
                 "catch_up": r.get::<_, String>(16)?,
                 "catch_up_max": r.get::<_, i64>(17)?,
-                "on_failure": {"pause": r.get::<_, bool>(18)?},
+                "on_failure": {
+                    "pause": r.get::<_, bool>(18)?,
+                    "email": r.get::<_, bool>(30)?,
+                    "webhook": r.get::<_, Option<String>>(31)?,
+                },
+                "callback": {
+                    "url": r.get::<_, Option<String>>(25)?,
+                    "method": r.get::<_, String>(26)?,
+                    "headers": serde_json::from_str::<Value>(&headers).unwrap_or_else(|_| json!({})),
+                },
+                "delivery": {
+                    "timeout_seconds": r.get::<_, i64>(28)?,
+                    "outcome_deadline_seconds": r.get::<_, Option<i64>>(13)?,
+                    "signature_scheme": r.get::<_, String>(29)?,
+                },
+                "owner": r.get::<_, String>(32)?,
                 "next_run": r.get::<_, Option<i64>>(19)?,
                 "last_run": r.get::<_, Option<i64>>(20)?,
                 "run_count": r.get::<_, i64>(21)?,
@@ -681,4 +877,79 @@ pub fn delete(conn: &Connection, id: &str) -> Result<()> {
 /// Whether the cue fires once (a one-shot `at` schedule).
 pub fn is_one_shot(row: &CueRow) -> bool {
     matches!(row.schedule.kind, Kind::Once { .. })
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// One page of the owner's cue ids, newest first, and how many match in all.
+pub fn page(
+    conn: &Connection,
+    owner: &str,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<String>, i64)> {
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM cues WHERE owner = ?1 AND (?2 IS NULL OR status = ?2)",
+        params![owner, status],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT id FROM cues WHERE owner = ?1 AND (?2 IS NULL OR status = ?2)
+         ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4",
+    )?;
+    let ids = stmt
+        .query_map(params![owner, status, limit, offset], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok((ids, total))
+}
+
+/// Where and how to deliver a webhook cue's executions.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: i64,
+    pub scheme: String,
+    pub secret: String,
+}
+
+/// The delivery target of a cue: its callback and its owner's signing secret.
+pub fn target(conn: &Connection, cue_id: &str) -> Result<Option<Target>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT c.callback_url, c.callback_method, c.callback_headers, c.delivery_timeout_seconds,
+                    c.signature_scheme, u.webhook_secret
+             FROM cues c LEFT JOIN users u ON u.id = c.owner WHERE c.id = ?1",
+        )?
+        .query_row([cue_id], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((Some(url), method, headers, timeout, scheme, secret)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Target {
+        url,
+        method,
+        headers: serde_json::from_str(&headers)?,
+        timeout_ms: timeout * 1000,
+        scheme,
+        secret: secret.unwrap_or_default(),
+    }))
 }

@@ -21,6 +21,8 @@ const MISSED_WALK_CAP: usize = 1_000_000;
 pub struct FireResult {
     /// Executions created in `pending`, to be dispatched.
     pub created: Vec<String>,
+    /// The cue's transport: where the created executions go.
+    pub transport: String,
     /// The cue's next fire time after this firing.
     pub next_run: Option<Millis>,
 }
@@ -79,6 +81,8 @@ pub enum Finished {
     Done,
     /// The attempt failed; a retry is due at this instant.
     RetryAt(Millis),
+    /// Delivered; the handler's outcome is due by this instant.
+    AwaitOutcome(Millis),
 }
 
 fn idempotency_key(cue_id: &str, scheduled_for: Millis) -> String {
@@ -306,6 +310,7 @@ pub fn fire_due(
     .execute(params![cue.id, next, created.len() as i64, new_status, now])?;
     Ok(Some(FireResult {
         created,
+        transport: cue.transport.clone(),
         next_run: next,
     }))
 }
@@ -317,18 +322,20 @@ pub fn claim(
     worker: &str,
     now: Millis,
     lease_ms: i64,
+    start_deadline: bool,
 ) -> Result<Option<Claimed>> {
     let row = conn
         .prepare_cached(
             "UPDATE executions SET status = 'delivering', attempts = attempts + 1, started_at = COALESCE(started_at, ?2),
                 last_attempt_at = ?2, claimed_by = ?3, claimed_at = ?2, lease_expires_at = ?2 + ?4, next_retry = NULL,
-                outcome_deadline_at = COALESCE(outcome_deadline_at,
-                    CASE WHEN outcome_deadline_seconds IS NOT NULL THEN ?2 + outcome_deadline_seconds * 1000 END),
+                outcome_deadline_at = CASE WHEN ?5 THEN COALESCE(outcome_deadline_at,
+                    CASE WHEN outcome_deadline_seconds IS NOT NULL THEN ?2 + outcome_deadline_seconds * 1000 END)
+                    ELSE outcome_deadline_at END,
                 updated_at = ?2
              WHERE id = ?1 AND status = 'pending'
              RETURNING cue_id, scheduled_for, attempts, payload, idempotency_key, triggered_by, outcome_deadline_at",
         )?
-        .query_row(params![execution_id, now, worker, lease_ms], |r| {
+        .query_row(params![execution_id, now, worker, lease_ms, start_deadline], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Millis>(1)?,
@@ -515,27 +522,22 @@ pub fn complete(
         validation,
         has_proof
     ])?;
-    let one_shot = cue.one_shot;
-    let cue_status = match (o.success, one_shot) {
-        (true, true) => "completed",
-        (false, true) => "failed",
-        (false, false) if cue.on_failure_pause => "paused",
-        _ => cue.status.as_str(),
-    };
-    conn.prepare_cached(
-        "UPDATE cues SET run_count = run_count + 1, last_run = ?2,
-            status = CASE WHEN status = 'active' THEN ?3 ELSE status END, updated_at = ?2 WHERE id = ?1",
-    )?
-    .execute(params![cue.id, now, cue_status])?;
+    finish_cue(conn, &cue, o.success, now)?;
     Ok(Finished::Done)
 }
 
-/// A retry whose time has come becomes claimable again. Returns whether it did.
-pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<bool> {
-    let n = conn
-        .prepare_cached("UPDATE executions SET status = 'pending', updated_at = ?2 WHERE id = ?1 AND status = 'retrying'")?
-        .execute(params![execution_id, now])?;
-    Ok(n == 1)
+/// A retry (or a fire sent for later) whose time has come becomes claimable. Returns the cue's
+/// transport when it did.
+pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE executions SET status = 'pending', next_retry = NULL, updated_at = ?2
+             WHERE id = ?1 AND (status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL))
+             RETURNING (SELECT transport FROM cues WHERE cues.id = executions.cue_id)",
+        )?
+        .query_row(params![execution_id, now], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .map(|t| t.unwrap_or_else(|| "local".into())))
 }
 
 /// Marks `outcome_timeout` on an execution whose deadline passed without a reported outcome.
@@ -552,8 +554,8 @@ pub fn deadline_due(conn: &Connection, execution_id: &str, now: Millis) -> Resul
 /// Work to put back on the timer and the queue after opening a database.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Executions waiting for a claim, oldest first.
-    pub pending: Vec<String>,
+    /// Executions waiting for a claim (local) or a send (webhook), oldest first: (id, transport).
+    pub pending: Vec<(String, String)>,
     /// Executions waiting for a retry: (due, id).
     pub retries: Vec<(Millis, String)>,
     /// Outcome deadlines still open: (due, id).
@@ -594,14 +596,17 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
         out.interrupted += 1;
     }
     let mut stmt = conn.prepare(
-        "SELECT e.id FROM executions e JOIN cues c ON c.id = e.cue_id
-         WHERE e.status = 'pending' AND c.transport = 'local' ORDER BY e.scheduled_for, e.id",
+        "SELECT e.id, c.transport FROM executions e JOIN cues c ON c.id = e.cue_id
+         WHERE e.status = 'pending' AND e.next_retry IS NULL AND c.transport IN ('local', 'webhook')
+         ORDER BY e.scheduled_for, e.id",
     )?;
     out.pending = stmt
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut stmt =
-        conn.prepare("SELECT next_retry, id FROM executions WHERE status = 'retrying'")?;
+    let mut stmt = conn.prepare(
+        "SELECT next_retry, id FROM executions
+         WHERE status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL)",
+    )?;
     out.retries = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -615,6 +620,86 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
     Ok(out)
 }
 
+/// A manual fire: the execution and when it goes out.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    pub id: String,
+    /// False when an earlier fire with the same idempotency key is returned instead.
+    pub created: bool,
+    pub scheduled_for: Millis,
+    /// Set when the fire was sent for later: it is dispatched at this instant.
+    pub later: Option<Millis>,
+    pub transport: String,
+}
+
+/// Creates an execution outside the schedule, now or at `send_at` (when that is in the future),
+/// with `payload` instead of the cue's. With an `idempotency_key`, a second fire with the same
+/// key returns the first execution.
+pub fn fire_at(
+    conn: &Connection,
+    cue_id: &str,
+    payload: Option<&Value>,
+    send_at: Option<Millis>,
+    key: Option<&str>,
+    now: Millis,
+) -> Result<Fired> {
+    let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
+    let payload = match payload {
+        Some(p) if p.is_object() => p.to_string(),
+        Some(_) => return Err(Error::invalid("payload", "must be a JSON object")),
+        None => cue.payload.clone(),
+    };
+    let stored_key = key.map(|k| format!("{}:fire:key:{k}", cue.id));
+    if let Some(k) = &stored_key {
+        let found = conn
+            .prepare_cached(
+                "SELECT id, scheduled_for, next_retry FROM executions
+                 WHERE cue_id = ?1 AND triggered_by = 'manual_fire' AND idempotency_key = ?2",
+            )?
+            .query_row(params![cue.id, k], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Millis>(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if let Some((id, scheduled_for, later)) = found {
+            return Ok(Fired {
+                id,
+                created: false,
+                scheduled_for,
+                later,
+                transport: cue.transport,
+            });
+        }
+    }
+    let later = send_at.filter(|t| *t > now);
+    let scheduled_for = later.unwrap_or(now);
+    let id = insert_execution(
+        conn,
+        &cue,
+        scheduled_for,
+        status::PENDING,
+        "manual_fire",
+        None,
+        &payload,
+        stored_key.clone(),
+        None,
+        now,
+    )?
+    .ok_or_else(|| Error::Conflict("could not create the execution".into()))?;
+    if stored_key.is_none() || later.is_some() {
+        conn.execute(
+            "UPDATE executions SET idempotency_key = COALESCE(?3, ?2), next_retry = ?4 WHERE id = ?1",
+            params![id, format!("{}:fire:{id}", cue.id), stored_key, later],
+        )?;
+    }
+    Ok(Fired {
+        id,
+        created: true,
+        scheduled_for,
+        later,
+        transport: cue.transport,
+    })
+}
+
 /// Creates an execution now, outside the schedule.
 pub fn fire_now(
     conn: &Connection,
@@ -622,30 +707,7 @@ pub fn fire_now(
     payload: Option<&Value>,
     now: Millis,
 ) -> Result<String> {
-    let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
-    let payload = match payload {
-        Some(p) if p.is_object() => p.to_string(),
-        Some(_) => return Err(Error::invalid("payload", "must be a JSON object")),
-        None => cue.payload.clone(),
-    };
-    let id = insert_execution(
-        conn,
-        &cue,
-        now,
-        status::PENDING,
-        "manual_fire",
-        None,
-        &payload,
-        None,
-        None,
-        now,
-    )?
-    .ok_or_else(|| Error::Conflict("could not create the execution".into()))?;
-    conn.execute(
-        "UPDATE executions SET idempotency_key = ?2 WHERE id = ?1",
-        params![id, format!("{}:fire:{id}", cue.id)],
-    )?;
-    Ok(id)
+    Ok(fire_at(conn, cue_id, payload, None, None, now)?.id)
 }
 
 /// Runs an execution again as a new execution with the same payload.
@@ -744,7 +806,7 @@ const EXEC_COLUMNS: &str = "e.id, e.cue_id, c.name, e.scheduled_for, e.status, e
     e.outcome_success, e.outcome_result, e.outcome_error, e.outcome_metadata, e.outcome_recorded_at, e.outcome_state,
     e.outcome_deadline_at, e.outcome_timeout_at, e.evidence_external_id, e.evidence_result_url, e.evidence_result_ref,
     e.evidence_result_type, e.evidence_summary, e.evidence_validation_state, e.evidence_produced_at,
-    e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at";
+    e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at, e.http_status, e.response_body, c.transport";
 
 fn parse_json(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -800,14 +862,15 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
         "evidence": if has_evidence { evidence } else { Value::Null },
         "created_at": r.get::<_, i64>(32)?,
         "updated_at": r.get::<_, i64>(33)?,
+        "http_status": r.get::<_, Option<i64>>(34)?,
+        "response_body": r.get::<_, Option<String>>(35)?,
+        "transport": r.get::<_, String>(36)?,
     }))
 }
 
-/// Lists executions, newest scheduled first.
-pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<Value>> {
-    let mut sql = format!(
-        "SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id WHERE c.owner = ?"
-    );
+fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
+    let mut sql =
+        String::from(" FROM executions e JOIN cues c ON c.id = e.cue_id WHERE c.owner = ?");
     let mut args: Vec<rusqlite::types::Value> = vec![owner.to_string().into()];
     if let Some(cue) = &f.cue_id {
         sql.push_str(" AND e.cue_id = ?");
@@ -857,6 +920,12 @@ pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<V
         sql.push_str(" AND e.evidence_result_type = ?");
         args.push(rt.clone().into());
     }
+    Ok((sql, args))
+}
+
+/// Lists executions, newest scheduled first.
+pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<Value>> {
+    let (filter, mut args) = filter_sql(owner, f)?;
     let limit = f.limit.unwrap_or(100);
     let offset = f.offset.unwrap_or(0);
     if !(1..=10_000).contains(&limit) {
@@ -865,7 +934,9 @@ pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<V
     if offset < 0 {
         return Err(Error::invalid("offset", "must not be negative"));
     }
-    sql.push_str(" ORDER BY e.scheduled_for DESC, e.id DESC LIMIT ? OFFSET ?");
+    let sql = format!(
+        "SELECT {EXEC_COLUMNS}{filter} ORDER BY e.scheduled_for DESC, e.id DESC LIMIT ? OFFSET ?"
+    );
     args.push(limit.into());
     args.push(offset.into());
     let mut stmt = conn.prepare(&sql)?;
@@ -873,6 +944,13 @@ pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<V
         .query_map(params_from_iter(args), execution_json)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// How many executions match a filter (its limit and offset aside).
+pub fn count(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<i64> {
+    let (filter, args) = filter_sql(owner, f)?;
+    let sql = format!("SELECT count(*){filter}");
+    Ok(conn.query_row(&sql, params_from_iter(args), |r| r.get(0))?)
 }
 
 /// One execution with its attempts.
@@ -947,4 +1025,348 @@ pub fn stats(conn: &Connection, cue_id: &str, since: Millis) -> Result<Value> {
         "duration_ms_p50": pct(0.50),
         "duration_ms_p95": pct(0.95),
     }))
+}
+
+/// Records a delivery attempt of a webhook execution: delivered (with the outcome a 2xx body
+/// reported inline, or an outcome deadline from now), retried later, or failed for good.
+pub fn delivered(
+    conn: &Connection,
+    execution_id: &str,
+    attempt: i64,
+    a: &crate::delivery::Attempt,
+    now: Millis,
+) -> Result<Finished> {
+    let (cue_id, state, attempts, deadline_s): (String, String, i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT cue_id, status, attempts, outcome_deadline_seconds FROM executions WHERE id = ?1",
+        )?
+        .query_row([execution_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
+    if state != status::DELIVERING || attempts != attempt {
+        return Err(Error::Conflict(format!(
+            "attempt {attempt} of execution {execution_id} is not running (status {state}, attempt {attempts})"
+        )));
+    }
+    let cue =
+        cues::load_policy(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    conn.prepare_cached(
+        "UPDATE attempts SET status = ?3, finished_at = ?4, duration_ms = ?4 - started_at, error = ?5, http_status = ?6
+         WHERE execution_id = ?1 AND number = ?2",
+    )?
+    .execute(params![
+        execution_id,
+        attempt,
+        if a.delivered { "success" } else { "failed" },
+        now,
+        a.error,
+        a.http_status
+    ])?;
+    if a.delivered {
+        let deadline = match (&a.inline, deadline_s) {
+            (None, Some(s)) => Some(now + s * 1000),
+            _ => None,
+        };
+        conn.prepare_cached(
+            "UPDATE executions SET status = 'success', delivered_at = ?2, http_status = ?3, response_body = ?4,
+                error_message = NULL, claimed_by = NULL, lease_expires_at = NULL, outcome_deadline_at = ?5,
+                updated_at = ?2
+             WHERE id = ?1",
+        )?
+        .execute(params![execution_id, now, a.http_status, a.response_body, deadline])?;
+        if let Some(o) = &a.inline {
+            write_outcome(conn, execution_id, cue.verification_mode.as_deref(), o, now)?;
+        }
+        finish_cue(conn, &cue, true, now)?;
+        return Ok(deadline.map_or(Finished::Done, Finished::AwaitOutcome));
+    }
+    let error = a.error.as_deref().unwrap_or("delivery failed");
+    if !a.gone && attempt - 1 < cue.max_attempts {
+        let wait = backoff_ms(&cue.backoff_minutes, attempt).max(a.retry_after_ms.unwrap_or(0));
+        let at = now + wait;
+        conn.prepare_cached(
+            "UPDATE executions SET status = 'retrying', next_retry = ?2, error_message = ?3, http_status = ?4,
+                response_body = ?5, claimed_by = NULL, lease_expires_at = NULL, updated_at = ?6
+             WHERE id = ?1",
+        )?
+        .execute(params![execution_id, at, error, a.http_status, a.response_body, now])?;
+        return Ok(Finished::RetryAt(at));
+    }
+    conn.prepare_cached(
+        "UPDATE executions SET status = 'failed', error_message = ?2, http_status = ?3, response_body = ?4,
+            claimed_by = NULL, lease_expires_at = NULL, updated_at = ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![execution_id, error, a.http_status, a.response_body, now])?;
+    finish_cue(conn, &cue, false, now)?;
+    Ok(Finished::Done)
+}
+
+/// The cue's bookkeeping once one of its executions is final.
+fn finish_cue(conn: &Connection, cue: &cues::Policy, success: bool, now: Millis) -> Result<()> {
+    let cue_status = match (success, cue.one_shot) {
+        (true, true) => "completed",
+        (false, true) => "failed",
+        (false, false) if cue.on_failure_pause => "paused",
+        _ => cue.status.as_str(),
+    };
+    conn.prepare_cached(
+        "UPDATE cues SET run_count = run_count + 1, last_run = ?2,
+            status = CASE WHEN status = 'active' THEN ?3 ELSE status END, updated_at = ?2 WHERE id = ?1",
+    )?
+    .execute(params![cue.id, now, cue_status])?;
+    Ok(())
+}
+
+/// Writes a reported outcome and its evidence onto an execution; returns the outcome state. A
+/// report arriving after the deadline keeps the `outcome_timeout` state (the report is kept too).
+fn write_outcome(
+    conn: &Connection,
+    execution_id: &str,
+    mode: Option<&str>,
+    o: &ReportedOutcome,
+    now: Millis,
+) -> Result<String> {
+    let (new_state, validation) = outcome_state(mode, o);
+    let has_proof = o.external_id.is_some() || o.result_url.is_some() || o.artifacts.is_some();
+    let json_of = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
+    Ok(conn
+        .prepare_cached(
+            "UPDATE executions SET outcome_success = ?2, outcome_result = ?3, outcome_error = ?4,
+                outcome_metadata = ?5, outcome_recorded_at = ?6,
+                outcome_state = CASE WHEN outcome_state = 'outcome_timeout' THEN outcome_state ELSE ?7 END,
+                evidence_external_id = COALESCE(?8, evidence_external_id),
+                evidence_result_url = COALESCE(?9, evidence_result_url),
+                evidence_result_ref = COALESCE(?10, evidence_result_ref),
+                evidence_result_type = COALESCE(?11, evidence_result_type),
+                evidence_summary = COALESCE(?12, evidence_summary),
+                evidence_artifacts = COALESCE(?13, evidence_artifacts),
+                evidence_validation_state = ?14,
+                evidence_produced_at = CASE WHEN ?15 THEN ?6 ELSE evidence_produced_at END,
+                updated_at = ?6
+             WHERE id = ?1
+             RETURNING outcome_state",
+        )?
+        .query_row(
+            params![
+                execution_id,
+                o.success,
+                o.result,
+                o.error,
+                json_of(&o.metadata),
+                now,
+                new_state,
+                o.external_id,
+                o.result_url,
+                o.result_ref,
+                o.result_type,
+                o.summary,
+                json_of(&o.artifacts),
+                validation,
+                has_proof
+            ],
+            |r| r.get(0),
+        )?)
+}
+
+/// An owned execution's cue, transport, verification mode, outcome time and outcome state.
+type Owned = (
+    String,
+    String,
+    Option<String>,
+    Option<Millis>,
+    Option<String>,
+);
+
+fn owned(conn: &Connection, owner: &str, id: &str) -> Result<Owned> {
+    conn.prepare_cached(
+        "SELECT e.cue_id, c.transport, c.verification_mode, e.outcome_recorded_at, e.outcome_state
+         FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2",
+    )?
+    .query_row(params![id, owner], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .optional()?
+    .ok_or_else(|| Error::ExecutionNotFound(id.to_string()))
+}
+
+/// Why an outcome or verification request conflicts with the stored state.
+pub mod conflict {
+    pub const ALREADY_RECORDED: &str = "an outcome was already recorded for this execution";
+    pub const NO_OUTCOME: &str = "no outcome has been recorded yet; report the outcome first";
+}
+
+/// Records the outcome a handler reports over the API (once: a second report is a conflict).
+/// Returns the outcome state.
+pub fn report(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    o: &ReportedOutcome,
+    now: Millis,
+) -> Result<String> {
+    check_outcome(o)?;
+    let (_, _, mode, recorded, _) = owned(conn, owner, id)?;
+    if recorded.is_some() {
+        return Err(Error::Conflict(conflict::ALREADY_RECORDED.into()));
+    }
+    write_outcome(conn, id, mode.as_deref(), o, now)
+}
+
+/// Evidence appended after the outcome: given fields replace, `metadata` keys are merged and
+/// `artifacts` are added to the list; nothing recorded earlier is lost.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Evidence {
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub result_url: Option<String>,
+    #[serde(default)]
+    pub result_ref: Option<String>,
+    #[serde(default)]
+    pub result_type: Option<String>,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub artifacts: Option<Value>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// Appends evidence to an execution whose outcome is recorded. Returns the outcome state.
+pub fn append_evidence(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    ev: &Evidence,
+    now: Millis,
+) -> Result<String> {
+    check_outcome(&ReportedOutcome {
+        success: true,
+        external_id: ev.external_id.clone(),
+        result_url: ev.result_url.clone(),
+        result_ref: ev.result_ref.clone(),
+        result_type: ev.result_type.clone(),
+        summary: ev.summary.clone(),
+        artifacts: ev.artifacts.clone(),
+        metadata: ev.metadata.clone(),
+        ..Default::default()
+    })?;
+    let (_, _, _, recorded, state) = owned(conn, owner, id)?;
+    if recorded.is_none() {
+        return Err(Error::Conflict(conflict::NO_OUTCOME.into()));
+    }
+    let (old_artifacts, old_meta): (Option<String>, Option<String>) = conn.query_row(
+        "SELECT evidence_artifacts, evidence_metadata FROM executions WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let artifacts = match (&ev.artifacts, old_artifacts) {
+        (Some(Value::Array(new)), Some(old)) => {
+            let mut list = serde_json::from_str::<Vec<Value>>(&old).unwrap_or_default();
+            list.extend(new.iter().cloned());
+            Some(Value::Array(list).to_string())
+        }
+        (Some(new), _) => Some(new.to_string()),
+        (None, old) => old,
+    };
+    let metadata = match (&ev.metadata, old_meta) {
+        (Some(Value::Object(new)), Some(old)) => {
+            let mut map =
+                serde_json::from_str::<serde_json::Map<String, Value>>(&old).unwrap_or_default();
+            map.extend(new.clone());
+            Some(Value::Object(map).to_string())
+        }
+        (Some(new), _) => Some(new.to_string()),
+        (None, old) => old,
+    };
+    let proof = ev.external_id.is_some() || ev.result_url.is_some() || ev.artifacts.is_some();
+    conn.execute(
+        "UPDATE executions SET evidence_external_id = COALESCE(?2, evidence_external_id),
+            evidence_result_url = COALESCE(?3, evidence_result_url),
+            evidence_result_ref = COALESCE(?4, evidence_result_ref),
+            evidence_result_type = COALESCE(?5, evidence_result_type),
+            evidence_summary = COALESCE(?6, evidence_summary),
+            evidence_artifacts = ?7, evidence_metadata = ?8,
+            evidence_produced_at = CASE WHEN ?9 THEN COALESCE(evidence_produced_at, ?10) ELSE evidence_produced_at END,
+            updated_at = ?10
+         WHERE id = ?1",
+        params![
+            id,
+            ev.external_id,
+            ev.result_url,
+            ev.result_ref,
+            ev.result_type,
+            ev.summary,
+            artifacts,
+            metadata,
+            proof,
+            now
+        ],
+    )?;
+    Ok(state.unwrap_or_default())
+}
+
+/// A person's (or a checker's) verdict on a reported outcome. Returns the new outcome state.
+pub fn verify(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    valid: bool,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<String> {
+    let (_, _, _, _, state) = owned(conn, owner, id)?;
+    let state = state.unwrap_or_default();
+    if !matches!(
+        state.as_str(),
+        "reported_success" | "reported_failure" | "verification_pending"
+    ) {
+        return Err(Error::Conflict(format!(
+            "cannot verify an execution in outcome state {:?}",
+            if state.is_empty() { "none" } else { &state }
+        )));
+    }
+    let (new_state, validation) = if valid {
+        ("verified_success", "valid")
+    } else {
+        ("verification_failed", "invalid")
+    };
+    let note = reason
+        .filter(|r| !valid && !r.is_empty())
+        .map(|r| format!("verification rejected: {r}"));
+    conn.execute(
+        "UPDATE executions SET outcome_state = ?2, evidence_validation_state = ?3,
+            evidence_summary = CASE WHEN ?4 IS NULL THEN evidence_summary
+                WHEN evidence_summary IS NULL THEN substr(?4, 1, 500)
+                ELSE substr(evidence_summary || ' | ' || ?4, 1, 500) END,
+            updated_at = ?5
+         WHERE id = ?1",
+        params![id, new_state, validation, note, now],
+    )?;
+    Ok(new_state.into())
+}
+
+/// Parks a reported outcome for manual verification.
+pub fn verification_pending(conn: &Connection, owner: &str, id: &str, now: Millis) -> Result<()> {
+    let (_, _, _, recorded, state) = owned(conn, owner, id)?;
+    if recorded.is_none() {
+        return Err(Error::Conflict(conflict::NO_OUTCOME.into()));
+    }
+    if matches!(
+        state.as_deref(),
+        Some("verified_success" | "verification_failed")
+    ) {
+        return Err(Error::Conflict(format!(
+            "the outcome was already verified ({}); a verdict is not reopened",
+            state.unwrap_or_default()
+        )));
+    }
+    conn.execute(
+        "UPDATE executions SET outcome_state = 'verification_pending', updated_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(())
 }

@@ -11,6 +11,7 @@
 mod cues;
 mod executions;
 mod schema;
+pub mod users;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -23,15 +24,17 @@ use tokio::sync::oneshot;
 
 pub use cues::due_index;
 pub use cues::{
-    delete as delete_cue, insert_many as insert_cues, list_ids as list_cue_ids,
-    resolve as resolve_cue, set_status as set_cue_status, to_json as cue_json,
-    unhandled_names as unhandled_cue_names, upsert as upsert_cue, CueRow, CueSpec, RetrySpec,
-    LOCAL_OWNER,
+    delete as delete_cue, insert_many as insert_cues, list_ids as list_cue_ids, page as cue_page,
+    resolve as resolve_cue, set_status as set_cue_status, spec_of, target as cue_target,
+    to_json as cue_json, unhandled_names as unhandled_cue_names, update as update_cue,
+    upsert as upsert_cue, CueRow, CueSpec, RetrySpec, Target, LOCAL_OWNER,
 };
 pub use executions::{
-    check_outcome, claim, complete, deadline_due, fire_due, fire_now, get as get_execution,
-    list as list_executions, recover, replay, resume, retry_due, stats as cue_stats, Claimed,
-    ExecutionFilter, Finished, FireResult, Recovered, ReportedOutcome,
+    append_evidence, check_outcome, claim, complete, conflict, count as count_executions,
+    deadline_due, delivered, fire_at, fire_due, fire_now, get as get_execution,
+    list as list_executions, recover, replay, report as report_outcome, resume, retry_due,
+    stats as cue_stats, verification_pending, verify, Claimed, Evidence, ExecutionFilter, Finished,
+    FireResult, Fired, Recovered, ReportedOutcome,
 };
 pub use schema::SCHEMA_VERSION;
 

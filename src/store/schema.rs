@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_cues_executions.sql"),
     include_str!("migrations/0002_attempts_evidence.sql"),
+    include_str!("migrations/0003_server.sql"),
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,126 @@
+//! `/v1/auth`: registration, the caller's account, key and webhook-secret rotation.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::{ok, read_object, ApiError, ApiResult, AppState, Auth};
+use crate::store::users;
+
+fn confirmed(headers: &HeaderMap) -> ApiResult<()> {
+    let yes = headers
+        .get("x-confirm-destructive")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if yes {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "confirmation_required",
+            "This replaces a credential at once; send the header X-Confirm-Destructive: true to confirm",
+        ))
+    }
+}
+
+pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiResult {
+    if !st.opts.allow_register {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "registration_closed",
+            "Registration is closed on this server; ask its operator for a key (`cueapi keys create`)",
+        ));
+    }
+    let body = read_object(req, true).await?;
+    let email = match body.get("email") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::field("body.email", "must be a string")),
+        None => return Err(ApiError::field("body.email", "is required")),
+    };
+    let now = st.engine.clock().now();
+    let (user, key) = st
+        .engine
+        .store()
+        .write_async(move |c| users::create(c, &email, now))
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("duplicate_email"))?;
+    ok(
+        StatusCode::CREATED,
+        json!({"api_key": key, "email": user.email, "webhook_secret": user.webhook_secret}),
+    )
+}
+
+pub(super) async fn me(State(st): State<AppState>, Auth(user): Auth) -> ApiResult {
+    let now = st.engine.clock().now();
+    let month = month_start(now);
+    let (active, all, executions) = st
+        .engine
+        .store()
+        .read(|c| users::usage(c, &user.id, month))?;
+    ok(
+        StatusCode::OK,
+        json!({
+            "email": user.email,
+            "plan": "self-hosted",
+            "active_cues": active,
+            "cues": all,
+            "active_cue_limit": null,
+            "executions_this_month": executions,
+            "monthly_execution_limit": null,
+            "has_webhook_secret": true,
+            "api_key_prefix": user.api_key_prefix,
+            "created_at": super::iso(user.created_at),
+        }),
+    )
+}
+
+fn month_start(now: crate::clock::Millis) -> crate::clock::Millis {
+    use chrono::{Datelike, TimeZone};
+    let dt = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+    chrono::Utc
+        .with_ymd_and_hms(dt.year(), dt.month(), 1, 0, 0, 0)
+        .single()
+        .map_or(0, |d| d.timestamp_millis())
+}
+
+pub(super) async fn regenerate_key(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    headers: HeaderMap,
+) -> ApiResult {
+    confirmed(&headers)?;
+    let now = st.engine.clock().now();
+    let key = st
+        .engine
+        .store()
+        .write_async(move |c| users::regenerate_key(c, &user.id, now))
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({"api_key": key, "previous_key_revoked": true}),
+    )
+}
+
+pub(super) async fn webhook_secret(Auth(user): Auth) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!({"webhook_secret": user.webhook_secret}),
+    )
+}
+
+pub(super) async fn regenerate_secret(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    headers: HeaderMap,
+) -> ApiResult {
+    confirmed(&headers)?;
+    let now = st.engine.clock().now();
+    let secret = st
+        .engine
+        .store()
+        .write_async(move |c| users::regenerate_secret(c, &user.id, now))
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({"webhook_secret": secret, "previous_secret_revoked": true}),
+    )
+}

@@ -1,0 +1,692 @@
+//! `/v1/cues`: create, list, read, change (PATCH keeps what is not sent), delete, fire.
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{json, Map, Value};
+
+use super::executions::{execution_out, filter_from};
+use super::{iso_fields, ok, parse_time, read_object, ApiError, ApiResult, AppState, Auth, Query};
+use crate::store::{self, CueSpec, RetrySpec};
+
+/// The default outcome deadline of cues made over the API: a handler that never reports is
+/// noticed after five minutes.
+const DEFAULT_OUTCOME_DEADLINE_S: i64 = 300;
+
+fn spec_default(name: String) -> CueSpec {
+    CueSpec {
+        name,
+        description: None,
+        transport: "webhook".into(),
+        cron: None,
+        at: None,
+        every: None,
+        timezone: "UTC".into(),
+        payload: json!({}),
+        retry: None,
+        outcome_deadline_seconds: Some(DEFAULT_OUTCOME_DEADLINE_S),
+        verification_mode: None,
+        overlap: "skip".into(),
+        catch_up: "once".into(),
+        catch_up_max: 100,
+        on_failure_pause: false,
+        callback_url: None,
+        callback_method: "POST".into(),
+        callback_headers: Default::default(),
+        delivery_timeout_seconds: 30,
+        signature_scheme: "v1".into(),
+        on_failure_email: true,
+        on_failure_webhook: None,
+    }
+}
+
+/// Typed readers for body fields; each error names the field.
+struct Field<'a> {
+    path: String,
+    v: &'a Value,
+}
+
+impl<'a> Field<'a> {
+    fn str(&self) -> ApiResult<String> {
+        self.v
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::field(&self.path, "must be a string"))
+    }
+    fn opt_str(&self) -> ApiResult<Option<String>> {
+        if self.v.is_null() {
+            Ok(None)
+        } else {
+            self.str().map(Some)
+        }
+    }
+    fn bool(&self) -> ApiResult<bool> {
+        self.v
+            .as_bool()
+            .ok_or_else(|| ApiError::field(&self.path, "must be true or false"))
+    }
+    fn int(&self) -> ApiResult<i64> {
+        self.v
+            .as_i64()
+            .ok_or_else(|| ApiError::field(&self.path, "must be an integer"))
+    }
+    fn object(&self) -> ApiResult<&'a Map<String, Value>> {
+        self.v
+            .as_object()
+            .ok_or_else(|| ApiError::field(&self.path, "must be an object"))
+    }
+}
+
+/// Walks an object's keys, refusing any not in `known`.
+fn fields<'a>(
+    path: &str,
+    m: &'a Map<String, Value>,
+    known: &[&str],
+) -> ApiResult<Vec<(&'a str, Field<'a>)>> {
+    let mut out = Vec::with_capacity(m.len());
+    for (k, v) in m {
+        let p = format!("{path}.{k}");
+        if !known.contains(&k.as_str()) {
+            return Err(ApiError::field(
+                p,
+                format!("unknown field; expected one of {}", known.join(", ")),
+            ));
+        }
+        out.push((k.as_str(), Field { path: p, v }));
+    }
+    Ok(out)
+}
+
+const TOP_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "status",
+    "transport",
+    "schedule",
+    "callback",
+    "payload",
+    "retry",
+    "delivery",
+    "on_failure",
+    "verification",
+    "catch_up",
+    "overlap",
+];
+
+/// Applies a create or PATCH body to a spec. Returns the status a PATCH asks for.
+fn apply_body(
+    spec: &mut CueSpec,
+    body: &Map<String, Value>,
+    creating: bool,
+) -> ApiResult<Option<String>> {
+    let mut status = None;
+    for (key, f) in fields("body", body, TOP_FIELDS)? {
+        match key {
+            "name" => spec.name = f.str()?,
+            "description" => spec.description = f.opt_str()?,
+            "status" => {
+                if creating {
+                    return Err(ApiError::field(
+                        f.path,
+                        "cannot be set on create; a new cue is active (PATCH it to pause)",
+                    ));
+                }
+                let s = f.str()?;
+                if !matches!(s.as_str(), "active" | "paused") {
+                    return Err(ApiError::field(f.path, "must be \"active\" or \"paused\""));
+                }
+                status = Some(s);
+            }
+            "transport" => {
+                let t = f.str()?;
+                if !matches!(t.as_str(), "webhook" | "worker") {
+                    return Err(ApiError::field(f.path, "must be \"webhook\" or \"worker\""));
+                }
+                if !creating && t != spec.transport {
+                    return Err(ApiError::field(
+                        f.path,
+                        "cannot be changed; create a new cue instead",
+                    ));
+                }
+                spec.transport = t;
+            }
+            "schedule" => apply_schedule(spec, &f)?,
+            "callback" => {
+                for (k, g) in fields(&f.path, f.object()?, &["url", "method", "headers"])? {
+                    match k {
+                        "url" => spec.callback_url = g.opt_str()?,
+                        "method" => spec.callback_method = g.str()?.to_ascii_uppercase(),
+                        _ => {
+                            spec.callback_headers = if g.v.is_null() {
+                                Default::default()
+                            } else {
+                                serde_json::from_value(g.v.clone()).map_err(|_| {
+                                    ApiError::field(&g.path, "must be an object of strings")
+                                })?
+                            }
+                        }
+                    }
+                }
+            }
+            "payload" => {
+                spec.payload = if f.v.is_null() {
+                    json!({})
+                } else {
+                    f.object()?;
+                    f.v.clone()
+                }
+            }
+            "retry" => {
+                let mut retry = spec.retry.clone().unwrap_or(RetrySpec {
+                    max_attempts: 3,
+                    backoff_minutes: vec![1.0, 5.0, 15.0],
+                });
+                if !f.v.is_null() {
+                    for (k, g) in
+                        fields(&f.path, f.object()?, &["max_attempts", "backoff_minutes"])?
+                    {
+                        if k == "max_attempts" {
+                            retry.max_attempts = g.int()?;
+                        } else {
+                            retry.backoff_minutes =
+                                serde_json::from_value(g.v.clone()).map_err(|_| {
+                                    ApiError::field(&g.path, "must be a list of numbers of minutes")
+                                })?;
+                        }
+                    }
+                }
+                spec.retry = Some(retry);
+            }
+            "delivery" => {
+                let known = [
+                    "timeout_seconds",
+                    "outcome_deadline_seconds",
+                    "signature_scheme",
+                ];
+                for (k, g) in fields(&f.path, f.object()?, &known)? {
+                    match k {
+                        "timeout_seconds" => spec.delivery_timeout_seconds = g.int()?,
+                        "outcome_deadline_seconds" => {
+                            spec.outcome_deadline_seconds =
+                                if g.v.is_null() { None } else { Some(g.int()?) }
+                        }
+                        _ => spec.signature_scheme = g.str()?,
+                    }
+                }
+            }
+            "on_failure" => {
+                if f.v.is_null() {
+                    spec.on_failure_email = true;
+                    spec.on_failure_webhook = None;
+                    spec.on_failure_pause = false;
+                    continue;
+                }
+                for (k, g) in fields(&f.path, f.object()?, &["email", "webhook", "pause"])? {
+                    match k {
+                        "email" => spec.on_failure_email = g.bool()?,
+                        "pause" => spec.on_failure_pause = g.bool()?,
+                        _ => {
+                            spec.on_failure_webhook = match g.v {
+                                Value::Null => None,
+                                Value::String(s) => Some(s.clone()),
+                                Value::Object(m) => {
+                                    for (k2, h) in fields(&g.path, m, &["url", "method"])? {
+                                        if k2 == "method" && !h.str()?.eq_ignore_ascii_case("POST")
+                                        {
+                                            return Err(ApiError::field(
+                                                h.path,
+                                                "failure webhooks are sent with POST",
+                                            ));
+                                        }
+                                    }
+                                    match m.get("url") {
+                                        Some(u) => Field {
+                                            path: format!("{}.url", g.path),
+                                            v: u,
+                                        }
+                                        .opt_str()?,
+                                        None => {
+                                            return Err(ApiError::field(
+                                                format!("{}.url", g.path),
+                                                "is required",
+                                            ))
+                                        }
+                                    }
+                                }
+                                _ => {
+                                    return Err(ApiError::field(
+                                        g.path,
+                                        "must be a URL string or an object with a url",
+                                    ))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            "verification" => {
+                spec.verification_mode = if f.v.is_null() {
+                    None
+                } else {
+                    let mut mode = None;
+                    for (_, g) in fields(&f.path, f.object()?, &["mode"])? {
+                        mode = g.opt_str()?;
+                    }
+                    mode
+                }
+            }
+            "catch_up" => match f.v {
+                Value::String(s) => spec.catch_up = s.clone(),
+                Value::Object(m) => {
+                    for (k, g) in fields(&f.path, m, &["policy", "max"])? {
+                        if k == "policy" {
+                            spec.catch_up = g.str()?;
+                        } else {
+                            spec.catch_up_max = g.int()?;
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ApiError::field(
+                        f.path,
+                        "must be \"skip\", \"once\", \"all\" or {\"policy\", \"max\"}",
+                    ))
+                }
+            },
+            _ => spec.overlap = f.str()?,
+        }
+    }
+    Ok(status)
+}
+
+fn apply_schedule(spec: &mut CueSpec, f: &Field<'_>) -> ApiResult<()> {
+    let m = f.object()?;
+    let known = ["type", "cron", "at", "every", "every_seconds", "timezone"];
+    let mut kind = None;
+    let (mut cron, mut at, mut every) = (None, None, None);
+    for (k, g) in fields(&f.path, m, &known)? {
+        match k {
+            "type" => kind = Some(g.str()?),
+            "cron" => cron = g.opt_str()?,
+            "at" => at = g.opt_str()?,
+            "every" => every = g.opt_str()?,
+            "every_seconds" => every = Some(format!("{}s", g.int()?)),
+            _ => spec.timezone = g.str()?,
+        }
+    }
+    let kind = match kind {
+        Some(k) => k,
+        None if cron.is_some() => "recurring".into(),
+        None if at.is_some() => "once".into(),
+        None if every.is_some() => "interval".into(),
+        None => return Err(ApiError::field(format!("{}.type", f.path), "is required")),
+    };
+    let missing = |what: &str| {
+        ApiError::bad_request(
+            "invalid_schedule",
+            format!("a {what} is required for a {kind} schedule"),
+        )
+    };
+    let (c, a, e) = match kind.as_str() {
+        "recurring" => (
+            Some(cron.ok_or_else(|| missing("cron expression"))?),
+            None,
+            None,
+        ),
+        "once" => (None, Some(at.ok_or_else(|| missing("time (`at`)"))?), None),
+        "interval" => (
+            None,
+            None,
+            Some(every.ok_or_else(|| missing("period (`every`)"))?),
+        ),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_schedule",
+                "schedule.type must be \"recurring\", \"once\" or \"interval\"",
+            ))
+        }
+    };
+    spec.cron = c;
+    spec.at = a;
+    spec.every = e;
+    Ok(())
+}
+
+/// Checks where a spec's URLs point (SSRF guard). A host that does not resolve now is accepted
+/// with a warning: it is checked again at every delivery.
+async fn check_targets(st: &AppState, spec: &CueSpec) -> ApiResult<Option<String>> {
+    let mut warning = None;
+    let urls = [
+        (
+            "callback.url",
+            spec.callback_url
+                .as_deref()
+                .filter(|_| spec.transport == "webhook"),
+        ),
+        ("on_failure.webhook", spec.on_failure_webhook.as_deref()),
+    ];
+    for (field, url) in urls {
+        let Some(raw) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            continue;
+        };
+        let code = if field == "callback.url" {
+            "invalid_callback_url"
+        } else {
+            "invalid_failure_webhook"
+        };
+        let parsed = crate::delivery::check_url_syntax(raw)
+            .and_then(|u| reqwest::Url::parse(&u).map_err(|e| e.to_string()))
+            .map_err(|m| ApiError::bad_request(code, format!("{field}: {m}")))?;
+        let host = parsed.host_str().unwrap_or_default().to_string();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let policy = st.engine.policy();
+        let looked = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            policy.resolve(&host, port),
+        )
+        .await;
+        match looked {
+            Ok(Ok(_)) => {}
+            Ok(Err(m)) if m.starts_with("cannot resolve") => {
+                warning = Some(format!(
+                    "{field}: {m}; deliveries will fail (and be retried) until it resolves"
+                ));
+            }
+            Ok(Err(m)) => return Err(ApiError::bad_request(code, format!("{field}: {m}"))),
+            Err(_) => {
+                warning = Some(format!(
+                    "{field}: resolving {host} timed out; it is checked again at every delivery"
+                ));
+            }
+        }
+    }
+    Ok(warning)
+}
+
+/// A store cue in the API's form.
+pub(super) fn cue_out(mut v: Value, warning: Option<String>) -> Value {
+    let Some(m) = v.as_object_mut() else {
+        return v;
+    };
+    m.remove("owner");
+    if let Some(s) = m.get_mut("schedule").and_then(Value::as_object_mut) {
+        if let Some(at) = s.get("at").and_then(Value::as_i64) {
+            s.insert("at".into(), Value::String(super::iso(at)));
+        }
+        if let Some(every) = s.remove("every_ms").and_then(|e| e.as_i64()) {
+            s.insert("every".into(), Value::String(format!("{}s", every / 1000)));
+        }
+        s.retain(|_, x| !x.is_null());
+    }
+    if let Some(list) = m
+        .get_mut("retry")
+        .and_then(|r| r.get_mut("backoff_minutes"))
+        .and_then(Value::as_array_mut)
+    {
+        for x in list.iter_mut() {
+            if let Some(f) = x.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15) {
+                *x = json!(f as i64);
+            }
+        }
+    }
+    let deadline = m.remove("outcome_deadline_seconds");
+    if let (Some(d), Some(dl)) = (
+        m.get_mut("delivery").and_then(Value::as_object_mut),
+        deadline,
+    ) {
+        d.insert("outcome_deadline_seconds".into(), dl);
+    }
+    let policy = m.remove("catch_up").unwrap_or(Value::Null);
+    let max = m.remove("catch_up_max").unwrap_or(Value::Null);
+    m.insert("catch_up".into(), json!({"policy": policy, "max": max}));
+    m.insert("warning".into(), warning.map_or(Value::Null, Value::String));
+    iso_fields(m, &["next_run", "last_run", "created_at", "updated_at"]);
+    v
+}
+
+fn owned_cue(st: &AppState, owner: &str, id: &str) -> ApiResult<Value> {
+    let v = st.engine.store().read(|c| store::cue_json(c, id));
+    match v {
+        Ok(v) if v.get("owner").and_then(Value::as_str) == Some(owner) => Ok(v),
+        Ok(_) | Err(crate::Error::CueNotFound(_)) => {
+            Err(crate::Error::CueNotFound(id.to_string()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn create(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    let name = match body.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::field("body.name", "must be a string")),
+        None => return Err(ApiError::field("body.name", "is required")),
+    };
+    if body.get("schedule").is_none() {
+        return Err(ApiError::field("body.schedule", "is required"));
+    }
+    let mut spec = spec_default(name);
+    apply_body(&mut spec, &body, true)?;
+    let warning = check_targets(&st, &spec).await?;
+    let (owner, now) = (user.id.clone(), st.engine.clock().now());
+    let created = st
+        .engine
+        .store()
+        .write_async(move |c| {
+            let rows = store::insert_cues(c, &owner, std::slice::from_ref(&spec), now)?;
+            let (id, next) = rows.into_iter().next().ok_or(crate::Error::Closed)?;
+            Ok((store::cue_json(c, &id)?, id, next))
+        })
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("duplicate_cue_name"))?;
+    let (cue, id, next) = created;
+    st.engine.schedule_cue(&id, next);
+    ok(StatusCode::CREATED, cue_out(cue, warning))
+}
+
+pub(super) async fn list(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let q = Query::parse(raw.as_deref());
+    let limit = q.int("limit", 50, 1, 1000)?;
+    let offset = q.int("offset", 0, 0, i64::MAX)?;
+    let status = q.str("status").filter(|s| *s != "all");
+    if let Some(s) = status {
+        if !matches!(s, "active" | "paused" | "completed" | "failed") {
+            return Err(ApiError::field(
+                "query.status",
+                "must be one of active, paused, completed, failed, all",
+            ));
+        }
+    }
+    let cues = st.engine.store().read(|c| {
+        let (ids, total) = store::cue_page(c, &user.id, status, limit, offset)?;
+        let list = ids
+            .iter()
+            .map(|id| store::cue_json(c, id).map(|v| cue_out(v, None)))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok((list, total))
+    })?;
+    let (list, total) = cues;
+    ok(
+        StatusCode::OK,
+        json!({"cues": list, "data": list, "total": total, "limit": limit, "offset": offset,
+               "has_more": offset + limit < total}),
+    )
+}
+
+pub(super) async fn get_one(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let q = Query::parse(raw.as_deref());
+    let limit = q.int("execution_limit", 10, 1, 100)?;
+    let offset = q.int("execution_offset", 0, 0, i64::MAX)?;
+    let cue = owned_cue(&st, &user.id, &id)?;
+    let filter = store::ExecutionFilter {
+        cue_id: Some(id.clone()),
+        limit: Some(limit),
+        offset: Some(offset),
+        ..Default::default()
+    };
+    let (execs, total) = st.engine.store().read(|c| {
+        Ok((
+            store::list_executions(c, &user.id, &filter)?,
+            store::count_executions(c, &user.id, &filter)?,
+        ))
+    })?;
+    let mut out = cue_out(cue, None);
+    if let Some(m) = out.as_object_mut() {
+        m.insert(
+            "executions".into(),
+            execs.into_iter().map(execution_out).collect(),
+        );
+        m.insert("execution_total".into(), total.into());
+        m.insert("execution_limit".into(), limit.into());
+        m.insert("execution_offset".into(), offset.into());
+    }
+    ok(StatusCode::OK, out)
+}
+
+pub(super) async fn update(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    let mut spec = st
+        .engine
+        .store()
+        .read(|c| store::spec_of(c, &user.id, &id))?;
+    let status = apply_body(&mut spec, &body, false)?;
+    let warning = check_targets(&st, &spec).await?;
+    let (owner, cue_id, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
+    let (cue, next) = st
+        .engine
+        .store()
+        .write_async(move |c| {
+            let up = store::update_cue(c, &owner, &cue_id, &spec, now)?;
+            let mut next = up.changed.then_some(up.next_run).flatten();
+            let current = store::cue_json(c, &cue_id)?;
+            let is = current.get("status").and_then(Value::as_str).unwrap_or("");
+            match (status.as_deref(), is) {
+                (Some("paused"), "active") => {
+                    let keep = current.get("next_run").and_then(Value::as_i64);
+                    store::set_cue_status(c, &cue_id, "paused", keep, now)?;
+                    next = None;
+                }
+                (Some("active"), "paused") => next = store::resume(c, &cue_id, now)?,
+                _ => {}
+            }
+            Ok((store::cue_json(c, &cue_id)?, next))
+        })
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("duplicate_cue_name"))?;
+    st.engine.schedule_cue(&id, next);
+    ok(StatusCode::OK, cue_out(cue, warning))
+}
+
+pub(super) async fn delete(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    owned_cue(&st, &user.id, &id)?;
+    st.engine
+        .store()
+        .write_async(move |c| store::delete_cue(c, &id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn fire(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, false).await?;
+    let cue = owned_cue(&st, &user.id, &id)?;
+    let known = [
+        "send_at",
+        "payload_override",
+        "merge_strategy",
+        "idempotency_key",
+        "exit_criteria",
+    ];
+    let (mut send_at, mut over, mut strategy, mut key) = (None, None, "merge".to_string(), None);
+    for (k, f) in fields("body", &body, &known)? {
+        match k {
+            "send_at" if !f.v.is_null() => send_at = Some(parse_time(&f.path, f.v)?),
+            "payload_override" if !f.v.is_null() => over = Some(f.object()?.clone()),
+            "merge_strategy" if !f.v.is_null() => {
+                strategy = f.str()?;
+                if !matches!(strategy.as_str(), "merge" | "replace") {
+                    return Err(ApiError::field(f.path, "must be \"merge\" or \"replace\""));
+                }
+            }
+            "idempotency_key" if !f.v.is_null() => {
+                let k = f.str()?;
+                if k.is_empty() || k.len() > 255 {
+                    return Err(ApiError::field(f.path, "must be 1 to 255 characters"));
+                }
+                key = Some(k);
+            }
+            _ => {}
+        }
+    }
+    let payload = over.map(|o| {
+        if strategy == "replace" {
+            Value::Object(o)
+        } else {
+            let mut base = cue
+                .get("payload")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            base.extend(o);
+            Value::Object(base)
+        }
+    });
+    let now = st.engine.clock().now();
+    let (fired, exec) = st
+        .engine
+        .store()
+        .write_async({
+            let owner = user.id.clone();
+            move |c| {
+                let f = store::fire_at(c, &id, payload.as_ref(), send_at, key.as_deref(), now)?;
+                let e = store::get_execution(c, &owner, &f.id)?;
+                Ok((f, e))
+            }
+        })
+        .await?;
+    st.engine.fired(&fired);
+    let mut out = execution_out(exec);
+    if let Some(m) = out.as_object_mut() {
+        m.insert("execution_id".into(), fired.id.clone().into());
+        m.insert("created".into(), fired.created.into());
+    }
+    ok(StatusCode::OK, out)
+}
+
+pub(super) async fn executions(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    owned_cue(&st, &user.id, &id)?;
+    let q = Query::parse(raw.as_deref());
+    let filter = filter_from(&q, Some(id), st.engine.clock().now(), 50)?;
+    super::executions::page(&st, &user.id, filter)
+}

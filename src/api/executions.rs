@@ -1,0 +1,396 @@
+//! `/v1/executions`: history with filters, one execution, outcomes (write-once), evidence
+//! appended later, verification, replay.
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use super::{
+    iso_fields, ok, parse_time, read_object, typed, ApiError, ApiResult, AppState, Auth, Query,
+};
+use crate::clock::Millis;
+use crate::model::status;
+use crate::store::{self, conflict, Evidence, ExecutionFilter, ReportedOutcome};
+
+/// A store execution in the API's form: instants in ISO-8601, the outcome with its evidence
+/// (omitted, not null, before one is reported: `e.get("outcome", {})` then works).
+pub(super) fn execution_out(mut v: Value) -> Value {
+    let Some(m) = v.as_object_mut() else {
+        return v;
+    };
+    let evidence = m.remove("evidence");
+    if let Some(Value::Object(mut o)) = m.remove("outcome") {
+        if let Some(Value::Object(ev)) = evidence.clone() {
+            for (k, x) in ev {
+                let key = if k == "metadata" {
+                    "evidence_metadata".into()
+                } else {
+                    k
+                };
+                o.insert(key, x);
+            }
+        }
+        iso_fields(&mut o, &["recorded_at", "produced_at"]);
+        m.insert("outcome".into(), Value::Object(o));
+    }
+    if let Some(Value::Object(mut ev)) = evidence {
+        iso_fields(&mut ev, &["produced_at"]);
+        m.insert("evidence".into(), Value::Object(ev));
+    }
+    iso_fields(
+        m,
+        &[
+            "scheduled_for",
+            "next_retry",
+            "started_at",
+            "delivered_at",
+            "last_attempt_at",
+            "outcome_deadline_at",
+            "outcome_timeout_at",
+            "created_at",
+            "updated_at",
+        ],
+    );
+    if let Some(Value::Array(list)) = m.get_mut("attempt_log") {
+        for a in list.iter_mut() {
+            if let Some(am) = a.as_object_mut() {
+                iso_fields(am, &["started_at", "finished_at"]);
+            }
+        }
+    }
+    v
+}
+
+/// The list filters of the query string (`status=all` means every status; `days=N` the last N
+/// days; `since` an ISO instant).
+pub(super) fn filter_from(
+    q: &Query,
+    cue_id: Option<String>,
+    now: Millis,
+    default_limit: i64,
+) -> ApiResult<ExecutionFilter> {
+    let one = q.str("status").filter(|s| *s != "all");
+    let many = q.str("status__in");
+    if one.is_some() && many.is_some() {
+        return Err(ApiError::bad_request(
+            "conflicting_filters",
+            "give status or status__in, not both",
+        ));
+    }
+    let states: Option<Vec<String>> = match (one, many) {
+        (Some(s), _) => Some(s.split(',').map(|x| x.trim().to_string()).collect()),
+        (_, Some(list)) => {
+            let v: Vec<String> = list
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+            if v.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_status_in",
+                    "status__in needs at least one status",
+                ));
+            }
+            Some(v)
+        }
+        _ => None,
+    };
+    if let Some(list) = &states {
+        for s in list {
+            if !status::ALL.contains(&s.as_str()) {
+                return Err(ApiError::field(
+                    "query.status",
+                    format!("{s:?} is not one of {}, all", status::ALL.join(", ")),
+                ));
+            }
+        }
+    }
+    if let Some(state) = q.str("outcome_state") {
+        if !crate::model::OUTCOME_STATES.contains(&state) {
+            return Err(ApiError::field(
+                "query.outcome_state",
+                format!(
+                    "{state:?} is not one of {}",
+                    crate::model::OUTCOME_STATES.join(", ")
+                ),
+            ));
+        }
+    }
+    let days = match q.str("days") {
+        Some(_) => Some(q.int("days", 0, 1, 36_500)?),
+        None => None,
+    };
+    let since = match q.str("since") {
+        Some(s) => Some(parse_time("query.since", &Value::String(s.to_string()))?),
+        None => None,
+    };
+    let since = match (days.map(|d| now - d * 86_400_000), since) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(ExecutionFilter {
+        cue_id: cue_id.or_else(|| q.str("cue_id").map(str::to_string)),
+        status: states,
+        outcome_state: q.str("outcome_state").map(str::to_string),
+        since,
+        has_evidence: q.bool("has_evidence")?,
+        result_type: q.str("result_type").map(str::to_string),
+        limit: Some(q.int("limit", default_limit, 1, 1000)?),
+        offset: Some(q.int("offset", 0, 0, i64::MAX)?),
+    })
+}
+
+/// One page of executions, under both the reference's `executions` key and the `data` key the
+/// article reads.
+pub(super) fn page(st: &AppState, owner: &str, filter: ExecutionFilter) -> ApiResult {
+    let (list, total) = st.engine.store().read(|c| {
+        Ok((
+            store::list_executions(c, owner, &filter)?,
+            store::count_executions(c, owner, &filter)?,
+        ))
+    })?;
+    let list: Vec<Value> = list.into_iter().map(execution_out).collect();
+    let (limit, offset) = (filter.limit.unwrap_or(0), filter.offset.unwrap_or(0));
+    ok(
+        StatusCode::OK,
+        json!({"executions": list, "data": list, "total": total, "limit": limit, "offset": offset,
+               "has_more": offset + limit < total}),
+    )
+}
+
+pub(super) async fn list(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let q = Query::parse(raw.as_deref());
+    let filter = filter_from(&q, None, st.engine.clock().now(), 20)?;
+    page(&st, &user.id, filter)
+}
+
+pub(super) async fn get_one(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let v = st
+        .engine
+        .store()
+        .read(|c| store::get_execution(c, &user.id, &id))?;
+    ok(StatusCode::OK, execution_out(v))
+}
+
+const OUTCOME_FIELDS: &[&str] = &[
+    "success",
+    "result",
+    "error",
+    "metadata",
+    "external_id",
+    "result_url",
+    "result_ref",
+    "result_type",
+    "summary",
+    "artifacts",
+];
+
+fn check_result_url(url: Option<&str>, field: &str) -> ApiResult<()> {
+    if let Some(u) = url {
+        match reqwest::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") => {}
+            _ => return Err(ApiError::field(field, "must be an http or https URL")),
+        }
+    }
+    Ok(())
+}
+
+/// Keeps only the known keys of an object, refusing others.
+fn known_only(body: &Map<String, Value>, known: &[&str]) -> ApiResult<Value> {
+    for k in body.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(ApiError::field(
+                format!("body.{k}"),
+                format!("unknown field; expected one of {}", known.join(", ")),
+            ));
+        }
+    }
+    Ok(Value::Object(body.clone()))
+}
+
+pub(super) async fn outcome(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    if !body.contains_key("success") {
+        return Err(ApiError::field("body.success", "is required"));
+    }
+    let mut report: ReportedOutcome = typed(known_only(&body, OUTCOME_FIELDS)?)?;
+    // Null means "not given" for every optional field.
+    if report.metadata.as_ref().is_some_and(Value::is_null) {
+        report.metadata = None;
+    }
+    if report.artifacts.as_ref().is_some_and(Value::is_null) {
+        report.artifacts = None;
+    }
+    check_result_url(report.result_url.as_deref(), "body.result_url")?;
+    if let Some(m) = &report.metadata {
+        if crate::signing::canonical_json(m).len() > 10_240 {
+            return Err(ApiError::bad_request(
+                "metadata_too_large",
+                "metadata is larger than 10240 bytes",
+            ));
+        }
+    }
+    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
+    let state = st
+        .engine
+        .store()
+        .write_async(move |c| store::report_outcome(c, &owner, &eid, &report, now))
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("outcome_already_recorded"))?;
+    ok(
+        StatusCode::OK,
+        json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null}),
+    )
+}
+
+pub(super) async fn evidence(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    let known = [
+        "external_id",
+        "result_url",
+        "result_ref",
+        "result_type",
+        "summary",
+        "artifacts",
+        "metadata",
+    ];
+    let mut ev: Evidence = typed(known_only(&body, &known)?)?;
+    if ev.metadata.as_ref().is_some_and(Value::is_null) {
+        ev.metadata = None;
+    }
+    if ev.artifacts.as_ref().is_some_and(Value::is_null) {
+        ev.artifacts = None;
+    }
+    check_result_url(ev.result_url.as_deref(), "body.result_url")?;
+    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
+    let state = st
+        .engine
+        .store()
+        .write_async(move |c| store::append_evidence(c, &owner, &eid, &ev, now))
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("no_outcome"))?;
+    ok(
+        StatusCode::OK,
+        json!({"execution_id": id, "outcome_state": state, "evidence_updated": true}),
+    )
+}
+
+pub(super) async fn verify(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, false).await?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Verdict {
+        #[serde(default = "yes")]
+        valid: bool,
+        #[serde(default)]
+        reason: Option<String>,
+    }
+    fn yes() -> bool {
+        true
+    }
+    let v: Verdict = typed(Value::Object(body))?;
+    if v.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(ApiError::field(
+            "body.reason",
+            "is longer than 500 characters",
+        ));
+    }
+    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
+    let valid = v.valid;
+    let state = st
+        .engine
+        .store()
+        .write_async(move |c| store::verify(c, &owner, &eid, v.valid, v.reason.as_deref(), now))
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("invalid_state"))?;
+    ok(
+        StatusCode::OK,
+        json!({"execution_id": id, "outcome_state": state, "valid": valid}),
+    )
+}
+
+pub(super) async fn verification_pending(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
+    st.engine
+        .store()
+        .write_async(move |c| store::verification_pending(c, &owner, &eid, now))
+        .await
+        .map_err(|e| match e {
+            crate::Error::Conflict(m) if m == conflict::NO_OUTCOME => {
+                ApiError::conflict("no_outcome", m)
+            }
+            other => ApiError::from(other).conflict_code("invalid_state"),
+        })?;
+    ok(
+        StatusCode::OK,
+        json!({"execution_id": id, "outcome_state": "verification_pending"}),
+    )
+}
+
+pub(super) async fn replay(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
+    let out = st
+        .engine
+        .store()
+        .write_async(move |c| {
+            let original = store::get_execution(c, &owner, &eid)?;
+            let state = original.get("status").and_then(Value::as_str).unwrap_or("");
+            if matches!(
+                state,
+                status::PENDING | status::DELIVERING | status::RETRYING
+            ) {
+                return Err(crate::Error::Conflict(format!(
+                    "execution {eid} is still {state}; replay it once it has finished"
+                )));
+            }
+            let new_id = store::replay(c, &eid, now)?;
+            let exec = store::get_execution(c, &owner, &new_id)?;
+            let transport = exec
+                .get("transport")
+                .and_then(Value::as_str)
+                .unwrap_or("webhook")
+                .to_string();
+            Ok((new_id, transport, exec))
+        })
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("execution_in_flight"))?;
+    let (new_id, transport, exec) = out;
+    st.engine.dispatch(vec![(new_id.clone(), transport)]);
+    let mut v = execution_out(exec);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("execution_id".into(), new_id.into());
+        m.insert("replayed_from".into(), id.into());
+    }
+    ok(StatusCode::OK, v)
+}

@@ -1,0 +1,444 @@
+//! The HTTP API of `cueapi serve`: the CueAPI surface over the engine.
+//!
+//! One file per resource ([`auth`], [`cues`], [`executions`]); this file holds what they share:
+//! the server's start and graceful stop, the error envelope, the body and query readers (every
+//! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
+//! JSON forms of instants.
+
+mod auth;
+mod cues;
+mod executions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::Router;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Millis;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::store::users::{self, User};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Server settings.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Whether `POST /v1/auth/register` creates users.
+    pub allow_register: bool,
+    /// Whether callbacks may point at loopback and private networks (development and tests).
+    pub allow_private_targets: bool,
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: Arc<Engine>,
+    opts: Arc<Options>,
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Server {
+    /// Binds `host:port` (port 0 picks a free one) and serves the API on the engine's runtime.
+    pub fn start(
+        engine: Arc<Engine>,
+        host: &str,
+        port: u16,
+        opts: Options,
+    ) -> crate::Result<Server> {
+        let rt = engine.runtime()?;
+        engine.set_allow_private_targets(opts.allow_private_targets);
+        let std_listener = std::net::TcpListener::bind((host, port))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let state = AppState {
+            engine,
+            opts: Arc::new(opts),
+        };
+        let app = router(state);
+        let (stop, mut stopped) = watch::channel(false);
+        let _guard = rt.enter();
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let task = rt.spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!("the HTTP server stopped: {e}");
+            }
+        });
+        Ok(Server {
+            addr,
+            stop,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections and waits (up to 10 s) for requests in flight. Idempotent.
+    /// Blocks: never call it on the runtime.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.lock().take() {
+            if let Ok(rt) = crate::engine::Engine::shared_runtime() {
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/auth/register", post(auth::register))
+        .route("/v1/auth/me", get(auth::me))
+        .route("/v1/auth/key/regenerate", post(auth::regenerate_key))
+        .route("/v1/auth/webhook-secret", get(auth::webhook_secret))
+        .route(
+            "/v1/auth/webhook-secret/regenerate",
+            post(auth::regenerate_secret),
+        )
+        .route("/v1/cues", post(cues::create).get(cues::list))
+        .route(
+            "/v1/cues/{id}",
+            get(cues::get_one).patch(cues::update).delete(cues::delete),
+        )
+        .route("/v1/cues/{id}/fire", post(cues::fire))
+        .route("/v1/cues/{id}/executions", get(cues::executions))
+        .route("/v1/executions", get(executions::list))
+        .route("/v1/executions/{id}", get(executions::get_one))
+        .route("/v1/executions/{id}/outcome", post(executions::outcome))
+        .route("/v1/executions/{id}/evidence", patch(executions::evidence))
+        .route("/v1/executions/{id}/verify", post(executions::verify))
+        .route(
+            "/v1/executions/{id}/verification-pending",
+            post(executions::verification_pending),
+        )
+        .route("/v1/executions/{id}/replay", post(executions::replay))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// An error answer in the reference's envelope: `{"error": {"code", "message", "status"}}`, with
+/// `details` (field and message) for validation errors.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+    details: Vec<(String, String)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// A 422 naming the field at fault (`body.retry.max_attempts`, `query.limit`, …).
+    fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        let (field, message) = (field.into(), message.into());
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "validation_error".into(),
+            message: format!("{field}: {message}"),
+            details: vec![(field, message)],
+        }
+    }
+
+    fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn conflict(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// Replaces the code of a conflict (the store says *that* it conflicts; the route knows
+    /// which reference code that is).
+    fn conflict_code(self, code: &str) -> ApiError {
+        if self.status == StatusCode::CONFLICT {
+            ApiError {
+                code: code.into(),
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::InvalidSchedule(m) => ApiError::bad_request("invalid_schedule", m),
+            Error::Invalid { field, message } => ApiError::field(format!("body.{field}"), message),
+            Error::CueNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "cue_not_found", "Cue not found")
+            }
+            Error::ExecutionNotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "execution_not_found",
+                "Execution not found",
+            ),
+            Error::Conflict(m) => ApiError::conflict("conflict", m),
+            Error::Json(e) => ApiError::bad_request("invalid_json", e.to_string()),
+            Error::Closed | Error::Locked(_) | Error::SchemaTooNew { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            Error::Storage(_) | Error::Io(_) => {
+                tracing::error!("request failed: {e}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "An internal error occurred",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({
+            "code": self.code,
+            "message": self.message,
+            "status": self.status.as_u16(),
+        });
+        if !self.details.is_empty() {
+            error["details"] = self
+                .details
+                .iter()
+                .map(|(f, m)| json!({"field": f, "message": m}))
+                .collect();
+        }
+        json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn ok(status: StatusCode, v: Value) -> ApiResult {
+    Ok(json_response(status, &v))
+}
+
+/// Reads a JSON request body: at most [`MAX_BODY`] bytes (413), UTF-8, valid JSON (400). An empty
+/// body reads as `None`.
+async fn read_body(req: Request) -> ApiResult<Option<Value>> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("Request body exceeds {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::bad_request("invalid_json", "Request body is not valid UTF-8"))?;
+    serde_json::from_str(text).map(Some).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("Request body is not valid JSON ({e})"),
+        )
+    })
+}
+
+/// A JSON body that must be an object.
+async fn read_object(req: Request, required: bool) -> ApiResult<Map<String, Value>> {
+    match read_body(req).await? {
+        Some(Value::Object(m)) => Ok(m),
+        None if !required => Ok(Map::new()),
+        None => Err(ApiError::field("body", "a JSON object is required")),
+        Some(_) => Err(ApiError::field("body", "must be a JSON object")),
+    }
+}
+
+/// Deserialises a JSON value into `T`, naming the field that does not fit.
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            format!("body.{path}")
+        };
+        ApiError::field(field, e.into_inner().to_string())
+    })
+}
+
+/// The query string, parsed; lookups give 422s naming `query.<name>`.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Query {
+        Query(
+            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    fn str(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn int(&self, name: &str, default: i64, min: i64, max: i64) -> ApiResult<i64> {
+        let Some(v) = self.str(name) else {
+            return Ok(default);
+        };
+        let n: i64 = v.trim().parse().map_err(|_| {
+            ApiError::field(format!("query.{name}"), format!("{v:?} is not an integer"))
+        })?;
+        if !(min..=max).contains(&n) {
+            return Err(ApiError::field(
+                format!("query.{name}"),
+                format!("must be between {min} and {max}"),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn bool(&self, name: &str) -> ApiResult<Option<bool>> {
+        match self.str(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(None),
+            Some("true" | "1" | "yes") => Ok(Some(true)),
+            Some("false" | "0" | "no") => Ok(Some(false)),
+            Some(v) => Err(ApiError::field(
+                format!("query.{name}"),
+                format!("{v:?} is not true or false"),
+            )),
+        }
+    }
+}
+
+/// The authenticated user of a request.
+struct Auth(User);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Auth> {
+        let key = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "Missing or invalid Authorization header",
+            )
+        })?;
+        let user = state
+            .engine
+            .store()
+            .read(|c| users::by_key(c, key))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_api_key",
+                    "Invalid API key",
+                )
+            })?;
+        Ok(Auth(user))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// An instant as ISO-8601 UTC with `Z`.
+fn iso(ms: Millis) -> String {
+    crate::schedule::format_utc(ms)
+}
+
+/// Replaces the millisecond instants under `keys` with ISO-8601 text.
+fn iso_fields(v: &mut Map<String, Value>, keys: &[&str]) {
+    for k in keys {
+        if let Some(ms) = v.get(*k).and_then(Value::as_i64) {
+            v.insert((*k).to_string(), Value::String(iso(ms)));
+        }
+    }
+}
+
+/// Parses an ISO-8601 instant given in a request (a value without an offset is UTC).
+fn parse_time(field: &str, v: &Value) -> ApiResult<Millis> {
+    let text = v
+        .as_str()
+        .ok_or_else(|| ApiError::field(field, "must be an ISO-8601 date-time string"))?;
+    crate::schedule::parse_instant(text, chrono_tz::UTC)
+        .map_err(|_| ApiError::field(field, format!("{text:?} is not an ISO-8601 date-time")))
+}
