@@ -68,7 +68,7 @@ class Server:
         path: str,
         json: Any = None,
         *,
-        key: str | None | bool = True,
+        key: str | bool | None = True,
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
         params: dict[str, Any] | None = None,
@@ -153,8 +153,11 @@ class Receiver:
             def _any(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 req = Received(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(n), time.time(),
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(n),
+                    time.time(),
                 )
                 status, headers, body, delay = receiver.answer(req)
                 with receiver.cond:

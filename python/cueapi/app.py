@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ipaddress
 import json
 import logging
 import math
 import os
-import ipaddress
 import signal
 import sys
 import threading

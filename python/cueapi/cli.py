@@ -69,16 +69,23 @@ def _serve(args: argparse.Namespace) -> int:
     except BaseException:
         app.close()
         raise
-    notes = [f"db {os.path.abspath(args.db)}", "registration " + ("open" if allow_register else "closed")]
+    notes = [f"db {os.path.abspath(args.db)}", f"registration {'open' if allow_register else 'closed'}"]
     if private:
-        notes.append("PRIVATE TARGETS ALLOWED: callbacks may reach loopback and private networks (development only)")
+        notes.append(
+            "PRIVATE TARGETS ALLOWED: callbacks may reach loopback and private networks (development only)"
+        )
     print(f"cueapi serve: listening on {url} ({'; '.join(notes)})", file=sys.stderr, flush=True)
     if app.user_count() == 0:
-        how = [f"  curl -s -X POST {url}/v1/auth/register -H 'Content-Type: application/json' -d '{{\"email\": \"you@example.com\"}}'"]
-        if not allow_register:
-            how = []
+        how = []
+        if allow_register:
+            body = '{"email": "you@example.com"}'
+            how.append(
+                f"  curl -s -X POST {url}/v1/auth/register -H 'Content-Type: application/json' -d '{body}'"
+            )
         how.append(f"  or stop the server and run: cueapi keys create you@example.com --db {args.db}")
-        print("cueapi serve: no users yet; get an API key with\n" + "\n".join(how), file=sys.stderr, flush=True)
+        print(
+            "cueapi serve: no users yet; get an API key with\n" + "\n".join(how), file=sys.stderr, flush=True
+        )
     app.run()
     return 0
 
@@ -97,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the CueAPI-compatible HTTP API")
-    serve.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file (env CUEAPI_DB)")
+    serve.add_argument(
+        "--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file (env CUEAPI_DB)"
+    )
     serve.add_argument("--host", default=os.environ.get("CUEAPI_HOST", "127.0.0.1"), help="env CUEAPI_HOST")
     serve.add_argument("--port", type=int, default=None, help="env CUEAPI_PORT (default 8000; 0 picks one)")
     reg = serve.add_mutually_exclusive_group()
