@@ -37,6 +37,9 @@ pub(super) fn execution_out(mut v: Value) -> Value {
         iso_fields(&mut ev, &["produced_at"]);
         m.insert("evidence".into(), Value::Object(ev));
     }
+    if m.get("triggered_by").and_then(Value::as_str) == Some("schedule") {
+        m.insert("triggered_by".into(), "scheduled".into());
+    }
     iso_fields(
         m,
         &[
@@ -128,7 +131,20 @@ pub(super) fn filter_from(
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    // The SDK's word for a tick of the schedule is `scheduled`.
+    let triggered_by = match q.str("triggered_by") {
+        None => None,
+        Some("scheduled" | "schedule") => Some("schedule".to_string()),
+        Some(t @ ("manual_fire" | "replay")) => Some(t.to_string()),
+        Some(t) => {
+            return Err(ApiError::field(
+                "query.triggered_by",
+                format!("{t:?} is not one of scheduled, manual_fire, replay"),
+            ))
+        }
+    };
     Ok(ExecutionFilter {
+        triggered_by,
         cue_id: cue_id.or_else(|| q.str("cue_id").map(str::to_string)),
         status: states,
         outcome_state: q.str("outcome_state").map(str::to_string),
@@ -216,16 +232,44 @@ fn known_only(body: &Map<String, Value>, known: &[&str]) -> ApiResult<Value> {
     Ok(Value::Object(body.clone()))
 }
 
+/// Free-text limits: longer text is cut (and the answer says so) rather than refused — an outcome
+/// report is evidence of work done, and losing it over the length of a message helps nobody.
+const TEXT_LIMITS: &[(&str, usize)] = &[("result", 2_000), ("error", 2_000), ("summary", 500)];
+
+/// Makes free-text fields text (a JSON object or list given as `result` or `error` is kept as its
+/// canonical JSON) and cuts them to their limits. Returns the names of the fields cut.
+fn soften(body: &mut Map<String, Value>) -> Vec<&'static str> {
+    let mut cut = Vec::new();
+    for (name, max) in TEXT_LIMITS {
+        let Some(v) = body.get_mut(*name) else {
+            continue;
+        };
+        if matches!(v, Value::Object(_) | Value::Array(_)) && *name != "summary" {
+            *v = Value::String(crate::signing::canonical_json(v));
+        }
+        if let Value::String(text) = v {
+            if text.chars().count() > *max {
+                let mut short: String = text.chars().take(max - 1).collect();
+                short.push('…');
+                *text = short;
+                cut.push(*name);
+            }
+        }
+    }
+    cut
+}
+
 pub(super) async fn outcome(
     State(st): State<AppState>,
     Auth(user): Auth,
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult {
-    let body = read_object(req, true).await?;
+    let mut body = read_object(req, true).await?;
     if !body.contains_key("success") {
         return Err(ApiError::field("body.success", "is required"));
     }
+    let cut = soften(&mut body);
     let mut report: ReportedOutcome = typed(known_only(&body, OUTCOME_FIELDS)?)?;
     // Null means "not given" for every optional field.
     if report.metadata.as_ref().is_some_and(Value::is_null) {
@@ -250,10 +294,11 @@ pub(super) async fn outcome(
         .write_async(move |c| store::report_outcome(c, &owner, &eid, &report, now))
         .await
         .map_err(|e| ApiError::from(e).conflict_code("outcome_already_recorded"))?;
-    ok(
-        StatusCode::OK,
-        json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null}),
-    )
+    let mut out = json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null});
+    if !cut.is_empty() {
+        out["truncated"] = json!(cut);
+    }
+    ok(StatusCode::OK, out)
 }
 
 pub(super) async fn evidence(
@@ -262,7 +307,8 @@ pub(super) async fn evidence(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult {
-    let body = read_object(req, true).await?;
+    let mut body = read_object(req, true).await?;
+    let cut = soften(&mut body);
     let known = [
         "external_id",
         "result_url",
@@ -287,10 +333,11 @@ pub(super) async fn evidence(
         .write_async(move |c| store::append_evidence(c, &owner, &eid, &ev, now))
         .await
         .map_err(|e| ApiError::from(e).conflict_code("no_outcome"))?;
-    ok(
-        StatusCode::OK,
-        json!({"execution_id": id, "outcome_state": state, "evidence_updated": true}),
-    )
+    let mut out = json!({"execution_id": id, "outcome_state": state, "evidence_updated": true});
+    if !cut.is_empty() {
+        out["truncated"] = json!(cut);
+    }
+    ok(StatusCode::OK, out)
 }
 
 pub(super) async fn verify(

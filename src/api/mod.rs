@@ -303,12 +303,58 @@ async fn read_body(req: Request) -> ApiResult<Option<Value>> {
     }
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("invalid_json", "Request body is not valid UTF-8"))?;
-    serde_json::from_str(text).map(Some).map_err(|e| {
+    let v = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("Request body is not valid JSON ({e})"),
         )
-    })
+    })?;
+    if let Some(n) = wide_integer(text) {
+        return Err(ApiError::field(
+            "body",
+            format!("the integer {n} does not fit in 64 bits; send it as a string"),
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// The first integer literal of a JSON text that fits neither `i64` nor `u64` (it would be read
+/// as a float and change), if any.
+fn wide_integer(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if c == b'-' || c.is_ascii_digit() {
+            let start = i;
+            i += 1;
+            while i < b.len() && matches!(b[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                i += 1;
+            }
+            let token = &text[start..i];
+            let integral = !token.contains(['.', 'e', 'E']);
+            if integral && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                return Some(token);
+            }
+            continue;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A JSON body that must be an object.
@@ -418,6 +464,35 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wide_integer;
+
+    #[test]
+    fn wide_integers_are_found_outside_strings_only() {
+        assert_eq!(
+            wide_integer(r#"{"a": 100000000000000000000}"#),
+            Some("100000000000000000000")
+        );
+        assert_eq!(
+            wide_integer(r#"{"a": -9223372036854775809}"#),
+            Some("-9223372036854775809")
+        );
+        assert_eq!(
+            wide_integer(r#"{"a": 18446744073709551615, "b": -9223372036854775808}"#),
+            None
+        );
+        assert_eq!(
+            wide_integer(r#"{"a": "100000000000000000000", "b\"1": 1e400}"#),
+            None
+        );
+        assert_eq!(
+            wide_integer(r#"[1.5, 2e10, 100000000000000000000.0]"#),
+            None
+        );
+    }
 }
 
 /// An instant as ISO-8601 UTC with `Z`.

@@ -795,6 +795,9 @@ pub struct ExecutionFilter {
     pub has_evidence: Option<bool>,
     #[serde(default)]
     pub result_type: Option<String>,
+    /// `schedule`, `manual_fire` or `replay`.
+    #[serde(default)]
+    pub triggered_by: Option<String>,
     #[serde(default)]
     pub limit: Option<i64>,
     #[serde(default)]
@@ -868,6 +871,9 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
     }))
 }
 
+/// What can create an execution.
+pub const TRIGGERS: &[&str] = &["schedule", "manual_fire", "replay"];
+
 fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
     let mut sql =
         String::from(" FROM executions e JOIN cues c ON c.id = e.cue_id WHERE c.owner = ?");
@@ -920,6 +926,16 @@ fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<rusqlite:
         sql.push_str(" AND e.evidence_result_type = ?");
         args.push(rt.clone().into());
     }
+    if let Some(t) = &f.triggered_by {
+        if !TRIGGERS.contains(&t.as_str()) {
+            return Err(Error::invalid(
+                "triggered_by",
+                format!("{t:?} is not one of {}", TRIGGERS.join(", ")),
+            ));
+        }
+        sql.push_str(" AND e.triggered_by = ?");
+        args.push(t.clone().into());
+    }
     Ok((sql, args))
 }
 
@@ -961,7 +977,8 @@ pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
         .optional()?
         .ok_or_else(|| Error::ExecutionNotFound(id.to_string()))?;
     let mut stmt = conn.prepare(
-        "SELECT number, status, started_at, finished_at, duration_ms, error, error_type, traceback, http_status, claimed_by
+        "SELECT number, status, started_at, finished_at, duration_ms, error, error_type, traceback, http_status, claimed_by,
+                outcome
          FROM attempts WHERE execution_id = ?1 ORDER BY number",
     )?;
     let attempts = stmt
@@ -977,6 +994,7 @@ pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
                 "traceback": r.get::<_, Option<String>>(7)?,
                 "http_status": r.get::<_, Option<i64>>(8)?,
                 "claimed_by": r.get::<_, Option<String>>(9)?,
+                "outcome": parse_json(r.get(10)?),
             }))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1084,6 +1102,7 @@ pub fn delivered(
     }
     let error = a.error.as_deref().unwrap_or("delivery failed");
     if !a.gone && attempt - 1 < cue.max_attempts {
+        set_aside_outcome(conn, execution_id, attempt)?;
         let wait = backoff_ms(&cue.backoff_minutes, attempt).max(a.retry_after_ms.unwrap_or(0));
         let at = now + wait;
         conn.prepare_cached(
@@ -1102,6 +1121,44 @@ pub fn delivered(
     .execute(params![execution_id, error, a.http_status, a.response_body, now])?;
     finish_cue(conn, &cue, false, now)?;
     Ok(Finished::Done)
+}
+
+/// Moves an outcome reported during attempt `attempt` onto that attempt's record and clears it
+/// from the execution, because the delivery failed and will be retried: the retry's handler
+/// reports again (the article's receiver reports a failure, answers 500, and succeeds on the
+/// retry). Nothing is lost: the attempt log keeps the earlier report.
+fn set_aside_outcome(conn: &Connection, execution_id: &str, attempt: i64) -> Result<()> {
+    let sql = format!(
+        "SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id
+         WHERE e.id = ?1 AND e.outcome_recorded_at IS NOT NULL"
+    );
+    let Some(v) = conn
+        .prepare_cached(&sql)?
+        .query_row([execution_id], execution_json)
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let kept = json!({
+        "outcome": v.get("outcome"),
+        "outcome_state": v.get("outcome_state"),
+        "evidence": v.get("evidence"),
+    });
+    conn.execute(
+        "UPDATE attempts SET outcome = ?3 WHERE execution_id = ?1 AND number = ?2",
+        params![execution_id, attempt, kept.to_string()],
+    )?;
+    conn.execute(
+        "UPDATE executions SET outcome_success = NULL, outcome_result = NULL, outcome_error = NULL,
+            outcome_metadata = NULL, outcome_recorded_at = NULL,
+            outcome_state = CASE WHEN outcome_state = 'outcome_timeout' THEN outcome_state END,
+            evidence_external_id = NULL, evidence_result_url = NULL, evidence_result_ref = NULL,
+            evidence_result_type = NULL, evidence_summary = NULL, evidence_validation_state = NULL,
+            evidence_produced_at = NULL, evidence_artifacts = NULL, evidence_metadata = NULL
+         WHERE id = ?1",
+        [execution_id],
+    )?;
+    Ok(())
 }
 
 /// The cue's bookkeeping once one of its executions is final.

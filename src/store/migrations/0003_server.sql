@@ -25,3 +25,7 @@ ALTER TABLE executions ADD COLUMN response_body TEXT;
 
 -- Manual fires with an idempotency key are looked up by it.
 CREATE INDEX executions_fire_key ON executions (cue_id, idempotency_key) WHERE triggered_by = 'manual_fire';
+
+-- An outcome reported during an attempt whose delivery then failed and was retried: kept here,
+-- so the retry's own report can become the execution's outcome.
+ALTER TABLE attempts ADD COLUMN outcome TEXT;
