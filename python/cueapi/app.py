@@ -392,10 +392,14 @@ class App:
             raise ValidationError("port must be an int between 0 and 65535")
         if allow_register is None:
             allow_register = _is_loopback(host)
-        self.start()
+        if self._closed:
+            raise EngineClosedError("this App is closed")
+        # Serve first: that sets the outbound policy, which work recovered from the database
+        # must already follow when the engine starts dispatching it.
         bound_host, bound_port = self._engine.serve(
             host, port, allow_register=bool(allow_register), allow_private_targets=bool(allow_private_targets)
         )
+        self.start()
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         return f"http://{shown}:{bound_port}"
 
