@@ -48,9 +48,11 @@ run: develop
 # Benchmarks in their own venv, with a release build installed as a wheel: `maturin develop` would
 # write the extension into python/cueapi/, the tree the debug build in .venv imports from; a separate
 # CARGO_TARGET_DIR keeps cargo from waiting on (or invalidating) the debug build's target/.
-# BENCH_ARGS go to bench/run.py, e.g. `make bench BENCH_ARGS=--quick`.
+# BENCH_ARGS go to bench/run.py, e.g. `make bench BENCH_ARGS=--quick`. The server benchmarks drive
+# `cueapi serve` with wrk (a Debian package).
 bench:
 	@set -e; B="$(abspath .venv-bench)"; \
+	if ! command -v wrk >/dev/null; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; fi; \
 	export VIRTUAL_ENV="$$B" PATH="$$B/bin:$$PATH" CARGO_TARGET_DIR="$$B/target"; \
 	if [ ! -x "$$B/bin/python" ]; then $(PYTHON) -m venv "$$B"; printf '*\n' > "$$B/.gitignore"; fi; \
 	if [ ! -f "$$B/.installed" ]; then \

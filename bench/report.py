@@ -38,6 +38,30 @@ def _build_inputs() -> str:
     )
 
 
+def _build_kind() -> str:
+    """``release`` or ``debug``: whether the extension that ``cueapi`` imports carries debug info
+    (a ``maturin develop`` build does; the release wheel ``make bench`` builds does not)."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("cueapi._cueapi")
+        data = Path(spec.origin).read_bytes() if spec and spec.origin else b""
+    except (ImportError, OSError, ValueError):
+        return "?"
+    if not data:
+        return "?"
+    return "debug" if b".debug_info" in data else "release"
+
+
+def _wrk_version() -> str:
+    try:
+        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "not installed"
+    first = (out.stdout or out.stderr).splitlines()[:1]
+    return first[0].split(" Copyright")[0].strip() if first else "?"
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     try:
@@ -61,6 +85,8 @@ def machine() -> dict[str, Any]:
         "sqlite": __import__("sqlite3").sqlite_version,
         # The source the extension was built from: `make bench` records it just before building.
         "git": os.environ.get("CUEAPI_BENCH_BUILD") or _build_inputs(),
+        "build": _build_kind(),
+        "wrk": _wrk_version(),
     }
 
 
@@ -229,6 +255,290 @@ def _scale(by: dict[str, Any], n_ours: int | None) -> list[str]:
     return [t.text(), *notes]
 
 
+# -- cueapi serve vs the reference server -------------------------------------------------------------
+
+SERVER_PARTS = ("server-precision", "server-burst", "server-api")
+
+# The reference: the open-source CueAPI server (Python + PostgreSQL + Redis, a poller every 5 s),
+# measured by its authors' method on the same kind of 2-core machine with a loopback receiver. It
+# cannot run here (no PostgreSQL or Redis on this machine): these are quoted, not measured.
+REFERENCE = {
+    "lag_p50_ms": 3_900.0,
+    "lag_p99_ms": 5_000.0,
+    "burst_n": 1_000,
+    "burst_s": 56.6,
+    "create_per_s": 74.0,
+}
+TARGETS = {"lag_p99_ms": 10.0, "burst_per_s": 5_000.0, "create_per_s": 5_000.0, "outcome_per_s": 5_000.0}
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def _ok(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if r is None or "error" in r else r
+
+
+def _pair(a: Any, b: Any, digits: int = 1) -> str:
+    return "—" if a is None or b is None else f"{_num(a, digits)} / {_num(b, digits)}"
+
+
+def _cpu_note(cpu: dict[str, Any] | None) -> str:
+    """Who used the CPU over a measured span: % of one core (the machine has 2: 200% is all of it)."""
+    if not cpu:
+        return "—"
+    parts = []
+    for key, label in (("server", "server"), ("receiver", "receiver"), ("generator", "wrk")):
+        if key in cpu:
+            parts.append(f"{label} {cpu[key]['pct']:.0f}%")
+    threads = cpu.get("server_threads") or []
+    if threads:
+        inner = ", ".join(
+            f"{t['name']}{' x' + str(t['threads']) if t.get('threads', 1) > 1 else ''} {t['pct']:.0f}%"
+            for t in threads[:3]
+            if t["pct"] >= 1
+        )
+        if inner:
+            parts.append(f"(server threads: {inner})")
+    parts.append(f"machine {cpu['machine_busy_pct']:.0f}% of 200%")
+    return "; ".join(parts)
+
+
+def _server(results: dict[str, Any]) -> list[str]:
+    parts = results["parts"]
+    prec = _ok(parts.get("server-precision", {}).get("cueapi"))
+    burst = _ok(parts.get("server-burst", {}).get("cueapi"))
+    api = _ok(parts.get("server-api", {}).get("cueapi"))
+    ref = REFERENCE
+    ref_burst_rate = ref["burst_n"] / ref["burst_s"]
+    pa = _args(results, "server-precision") if "server-precision" in parts else {}
+    ba = _args(results, "server-burst") if "server-burst" in parts else {}
+    aa = _args(results, "server-api") if "server-api" in parts else {}
+    conns = (aa or ba).get("connections", 64)
+    rows: list[list[str]] = []
+
+    def row(label: str, ours: Any, reference: Any, target: str, met: bool | None, digits: int = 1) -> None:
+        o = ours if isinstance(ours, str) else _num(ours, digits)
+        r = reference if isinstance(reference, str) else _num(reference, digits)
+        rows.append([label, o, r, _ratio(ours, reference), target, _met(met)])
+
+    if "server-precision" in parts:
+        n_cues = pa.get("server_precision_cues")
+        lag = (lambda k: prec.get(k)) if prec else (lambda k: None)
+        p99 = lag("p99_ms")
+        row(
+            f"fire lag p50 (ms), {n_cues} webhook cues due each second",
+            lag("p50_ms"),
+            ref["lag_p50_ms"],
+            "",
+            None,
+            2,
+        )
+        row(
+            "fire lag p99 (ms)",
+            p99,
+            ref["lag_p99_ms"],
+            f"≤ {TARGETS['lag_p99_ms']:.0f}",
+            None if p99 is None else p99 <= TARGETS["lag_p99_ms"],
+            2,
+        )
+        row("fire lag max (ms)", lag("max_ms"), None, "", None, 2)
+        if prec:
+            miss, dup = prec["missing"], prec["duplicates"]
+            row(
+                "deliveries missing / duplicated",
+                f"{miss} / {dup} of {prec['expected']:,}",
+                "—",
+                "0 / 0",
+                miss == 0 and dup == 0,
+            )
+    if "server-burst" in parts:
+        n = ba.get("server_burst_n")
+        rate = burst.get("per_s") if burst else None
+        row(
+            f"burst: deliveries/s, {n:,} one-shots due the same second (due → last delivered and recorded)",
+            rate,
+            f"≈ {ref_burst_rate:.1f} ({ref['burst_n']:,} in {ref['burst_s']} s)",
+            f"≥ {TARGETS['burst_per_s']:,.0f}",
+            None if rate is None else rate >= TARGETS["burst_per_s"],
+            0,
+        )
+        rows[-1][3] = _ratio(rate, ref_burst_rate)
+        row(
+            f"burst: due → all {n:,} delivered and recorded (s)",
+            burst.get("done_s") if burst else None,
+            f"{ref['burst_s']} for {ref['burst_n']:,}",
+            "",
+            None,
+            2,
+        )
+        rows[-1][3] = "—"
+        if burst:
+            lost, dup = burst["lost"], burst["duplicated"]
+            row(
+                "burst: lost / duplicated",
+                f"{lost} / {dup}",
+                "—",
+                "0 / 0",
+                lost == 0 and dup == 0 and burst["complete"],
+            )
+        row("burst: server peak RSS (MB)", burst.get("peak_rss_mb") if burst else None, "—", "", None, 0)
+    if "server-api" in parts:
+        for key, label, reference, target in (
+            ("create", "cue creation", ref["create_per_s"], "create_per_s"),
+            ("outcome", "outcome reports", None, "outcome_per_s"),
+        ):
+            r = api.get(key) if api else None
+            rate = r.get("per_s") if r else None
+            row(
+                f"{label} (/s, {conns} connections)",
+                rate,
+                reference if reference is not None else "—",
+                f"≥ {TARGETS[target]:,.0f}",
+                None if rate is None else rate >= TARGETS[target],
+                0,
+            )
+            row(
+                f"{label} latency p50 / p99 (ms)",
+                _pair(r.get("p50_ms"), r.get("p99_ms"), 2) if r else None,
+                "—",
+                "",
+                None,
+            )
+        fire = api.get("fire") if api else None
+        row(
+            f"manual fire (/s, {conns} connections; makes the executions reported on)",
+            fire and fire.get("per_s"),
+            "—",
+            "",
+            None,
+            0,
+        )
+        row(
+            "manual fire latency p50 / p99 (ms)",
+            _pair(fire.get("p50_ms"), fire.get("p99_ms"), 2) if fire else None,
+            "—",
+            "",
+            None,
+        )
+
+    out = [
+        "### cueapi serve vs the reference server",
+        "",
+        "The reference is the open-source CueAPI server (Python + PostgreSQL + Redis, a poller every 5 s). "
+        "**Its figures are quoted, not measured here** (it needs PostgreSQL and Redis, which this machine "
+        "does not run): measured by its authors on the same kind of 2-core machine with a loopback "
+        "receiver. Ours are measured in this run over HTTP on loopback: the server "
+        "(`cueapi.App(db).serve('127.0.0.1', 0, allow_private_targets=True)`, a process of its own), the "
+        "webhook receiver (an asyncio Protocol HTTP/1.1 server with keep-alive answering "
+        '`200 {"ok": true}`, a process of its own) and the load generator (`wrk` with `bench/wrk.lua`, '
+        f"{conns} keep-alive connections) share the machine's 2 cores. Ratio = ours / reference (below 1 "
+        "is better for times, above 1 for rates).",
+        "",
+        "| figure | ours | reference | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
+    out += _server_details(parts, pa, ba, aa)
+    for key in SERVER_PARTS:
+        if key in parts:
+            out += _errors(key, parts[key])
+    return [*out, ""]
+
+
+def _server_details(
+    parts: dict[str, Any], pa: dict[str, Any], ba: dict[str, Any], aa: dict[str, Any]
+) -> list[str]:
+    prec = _ok(parts.get("server-precision", {}).get("cueapi"))
+    burst = _ok(parts.get("server-burst", {}).get("cueapi"))
+    api = _ok(parts.get("server-api", {}).get("cueapi"))
+    out: list[str] = []
+    if prec:
+        out += [
+            f'**Precision.** {pa["server_precision_cues"]} cues `{{"schedule": {{"type": "recurring", '
+            f'"cron": "* * * * * *"}}, "callback": {{"url": <receiver>}}}}` created over the API, '
+            f"then {pa['server_precision_seconds']} s measured after {pa['server_precision_warmup']} s of "
+            "warm-up. Lag = the instant the receiver had the whole request - `scheduled_for` of its body; "
+            f"{prec['deliveries']:,} deliveries measured (mean {_num(prec.get('mean_ms'), 2)} ms); every "
+            "delivery's signature checked (v1 and Standard Webhooks): "
+            f"{prec['checks'].get('bad_signatures', '?')} bad. Store afterwards: "
+            f"{prec['store']['statuses']}.",
+            "",
+        ]
+    if burst:
+        c, cr = burst["checks"], burst["create"]
+        out += [
+            f'**Burst.** {ba["server_burst_n"]:,} cues `{{"schedule": {{"type": "once", "at": <the same '
+            'second>}, "callback": ...}` created over the API first '
+            f"({_num(cr['per_s'], 0)}/s with wrk; the due second was set from a pilot of "
+            f"{burst['pilot']['requests']:,} creations to fall {_num(burst['due_lead_s'])} s after the "
+            "last). Timed from the due instant to the later of: the receiver's last arrival "
+            f"({_num(burst['last_arrival_s'], 2)} s) and the first poll of "
+            "`GET /v1/executions?status=success` "
+            f"that counted all {ba['server_burst_n']:,} ({_num(burst['recorded_seen_s'], 2)} s). First "
+            f"arrival {_num(burst['first_arrival_s'], 2)} s after due; arrivals alone "
+            f"{_num(burst['arrival_per_s'], 0)}/s. The receiver saw {c['received']:,} requests, "
+            f"{c['distinct_execution_ids']:,} distinct execution ids, {c['distinct_webhook_ids']:,} distinct "
+            f"`webhook-id`s, {c['retried_attempts']} retried attempts, {c.get('bad_signatures', '?')} bad "
+            "signatures. Store after the server closed (`sqlite3`, read-only): "
+            f"{burst['store']['statuses']}, "
+            f"at most {burst['store']['max_attempts']} attempt per execution. Server RSS "
+            f"{_num(burst['rss_before_mb'], 0)} MB before the burst, peak {_num(burst['peak_rss_mb'], 0)} MB "
+            f"during it (sampled every 10 ms), {_num(burst.get('server_vm_hwm_mb'), 0)} MB over the "
+            "process's life (`VmHWM`, creation included).",
+            "",
+        ]
+    if api:
+        out += [
+            f"**API.** Each figure is {aa['server_api_n']:,} requests over {aa['connections']} keep-alive "
+            f"connections (wrk, {aa['wrk_threads']} thread{'s' if aa['wrk_threads'] > 1 else ''}), the rate "
+            "being 2xx answers / (last answer - first request), latency wrk's (every request). Creation: "
+            "webhook cues (`recurring`, a yearly cron, a callback URL that the SSRF guard checks). Outcomes: "
+            f'`{{"success": true}}` on the pending executions of {aa["server_worker_cues"]} worker-transport '
+            "cues fired by hand (`POST /v1/cues/{id}/fire`), one report per execution.",
+            "",
+        ]
+    # What limits each figure.
+    lim = []
+
+    def add(label: str, r: dict[str, Any] | None, rate_key: str = "per_s") -> None:
+        if r:
+            rate = r.get(rate_key)
+            lim.append(f"| {label} | {_num(rate, 0) if rate else '—'} | {_cpu_note(r.get('cpu'))} |")
+
+    if burst:
+        add("wrk → receiver alone (the receiver's ceiling)", burst.get("receiver_ceiling"))
+    if api:
+        add("wrk → receiver alone (the generator's ceiling)", api.get("generator_ceiling"))
+    if prec:
+        lim.append(
+            f"| precision: the {pa['server_precision_seconds']} s measured | — "
+            f"| {_cpu_note(prec.get('cpu'))} |"
+        )
+    if burst:
+        add("burst: due → done", burst)
+        add("burst: creating its cues", burst.get("create"))
+    if api:
+        add("cue creation", api.get("create"))
+        add("manual fire", api.get("fire"))
+        add("outcome reports", api.get("outcome"))
+    if lim:
+        out += [
+            "What each figure used: CPU per process over its span, in % of one core (2 cores: 200% is the "
+            "whole machine, shared by server, receiver and generator), the server's busiest threads "
+            "(`cueapi-writer` is the store's single SQLite writer, `cueapi-rt` the tokio runtime that serves "
+            "HTTP and sends webhooks), and the whole machine's busy time (other processes included).",
+            "",
+            "| measurement | rate (/s) | CPU |",
+            "|---|---|---|",
+            *lim,
+            "",
+        ]
+    return out
+
+
 def _conditions(results: dict[str, Any]) -> list[str]:
     cpus = results["machine"].get("cpus") or 1
     rows = []
@@ -261,25 +571,75 @@ def _conditions(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _args(results: dict[str, Any], key: str) -> dict[str, Any]:
+    """The arguments of the run that measured part ``key`` (a part kept from an earlier run has
+    its own)."""
+    carried = results.get("carried", {}).get(key)
+    return carried["args"] if carried else results["args"]
+
+
+def _machine(results: dict[str, Any], key: str) -> dict[str, Any]:
+    carried = results.get("carried", {}).get(key)
+    return carried.get("machine", {}) if carried else results["machine"]
+
+
+def _versions(results: dict[str, Any]) -> list[str]:
+    """The peers' versions (from the run that measured them) and how the comparison is made."""
+    keys = list(results["parts"])
+    out = []
+    aps = next((k for k in keys if k not in SERVER_PARTS), None)
+    if aps is not None:
+        m, a = _machine(results, aps), _args(results, aps)
+        out.append(
+            f"APScheduler {m.get('apscheduler', '?')}, SQLAlchemy {m.get('sqlalchemy', '?')}, SQLite "
+            f"{m.get('sqlite', '?')} (Python's). {a.get('workers', '?')} handler threads for every system. "
+            "Each measurement ran in its own process; ratio columns are cueapi / peer (below 1 is better "
+            "for times, RSS and CPU; above 1 is better for rates)."
+        )
+    srv = next((k for k in keys if k in SERVER_PARTS), None)
+    if srv is not None:
+        out.append(f"Load generator: {_machine(results, srv).get('wrk', '?')}.")
+    return out
+
+
+def _carried(results: dict[str, Any]) -> list[str]:
+    carried = results.get("carried") or {}
+    if not carried:
+        return []
+    by_run: dict[tuple[str, str], list[str]] = {}
+    for key, c in carried.items():
+        by_run.setdefault((c["command"], c["started"]), []).append(key)
+    lines = []
+    for (command, started), keys in by_run.items():
+        c = carried[keys[0]]
+        lines.append(
+            f"Kept from an earlier run (not re-measured by the command above): **{', '.join(keys)}** — "
+            f"`{command}`, run {started} → {c.get('finished')}, cueapi {c.get('build') or 'release'} "
+            f"build at git {c.get('git')}."
+        )
+    return [*lines, ""]
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     a = results["args"]
+    measured = [k for k in results["parts"] if k not in (results.get("carried") or {})]
     out = [
         BEGIN,
         "",
         f"Command: `{results['command']}` (from the repository root; `make bench` builds the release "
-        "extension into `.venv-bench` and runs it).",
+        "extension into `.venv-bench` and runs it). Measured by it: "
+        f"{', '.join(measured) or 'nothing'}.",
         "",
+        *_carried(results),
         f"Run {results['started']} → {results['finished']} on **{m['cpus']} cores** ({m['cpu']}), "
-        f"{m['memory_gb']} GB RAM, {m['os']}; Python {m['python']}, cueapi {m['cueapi']} (release build, "
-        f"git {m['git']}), APScheduler {m['apscheduler']}, SQLAlchemy {m['sqlalchemy']}, "
-        f"SQLite {m['sqlite']} (Python's). "
-        f"{a['workers']} handler threads for every system. Each measurement ran in its own process; ratio "
-        "columns are cueapi / peer (below 1 is better for times, RSS and CPU; above 1 is better for rates).",
+        f"{m['memory_gb']} GB RAM, {m['os']}; Python {m['python']}, cueapi {m['cueapi']} "
+        f"(**{m.get('build', 'release')} build**, git {m['git']}), " + " ".join(_versions(results)),
         "",
     ]
     parts = results["parts"]
     if "precision" in parts:
+        a = _args(results, "precision")
         out += [
             "### 1. Fire precision",
             "",
@@ -299,6 +659,7 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     if "precision-spread" in parts:
+        a = _args(results, "precision-spread")
         out += [
             "**Spread**: every job on a 1 s interval started at its own offset, "
             f"{1000 / a['precision_jobs']:.0f} ms apart (cueapi `@app.cue(every='1s', name=...)` declared "
@@ -310,6 +671,7 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     if "throughput" in parts:
+        a = _args(results, "throughput")
         out += [
             "### 2. Throughput",
             "",
@@ -324,6 +686,7 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     if "scale" in parts:
+        a = _args(results, "scale")
         out += [
             "### 3. Scale",
             "",
@@ -338,6 +701,8 @@ def render(results: dict[str, Any]) -> str:
             *_errors("scale", parts["scale"]),
             "",
         ]
+    if any(k in parts for k in SERVER_PARTS):
+        out += _server(results)
     out += ["### Conditions", "", *_conditions(results), "", END]
     return "\n".join(out)
 

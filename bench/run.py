@@ -28,11 +28,16 @@ import report
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("cueapi", "aps-memory", "aps-sqlalchemy")
 PARTS = ("precision", "throughput", "scale")
+SERVER_PARTS = ("server-precision", "server-burst", "server-api")  # cueapi serve only (bench/server.py)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of %(default)s")
+    ap.add_argument(
+        "--parts",
+        default=",".join(PARTS + SERVER_PARTS),
+        help=f"comma-separated, of {', '.join(PARTS + SERVER_PARTS)} (default: %(default)s)",
+    )
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of %(default)s")
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the figures")
     ap.add_argument("--workers", type=int, default=8, help="handler threads, both systems (cueapi's default)")
@@ -53,22 +58,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--chunk", type=int, default=10_000, help="cues per create_cues call")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds after the first tick before that")
+    ap.add_argument("--server-precision-cues", type=int, default=50, help="webhook cues, each every second")
+    ap.add_argument("--server-precision-seconds", type=int, default=20, help="seconds of deliveries measured")
+    ap.add_argument("--server-precision-warmup", type=int, default=2, help="seconds ignored after creation")
+    ap.add_argument("--server-burst-n", type=int, default=10_000, help="one-shot webhook cues due together")
+    ap.add_argument("--server-api-n", type=int, default=50_000, help="requests per measured API call")
+    ap.add_argument("--server-worker-cues", type=int, default=100, help="worker cues the fires go to")
+    ap.add_argument("--server-ceiling-n", type=int, default=60_000, help="requests of the wrk → receiver run")
+    ap.add_argument("--connections", type=int, default=64, help="wrk's keep-alive connections")
+    ap.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads")
     ap.add_argument("--timeout", type=float, default=900.0, help="limit for any one wait, seconds")
     ap.add_argument("--tmpdir", help="where the temporary databases go (default: the system's)")
     ap.add_argument("--out", help="Markdown results (default: bench/RESULTS.md; with --quick, a temp file)")
     ap.add_argument(
         "--render", metavar="RESULTS_JSON", help="measure nothing: rewrite --out from saved results"
     )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="keep no part from the results already beside --out (default: parts not measured now are "
+        "kept, marked with the run that measured them)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.precision_jobs, args.precision_seconds, args.precision_warmup = 10, 2, 0
         args.throughput_n, args.scale_n, args.scale_sql_n = 500, 10_000, 500
         args.chunk, args.idle, args.settle, args.timeout = 5_000, 1.0, 0.5, 120.0
+        args.server_precision_cues, args.server_precision_seconds, args.server_precision_warmup = 10, 3, 1
+        args.server_burst_n, args.server_api_n, args.server_ceiling_n = 500, 1_000, 5_000
+        args.server_worker_cues = 10
     args.scale_memory_n = args.scale_memory_n or args.scale_n
     args.parts = [p for p in args.parts.split(",") if p]
     args.systems = [s for s in args.systems.split(",") if s]
     for p in args.parts:
-        if p not in PARTS:
+        if p not in PARTS + SERVER_PARTS:
             ap.error(f"unknown part {p!r}")
     for s in args.systems:
         if s not in SYSTEMS:
@@ -110,10 +133,12 @@ def _busy_cpu_s() -> float:
     )
 
 
-def run_worker(part: str, system: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / "workers.py"), part, system, json.dumps(params)]
+def run_worker(
+    part: str, system: str, params: dict[str, Any], timeout: float, script: str = "workers.py"
+) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / script), part, system, json.dumps(params)]
     before = load_snapshot()
-    print(f"  {part:<13} {system:<15}", end="", flush=True)
+    print(f"  {part:<16} {system:<15}", end="", flush=True)
     t0, busy0, mine0 = time.time(), _busy_cpu_s(), os.times()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -151,6 +176,31 @@ def scale_hours() -> list[int]:
     now = datetime.now(timezone.utc).hour
     near = {(now + k) % 24 for k in range(-1, 4)}
     return [h for h in range(24) if h not in near]
+
+
+def carry_over(results: dict[str, Any], old: dict[str, Any]) -> None:
+    """Keeps the parts of ``old`` that this run did not measure, each with the run it came from,
+    so that measuring some parts does not erase the others from RESULTS.md."""
+    kept = {k: v for k, v in old.get("parts", {}).items() if k not in results["parts"]}
+    if not kept:
+        return
+    carried = results.setdefault("carried", {})
+    for key in kept:
+        origin = old.get("carried", {}).get(key) or {
+            "command": old.get("command"),
+            "started": old.get("started"),
+            "finished": old.get("finished"),
+            "git": old.get("machine", {}).get("git"),
+            "build": old.get("machine", {}).get("build", "release"),
+            "args": old.get("args", {}),
+            "machine": old.get("machine", {}),
+        }
+        carried[key] = origin
+    order = ["precision", "precision-spread", "throughput", "scale", *SERVER_PARTS]
+    merged = {**kept, **results["parts"]}
+    results["parts"] = {
+        k: merged[k] for k in sorted(merged, key=lambda k: order.index(k) if k in order else 99)
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -223,11 +273,35 @@ def main(argv: list[str]) -> int:
             for suffix in ("", "-wal", "-shm"):  # a million rows: free the disk before the next system
                 Path(params["db"] + suffix).unlink(missing_ok=True)
         results["parts"]["scale"] = scale
+    server_common = {
+        "connections": args.connections,
+        "wrk_threads": args.wrk_threads,
+        "ceiling_n": args.server_ceiling_n,
+        "timeout": args.timeout,
+    }
+    server_params = {
+        "server-precision": {
+            "cues": args.server_precision_cues,
+            "seconds": args.server_precision_seconds,
+            "warmup": args.server_precision_warmup,
+        },
+        "server-burst": {"n": args.server_burst_n, "pilot_n": max(200, args.server_burst_n // 20)},
+        "server-api": {"n": args.server_api_n, "worker_cues": args.server_worker_cues},
+    }
+    for part in SERVER_PARTS:
+        if part in args.parts and "cueapi" in args.systems:
+            params = {**server_common, **server_params[part], "db": db(part, "cueapi")}
+            results["parts"][part] = {
+                "cueapi": run_worker(part, "cueapi", params, 3 * args.timeout, script="server.py")
+            }
 
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(args.out) if args.out else (base / "RESULTS.md" if args.quick else HERE / "RESULTS.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_name(out.stem.replace("RESULTS", "results") + ".json").write_text(json.dumps(results, indent=2))
+    saved = out.with_name(out.stem.replace("RESULTS", "results") + ".json")
+    if not args.fresh and saved.exists():
+        carry_over(results, json.loads(saved.read_text()))
+    saved.write_text(json.dumps(results, indent=2))
     report.write(out, results)
     print(f"results: {out}")
     errors = [

@@ -1,0 +1,919 @@
+"""The server benchmarks: `cueapi serve` over HTTP, in the shape of the reference server's figures.
+
+    python bench/server.py serve DB                 # the server: prints "URL <base>"; "stop" ends it
+    python bench/server.py receive                  # the webhook receiver: prints "PORT <n>"
+    python bench/server.py PART cueapi PARAMS_JSON  # one measurement (bench/run.py starts it)
+
+PART is ``server-precision``, ``server-burst`` or ``server-api``; the last line on stdout is
+``RESULT <json>``. A measurement is an orchestrator that starts three kinds of process and shares
+no interpreter with any of them: the server (``serve``: ``cueapi.App(db).serve(...)``), the
+receiver (``receive``: an asyncio Protocol HTTP/1.1 server with keep-alive that answers
+``200 {"ok": true}`` and notes when each request arrived) and the load generator (``wrk`` with
+``bench/wrk.lua``: 64 keep-alive connections). The orchestrator itself only polls (a few requests
+per second at most) and reads CPU counters. Every wait is bounded; the processes it started are
+stopped by their own pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import math
+import os
+import queue
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+WRK_LUA = HERE / "wrk.lua"
+UTC = timezone.utc
+
+# -- the server process ------------------------------------------------------------------------------
+
+
+def serve_main(db: str) -> None:
+    import cueapi
+
+    app = cueapi.App(db)
+    url = app.serve("127.0.0.1", 0, allow_private_targets=True)
+    print("URL", url, flush=True)
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+    app.close()
+    print("CLOSED", flush=True)
+    os._exit(0)
+
+
+# -- the receiver process ----------------------------------------------------------------------------
+
+RESPONSE = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}'
+RECORDS: list[tuple[float, bytes, bytes]] = []  # (arrival, request head, body)
+
+
+class Hook(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive (and pipelining): every complete request is noted with the time
+    its last bytes arrived and answered at once."""
+
+    def __init__(self) -> None:
+        self.tr: Any = None
+        self.buf = b""
+
+    def connection_made(self, transport: Any) -> None:
+        self.tr = transport
+
+    def data_received(self, data: bytes) -> None:
+        t = time.time()
+        buf = self.buf + data if self.buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = buf[:end]
+            low = head.lower()
+            i = low.find(b"content-length:")
+            n = 0
+            if i >= 0:
+                j = low.find(b"\r\n", i)
+                n = int(low[i + 15 : j if j >= 0 else None])
+            total = end + 4 + n
+            if len(buf) < total:
+                break
+            RECORDS.append((t, head, buf[end + 4 : total]))
+            buf = buf[total:]
+            self.tr.write(RESPONSE)
+        self.buf = buf
+
+
+KEPT_HEADERS = (
+    "x-cueapi-signature",
+    "x-cueapi-timestamp",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+)
+
+
+def _dump(path: str) -> int:
+    with open(path, "w") as f:
+        for t, head, body in RECORDS:
+            headers = {}
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                name = k.strip().lower().decode("latin-1")
+                if name in KEPT_HEADERS:
+                    headers[name] = v.strip().decode("latin-1")
+            f.write(json.dumps({"t": t, "headers": headers, "body": body.decode("utf-8", "replace")}) + "\n")
+    return len(RECORDS)
+
+
+def receive_main() -> None:
+    """Commands, one a line on stdin: ``count`` (answers ``COUNT n last_arrival``), ``dump PATH``
+    (the requests as JSON lines; ``DUMPED n``), ``reset`` (forgets them; ``RESET``). EOF ends it."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Hook, "127.0.0.1", 0, backlog=4096)
+        print("PORT", server.sockets[0].getsockname()[1], flush=True)
+        finished = loop.create_future()
+
+        def command() -> None:
+            line = sys.stdin.readline()
+            if not line:
+                loop.remove_reader(sys.stdin.fileno())
+                finished.set_result(None)
+                return
+            cmd, _, arg = line.strip().partition(" ")
+            if cmd == "count":
+                last = RECORDS[-1][0] if RECORDS else 0.0
+                print(f"COUNT {len(RECORDS)} {last:.6f}", flush=True)
+            elif cmd == "dump":
+                print(f"DUMPED {_dump(arg)}", flush=True)
+            elif cmd == "reset":
+                RECORDS.clear()
+                print("RESET", flush=True)
+
+        loop.add_reader(sys.stdin.fileno(), command)
+        await finished
+        server.close()
+
+    asyncio.run(main())
+    os._exit(0)
+
+
+# -- the orchestrator: processes ----------------------------------------------------------------------
+
+
+def emit(result: dict[str, Any]) -> None:
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sleep_until(ts: float) -> None:
+    while (left := ts - time.time()) > 0:
+        time.sleep(min(left, 0.5))
+
+
+class Child:
+    """A process of ours with its stdout read line by line on a thread (so every read can time out)."""
+
+    def __init__(self, cmd: list[str], stderr_path: Path, name: str) -> None:
+        self.name = name
+        self.stderr_path = stderr_path
+        self._err = open(stderr_path, "w")  # noqa: SIM115 (closed in wait)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True, bufsize=1
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        """The next line starting with ``prefix`` (others are skipped), less the prefix."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(
+                    f"{self.name}: no {prefix!r} within {timeout:.0f} s{self.tail()}"
+                ) from None
+            if line is None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.wait()}){self.tail()}")
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def tail(self) -> str:
+        self._err.flush()
+        text = self.stderr_path.read_text(errors="replace").strip()
+        return f": {text[-1500:]}" if text else ""
+
+    def wait(self, timeout: float) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+        finally:
+            self._err.close()
+
+
+class Server(Child):
+    def __init__(self, db: str, tmp: Path) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "serve", db]
+        super().__init__(cmd, tmp / "server.stderr", "server")
+        self.db = db
+        self.url = self.expect("URL ", 60)
+        u = urlsplit(self.url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.ps = _psutil().Process(self.proc.pid)
+        self.conn: http.client.HTTPConnection | None = None
+
+    def call(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
+        """One request from the orchestrator (setup and polling, never the measured load)."""
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        data = None if body is None else json.dumps(body)
+        for tries in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            try:
+                self.conn.request(method, path, data, headers)
+                resp = self.conn.getresponse()
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if tries == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def register(self) -> tuple[str, str]:
+        status, user = self.call("POST", "/v1/auth/register", {"email": "bench@example.com"})
+        if status != 201:
+            raise RuntimeError(f"register answered {status}: {user}")
+        return user["api_key"], user["webhook_secret"]
+
+    def stop(self) -> dict[str, Any]:
+        """Stops the server (the App closes its database) and says how it went."""
+        if self.conn is not None:
+            self.conn.close()
+        t0 = time.time()
+        self.send("stop")
+        out: dict[str, Any] = {}
+        try:
+            self.expect("CLOSED", 120)
+        except RuntimeError as exc:
+            out["stop_error"] = str(exc)
+        out["close_s"] = time.time() - t0
+        out["exit_code"] = self.wait(30)
+        return out
+
+
+class Receiver(Child):
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(
+            [sys.executable, str(Path(__file__).resolve()), "receive"], tmp / "receiver.stderr", "receiver"
+        )
+        self.port = int(self.expect("PORT ", 30))
+        self.tmp = tmp
+        self.ps = _psutil().Process(self.proc.pid)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def count(self) -> tuple[int, float]:
+        self.send("count")
+        n, last = self.expect("COUNT ", 30).split()
+        return int(n), float(last)
+
+    def records(self) -> list[dict[str, Any]]:
+        path = self.tmp / "received.jsonl"
+        self.send(f"dump {path}")
+        self.expect("DUMPED ", 300)
+        with open(path) as f:
+            out = [json.loads(line) for line in f]
+        path.unlink()
+        return out
+
+    def reset(self) -> None:
+        self.send("reset")
+        self.expect("RESET", 30)
+
+
+def _psutil() -> Any:
+    import psutil
+
+    return psutil
+
+
+# -- the orchestrator: CPU accounting ----------------------------------------------------------------
+
+
+def _thread_names(pid: int) -> dict[int, str]:
+    names = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                names[int(tid)] = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+    return names
+
+
+class CpuWatch:
+    """CPU time over a phase: per process, per thread of the server, the load generator's (wrk's
+    rusage, as a child of this process), and the machine's busy time. ``pct`` is of one core."""
+
+    def __init__(self, procs: dict[str, Any], server: Server | None) -> None:
+        self.procs, self.server = procs, server
+        psutil = _psutil()
+        self.t0 = time.time()
+        self.before = {k: self._cpu(p) for k, p in procs.items()}
+        self.threads0 = self._threads()
+        self.machine0 = psutil.cpu_times()
+        self.children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    @staticmethod
+    def _cpu(p: Any) -> float:
+        try:
+            t = p.cpu_times()
+            return float(t.user + t.system)
+        except Exception:  # the process is gone: counted as nothing more
+            return math.nan
+
+    def _threads(self) -> dict[int, float]:
+        if self.server is None:
+            return {}
+        try:
+            return {t.id: t.user_time + t.system_time for t in self.server.ps.threads()}
+        except Exception:
+            return {}
+
+    def stop(self, span: float | None = None) -> dict[str, Any]:
+        """CPU seconds since the start; percentages over ``span`` seconds (default: since the
+        start), except the machine's, which is always over the whole watch."""
+        psutil = _psutil()
+        life = max(time.time() - self.t0, 1e-6)
+        span = max(span if span is not None else life, 1e-6)
+        out: dict[str, Any] = {"wall_s": span}
+
+        def entry(cpu: float) -> dict[str, float]:
+            return {"cpu_s": cpu, "pct": 100 * cpu / span}
+
+        for k, p in self.procs.items():
+            out[k] = entry(self._cpu(p) - self.before[k])
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        gen = (ch.ru_utime - self.children0.ru_utime) + (ch.ru_stime - self.children0.ru_stime)
+        if gen > 0:
+            out["generator"] = entry(gen)
+        m0, m1 = self.machine0, psutil.cpu_times()
+        idle = (m1.idle - m0.idle) + (getattr(m1, "iowait", 0) - getattr(m0, "iowait", 0))
+        busy = (sum(m1) - sum(m0)) - idle - (getattr(m1, "guest", 0) - getattr(m0, "guest", 0))
+        out["machine_busy_pct"] = 100 * busy / life  # of one core: 200 = both cores busy
+        if self.server is not None:
+            names = _thread_names(self.server.proc.pid)
+            per: dict[str, float] = {}
+            count: dict[str, int] = {}
+            for tid, t in self._threads().items():
+                name = names.get(tid, "?")
+                per[name] = per.get(name, 0.0) + t - self.threads0.get(tid, 0.0)
+                count[name] = count.get(name, 0) + 1
+            top = sorted(per.items(), key=lambda kv: -kv[1])[:5]
+            out["server_threads"] = [{"name": n, "threads": count[n], **entry(c)} for n, c in top if c > 0]
+        return out
+
+
+# -- the orchestrator: wrk -------------------------------------------------------------------------------
+
+
+def wrk(
+    url: str,
+    method: str,
+    path: str,
+    body: str = "",
+    *,
+    key: str | None = None,
+    limit: int = 0,
+    ids: list[str] | None = None,
+    capture: str | None = None,
+    tag: str = "r",
+    p: dict[str, Any],
+    watch: dict[str, Any],
+    server: Server | None,
+    tmp: Path,
+) -> dict[str, Any]:
+    """Sends ``limit`` requests in all (split over wrk's threads; with ``ids``, one per id) over
+    ``p['connections']`` keep-alive connections and returns the rate, latencies and CPU. With
+    ``capture``, the values it matched in 2xx bodies are in ``captured``."""
+    threads = p["wrk_threads"]
+    ids_file = "-"
+    if ids is not None:
+        ids_file = str(tmp / f"ids-{tag}.txt")
+        Path(ids_file).write_text("\n".join(ids) + "\n")
+        limit = len(ids)
+    per_thread = 0 if ids is not None else math.ceil(limit / threads)
+    prefix = str(tmp / f"captured-{tag}-")
+    cmd = ["wrk", "-t", str(threads), "-c", str(p["connections"]), "-d", f"{int(p['timeout'])}s"]
+    cmd += ["--timeout", "30s", "-s", str(WRK_LUA), url.rstrip("/"), "--"]
+    cmd += [method, path, body, key or "-", str(per_thread), ids_file, str(threads)]
+    cmd += [capture or "-", prefix, tag]
+    cpu = CpuWatch(watch, server)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    err_lines: list[str] = []
+    threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True).start()
+    done = 0
+    summary: dict[str, Any] | None = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("DONE "):
+            done += 1
+            if done == threads:
+                proc.send_signal(signal.SIGINT)  # wrk sleeps for -d otherwise
+        elif line.startswith("WRK "):
+            summary = json.loads(line[4:])
+    proc.wait()
+    if summary is None:
+        raise RuntimeError(f"wrk gave no summary (exit {proc.returncode}): {''.join(err_lines)[-1500:]}")
+    th = summary["threads"]
+    first = min(t["first"] for t in th if t["first"] > 0)
+    last = max(t["last"] for t in th)
+    ok = sum(t["ok"] for t in th)
+    got = sum(t["got"] for t in th)
+    wall = max(last - first, 1e-6)
+    # CPU over wrk's life (a few ms more than the span measured), as a share of the span.
+    usage = cpu.stop(wall)
+    if got > sum(t["sent"] for t in th):
+        raise RuntimeError("wrk sent requests the script did not count (see request() in wrk.lua)")
+    lat = summary["latency_us"]
+    out: dict[str, Any] = {
+        "requests": got,
+        "ok": ok,
+        "non_2xx": got - ok,
+        "socket_errors": {k: v for k, v in summary["errors"].items() if k != "status" and v},
+        "seconds": wall,
+        "per_s": ok / wall,
+        "p50_ms": lat["p50"] / 1000,
+        "p90_ms": lat["p90"] / 1000,
+        "p99_ms": lat["p99"] / 1000,
+        "max_ms": lat["max"] / 1000,
+        "mean_ms": lat["mean"] / 1000,
+        "connections": p["connections"],
+        "wrk_threads": threads,
+        "cpu": usage,
+        "complete": got >= limit if limit else True,
+    }
+    if err_lines:
+        out["wrk_stderr"] = "".join(err_lines)[-600:]
+    if capture:
+        captured: list[str] = []
+        for i in range(threads):
+            f = Path(prefix + str(i))
+            if f.exists():
+                captured += f.read_text().split()
+                f.unlink()
+        out["captured"] = captured
+    return out
+
+
+def webhook_like_body() -> str:
+    """A request body the size and shape of a delivery, for the receiver's ceiling."""
+    return json.dumps(
+        {
+            "attempt": 1,
+            "cue_id": "cue_01m8hfd78f7zwnr691gvek2zr8",
+            "execution_id": "exec_01m8hfd78jkcnkcq0vcdtx9vy4",
+            "name": "{NAME}",
+            "payload": {"i": 1, "task": "bench"},
+            "scheduled_for": "2026-11-28T17:00:05+00:00",
+        },
+        sort_keys=True,
+    )
+
+
+def ceiling(receiver: Receiver, p: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """wrk against the receiver alone: the receiver's rate with this generator, the generator's
+    rate with this receiver (whichever is at 100% of a core is the limit), with the same script,
+    connections and a delivery-sized body."""
+    r = wrk(
+        f"http://127.0.0.1:{receiver.port}",
+        "POST",
+        "/hook",
+        webhook_like_body(),
+        limit=p["ceiling_n"],
+        tag="ceiling",
+        p=p,
+        watch={"receiver": receiver.ps},
+        server=None,
+        tmp=tmp,
+    )
+    n, _ = receiver.count()
+    r["receiver_counted"] = n
+    receiver.reset()
+    return r
+
+
+# -- the orchestrator: results ---------------------------------------------------------------------------
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 / p99 (nearest rank), max and mean, in milliseconds."""
+    xs = sorted(values)
+    if not xs:
+        return {}
+
+    def rank(q: float) -> float:
+        return xs[max(0, math.ceil(q * len(xs)) - 1)] * 1000
+
+    return {
+        "p50_ms": rank(0.5),
+        "p99_ms": rank(0.99),
+        "max_ms": xs[-1] * 1000,
+        "mean_ms": 1000 * sum(xs) / len(xs),
+    }
+
+
+def store_counts(db: str, names_like: str | None = None) -> dict[str, Any]:
+    """Executions by status, read with Python's sqlite3 once the server process has ended (never
+    while an engine in *this* process has the file open; here no engine runs in this process)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        where, args = "", ()
+        if names_like:
+            where, args = " WHERE c.name LIKE ?", (names_like,)
+        joined = f"FROM executions e JOIN cues c ON c.id = e.cue_id{where}"
+        q = f"SELECT e.status, count(*), count(DISTINCT e.id) {joined} GROUP BY e.status"
+        rows = conn.execute(q, args).fetchall()
+        out: dict[str, Any] = {"statuses": {s: n for s, n, _ in rows}}
+        q = f"SELECT count(*), coalesce(max(e.attempts), 0) {joined}"
+        n, max_attempts = conn.execute(q, args).fetchone()
+        out["executions"], out["max_attempts"] = n, max_attempts
+        return out
+    finally:
+        conn.close()
+
+
+def parse_deliveries(
+    records: list[dict[str, Any]], secret: str | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The deliveries' bodies and what the receiver saw: duplicates, distinct ids, signatures."""
+    from cueapi.webhooks import verify_standard_webhook, verify_webhook
+
+    out = []
+    bad_sig = 0
+    for r in records:
+        b = json.loads(r["body"])
+        h = r["headers"]
+        if secret is not None:
+            v1 = verify_webhook(r["body"], h.get("x-cueapi-signature"), secret, h.get("x-cueapi-timestamp"))
+            std = verify_standard_webhook(
+                r["body"],
+                h.get("webhook-id", ""),
+                h.get("webhook-timestamp", ""),
+                h.get("webhook-signature", ""),
+                secret,
+            )
+            bad_sig += not (v1 and std)
+        out.append(
+            {
+                "t": r["t"],
+                "execution_id": b["execution_id"],
+                "scheduled": datetime.fromisoformat(b["scheduled_for"]).timestamp(),
+                "attempt": b["attempt"],
+                "webhook_id": h.get("webhook-id"),
+            }
+        )
+    ids = [d["execution_id"] for d in out]
+    wids = [d["webhook_id"] for d in out]
+    check = {
+        "received": len(out),
+        "distinct_execution_ids": len(set(ids)),
+        "duplicate_deliveries": len(ids) - len(set(ids)),
+        "distinct_webhook_ids": len(set(wids) - {None}),
+        "missing_webhook_id": sum(w is None for w in wids),
+        "retried_attempts": sum(d["attempt"] != 1 for d in out),
+    }
+    if secret is not None:
+        check["bad_signatures"] = bad_sig
+    return out, check
+
+
+def create_cues(
+    server: Server,
+    key: str,
+    spec: dict[str, Any],
+    n: int,
+    tag: str,
+    p: dict[str, Any],
+    tmp: Path,
+    watch: dict[str, Any],
+) -> dict[str, Any]:
+    """``n`` cues created over HTTP by wrk (unique names ``tag-thread-i``), ``spec`` being the JSON
+    body without its name."""
+    body = json.dumps({"name": "{NAME}", **spec})
+    return wrk(
+        server.url,
+        "POST",
+        "/v1/cues",
+        body,
+        key=key,
+        limit=n,
+        tag=tag,
+        p=p,
+        watch=watch,
+        server=server,
+        tmp=tmp,
+    )
+
+
+def _strip(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in r.items() if k != "captured"}
+
+
+def _setup(p: dict[str, Any]) -> tuple[Path, Receiver, Server]:
+    tmp = Path(tempfile.mkdtemp(prefix="work-", dir=os.path.dirname(p["db"])))
+    receiver = Receiver(tmp)
+    server = Server(p["db"], tmp)
+    return tmp, receiver, server
+
+
+def _finish(out: dict[str, Any], receiver: Receiver, server: Server) -> None:
+    out["server_stop"] = server.stop()
+    receiver.wait(10)
+
+
+# -- 1. fire precision over HTTP ------------------------------------------------------------------------
+
+
+def server_precision(p: dict[str, Any]) -> None:
+    """``cues`` webhook cues on an every-second cron (6 fields, the 6th is seconds), all due at the
+    same instant each second; lag = the receiver's arrival time - ``scheduled_for`` of the body."""
+    cues, seconds, warmup = p["cues"], p["seconds"], p["warmup"]
+    _, receiver, server = _setup(p)
+    key, secret = server.register()
+    out: dict[str, Any] = {"cues": cues, "seconds": seconds, "warmup": warmup}
+    t0 = time.time()
+    for i in range(cues):
+        spec = {
+            "name": f"p{i}",
+            "schedule": {"type": "recurring", "cron": "* * * * * *"},
+            "callback": {"url": receiver.url},
+            "payload": {"i": i},
+        }
+        status, body = server.call("POST", "/v1/cues", spec, key)
+        if status != 201:
+            raise RuntimeError(f"creating a cue answered {status}: {body}")
+    out["create_s"] = time.time() - t0
+    first = math.floor(time.time()) + 1 + warmup
+    last = first + seconds - 1
+    sleep_until(first)
+    cpu = CpuWatch({"server": server.ps, "receiver": receiver.ps}, server)
+    sleep_until(last + 1)
+    out["cpu"] = cpu.stop()
+    sleep_until(last + 2.2)  # a late delivery is still seen; one that never comes is missing
+    deliveries, check = parse_deliveries(receiver.records(), secret)
+    out["server_rss_mb"] = server.ps.memory_info().rss / 2**20
+    _finish(out, receiver, server)
+    window = [d for d in deliveries if first <= d["scheduled"] < last + 1]
+    lags = [d["t"] - d["scheduled"] for d in window]
+    expected = cues * seconds
+    out.update(
+        {
+            "deliveries": len(window),
+            "expected": expected,
+            "missing": expected - len({(d["execution_id"]) for d in window}),
+            "duplicates": len(window) - len({d["execution_id"] for d in window}),
+            "checks": check,
+        }
+    )
+    out.update(percentiles(lags))
+    out["store"] = store_counts(p["db"])
+    emit(out)
+
+
+# -- 2. a burst of one-shots due at the same second ----------------------------------------------------
+
+
+def _rss_sampler(server: Server, stop: threading.Event, peak: list[float]) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            peak[0] = max(peak[0], server.ps.memory_info().rss)
+        stop.wait(0.01)
+
+
+def _vm_hwm_mb(pid: int) -> float | None:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def server_burst(p: dict[str, Any]) -> None:
+    n, timeout = p["n"], p["timeout"]
+    tmp, receiver, server = _setup(p)
+    key, secret = server.register()
+    out: dict[str, Any] = {"n": n}
+    out["receiver_ceiling"] = ceiling(receiver, p, tmp)
+    watch = {"server": server.ps}
+    callback = {"url": receiver.url}
+    # Pilot: how fast cues are created, so that the burst is due only after all of it exists.
+    pilot_n = p["pilot_n"]
+    far = iso(time.time() + 30 * 86400)
+    pilot = create_cues(
+        server,
+        key,
+        {"schedule": {"type": "once", "at": far}, "callback": callback},
+        pilot_n,
+        "pilot",
+        p,
+        tmp,
+        watch,
+    )
+    rate = max(pilot["per_s"], 1.0)
+    due = math.ceil(time.time() + 3 + 1.5 * n / rate)
+    spec = {"schedule": {"type": "once", "at": iso(due)}, "callback": callback, "payload": {"burst": True}}
+    created = create_cues(server, key, spec, n, "b", p, tmp, watch)
+    out["pilot"] = _strip(pilot)
+    out["create"] = _strip(created)
+    ready = time.time()
+    out["due_lead_s"] = due - ready
+    if created["ok"] != n:
+        out["error"] = f"only {created['ok']} of {n} cues were created"
+    elif ready >= due:
+        out["error"] = "creating the burst overran its due instant"
+    stop, peak = threading.Event(), [0.0]
+    sampler = threading.Thread(target=_rss_sampler, args=(server, stop, peak), daemon=True)
+    rss_before = server.ps.memory_info().rss
+    sampler.start()
+    sleep_until(due)
+    cpu = CpuWatch({"server": server.ps, "receiver": receiver.ps}, server)
+    deadline = due + timeout
+    count, last_arrival = 0, 0.0
+    while time.time() < deadline:  # deliveries at the receiver
+        count, last_arrival = receiver.count()
+        if count >= n:
+            break
+        time.sleep(0.02)
+    t_delivered = time.time()
+    recorded, t_recorded = 0, time.time()
+    while time.time() < deadline:  # and recorded as success in the store (one small request per poll)
+        status, page = server.call("GET", "/v1/executions?status=success&limit=1", key=key)
+        recorded = int(page.get("total", 0)) if status == 200 and isinstance(page, dict) else 0
+        t_recorded = time.time()
+        if recorded >= n:
+            break
+        time.sleep(0.02)
+    # Done = the last delivery arrived and every execution is recorded as success (the later of the
+    # two; the recorded instant is known to within one poll, ~20 ms + the request).
+    end = max(last_arrival if count else t_delivered, t_recorded)
+    usage = cpu.stop(end - due)
+    stop.set()
+    sampler.join()
+    deliveries, check = parse_deliveries(receiver.records(), secret)
+    out["server_vm_hwm_mb"] = _vm_hwm_mb(server.proc.pid)
+    _finish(out, receiver, server)
+    arrivals = sorted(d["t"] for d in deliveries if d["scheduled"] == due)
+    out.update(
+        {
+            "due": due,
+            "received": count,
+            "recorded": recorded,
+            "first_arrival_s": arrivals[0] - due if arrivals else None,
+            "last_arrival_s": last_arrival - due if count else None,
+            "delivered_seen_s": t_delivered - due,
+            "recorded_seen_s": t_recorded - due,
+            "checks": check,
+            "cpu": usage,
+            "rss_before_mb": rss_before / 2**20,
+            "peak_rss_mb": peak[0] / 2**20,
+        }
+    )
+    out["done_s"] = end - due
+    out["per_s"] = min(count, recorded) / out["done_s"] if out["done_s"] > 0 else None
+    out["arrival_per_s"] = count / (last_arrival - due) if count and last_arrival > due else None
+    lags = [d["t"] - d["scheduled"] for d in deliveries if d["scheduled"] == due]
+    out["lag"] = percentiles(lags)
+    out["store"] = store_counts(p["db"], "b-%")
+    st = out["store"]["statuses"]
+    out["complete"] = count == n and recorded == n and st.get("success") == n and len(st) == 1
+    out["lost"] = n - check["distinct_execution_ids"]
+    out["duplicated"] = check["duplicate_deliveries"]
+    if not out["complete"] and "error" not in out:
+        out["error"] = f"{count} received, {recorded} recorded as success of {n} (store: {st})"
+    emit(out)
+
+
+# -- 3. API rates --------------------------------------------------------------------------------------
+
+
+def server_api(p: dict[str, Any]) -> None:
+    n = p["n"]
+    tmp, receiver, server = _setup(p)
+    key, _ = server.register()
+    out: dict[str, Any] = {"n": n}
+    out["generator_ceiling"] = ceiling(receiver, p, tmp)
+    watch = {"server": server.ps}
+    # Cue creation: webhook cues (a callback each, checked by the SSRF guard) on a cron that does not
+    # come due during the run.
+    spec = {
+        "schedule": {"type": "recurring", "cron": "0 0 1 1 *"},
+        "callback": {"url": receiver.url},
+        "payload": {"task": "bench"},
+    }
+    out["create"] = _strip(create_cues(server, key, spec, n, "c", p, tmp, watch))
+    # Executions to report on: worker-transport cues fired by hand (they stay pending).
+    nw = p["worker_cues"]
+    wspec = {"schedule": {"type": "recurring", "cron": "0 0 1 1 *"}, "transport": "worker", "payload": {}}
+    workers = wrk(
+        server.url,
+        "POST",
+        "/v1/cues",
+        json.dumps({"name": "{NAME}", **wspec}),
+        key=key,
+        limit=nw,
+        capture='"id":"(cue_[%w_]+)"',
+        tag="w",
+        p=p,
+        watch=watch,
+        server=server,
+        tmp=tmp,
+    )
+    cue_ids = workers["captured"]
+    if len(cue_ids) < nw:
+        raise RuntimeError(f"{len(cue_ids)} worker cues created, {nw} asked for")
+    fire_ids = [cue_ids[i % len(cue_ids)] for i in range(n)]
+    fired = wrk(
+        server.url,
+        "POST",
+        "/v1/cues/{ID}/fire",
+        "{}",
+        key=key,
+        ids=fire_ids,
+        capture='"execution_id":"(exec_[%w_]+)"',
+        tag="fire",
+        p=p,
+        watch=watch,
+        server=server,
+        tmp=tmp,
+    )
+    exec_ids = fired["captured"]
+    out["fire"] = _strip(fired)
+    out["fire"]["executions"] = len(exec_ids)
+    out["worker_cues"] = workers["ok"]
+    reported = wrk(
+        server.url,
+        "POST",
+        "/v1/executions/{ID}/outcome",
+        '{"success": true}',
+        key=key,
+        ids=exec_ids,
+        tag="outcome",
+        p=p,
+        watch=watch,
+        server=server,
+        tmp=tmp,
+    )
+    out["outcome"] = _strip(reported)
+    out["server_rss_mb"] = server.ps.memory_info().rss / 2**20
+    _finish(out, receiver, server)
+    out["store"] = store_counts(p["db"])
+    errors = [
+        f"{k}: {out[k]['non_2xx']} non-2xx of {out[k]['requests']}"
+        for k in ("create", "fire", "outcome")
+        if out[k]["non_2xx"] or not out[k]["complete"]
+    ]
+    if errors:
+        out["error"] = "; ".join(errors)
+    emit(out)
+
+
+PARTS = {"server-precision": server_precision, "server-burst": server_burst, "server-api": server_api}
+
+if __name__ == "__main__":
+    role = sys.argv[1] if len(sys.argv) > 1 else ""
+    if role == "serve":
+        serve_main(sys.argv[2])
+    elif role == "receive":
+        receive_main()
+    elif role in PARTS and len(sys.argv) == 4 and sys.argv[2] == "cueapi":
+        try:
+            PARTS[role](json.loads(sys.argv[3]))
+        except Exception as exc:  # a failed measurement is a result that says why
+            import traceback
+
+            emit({"error": f"{type(exc).__name__}: {exc}", "stderr": traceback.format_exc()[-2000:]})
+    else:
+        raise SystemExit(__doc__)
