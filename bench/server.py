@@ -426,7 +426,10 @@ def wrk(
         limit = len(ids)
     per_thread = 0 if ids is not None else math.ceil(limit / threads)
     prefix = str(tmp / f"captured-{tag}-")
-    cmd = ["wrk", "-t", str(threads), "-c", str(p["connections"]), "-d", f"{int(p['timeout'])}s"]
+    # wrk runs until -d unless every thread has its answers (then it is interrupted); a request lost
+    # to a socket error would leave a thread short, so -d is a bound sized for >= 500 requests/s.
+    most = min(int(p["timeout"]), 60 + limit // 500)
+    cmd = ["wrk", "-t", str(threads), "-c", str(p["connections"]), "-d", f"{most}s"]
     cmd += ["--timeout", "30s", "-s", str(WRK_LUA), url.rstrip("/"), "--"]
     cmd += [method, path, body, key or "-", str(per_thread), ids_file, str(threads)]
     cmd += [capture or "-", prefix, tag]
