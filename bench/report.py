@@ -38,19 +38,40 @@ def _build_inputs() -> str:
     )
 
 
+def _elf_sections(path: str) -> set[str]:
+    """The section names of an ELF64 little-endian file (empty if it is not one)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return set()
+        (shoff,) = struct.unpack_from("<Q", head, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+        f.seek(shoff)
+        table = f.read(shentsize * shnum)
+        entries = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]
+        _, _, _, _, str_off, str_size = entries[shstrndx]
+        f.seek(str_off)
+        names = f.read(str_size)
+    return {names[e[0] : names.index(b"\0", e[0])].decode("ascii", "replace") for e in entries}
+
+
 def _build_kind() -> str:
-    """``release`` or ``debug``: whether the extension that ``cueapi`` imports carries debug info
-    (a ``maturin develop`` build does; the release wheel ``make bench`` builds does not)."""
+    """``release`` or ``debug``: whether the extension that ``cueapi`` imports has DWARF sections (a
+    ``maturin develop`` build has; the release wheel that ``make bench`` builds has not)."""
     from importlib.util import find_spec
 
     try:
         spec = find_spec("cueapi._cueapi")
-        data = Path(spec.origin).read_bytes() if spec and spec.origin else b""
-    except (ImportError, OSError, ValueError):
+        if spec is None or not spec.origin:
+            return "?"
+        sections = _elf_sections(spec.origin)
+    except (ImportError, OSError, ValueError, IndexError):
         return "?"
-    if not data:
+    if not sections:
         return "?"
-    return "debug" if b".debug_info" in data else "release"
+    return "debug" if ".debug_info" in sections else "release"
 
 
 def _wrk_version() -> str:
@@ -301,7 +322,9 @@ def _cpu_note(cpu: dict[str, Any] | None) -> str:
         )
         if inner:
             parts.append(f"(server threads: {inner})")
-    parts.append(f"machine {cpu['machine_busy_pct']:.0f}% of 200%")
+    ours = sum(cpu[k]["pct"] for k in ("server", "receiver", "generator") if k in cpu)
+    rest = max(0.0, cpu["machine_busy_pct"] - ours)
+    parts.append(f"machine {cpu['machine_busy_pct']:.0f}% of 200%, of which everything else {rest:.0f}%")
     return "; ".join(parts)
 
 
@@ -529,7 +552,8 @@ def _server_details(
             "What each figure used: CPU per process over its span, in % of one core (2 cores: 200% is the "
             "whole machine, shared by server, receiver and generator), the server's busiest threads "
             "(`cueapi-writer` is the store's single SQLite writer, `cueapi-rt` the tokio runtime that serves "
-            "HTTP and sends webhooks), and the whole machine's busy time (other processes included).",
+            "HTTP and sends webhooks), and the whole machine's busy time: *everything else* is what the "
+            "processes above did not use of it (the harness's polling, and any other work on the machine).",
             "",
             "| measurement | rate (/s) | CPU |",
             "|---|---|---|",
