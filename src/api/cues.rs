@@ -1,12 +1,14 @@
 //! `/v1/cues`: create, list, read, change (PATCH keeps what is not sent), delete, fire.
 
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
 use super::executions::{execution_out, filter_from};
-use super::{iso_fields, ok, parse_time, read_object, ApiError, ApiResult, AppState, Auth, Query};
+use super::{
+    iso_fields, ok, parse_time, read_object, ApiError, ApiResult, AppState, Auth, Id, Query,
+};
 use crate::store::{self, CueSpec, RetrySpec};
 
 /// The default outcome deadline of cues made over the API: a handler that never reports is
@@ -369,11 +371,7 @@ async fn check_targets(st: &AppState, spec: &CueSpec) -> ApiResult<Option<String
         let Some(raw) = url.map(str::trim).filter(|u| !u.is_empty()) else {
             continue;
         };
-        let code = if field == "callback.url" {
-            "invalid_callback_url"
-        } else {
-            "invalid_failure_webhook"
-        };
+        let code = "invalid_callback_url";
         let parsed = crate::delivery::check_url_syntax(raw)
             .and_then(|u| reqwest::Url::parse(&u).map_err(|e| e.to_string()))
             .map_err(|m| ApiError::bad_request(code, format!("{field}: {m}")))?;
@@ -401,6 +399,20 @@ async fn check_targets(st: &AppState, spec: &CueSpec) -> ApiResult<Option<String
         }
     }
     Ok(warning)
+}
+
+/// An unknown time zone is a 422 `invalid_timezone`, as in the reference.
+fn check_timezone(spec: &CueSpec) -> ApiResult<()> {
+    crate::schedule::parse_timezone(&spec.timezone)
+        .map(|_| ())
+        .map_err(|_| {
+            let mut e = ApiError::field(
+                "body.schedule.timezone",
+                format!("Unknown timezone: {:?}", spec.timezone),
+            );
+            e.code = "invalid_timezone".into();
+            e
+        })
 }
 
 /// A store cue in the API's form.
@@ -440,6 +452,10 @@ pub(super) fn cue_out(mut v: Value, warning: Option<String>) -> Value {
     let max = m.remove("catch_up_max").unwrap_or(Value::Null);
     m.insert("catch_up".into(), json!({"policy": policy, "max": max}));
     m.insert("warning".into(), warning.map_or(Value::Null, Value::String));
+    // A paused cue has no next run (the store keeps its place, to record what the pause missed).
+    if m.get("status").and_then(Value::as_str) != Some("active") {
+        m.insert("next_run".into(), Value::Null);
+    }
     iso_fields(m, &["next_run", "last_run", "created_at", "updated_at"]);
     v
 }
@@ -471,6 +487,7 @@ pub(super) async fn create(
     }
     let mut spec = spec_default(name);
     apply_body(&mut spec, &body, true)?;
+    check_timezone(&spec)?;
     let warning = check_targets(&st, &spec).await?;
     let (owner, now) = (user.id.clone(), st.engine.clock().now());
     let created = st
@@ -517,14 +534,14 @@ pub(super) async fn list(
     ok(
         StatusCode::OK,
         json!({"cues": list, "data": list, "total": total, "limit": limit, "offset": offset,
-               "has_more": offset + limit < total}),
+               "has_more": offset.saturating_add(limit) < total}),
     )
 }
 
 pub(super) async fn get_one(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     let q = Query::parse(raw.as_deref());
@@ -559,7 +576,7 @@ pub(super) async fn get_one(
 pub(super) async fn update(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> ApiResult {
     let body = read_object(req, true).await?;
@@ -568,6 +585,7 @@ pub(super) async fn update(
         .store()
         .read(|c| store::spec_of(c, &user.id, &id))?;
     let status = apply_body(&mut spec, &body, false)?;
+    check_timezone(&spec)?;
     let warning = check_targets(&st, &spec).await?;
     let (owner, cue_id, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     let (cue, next) = st
@@ -595,11 +613,7 @@ pub(super) async fn update(
     ok(StatusCode::OK, cue_out(cue, warning))
 }
 
-pub(super) async fn delete(
-    State(st): State<AppState>,
-    Auth(user): Auth,
-    Path(id): Path<String>,
-) -> ApiResult {
+pub(super) async fn delete(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
     owned_cue(&st, &user.id, &id)?;
     st.engine
         .store()
@@ -611,7 +625,7 @@ pub(super) async fn delete(
 pub(super) async fn fire(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> ApiResult {
     let body = read_object(req, false).await?;
@@ -682,7 +696,7 @@ pub(super) async fn fire(
 pub(super) async fn executions(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     owned_cue(&st, &user.id, &id)?;

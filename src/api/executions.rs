@@ -1,12 +1,12 @@
 //! `/v1/executions`: history with filters, one execution, outcomes (write-once), evidence
 //! appended later, verification, replay.
 
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::{
-    iso_fields, ok, parse_time, read_object, typed, ApiError, ApiResult, AppState, Auth, Query,
+    iso_fields, ok, parse_time, read_object, typed, ApiError, ApiResult, AppState, Auth, Id, Query,
 };
 use crate::clock::Millis;
 use crate::model::status;
@@ -73,7 +73,9 @@ pub(super) fn filter_from(
     default_limit: i64,
 ) -> ApiResult<ExecutionFilter> {
     let one = q.str("status").filter(|s| *s != "all");
-    let many = q.str("status__in");
+    let many = q
+        .present("status__in")
+        .then(|| q.str("status__in").unwrap_or(""));
     if one.is_some() && many.is_some() {
         return Err(ApiError::bad_request(
             "conflicting_filters",
@@ -170,7 +172,7 @@ pub(super) fn page(st: &AppState, owner: &str, filter: ExecutionFilter) -> ApiRe
     ok(
         StatusCode::OK,
         json!({"executions": list, "data": list, "total": total, "limit": limit, "offset": offset,
-               "has_more": offset + limit < total}),
+               "has_more": offset.saturating_add(limit) < total}),
     )
 }
 
@@ -184,11 +186,7 @@ pub(super) async fn list(
     page(&st, &user.id, filter)
 }
 
-pub(super) async fn get_one(
-    State(st): State<AppState>,
-    Auth(user): Auth,
-    Path(id): Path<String>,
-) -> ApiResult {
+pub(super) async fn get_one(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
     let v = st
         .engine
         .store()
@@ -262,7 +260,7 @@ fn soften(body: &mut Map<String, Value>) -> Vec<&'static str> {
 pub(super) async fn outcome(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> ApiResult {
     let mut body = read_object(req, true).await?;
@@ -304,7 +302,7 @@ pub(super) async fn outcome(
 pub(super) async fn evidence(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> ApiResult {
     let mut body = read_object(req, true).await?;
@@ -343,7 +341,7 @@ pub(super) async fn evidence(
 pub(super) async fn verify(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
     req: Request,
 ) -> ApiResult {
     let body = read_object(req, false).await?;
@@ -382,7 +380,7 @@ pub(super) async fn verify(
 pub(super) async fn verification_pending(
     State(st): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> ApiResult {
     let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     st.engine
@@ -401,11 +399,7 @@ pub(super) async fn verification_pending(
     )
 }
 
-pub(super) async fn replay(
-    State(st): State<AppState>,
-    Auth(user): Auth,
-    Path(id): Path<String>,
-) -> ApiResult {
+pub(super) async fn replay(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
     let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     let out = st
         .engine

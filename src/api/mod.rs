@@ -13,10 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
@@ -148,7 +150,59 @@ fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/replay", post(executions::replay))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(read_whole_body))
         .with_state(state)
+}
+
+/// Reads every request body before routing (up to [`MAX_BODY`]): a request refused early (a bad
+/// key, an unknown route) must not leave its body unread on a keep-alive connection, or the
+/// client's next request on it goes unanswered.
+async fn read_whole_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        let mut r = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("Request body exceeds {MAX_BODY} bytes"),
+        )
+        .into_response();
+        // The rest of the body is not read: the connection cannot be reused.
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        r
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(_) => too_large(),
+    }
+}
+
+/// A path id. One that is not valid UTF-8 cannot name anything: it reads as an id that matches
+/// nothing, so the route answers its own JSON 404.
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Id> {
+        Ok(Id(Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| id)
+            .unwrap_or_default()))
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -220,7 +274,13 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         match e {
             Error::InvalidSchedule(m) => ApiError::bad_request("invalid_schedule", m),
-            Error::Invalid { field, message } => ApiError::field(format!("body.{field}"), message),
+            Error::Invalid {
+                field: "payload",
+                message,
+            } => ApiError::bad_request("invalid_payload", format!("payload {message}")),
+            Error::Invalid { field, message } => {
+                ApiError::field(format!("body.{}", api_field(field)), message)
+            }
             Error::CueNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "cue_not_found", "Cue not found")
             }
@@ -357,6 +417,18 @@ fn wide_integer(text: &str) -> Option<&str> {
     None
 }
 
+/// The request field a store field comes from.
+fn api_field(store_field: &str) -> &str {
+    match store_field {
+        "verification_mode" => "verification.mode",
+        "outcome_deadline" => "delivery.outcome_deadline_seconds",
+        "signature_scheme" => "delivery.signature_scheme",
+        "catch_up" => "catch_up.policy",
+        "catch_up_max" => "catch_up.max",
+        other => other,
+    }
+}
+
 /// A JSON body that must be an object.
 async fn read_object(req: Request, required: bool) -> ApiResult<Map<String, Value>> {
     match read_body(req).await? {
@@ -399,6 +471,10 @@ impl Query {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
+    }
+
+    fn present(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
     }
 
     fn int(&self, name: &str, default: i64, min: i64, max: i64) -> ApiResult<i64> {
@@ -466,6 +542,29 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// An instant as ISO-8601 UTC with `Z`.
+fn iso(ms: Millis) -> String {
+    crate::schedule::format_utc(ms)
+}
+
+/// Replaces the millisecond instants under `keys` with ISO-8601 text.
+fn iso_fields(v: &mut Map<String, Value>, keys: &[&str]) {
+    for k in keys {
+        if let Some(ms) = v.get(*k).and_then(Value::as_i64) {
+            v.insert((*k).to_string(), Value::String(iso(ms)));
+        }
+    }
+}
+
+/// Parses an ISO-8601 instant given in a request (a value without an offset is UTC).
+fn parse_time(field: &str, v: &Value) -> ApiResult<Millis> {
+    let text = v
+        .as_str()
+        .ok_or_else(|| ApiError::field(field, "must be an ISO-8601 date-time string"))?;
+    crate::schedule::parse_instant(text, chrono_tz::UTC)
+        .map_err(|_| ApiError::field(field, format!("{text:?} is not an ISO-8601 date-time")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::wide_integer;
@@ -493,27 +592,4 @@ mod tests {
             None
         );
     }
-}
-
-/// An instant as ISO-8601 UTC with `Z`.
-fn iso(ms: Millis) -> String {
-    crate::schedule::format_utc(ms)
-}
-
-/// Replaces the millisecond instants under `keys` with ISO-8601 text.
-fn iso_fields(v: &mut Map<String, Value>, keys: &[&str]) {
-    for k in keys {
-        if let Some(ms) = v.get(*k).and_then(Value::as_i64) {
-            v.insert((*k).to_string(), Value::String(iso(ms)));
-        }
-    }
-}
-
-/// Parses an ISO-8601 instant given in a request (a value without an offset is UTC).
-fn parse_time(field: &str, v: &Value) -> ApiResult<Millis> {
-    let text = v
-        .as_str()
-        .ok_or_else(|| ApiError::field(field, "must be an ISO-8601 date-time string"))?;
-    crate::schedule::parse_instant(text, chrono_tz::UTC)
-        .map_err(|_| ApiError::field(field, format!("{text:?} is not an ISO-8601 date-time")))
 }

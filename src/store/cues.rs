@@ -879,7 +879,8 @@ pub fn is_one_shot(row: &CueRow) -> bool {
     matches!(row.schedule.kind, Kind::Once { .. })
 }
 
-fn has_nul(v: &Value) -> bool {
+/// Whether a JSON value holds a NUL character in any key or string.
+pub(crate) fn has_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(has_nul),

@@ -645,7 +645,10 @@ pub fn fire_at(
 ) -> Result<Fired> {
     let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
     let payload = match payload {
-        Some(p) if p.is_object() => p.to_string(),
+        Some(p) if p.is_object() && !cues::has_nul(p) => p.to_string(),
+        Some(p) if p.is_object() => {
+            return Err(Error::invalid("payload", "must not contain NUL characters"))
+        }
         Some(_) => return Err(Error::invalid("payload", "must be a JSON object")),
         None => cue.payload.clone(),
     };
@@ -1377,10 +1380,13 @@ pub fn verify(
 ) -> Result<String> {
     let (_, _, _, _, state) = owned(conn, owner, id)?;
     let state = state.unwrap_or_default();
-    if !matches!(
-        state.as_str(),
-        "reported_success" | "reported_failure" | "verification_pending"
-    ) {
+    let allowed = match state.as_str() {
+        "reported_success" | "verification_pending" => true,
+        // A reported failure can be confirmed as failed, never turned into a success.
+        "reported_failure" => !valid,
+        _ => false,
+    };
+    if !allowed {
         return Err(Error::Conflict(format!(
             "cannot verify an execution in outcome state {:?}",
             if state.is_empty() { "none" } else { &state }
