@@ -490,18 +490,18 @@ pub(super) async fn create(
     check_timezone(&spec)?;
     let warning = check_targets(&st, &spec).await?;
     let (owner, now) = (user.id.clone(), st.engine.clock().now());
-    let created = st
+    let (id, next) = st
         .engine
         .store()
         .write_async(move |c| {
             let rows = store::insert_cues(c, &owner, std::slice::from_ref(&spec), now)?;
-            let (id, next) = rows.into_iter().next().ok_or(crate::Error::Closed)?;
-            Ok((store::cue_json(c, &id)?, id, next))
+            rows.into_iter().next().ok_or(crate::Error::Closed)
         })
         .await
         .map_err(|e| ApiError::from(e).conflict_code("duplicate_cue_name"))?;
-    let (cue, id, next) = created;
     st.engine.schedule_cue(&id, next);
+    // Read back outside the writer: the writer's time is the server's scarcest resource.
+    let cue = st.engine.store().read(|c| store::cue_json(c, &id))?;
     ok(StatusCode::CREATED, cue_out(cue, warning))
 }
 
@@ -672,19 +672,20 @@ pub(super) async fn fire(
         }
     });
     let now = st.engine.clock().now();
-    let (fired, exec) = st
+    let fired = st
         .engine
         .store()
-        .write_async({
-            let owner = user.id.clone();
-            move |c| {
-                let f = store::fire_at(c, &id, payload.as_ref(), send_at, key.as_deref(), now)?;
-                let e = store::get_execution(c, &owner, &f.id)?;
-                Ok((f, e))
-            }
+        .write_async(move |c| {
+            store::fire_at(c, &id, payload.as_ref(), send_at, key.as_deref(), now)
         })
         .await?;
+    // Read before it is dispatched: the answer shows the execution as it was created.
+    let exec = st
+        .engine
+        .store()
+        .read(|c| store::get_execution(c, &user.id, &fired.id));
     st.engine.fired(&fired);
+    let exec = exec?;
     let mut out = execution_out(exec);
     if let Some(m) = out.as_object_mut() {
         m.insert("execution_id".into(), fired.id.clone().into());

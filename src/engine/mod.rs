@@ -96,6 +96,8 @@ struct Inner {
     deliveries_lock: Mutex<()>,
     /// Webhook executions found pending on open, dispatched once the engine starts.
     held: Mutex<Vec<Ready>>,
+    /// Finished webhook attempts on their way to the store.
+    recorder: OnceLock<tokio::sync::mpsc::UnboundedSender<webhook::Finished>>,
 }
 
 /// The scheduling engine over one database file.
@@ -151,6 +153,7 @@ impl Engine {
             wake: Notify::new(),
             ready: Mutex::new(local.into_iter().map(|(id, _)| id).collect()),
             held: Mutex::new(held),
+            recorder: OnceLock::new(),
             ready_cv: Condvar::new(),
             problems: Mutex::new(VecDeque::new()),
             problems_cv: Condvar::new(),
@@ -739,12 +742,20 @@ impl Inner {
     /// every page they touch, which halved firing throughput.)
     async fn act(self: &Arc<Self>, due: Vec<Timer>, now: Millis) -> Result<()> {
         let grace = self.config.grace_ms;
+        let lease = self.config.lease_ms;
+        // Webhook executions fired here are claimed in the same transaction, as many as there
+        // are free delivery slots: their requests go out without another trip to the writer.
+        let free = self.delivery_slots.available_permits();
         let batch = due.clone();
         let whole = self
             .store
-            .write_async(move |c| act_on_all(c, &batch, now, grace))
+            .write_async(move |c| {
+                let (ready, later) = act_on_all(c, &batch, now, grace)?;
+                let (ready, sends) = webhook::claim_ready(c, ready, now, lease, free)?;
+                Ok((ready, later, sends))
+            })
             .await;
-        let (ready, later) = match whole {
+        let (ready, later, sends) = match whole {
             Ok(done) => done,
             Err(Error::Closed) => return Err(Error::Closed),
             Err(e) => {
@@ -777,9 +788,12 @@ impl Inner {
                         }
                     }
                 }
-                (ready, later)
+                (ready, later, Vec::new())
             }
         };
+        for job in sends {
+            self.spawn_send(job);
+        }
         self.dispatch(ready);
         self.add_timers(later);
         Ok(())
