@@ -13,12 +13,15 @@
 //!   several such times collapse into that one firing;
 //! - a wall time that happens twice (fall back) fires once, at its first occurrence.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
+use parking_lot::Mutex;
 
 use crate::clock::Millis;
 use crate::error::{Error, Result};
@@ -344,6 +347,25 @@ impl Schedule {
                 expr.trim()
             )));
         }
+        Ok(s)
+    }
+
+    /// A stored cron schedule (valid when it was stored), parsed once per process: firing reads a
+    /// cue's schedule on every tick, and parsing is most of a tick's cost for a cron cue.
+    pub fn cron_stored(expr: &str, tz: &str) -> Result<Schedule> {
+        type Cache = HashMap<(String, String), Schedule>;
+        static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        let key = (expr.to_string(), tz.to_string());
+        if let Some(s) = cache.lock().get(&key) {
+            return Ok(s.clone());
+        }
+        let s = Schedule::cron(expr, tz, 0)?;
+        let mut c = cache.lock();
+        if c.len() >= 4_096 {
+            c.clear();
+        }
+        c.insert(key, s.clone());
         Ok(s)
     }
 

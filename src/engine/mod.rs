@@ -645,6 +645,10 @@ impl Drop for Engine {
     }
 }
 
+/// Timer entries acted on in the first round after a wait, and at most in any round.
+const FIRST_ROUND: usize = 8;
+const MAX_ROUND: usize = 256;
+
 /// Problems kept for the embedding program; beyond this the oldest are dropped (and counted).
 const MAX_PROBLEMS: usize = 1_000;
 
@@ -707,6 +711,9 @@ impl Inner {
     }
 
     async fn run_timer(self: Arc<Self>) {
+        // Rounds start small after a wait, so that the first runs of a burst start while its
+        // later ticks are still being fired, and grow while a backlog lasts (fewer commits).
+        let mut round = FIRST_ROUND;
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return;
@@ -715,8 +722,8 @@ impl Inner {
             let next = self.timers.lock().peek_at();
             match next {
                 Some(at) if at <= now => {
-                    // Small rounds: the first runs start while later ticks of a burst are still being fired.
-                    let due = self.timers.lock().pop_due(now, 256);
+                    let due = self.timers.lock().pop_due(now, round);
+                    round = (round * 2).min(MAX_ROUND);
                     if let Err(e) = self.act(due, now).await {
                         self.problem(format!("timer round failed: {e}"));
                         if matches!(e, Error::Closed) {
@@ -725,12 +732,16 @@ impl Inner {
                     }
                 }
                 Some(at) => {
+                    round = FIRST_ROUND;
                     tokio::select! {
                         _ = self.clock.sleep_until(at) => {}
                         _ = self.wake.notified() => {}
                     }
                 }
-                None => self.wake.notified().await,
+                None => {
+                    round = FIRST_ROUND;
+                    self.wake.notified().await
+                }
             }
         }
     }

@@ -364,7 +364,7 @@ fn cue_from_row(r: &Row<'_>) -> rusqlite::Result<Result<CueRow>> {
     let tz: String = r.get(8)?;
     let backoff: String = r.get(11)?;
     let schedule = match schedule_type.as_str() {
-        "recurring" => Schedule::cron(cron.as_deref().unwrap_or_default(), &tz, 0),
+        "recurring" => Schedule::cron_stored(cron.as_deref().unwrap_or_default(), &tz),
         "interval" => Schedule::every(every.unwrap_or_default(), &tz),
         _ => Schedule::once_unchecked(at.unwrap_or_default(), &tz),
     };
