@@ -35,7 +35,7 @@ lint: develop
 	$(PY) -m mypy.stubtest cueapi._cueapi
 
 rust-test:
-	cargo test --no-default-features
+	cargo test --no-default-features --features server
 
 test: develop
 	$(PY) -m pytest

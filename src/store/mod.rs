@@ -51,6 +51,7 @@ pub struct Store {
     path: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Op>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     lock: Mutex<Option<File>>,
 }
@@ -93,6 +94,10 @@ impl Store {
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn, SCHEMA_VERSION)?;
+        // Checkpoints (copying the WAL back into the database, with an fsync) run on a thread
+        // of their own: on the writer they stall every operation queued behind them.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        let checkpointer = spawn_checkpointer(&path)?;
         let (tx, rx) = mpsc::channel::<Op>();
         let writer = std::thread::Builder::new()
             .name("cueapi-writer".into())
@@ -101,6 +106,7 @@ impl Store {
             path,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
         })
@@ -173,6 +179,10 @@ impl Store {
     /// Stops the writer after it has committed everything already sent. Idempotent.
     pub fn close(&self) {
         drop(self.tx.lock().take());
+        if let Some((stop, h)) = self.checkpointer.lock().take() {
+            drop(stop);
+            let _ = h.join();
+        }
         if let Some(h) = self.writer.lock().take() {
             let _ = h.join();
         }
@@ -227,6 +237,28 @@ fn clone_sqlite_error(e: &rusqlite::Error) -> rusqlite::Error {
             Some(other.to_string()),
         ),
     }
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A thread with a connection of its own that checkpoints the WAL (PASSIVE: it never blocks the
+/// writer or readers) every [`CHECKPOINT_EVERY`], until its sender is dropped.
+fn spawn_checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;")?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("cueapi-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint failed: {e}");
+                }
+            }
+        })?;
+    Ok((stop, handle))
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
