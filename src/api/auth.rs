@@ -82,22 +82,43 @@ fn month_start(now: crate::clock::Millis) -> crate::clock::Millis {
         .map_or(0, |d| d.timestamp_millis())
 }
 
+/// Replaces a credential at once (after the destructive-action confirmation) and answers the new
+/// one under `name`, with `revoked` true.
+async fn rotate(
+    st: AppState,
+    user: users::User,
+    headers: &HeaderMap,
+    replace: fn(&rusqlite::Connection, &str, crate::clock::Millis) -> crate::Result<String>,
+    name: &str,
+    revoked: &str,
+) -> ApiResult {
+    confirmed(headers)?;
+    let now = st.engine.clock().now();
+    let fresh = st
+        .engine
+        .store()
+        .write_async(move |c| replace(c, &user.id, now))
+        .await?;
+    let mut out = json!({ revoked: true });
+    out[name] = fresh.into();
+    ok(StatusCode::OK, out)
+}
+
 pub(super) async fn regenerate_key(
     State(st): State<AppState>,
     Auth(user): Auth,
     headers: HeaderMap,
 ) -> ApiResult {
-    confirmed(&headers)?;
-    let now = st.engine.clock().now();
-    let key = st
-        .engine
-        .store()
-        .write_async(move |c| users::regenerate_key(c, &user.id, now))
-        .await?;
-    ok(
-        StatusCode::OK,
-        json!({"api_key": key, "previous_key_revoked": true}),
+    let replace = users::regenerate_key;
+    rotate(
+        st,
+        user,
+        &headers,
+        replace,
+        "api_key",
+        "previous_key_revoked",
     )
+    .await
 }
 
 pub(super) async fn webhook_secret(Auth(user): Auth) -> ApiResult {
@@ -112,15 +133,14 @@ pub(super) async fn regenerate_secret(
     Auth(user): Auth,
     headers: HeaderMap,
 ) -> ApiResult {
-    confirmed(&headers)?;
-    let now = st.engine.clock().now();
-    let secret = st
-        .engine
-        .store()
-        .write_async(move |c| users::regenerate_secret(c, &user.id, now))
-        .await?;
-    ok(
-        StatusCode::OK,
-        json!({"webhook_secret": secret, "previous_secret_revoked": true}),
+    let replace = users::regenerate_secret;
+    rotate(
+        st,
+        user,
+        &headers,
+        replace,
+        "webhook_secret",
+        "previous_secret_revoked",
     )
+    .await
 }

@@ -531,11 +531,7 @@ pub(super) async fn list(
         Ok((list, total))
     })?;
     let (list, total) = cues;
-    ok(
-        StatusCode::OK,
-        json!({"cues": list, "data": list, "total": total, "limit": limit, "offset": offset,
-               "has_more": offset.saturating_add(limit) < total}),
-    )
+    super::page_of("cues", list, total, limit, offset)
 }
 
 pub(super) async fn get_one(

@@ -169,11 +169,7 @@ pub(super) fn page(st: &AppState, owner: &str, filter: ExecutionFilter) -> ApiRe
     })?;
     let list: Vec<Value> = list.into_iter().map(execution_out).collect();
     let (limit, offset) = (filter.limit.unwrap_or(0), filter.offset.unwrap_or(0));
-    ok(
-        StatusCode::OK,
-        json!({"executions": list, "data": list, "total": total, "limit": limit, "offset": offset,
-               "has_more": offset.saturating_add(limit) < total}),
-    )
+    super::page_of("executions", list, total, limit, offset)
 }
 
 pub(super) async fn list(
@@ -292,11 +288,10 @@ pub(super) async fn outcome(
         .write_async(move |c| store::report_outcome(c, &owner, &eid, &report, now))
         .await
         .map_err(|e| ApiError::from(e).conflict_code("outcome_already_recorded"))?;
-    let mut out = json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null});
-    if !cut.is_empty() {
-        out["truncated"] = json!(cut);
-    }
-    ok(StatusCode::OK, out)
+    super::with_truncated(
+        json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null}),
+        &cut,
+    )
 }
 
 pub(super) async fn evidence(
@@ -331,11 +326,10 @@ pub(super) async fn evidence(
         .write_async(move |c| store::append_evidence(c, &owner, &eid, &ev, now))
         .await
         .map_err(|e| ApiError::from(e).conflict_code("no_outcome"))?;
-    let mut out = json!({"execution_id": id, "outcome_state": state, "evidence_updated": true});
-    if !cut.is_empty() {
-        out["truncated"] = json!(cut);
-    }
-    ok(StatusCode::OK, out)
+    super::with_truncated(
+        json!({"execution_id": id, "outcome_state": state, "evidence_updated": true}),
+        &cut,
+    )
 }
 
 pub(super) async fn verify(

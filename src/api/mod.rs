@@ -337,6 +337,24 @@ fn ok(status: StatusCode, v: Value) -> ApiResult {
     Ok(json_response(status, &v))
 }
 
+/// One page of a list, under the reference's key (`cues`, `executions`) and under `data`, the key
+/// the article reads.
+fn page_of(key: &str, list: Vec<Value>, total: i64, limit: i64, offset: i64) -> ApiResult {
+    let list = Value::Array(list);
+    let mut out = json!({"data": list, "total": total, "limit": limit, "offset": offset,
+                         "has_more": offset.saturating_add(limit) < total});
+    out[key] = list;
+    ok(StatusCode::OK, out)
+}
+
+/// Adds `truncated` (the free-text fields that were cut) to an answer when there are any.
+fn with_truncated(mut out: Value, cut: &[&str]) -> ApiResult {
+    if !cut.is_empty() {
+        out["truncated"] = json!(cut);
+    }
+    ok(StatusCode::OK, out)
+}
+
 /// Reads a JSON request body: at most [`MAX_BODY`] bytes (413), UTF-8, valid JSON (400). An empty
 /// body reads as `None`.
 async fn read_body(req: Request) -> ApiResult<Option<Value>> {

@@ -403,6 +403,33 @@ fn outcome_state(mode: Option<&str>, o: &ReportedOutcome) -> (&'static str, Opti
     }
 }
 
+/// Checks that attempt `attempt` of an execution is the one running; returns its cue's policy,
+/// the execution's outcome state and its outcome deadline (seconds).
+fn running(
+    conn: &Connection,
+    execution_id: &str,
+    attempt: i64,
+) -> Result<(cues::Policy, Option<String>, Option<i64>)> {
+    type Row = (String, String, i64, Option<String>, Option<i64>);
+    let (cue_id, state, attempts, outcome_state, deadline_s): Row = conn
+        .prepare_cached(
+            "SELECT cue_id, status, attempts, outcome_state, outcome_deadline_seconds FROM executions WHERE id = ?1",
+        )?
+        .query_row([execution_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?
+        .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
+    if state != status::DELIVERING || attempts != attempt {
+        return Err(Error::Conflict(format!(
+            "attempt {attempt} of execution {execution_id} is not running (status {state}, attempt {attempts})"
+        )));
+    }
+    let cue =
+        cues::load_policy(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    Ok((cue, outcome_state, deadline_s))
+}
+
 /// Validates an outcome report without touching the store.
 pub fn check_outcome(o: &ReportedOutcome) -> Result<()> {
     let limits: [(&'static str, &Option<String>, usize); 7] = [
@@ -447,22 +474,7 @@ pub fn complete(
     now: Millis,
 ) -> Result<Finished> {
     check_outcome(o)?;
-    let (cue_id, state, attempts, prior_state): (String, String, i64, Option<String>) = conn
-        .prepare_cached(
-            "SELECT cue_id, status, attempts, outcome_state FROM executions WHERE id = ?1",
-        )?
-        .query_row([execution_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?
-        .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
-    if state != status::DELIVERING || attempts != attempt {
-        return Err(Error::Conflict(format!(
-            "attempt {attempt} of execution {execution_id} is not running (status {state}, attempt {attempts})"
-        )));
-    }
-    let cue =
-        cues::load_policy(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    let (cue, prior_state, _) = running(conn, execution_id, attempt)?;
     conn.prepare_cached(
         "UPDATE attempts SET status = ?3, finished_at = ?4, started_at = COALESCE(?8, started_at),
             duration_ms = ?4 - COALESCE(?8, started_at), error = ?5, error_type = ?6, traceback = ?7
@@ -1057,22 +1069,7 @@ pub fn delivered(
     a: &crate::delivery::Attempt,
     now: Millis,
 ) -> Result<Finished> {
-    let (cue_id, state, attempts, deadline_s): (String, String, i64, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT cue_id, status, attempts, outcome_deadline_seconds FROM executions WHERE id = ?1",
-        )?
-        .query_row([execution_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?
-        .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))?;
-    if state != status::DELIVERING || attempts != attempt {
-        return Err(Error::Conflict(format!(
-            "attempt {attempt} of execution {execution_id} is not running (status {state}, attempt {attempts})"
-        )));
-    }
-    let cue =
-        cues::load_policy(conn, &cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    let (cue, _, deadline_s) = running(conn, execution_id, attempt)?;
     conn.prepare_cached(
         "UPDATE attempts SET status = ?3, finished_at = ?4, duration_ms = ?4 - started_at, error = ?5, http_status = ?6
          WHERE execution_id = ?1 AND number = ?2",
