@@ -450,9 +450,10 @@ def _server(results: dict[str, Any]) -> list[str]:
         "### cueapi serve vs the reference server",
         "",
         "The reference is the open-source CueAPI server (Python + PostgreSQL + Redis, a poller every 5 s). "
-        "**Its figures are quoted, not measured here** (it needs PostgreSQL and Redis, which this machine "
-        "does not run): measured by its authors on the same kind of 2-core machine with a loopback "
-        "receiver. Ours are measured in this run over HTTP on loopback: the server "
+        "**Its figures are quoted, not measured here** (its source cannot be fetched into this workplace "
+        "to run beside ours): measured on the same kind of 2-core machine with a loopback "
+        "receiver, as stated in the issue that set these targets. Ours are measured in this run "
+        "over HTTP on loopback: the server "
         "(`cueapi.App(db).serve('127.0.0.1', 0, allow_private_targets=True)`, a process of its own), the "
         "webhook receiver (an asyncio Protocol HTTP/1.1 server with keep-alive answering "
         '`200 {"ok": true}`, a process of its own) and the load generator (`wrk` with `bench/wrk.lua`, '
