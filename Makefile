@@ -22,7 +22,14 @@ $(SDK_VENV)/.installed:
 	$(SDK_VENV)/bin/python -m pip install -q 'cueapi-sdk==0.1.3'
 	touch $@
 
-develop: $(VENV)/.installed $(SDK_VENV)/.installed
+# The official CueAPI CLI likewise: its distribution and import name are both `cueapi`.
+CLI_VENV := .venv-cli
+$(CLI_VENV)/.installed:
+	$(PYTHON) -m venv $(CLI_VENV)
+	$(CLI_VENV)/bin/python -m pip install -q 'cueapi==0.2.0'
+	touch $@
+
+develop: $(VENV)/.installed $(SDK_VENV)/.installed $(CLI_VENV)/.installed
 	maturin develop -q
 
 lint: develop
