@@ -923,13 +923,14 @@ pub struct Target {
     pub secret: String,
 }
 
-/// The delivery target of a cue: its callback and its owner's signing secret.
+/// The delivery target of a cue: its callback and its owner's signing secret. (Two plain
+/// lookups: the same query as a LEFT JOIN was re-prepared by SQLite on every run.)
 pub fn target(conn: &Connection, cue_id: &str) -> Result<Option<Target>> {
     let row = conn
         .prepare_cached(
-            "SELECT c.callback_url, c.callback_method, c.callback_headers, c.delivery_timeout_seconds,
-                    c.signature_scheme, u.webhook_secret
-             FROM cues c LEFT JOIN users u ON u.id = c.owner WHERE c.id = ?1",
+            "SELECT callback_url, callback_method, callback_headers, delivery_timeout_seconds,
+                    signature_scheme, owner
+             FROM cues WHERE id = ?1",
         )?
         .query_row([cue_id], |r| {
             Ok((
@@ -938,13 +939,17 @@ pub fn target(conn: &Connection, cue_id: &str) -> Result<Option<Target>> {
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(5)?,
             ))
         })
         .optional()?;
-    let Some((Some(url), method, headers, timeout, scheme, secret)) = row else {
+    let Some((Some(url), method, headers, timeout, scheme, owner)) = row else {
         return Ok(None);
     };
+    let secret: Option<String> = conn
+        .prepare_cached("SELECT webhook_secret FROM users WHERE id = ?1")?
+        .query_row([owner], |r| r.get(0))
+        .optional()?;
     Ok(Some(Target {
         url,
         method,
