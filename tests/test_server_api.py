@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import re
 import socket
-import ssl
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -101,54 +99,6 @@ def parse_iso(text: str) -> datetime:
 
 def iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class CheapServer(Server):
-    """The conftest server, called through one client per server: ``httpx.request`` builds a new
-    client and loads the CA bundle on every call (40 ms), which dominates hundreds of tests. Like
-    ``httpx.request``, every call has a connection of its own (no keep-alive), so one request's
-    connection handling never decides another's result."""
-
-    http: httpx.Client | None = None
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        json: Any = None,
-        *,
-        key: str | bool | None = True,
-        headers: dict[str, str] | None = None,
-        content: bytes | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> httpx.Response:
-        assert self.http is not None
-        h = dict(headers or {})
-        token = self.key if key is True else key
-        if token:
-            h["Authorization"] = f"Bearer {token}"
-        return self.http.request(
-            method, self.url + path, json=json, headers=h, content=content, params=params
-        )
-
-
-def fresh_connections(tls: ssl.SSLContext) -> httpx.Client:
-    return httpx.Client(timeout=30, verify=tls, limits=httpx.Limits(max_keepalive_connections=0))
-
-
-@pytest.fixture(scope="module")
-def tls() -> ssl.SSLContext:
-    """Loaded once: a client made with it is cheap."""
-    return ssl.create_default_context()
-
-
-@pytest.fixture
-def server(server: Server, tls: ssl.SSLContext) -> Iterator[Server]:
-    """The conftest ``server`` (one registered user), called through a client of its own (closed
-    before the server is)."""
-    with fresh_connections(tls) as http:
-        yield CheapServer(**{f.name: getattr(server, f.name) for f in fields(Server)}, http=http)
 
 
 @pytest.fixture
@@ -1003,16 +953,15 @@ def test_huge_offsets_answer_an_empty_page(
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory, tls: ssl.SSLContext) -> Iterator[Server]:
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server started without ``allow_private_targets``: the production policy."""
     db = Path(tmp_path_factory.mktemp("strict")) / "x.db"
     app = cueapi.App(db)
     try:
         url = app.serve("127.0.0.1", 0)
-        with fresh_connections(tls) as http:
-            r = http.post(url + "/v1/auth/register", json={"email": "strict@example.com"})
-            assert r.status_code == 201, r.text
-            yield CheapServer(app, url, r.json()["api_key"], r.json()["webhook_secret"], db, http=http)
+        r = httpx.post(url + "/v1/auth/register", json={"email": "strict@example.com"}, timeout=30)
+        assert r.status_code == 201, r.text
+        yield Server(app, url, r.json()["api_key"], r.json()["webhook_secret"], db)
     finally:
         app.close()
 

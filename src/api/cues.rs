@@ -584,28 +584,25 @@ pub(super) async fn update(
     check_timezone(&spec)?;
     let warning = check_targets(&st, &spec).await?;
     let (owner, cue_id, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
-    let (cue, next) = st
+    let next = st
         .engine
         .store()
         .write_async(move |c| {
             let up = store::update_cue(c, &owner, &cue_id, &spec, now)?;
-            let mut next = up.changed.then_some(up.next_run).flatten();
-            let current = store::cue_json(c, &cue_id)?;
-            let is = current.get("status").and_then(Value::as_str).unwrap_or("");
-            match (status.as_deref(), is) {
-                (Some("paused"), "active") => {
-                    let keep = current.get("next_run").and_then(Value::as_i64);
-                    store::set_cue_status(c, &cue_id, "paused", keep, now)?;
-                    next = None;
+            let next = up.changed.then_some(up.next_run).flatten();
+            Ok(match status.as_deref() {
+                Some("paused") => {
+                    store::pause(c, &cue_id, now)?;
+                    None
                 }
-                (Some("active"), "paused") => next = store::resume(c, &cue_id, now)?,
-                _ => {}
-            }
-            Ok((store::cue_json(c, &cue_id)?, next))
+                Some("active") => store::resume(c, &cue_id, now)?,
+                _ => next,
+            })
         })
         .await
         .map_err(|e| ApiError::from(e).conflict_code("duplicate_cue_name"))?;
     st.engine.schedule_cue(&id, next);
+    let cue = st.engine.store().read(|c| store::cue_json(c, &id))?;
     ok(StatusCode::OK, cue_out(cue, warning))
 }
 

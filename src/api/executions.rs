@@ -264,14 +264,7 @@ pub(super) async fn outcome(
         return Err(ApiError::field("body.success", "is required"));
     }
     let cut = soften(&mut body);
-    let mut report: ReportedOutcome = typed(known_only(&body, OUTCOME_FIELDS)?)?;
-    // Null means "not given" for every optional field.
-    if report.metadata.as_ref().is_some_and(Value::is_null) {
-        report.metadata = None;
-    }
-    if report.artifacts.as_ref().is_some_and(Value::is_null) {
-        report.artifacts = None;
-    }
+    let report: ReportedOutcome = typed(known_only(&body, OUTCOME_FIELDS)?)?;
     check_result_url(report.result_url.as_deref(), "body.result_url")?;
     if let Some(m) = &report.metadata {
         if crate::signing::canonical_json(m).len() > 10_240 {
@@ -311,13 +304,7 @@ pub(super) async fn evidence(
         "artifacts",
         "metadata",
     ];
-    let mut ev: Evidence = typed(known_only(&body, &known)?)?;
-    if ev.metadata.as_ref().is_some_and(Value::is_null) {
-        ev.metadata = None;
-    }
-    if ev.artifacts.as_ref().is_some_and(Value::is_null) {
-        ev.artifacts = None;
-    }
+    let ev: Evidence = typed(known_only(&body, &known)?)?;
     check_result_url(ev.result_url.as_deref(), "body.result_url")?;
     let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     let state = st

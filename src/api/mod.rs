@@ -355,27 +355,14 @@ fn with_truncated(mut out: Value, cut: &[&str]) -> ApiResult {
     ok(StatusCode::OK, out)
 }
 
-/// Reads a JSON request body: at most [`MAX_BODY`] bytes (413), UTF-8, valid JSON (400). An empty
+/// Parses the (already read) request body: UTF-8 and valid JSON (400), no integer wider than 64 bits
+/// (422). An empty
 /// body reads as `None`.
 async fn read_body(req: Request) -> ApiResult<Option<Value>> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("Request body exceeds {MAX_BODY} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_large());
-    }
-    let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+    // `read_whole_body` has read it already, within the limit: this only takes the bytes.
+    let bytes: Bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

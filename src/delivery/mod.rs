@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::clock::Millis;
 use crate::signing::{canonical_json, sign_sha256, sign_standard, sign_v1};
-use crate::store::{ReportedOutcome, Target};
+use crate::store::{Claimed, ReportedOutcome, Target};
 pub use ssrf::Policy;
 
 /// Longest callback URL accepted.
@@ -94,29 +94,21 @@ pub fn python_isoformat(ms: Millis) -> String {
     }
 }
 
-/// One attempt's request, before sending.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub execution_id: String,
-    pub cue_id: String,
-    pub cue_name: String,
-    pub scheduled_for: Millis,
-    pub attempt: i64,
-    pub payload: String,
-    pub idempotency_key: String,
-}
+/// The request of a claimed attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a>(pub &'a Claimed);
 
-impl Request {
+impl Request<'_> {
     /// The canonical body bytes.
     pub fn body(&self) -> Vec<u8> {
-        let payload: Value = serde_json::from_str(&self.payload).unwrap_or_else(|_| json!({}));
+        let payload: Value = serde_json::from_str(&self.0.payload).unwrap_or_else(|_| json!({}));
         let body = json!({
-            "attempt": self.attempt,
-            "cue_id": self.cue_id,
-            "execution_id": self.execution_id,
-            "name": self.cue_name,
+            "attempt": self.0.attempt,
+            "cue_id": self.0.cue_id,
+            "execution_id": self.0.execution_id,
+            "name": self.0.cue_name,
             "payload": payload,
-            "scheduled_for": python_isoformat(self.scheduled_for),
+            "scheduled_for": python_isoformat(self.0.scheduled_for),
         });
         canonical_json(&body).into_bytes()
     }
@@ -145,19 +137,19 @@ impl Request {
             ),
             ("x-cueapi-signature", signature),
             ("x-cueapi-timestamp", ts.to_string()),
-            ("x-cueapi-execution-id", self.execution_id.clone()),
-            ("x-cueapi-cue-id", self.cue_id.clone()),
+            ("x-cueapi-execution-id", self.0.execution_id.clone()),
+            ("x-cueapi-cue-id", self.0.cue_id.clone()),
             (
                 "x-cueapi-scheduled-for",
-                python_isoformat(self.scheduled_for),
+                python_isoformat(self.0.scheduled_for),
             ),
-            ("x-cueapi-attempt", self.attempt.to_string()),
-            ("x-cueapi-idempotency-key", self.idempotency_key.clone()),
-            ("webhook-id", self.idempotency_key.clone()),
+            ("x-cueapi-attempt", self.0.attempt.to_string()),
+            ("x-cueapi-idempotency-key", self.0.idempotency_key.clone()),
+            ("webhook-id", self.0.idempotency_key.clone()),
             ("webhook-timestamp", ts.to_string()),
             (
                 "webhook-signature",
-                sign_standard(&target.secret, &self.idempotency_key, ts, body),
+                sign_standard(&target.secret, &self.0.idempotency_key, ts, body),
             ),
         ];
         for (k, v) in ours {
@@ -285,7 +277,7 @@ impl Deliverer {
     }
 
     /// Sends one attempt. Never fails: every way an attempt can go wrong is an [`Attempt`].
-    pub async fn send(&self, req: &Request, target: &Target, now: Millis) -> Attempt {
+    pub async fn send(&self, req: Request<'_>, target: &Target, now: Millis) -> Attempt {
         let body = req.body();
         let failed = |error: String| Attempt {
             error: Some(error),

@@ -285,14 +285,7 @@ impl Engine {
     /// Pauses a cue: its ticks are recorded as missed until it is resumed.
     pub fn pause(&self, cue_id: &str) -> Result<()> {
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());
-        self.inner.store.write(move |c| {
-            let cue = store::cue_json(c, &id)?;
-            let next = cue.get("next_run").and_then(Value::as_i64);
-            if cue.get("status").and_then(Value::as_str) == Some("active") {
-                store::set_cue_status(c, &id, "paused", next, now)?;
-            }
-            Ok(())
-        })
+        self.inner.store.write(move |c| store::pause(c, &id, now))
     }
 
     /// Resumes a paused cue from now; ticks missed while paused are recorded.

@@ -143,18 +143,7 @@ impl Inner {
                 error: Some(format!("the HTTP client could not be built: {e}")),
                 ..Default::default()
             },
-            (Some(t), Ok(d)) => {
-                let req = Request {
-                    execution_id: job.execution_id.clone(),
-                    cue_id: job.cue_id.clone(),
-                    cue_name: job.cue_name.clone(),
-                    scheduled_for: job.scheduled_for,
-                    attempt: job.attempt,
-                    payload: job.payload,
-                    idempotency_key: job.idempotency_key,
-                };
-                d.send(&req, t, self.clock.now()).await
-            }
+            (Some(t), Ok(d)) => d.send(Request(&job), t, self.clock.now()).await,
         };
         let done = (job.execution_id, job.attempt, attempt, self.clock.now());
         if self.recorder().send(done).is_err() {

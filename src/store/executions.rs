@@ -752,6 +752,15 @@ pub fn replay(conn: &Connection, execution_id: &str, now: Millis) -> Result<Stri
     .ok_or_else(|| Error::Conflict("could not create the execution".into()))
 }
 
+/// Pauses an active cue; its next run is kept, so that resuming records the ticks the pause missed.
+pub fn pause(conn: &Connection, cue_id: &str, now: Millis) -> Result<()> {
+    let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
+    if cue.status == "active" {
+        cues::set_status(conn, cue_id, "paused", cue.next_run, now)?;
+    }
+    Ok(())
+}
+
 /// Resumes a paused cue: ticks that fell in the pause are recorded as missed; the schedule
 /// continues from now.
 pub fn resume(conn: &Connection, cue_id: &str, now: Millis) -> Result<Option<Millis>> {
