@@ -523,6 +523,75 @@ def test_outcome_deadline_on_a_manual_clock(
     assert ex["outcome"]["result"] == "late"
 
 
+# -- ticks committed ahead of their instant -----------------------------------------------------------
+
+
+def held_cue(server: Server, receiver: Receiver, at: datetime) -> tuple[dict[str, Any], str]:
+    """A one-shot webhook cue due at ``at``; once the clock is within the fire-ahead window (25 ms)
+    its execution is committed, claimed and waiting for the instant: returns the cue and it."""
+    cue = server.cue(
+        name=f"held-{next(_names)}",
+        schedule={"type": "once", "at": at.isoformat()},
+        callback={"url": receiver.url + "/hook"},
+        delivery={"outcome_deadline_seconds": None},
+    )
+    return cue, wait_for(
+        lambda: [
+            e["id"]
+            for e in server.call("GET", "/v1/executions", params={"cue_id": cue["id"]}).json()["data"]
+            if e["status"] == "delivering"
+        ],
+        15,
+        "the tick committed ahead of its instant",
+    )[0]
+
+
+def test_a_tick_committed_ahead_goes_out_at_its_instant(
+    timed: Server, now_clock: cueapi.ManualClock, receiver: Receiver, beacon: Receiver
+) -> None:
+    due = now_clock.now() + timedelta(seconds=10)
+    now_clock.advance(9.99)
+    cue, eid = held_cue(timed, receiver, due)
+    # The store already holds the execution and its attempt, dated at the instant itself ...
+    (attempt,) = settled(timed, eid, "delivering")["attempt_log"]
+    assert instant(attempt["started_at"]) == due
+    # ... but nothing is sent before the instant: a beacon due 5 ms earlier arrives alone.
+    advance(timed, now_clock, beacon, 0.005)
+    assert hooks(receiver) == []
+    now_clock.advance(0.005)
+    ex = settled(timed, eid, "success")
+    (got,) = receiver.wait(1)
+    assert instant(got.json()["scheduled_for"]) == due
+    assert got.headers["x-cueapi-execution-id"] == eid
+    assert [a["status"] for a in ex["attempt_log"]] == ["success"]
+    assert timed.call("GET", f"/v1/cues/{cue['id']}").json()["status"] == "completed"
+
+
+def test_closing_with_a_tick_held_for_its_instant_loses_nothing(
+    tmp_path: Path, now_clock: cueapi.ManualClock, receiver: Receiver
+) -> None:
+    # On a manual clock that never reaches the instant, closing does not wait for it: the held
+    # attempt is left running, recovered as interrupted on the next open and sent then.
+    db = tmp_path / "held.db"
+    first = start_server(db, now_clock)
+    try:
+        due = now_clock.now() + timedelta(seconds=10)
+        now_clock.advance(9.99)
+        _, eid = held_cue(first, receiver, due)
+    finally:
+        first.app.close()
+    assert hooks(receiver) == []
+    second = reopen(db, first, cueapi.ManualClock(due))
+    try:
+        ex = settled(second, eid, "success")
+        assert [(a["number"], a["status"]) for a in ex["attempt_log"]] == [(1, "interrupted"), (2, "success")]
+        (got,) = receiver.wait(1)
+        assert got.headers["x-cueapi-attempt"] == "2"
+        assert instant(got.json()["scheduled_for"]) == due
+    finally:
+        second.app.close()
+
+
 # -- restarts ----------------------------------------------------------------------------------------
 
 

@@ -46,6 +46,10 @@ pub struct Config {
     pub lease_ms: i64,
     /// Webhook deliveries in flight at once.
     pub max_deliveries: usize,
+    /// Cue ticks and retries are committed up to this long before their instant and released
+    /// at the instant itself, so the store's work is not part of the fire lag. A pause or change
+    /// made inside this window applies from the following tick.
+    pub fire_ahead_ms: i64,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             grace_ms: 60_000,
             lease_ms: 300_000,
             max_deliveries: 512,
+            fire_ahead_ms: 25,
         }
     }
 }
@@ -86,6 +91,8 @@ struct Inner {
     problems_cv: Condvar,
     claims_open: AtomicBool,
     closed: AtomicBool,
+    /// Wakes work held for a later instant when the engine closes.
+    closing: Notify,
     /// The SSRF guard every outbound request goes through.
     policy: Arc<Policy>,
     deliverer: OnceLock<std::result::Result<Deliverer, String>>,
@@ -159,6 +166,7 @@ impl Engine {
             problems_cv: Condvar::new(),
             claims_open: AtomicBool::new(true),
             closed: AtomicBool::new(false),
+            closing: Notify::new(),
             policy: Arc::new(Policy::new(false)),
             deliverer: OnceLock::new(),
             delivery_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
@@ -606,6 +614,7 @@ impl Engine {
         self.stop_claims();
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.wake.notify_one();
+        self.inner.closing.notify_waiters();
         if let Some(task) = self.loop_task.lock().take() {
             if let Ok(rt) = runtime() {
                 let _ = rt.block_on(task);
@@ -707,44 +716,58 @@ impl Inner {
         // Rounds start small after a wait, so that the first runs of a burst start while its
         // later ticks are still being fired, and grow while a backlog lasts (fewer commits).
         let mut round = FIRST_ROUND;
+        let ahead = self.config.fire_ahead_ms.max(0);
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return;
             }
             let now = self.clock.now();
-            let next = self.timers.lock().peek_at();
-            match next {
-                Some(at) if at <= now => {
+            let next = self.timers.lock().peek();
+            let (due, as_of) = match next {
+                Some((at, _)) if at <= now => {
                     let due = self.timers.lock().pop_due(now, round);
                     round = (round * 2).min(MAX_ROUND);
-                    if let Err(e) = self.act(due, now).await {
-                        self.problem(format!("timer round failed: {e}"));
-                        if matches!(e, Error::Closed) {
-                            return;
-                        }
-                    }
+                    (due, now)
                 }
-                Some(at) => {
+                // Close enough: everything due at that instant is committed now and released
+                // when the instant comes.
+                Some((at, kind)) if kind != TimerKind::Deadline && at - ahead <= now => {
+                    (self.timers.lock().pop_ahead(at, MAX_ROUND), at)
+                }
+                Some((at, kind)) => {
                     round = FIRST_ROUND;
+                    let wake_at = if kind == TimerKind::Deadline {
+                        at
+                    } else {
+                        at - ahead
+                    };
                     tokio::select! {
-                        _ = self.clock.sleep_until(at) => {}
+                        _ = self.clock.sleep_until(wake_at) => {}
                         _ = self.wake.notified() => {}
                     }
+                    continue;
                 }
                 None => {
                     round = FIRST_ROUND;
-                    self.wake.notified().await
+                    self.wake.notified().await;
+                    continue;
+                }
+            };
+            if let Err(e) = self.act(due, as_of).await {
+                self.problem(format!("timer round failed: {e}"));
+                if matches!(e, Error::Closed) {
+                    return;
                 }
             }
         }
     }
 
-    /// Acts on due timer entries in one write operation, then schedules what follows. Should the
-    /// batch fail, each entry is retried in an operation of its own, and an entry that still fails
-    /// is put back a second later: a bad row or a full disk delays work but never drops it.
-    /// (One operation for the batch, not a savepoint per entry: savepoints cost SQLite a copy of
-    /// every page they touch, which halved firing throughput.)
-    async fn act(self: &Arc<Self>, due: Vec<Timer>, now: Millis) -> Result<()> {
+    /// Acts on due timer entries as of `as_of` in one write operation, then schedules what
+    /// follows. Should the batch fail, each entry is retried in an operation of its own, and an
+    /// entry that still fails is put back a second later: a bad row or a full disk delays work
+    /// but never drops it. (One operation for the batch, not a savepoint per entry: savepoints
+    /// cost SQLite a copy of every page they touch, which halved firing throughput.)
+    async fn act(self: &Arc<Self>, due: Vec<Timer>, as_of: Millis) -> Result<()> {
         let grace = self.config.grace_ms;
         let lease = self.config.lease_ms;
         // Webhook executions fired here are claimed in the same transaction, as many as there
@@ -754,8 +777,8 @@ impl Inner {
         let whole = self
             .store
             .write_async(move |c| {
-                let (ready, later) = act_on_all(c, &batch, now, grace)?;
-                let (ready, sends) = webhook::claim_ready(c, ready, now, lease, free)?;
+                let (ready, later) = act_on_all(c, &batch, as_of, grace)?;
+                let (ready, sends) = webhook::claim_ready(c, ready, as_of, lease, free)?;
                 Ok((ready, later, sends))
             })
             .await;
@@ -772,7 +795,7 @@ impl Inner {
                     let one = [t.clone()];
                     match self
                         .store
-                        .write_async(move |c| act_on_all(c, &one, now, grace))
+                        .write_async(move |c| act_on_all(c, &one, as_of, grace))
                         .await
                     {
                         Ok((r, l)) => {
@@ -786,7 +809,7 @@ impl Inner {
                                 t.kind, t.id
                             ));
                             later.push(Timer {
-                                at: now + 1_000,
+                                at: self.clock.now().max(as_of) + 1_000,
                                 ..t
                             });
                         }
@@ -795,12 +818,51 @@ impl Inner {
                 (ready, later, Vec::new())
             }
         };
+        self.add_timers(later);
+        if as_of > self.clock.now() {
+            self.release_at(as_of, ready, sends);
+        } else {
+            self.release(ready, sends);
+        }
+        Ok(())
+    }
+
+    /// Sends claimed attempts and routes the other ready executions. Must run inside the
+    /// runtime's context.
+    fn release(self: &Arc<Self>, ready: Vec<Ready>, sends: Vec<webhook::Send>) {
         for job in sends {
             self.spawn_send(job);
         }
         self.dispatch(ready);
-        self.add_timers(later);
-        Ok(())
+    }
+
+    /// Releases work committed ahead of its instant when the instant comes. Its attempts count
+    /// as deliveries in flight, so closing waits for them (at most `fire_ahead_ms` on the system
+    /// clock). On a manual clock that has not reached the instant, closing leaves them to be
+    /// recovered when the database is next opened, like any attempt a process left running.
+    fn release_at(self: &Arc<Self>, at: Millis, ready: Vec<Ready>, sends: Vec<webhook::Send>) {
+        let held = sends.len();
+        self.deliveries.fetch_add(held, Ordering::SeqCst);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let closing = me.closing.notified();
+            tokio::pin!(closing);
+            closing.as_mut().enable();
+            if !me.closed.load(Ordering::SeqCst) {
+                tokio::select! {
+                    _ = me.clock.sleep_until(at) => {}
+                    _ = &mut closing => {}
+                }
+            }
+            if me.clock.now() < at {
+                match me.clock {
+                    Clock::System => me.clock.sleep_until(at).await,
+                    Clock::Manual(_) => return me.delivery_done(held),
+                }
+            }
+            me.release(ready, sends);
+            me.delivery_done(held);
+        });
     }
 
     /// Schedules what follows a recorded attempt.

@@ -49,6 +49,29 @@ impl Timers {
         self.heap.peek().map(|t| t.0.at)
     }
 
+    /// The earliest instant and what it is for, if any.
+    pub fn peek(&self) -> Option<(Millis, TimerKind)> {
+        self.heap.peek().map(|t| (t.0.at, t.0.kind))
+    }
+
+    /// Removes and returns up to `max` entries due at or before `at` that may be acted on ahead
+    /// of their instant (cue ticks and retries; never outcome deadlines), earliest first. Stops
+    /// at the first deadline: at equal instants deadlines sort last, so none is skipped over.
+    pub fn pop_ahead(&mut self, at: Millis, max: usize) -> Vec<Timer> {
+        let mut out = Vec::new();
+        while out.len() < max
+            && self
+                .heap
+                .peek()
+                .is_some_and(|t| t.0.at <= at && t.0.kind != TimerKind::Deadline)
+        {
+            if let Some(Reverse(t)) = self.heap.pop() {
+                out.push(t);
+            }
+        }
+        out
+    }
+
     /// Removes and returns up to `max` entries due at or before `now`, earliest first.
     pub fn pop_due(&mut self, now: Millis, max: usize) -> Vec<Timer> {
         let mut out = Vec::new();
@@ -78,5 +101,26 @@ mod tests {
         let due: Vec<_> = t.pop_due(30, 10).into_iter().map(|t| t.id).collect();
         assert_eq!(due, ["a", "b", "c"]);
         assert_eq!(t.peek_at(), Some(40));
+    }
+
+    #[test]
+    fn pops_ahead_up_to_the_first_deadline() {
+        let mut t = Timers::default();
+        for (at, kind, id) in [
+            (10, TimerKind::Deadline, "d"),
+            (10, TimerKind::Cue, "a"),
+            (10, TimerKind::Retry, "r"),
+            (20, TimerKind::Cue, "b"),
+        ] {
+            t.push(Timer {
+                at,
+                kind,
+                id: id.into(),
+            });
+        }
+        let ahead: Vec<_> = t.pop_ahead(10, 10).into_iter().map(|t| t.id).collect();
+        assert_eq!(ahead, ["a", "r"]);
+        assert_eq!(t.peek(), Some((10, TimerKind::Deadline)));
+        assert!(t.pop_ahead(20, 10).is_empty());
     }
 }

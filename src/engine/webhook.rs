@@ -71,7 +71,7 @@ impl Inner {
         })
     }
 
-    fn delivery_done(&self, n: usize) {
+    pub(super) fn delivery_done(&self, n: usize) {
         let _g = self.deliveries_lock.lock();
         self.deliveries.fetch_sub(n, Ordering::SeqCst);
         self.deliveries_done.notify_all();

@@ -84,6 +84,34 @@ fn a_tick_is_fired_claimed_and_completed_with_its_outcome() {
 }
 
 #[test]
+fn a_tick_is_committed_ahead_of_its_instant_and_claimable_only_at_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(START);
+    let engine = open_on_time(&dir.path().join("a.db"), &clock);
+    engine
+        .upsert_cue(LOCAL_OWNER, spec(json!({"name": "a", "every": "1m"})))
+        .expect("cue");
+    engine.start().expect("start");
+    let ahead = Config::default().fire_ahead_ms;
+    manual(&clock).advance(60_000 - ahead / 2);
+    let until = Instant::now() + Duration::from_secs(10);
+    while statuses(&engine).is_empty() {
+        assert!(Instant::now() < until, "the tick was not committed ahead");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(statuses(&engine), ["pending"]);
+    // Committed, not released: no handler can claim it before its instant.
+    assert!(engine
+        .claim(Duration::from_millis(200))
+        .expect("claim")
+        .is_none());
+    manual(&clock).advance(ahead / 2);
+    let job = claim_within(&engine, 10);
+    assert_eq!((job.scheduled_for, job.attempt), (START + 60_000, 1));
+    engine.close();
+}
+
+#[test]
 fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("r.db");
