@@ -24,6 +24,13 @@ pub enum Error {
     /// The request conflicts with the stored state (e.g. an outcome that was already recorded).
     #[error("{0}")]
     Conflict(String),
+
+    #[error("worker not found: {0}")]
+    WorkerNotFound(String),
+
+    /// A worker acting on a claim another worker holds.
+    #[error("{0}")]
+    NotClaimHolder(String),
     /// Another process holds this database file.
     #[error("database is open in another process: {0}")]
     Locked(String),

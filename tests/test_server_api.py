@@ -1416,6 +1416,7 @@ def test_outcome_is_write_once(server: Server, pending: dict[str, Any]) -> None:
         "execution_id": pending["id"],
         "outcome_recorded": True,
         "outcome_state": "reported_success",
+        "status": "success",
         "reason": None,
     }
     recorded = server.execution(pending["id"])
@@ -1466,7 +1467,10 @@ def test_outcome_stores_every_evidence_field(server: Server, pending: dict[str, 
     ],
 )
 def test_verification_modes(server: Server, mode: str | None, report: dict[str, Any], state: str) -> None:
-    c = worker_cue(server, "v", verification=None if mode is None else {"mode": mode})
+    # No retries: a reported failure is final, so it is the execution's outcome.
+    c = worker_cue(
+        server, "v", verification=None if mode is None else {"mode": mode}, retry={"max_attempts": 0}
+    )
     ex = fire(server, c["id"])
     assert outcome(server, ex["id"], **report)["outcome_state"] == state
     assert server.execution(ex["id"])["outcome_state"] == state
@@ -1517,7 +1521,8 @@ def test_over_long_free_text_is_cut_and_said_so(server: Server, cue: dict[str, A
     """An outcome is evidence of work done: over-long ``result``, ``error`` and ``summary`` are cut
     to their limits (2000, 2000, 500 characters) and the answer names them, rather than the report
     being lost; every other field is kept whole."""
-    ex = fire(server, cue["id"])
+    final = worker_cue(server, "no-retries", retry={"max_attempts": 0})
+    ex = fire(server, final["id"])
     r = server.call(
         "POST",
         f"/v1/executions/{ex['id']}/outcome",
@@ -1718,7 +1723,7 @@ def test_replay_of_a_finished_execution(server: Server, finished: dict[str, Any]
 
 
 def test_execution_list_filters(server: Server, receiver: Receiver) -> None:
-    a = worker_cue(server, "a")
+    a = worker_cue(server, "a", retry={"max_attempts": 0})
     a1, a2, a3 = (fire(server, a["id"])["id"] for _ in range(3))
     outcome(server, a1, success=True, external_id="ext-1", result_type="report")
     outcome(server, a2, success=False, error="boom")
@@ -1738,11 +1743,11 @@ def test_execution_list_filters(server: Server, receiver: Receiver) -> None:
     assert ids(status="all") == everything
     assert ids(cue_id=a["id"]) == sorted([a1, a2, a3])
     assert ids(cue_id="cue_nope") == []
-    assert ids(status="pending") == sorted([a1, a2, a3])
-    assert ids(status="success") == [b1]
-    assert ids(status="failed") == []
-    assert ids(status__in="pending,success") == everything
-    assert ids(status__in="success, failed") == [b1]
+    assert ids(status="pending") == [a3]
+    assert ids(status="success") == sorted([a1, b1])
+    assert ids(status="failed") == [a2]
+    assert ids(status__in="pending,success") == sorted([a1, a3, b1])
+    assert ids(status__in="success, failed") == sorted([a1, a2, b1])
     assert ids(outcome_state="reported_failure") == [a2]
     assert ids(outcome_state="reported_success") == [a1]
     assert ids(has_evidence="true") == [a1]
@@ -1767,7 +1772,7 @@ def test_execution_list_filters(server: Server, receiver: Receiver) -> None:
     assert sorted(e["id"] for e in per_cue["data"]) == sorted([a1, a2, a3])
     assert per_cue["total"] == 3
     assert ids(f"/v1/cues/{a['id']}/executions", outcome_state="reported_failure") == [a2]
-    assert ids(f"/v1/cues/{a['id']}/executions", status="success") == []
+    assert ids(f"/v1/cues/{a['id']}/executions", status="success") == [a1]
     assert ids(f"/v1/cues/{b['id']}/executions", status="success") == [b1]
     # The path's cue wins over a cue_id in the query: it never shows another cue's executions.
     assert ids(f"/v1/cues/{a['id']}/executions", cue_id=b["id"]) == sorted([a1, a2, a3])

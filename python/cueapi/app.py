@@ -383,13 +383,20 @@ class App:
         *,
         allow_register: bool | None = None,
         allow_private_targets: bool = False,
+        worker_lease_seconds: float = 300,
+        worker_timeout_seconds: float = 180,
     ) -> str:
         """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
         (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
         default only on a loopback address; ``allow_private_targets`` lets callbacks reach
-        loopback and private networks (local development and tests only). Starts the App."""
+        loopback and private networks (local development and tests only). A pull worker's claim
+        is released only when its lease (``worker_lease_seconds``, extended by execution
+        heartbeats) has run out *and* the worker has not been heard from for
+        ``worker_timeout_seconds``. Starts the App."""
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValidationError("port must be an int between 0 and 65535")
+        lease_ms = _positive_ms(worker_lease_seconds, "worker_lease_seconds")
+        timeout_ms = _positive_ms(worker_timeout_seconds, "worker_timeout_seconds")
         if allow_register is None:
             allow_register = _is_loopback(host)
         if self._closed:
@@ -397,7 +404,12 @@ class App:
         # Serve first: that sets the outbound policy, which work recovered from the database
         # must already follow when the engine starts dispatching it.
         bound_host, bound_port = self._engine.serve(
-            host, port, allow_register=bool(allow_register), allow_private_targets=bool(allow_private_targets)
+            host,
+            port,
+            allow_register=bool(allow_register),
+            allow_private_targets=bool(allow_private_targets),
+            worker_lease_ms=lease_ms,
+            worker_timeout_ms=timeout_ms,
         )
         self.start()
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -724,6 +736,17 @@ class App:
     def now(self) -> datetime:
         """The App's clock."""
         return datetime.fromtimestamp(self._engine.now_ms() / 1000, tz=timezone.utc)
+
+
+def _positive_ms(seconds: float, name: str) -> int:
+    """Seconds (at least a millisecond, at most 30 days) as whole milliseconds."""
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0.001 <= seconds <= 30 * 86400
+    ):
+        raise ValidationError(f"{name} must be a number of seconds between 0.001 and 2592000")
+    return round(seconds * 1000)
 
 
 def _is_loopback(host: str) -> bool:

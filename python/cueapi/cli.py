@@ -40,6 +40,19 @@ def _env_port() -> int:
     return port
 
 
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise SystemExit(f"cueapi: {name}={value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 30 * 86400:
+        raise SystemExit(f"cueapi: {name}={value!r} must be between 0 and 2592000 seconds")
+    return seconds
+
+
 def _history(args: argparse.Namespace) -> int:
     with App(args.db) as app:
         for cue in app.cues():
@@ -65,7 +78,22 @@ def _serve(args: argparse.Namespace) -> int:
     private = args.allow_private_targets or bool(_env_flag("CUEAPI_ALLOW_PRIVATE_TARGETS"))
     app = App(args.db)
     try:
-        url = app.serve(args.host, args.port, allow_register=allow_register, allow_private_targets=private)
+        url = app.serve(
+            args.host,
+            args.port,
+            allow_register=allow_register,
+            allow_private_targets=private,
+            worker_lease_seconds=(
+                args.worker_lease
+                if args.worker_lease is not None
+                else _env_seconds("CUEAPI_WORKER_LEASE_SECONDS", 300)
+            ),
+            worker_timeout_seconds=(
+                args.worker_timeout
+                if args.worker_timeout is not None
+                else _env_seconds("CUEAPI_WORKER_TIMEOUT_SECONDS", 180)
+            ),
+        )
     except BaseException:
         app.close()
         raise
@@ -117,6 +145,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="let callbacks reach loopback and private networks (development and tests; "
         "env CUEAPI_ALLOW_PRIVATE_TARGETS)",
+    )
+    serve.add_argument(
+        "--worker-lease",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a pull worker's claim lasts unless extended by an execution heartbeat "
+        "(env CUEAPI_WORKER_LEASE_SECONDS, default 300)",
+    )
+    serve.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a worker not heard from for this long loses its expired claims "
+        "(env CUEAPI_WORKER_TIMEOUT_SECONDS, default 180)",
     )
 
     keys = sub.add_parser("keys", help="manage API users (with the server stopped)")

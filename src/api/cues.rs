@@ -39,6 +39,7 @@ fn spec_default(name: String) -> CueSpec {
         signature_scheme: "v1".into(),
         on_failure_email: true,
         on_failure_webhook: None,
+        claim_timeout_seconds: 900,
     }
 }
 
@@ -204,10 +205,12 @@ fn apply_body(
                     "timeout_seconds",
                     "outcome_deadline_seconds",
                     "signature_scheme",
+                    "claim_timeout_seconds",
                 ];
                 for (k, g) in fields(&f.path, f.object()?, &known)? {
                     match k {
                         "timeout_seconds" => spec.delivery_timeout_seconds = g.int()?,
+                        "claim_timeout_seconds" => spec.claim_timeout_seconds = g.int()?,
                         "outcome_deadline_seconds" => {
                             spec.outcome_deadline_seconds =
                                 if g.v.is_null() { None } else { Some(g.int()?) }

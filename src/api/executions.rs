@@ -9,6 +9,7 @@ use super::{
     iso_fields, ok, parse_time, read_object, typed, ApiError, ApiResult, AppState, Auth, Id, Query,
 };
 use crate::clock::Millis;
+use crate::engine::Reported;
 use crate::model::status;
 use crate::store::{self, conflict, Evidence, ExecutionFilter, ReportedOutcome};
 
@@ -274,17 +275,30 @@ pub(super) async fn outcome(
             ));
         }
     }
-    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
-    let state = st
+    let reported = st
         .engine
-        .store()
-        .write_async(move |c| store::report_outcome(c, &owner, &eid, &report, now))
+        .report_outcome(&user.id, &id, report)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("outcome_already_recorded"))?;
-    super::with_truncated(
-        json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null}),
-        &cut,
-    )
+    let out = match reported {
+        Reported::Recorded(state) => {
+            json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null})
+        }
+        Reported::Worker(w) => {
+            let mut out = json!({
+                "execution_id": id,
+                "outcome_recorded": true,
+                "outcome_state": w.outcome_state.unwrap_or_else(|| "reported_failure".into()),
+                "status": w.status,
+                "reason": null,
+            });
+            if let Some(at) = w.next_retry {
+                out["next_retry"] = json!(super::iso(at));
+            }
+            out
+        }
+    };
+    super::with_truncated(out, &cut)
 }
 
 pub(super) async fn evidence(

@@ -8,6 +8,7 @@
 mod auth;
 mod cues;
 mod executions;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
@@ -42,6 +43,11 @@ pub struct Options {
     pub allow_register: bool,
     /// Whether callbacks may point at loopback and private networks (development and tests).
     pub allow_private_targets: bool,
+    /// How long a remote worker's claim lasts unless extended (ms; 0 keeps the engine's default).
+    pub worker_lease_ms: i64,
+    /// How long a worker may stay silent before its expired claims are released (ms; 0 keeps
+    /// the engine's default).
+    pub worker_timeout_ms: i64,
 }
 
 #[derive(Clone)]
@@ -67,6 +73,19 @@ impl Server {
     ) -> crate::Result<Server> {
         let rt = engine.runtime()?;
         engine.set_allow_private_targets(opts.allow_private_targets);
+        let (lease, timeout) = engine.worker_timing();
+        engine.set_worker_timing(
+            if opts.worker_lease_ms > 0 {
+                opts.worker_lease_ms
+            } else {
+                lease
+            },
+            if opts.worker_timeout_ms > 0 {
+                opts.worker_timeout_ms
+            } else {
+                timeout
+            },
+        );
         let std_listener = std::net::TcpListener::bind((host, port))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -138,6 +157,13 @@ fn router(state: AppState) -> Router {
         )
         .route("/v1/cues/{id}/fire", post(cues::fire))
         .route("/v1/cues/{id}/executions", get(cues::executions))
+        .route("/v1/worker/heartbeat", post(workers::heartbeat))
+        .route("/v1/workers", get(workers::list))
+        .route("/v1/workers/{id}", delete(workers::delete))
+        .route("/v1/executions/claimable", get(workers::claimable))
+        .route("/v1/executions/claim", post(workers::claim_next))
+        .route("/v1/executions/{id}/claim", post(workers::claim_one))
+        .route("/v1/executions/{id}/heartbeat", post(workers::extend))
         .route("/v1/executions", get(executions::list))
         .route("/v1/executions/{id}", get(executions::get_one))
         .route("/v1/executions/{id}/outcome", post(executions::outcome))
@@ -290,6 +316,14 @@ impl From<Error> for ApiError {
                 "Execution not found",
             ),
             Error::Conflict(m) => ApiError::conflict("conflict", m),
+            Error::WorkerNotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "worker_not_found",
+                "Worker not found",
+            ),
+            Error::NotClaimHolder(m) => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_execution_owner", m)
+            }
             Error::Json(e) => ApiError::bad_request("invalid_json", e.to_string()),
             Error::Closed | Error::Locked(_) | Error::SchemaTooNew { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

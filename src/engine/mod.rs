@@ -11,7 +11,7 @@ mod webhook;
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,10 +25,20 @@ use crate::clock::{Clock, Millis};
 use crate::delivery::{Deliverer, Policy};
 use crate::error::{Error, Result};
 use crate::model::new_id;
+use crate::store::workers::{self, LeaseCheck};
 use crate::store::{
     self, Claimed, CueSpec, ExecutionFilter, Finished, Fired, ReportedOutcome, Store,
 };
 use timer::{Timer, TimerKind, Timers};
+
+/// What an outcome reported over the API did.
+#[derive(Debug, Clone)]
+pub enum Reported {
+    /// Written onto its execution, with this outcome state.
+    Recorded(String),
+    /// Completed (or failed, to be retried) a worker's claim.
+    Worker(workers::WorkerOutcome),
+}
 
 /// An execution ready to go out, with its cue's transport.
 pub type Ready = (String, String);
@@ -105,6 +115,11 @@ struct Inner {
     held: Mutex<Vec<Ready>>,
     /// Finished webhook attempts on their way to the store.
     recorder: OnceLock<tokio::sync::mpsc::UnboundedSender<webhook::Finished>>,
+    /// Remote workers: how long a claim's lease runs, and how long a worker may stay silent.
+    worker_lease_ms: AtomicI64,
+    worker_timeout_ms: AtomicI64,
+    /// When this engine opened the store: workers are not blamed for silence before it.
+    opened_at: Millis,
 }
 
 /// The scheduling engine over one database file.
@@ -139,12 +154,15 @@ impl Engine {
                 id,
             });
         }
-        for (at, id) in recovered.deadlines {
-            timers.push(Timer {
-                at,
-                kind: TimerKind::Deadline,
-                id,
-            });
+        let watched = [
+            (recovered.deadlines, TimerKind::Deadline),
+            (recovered.leases, TimerKind::Lease),
+            (recovered.claim_windows, TimerKind::Claim),
+        ];
+        for (entries, kind) in watched {
+            for (at, id) in entries {
+                timers.push(Timer { at, kind, id });
+            }
         }
         let slots = config.max_deliveries.max(1);
         let (local, held): (Vec<Ready>, Vec<Ready>) = recovered
@@ -173,6 +191,9 @@ impl Engine {
             deliveries: AtomicUsize::new(0),
             deliveries_done: Condvar::new(),
             deliveries_lock: Mutex::new(()),
+            worker_lease_ms: AtomicI64::new(DEFAULT_WORKER_LEASE_MS),
+            worker_timeout_ms: AtomicI64::new(DEFAULT_WORKER_TIMEOUT_MS),
+            opened_at: now,
         });
         Ok(Engine {
             inner,
@@ -389,6 +410,110 @@ impl Engine {
     /// stops them again.
     pub fn set_allow_private_targets(&self, allow: bool) {
         self.inner.policy.set_allow_private(allow);
+    }
+
+    /// Sets how long a remote worker's claim lasts before it must be extended, and how long a
+    /// worker may stay silent before its expired claims are released.
+    pub fn set_worker_timing(&self, lease_ms: i64, timeout_ms: i64) {
+        self.inner
+            .worker_lease_ms
+            .store(lease_ms.max(1), Ordering::Relaxed);
+        self.inner
+            .worker_timeout_ms
+            .store(timeout_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// (lease, worker timeout) in milliseconds.
+    pub fn worker_timing(&self) -> (i64, i64) {
+        (
+            self.inner.worker_lease_ms.load(Ordering::Relaxed),
+            self.inner.worker_timeout_ms.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Claims an execution of `owner` for the remote worker `worker_id`: the one named, or the
+    /// oldest it can handle (of `task`, when given). Its lease and outcome deadline go on the timer.
+    pub async fn claim_for_worker(
+        &self,
+        owner: &str,
+        execution_id: Option<&str>,
+        worker_id: &str,
+        task: Option<&str>,
+    ) -> Result<Option<workers::WorkerClaim>> {
+        self.check_open()?;
+        let (lease, _) = self.worker_timing();
+        let now = self.inner.clock.now();
+        let (o, e, w, t) = (
+            owner.to_string(),
+            execution_id.map(str::to_string),
+            worker_id.to_string(),
+            task.map(str::to_string),
+        );
+        let got = self
+            .inner
+            .store
+            .write_async(move |c| {
+                workers::claim_for(c, &o, e.as_deref(), &w, t.as_deref(), now, lease)
+            })
+            .await?;
+        if let Some(claim) = &got {
+            let id = &claim.job.execution_id;
+            let mut timers = vec![Timer {
+                at: claim.lease_expires_at,
+                kind: TimerKind::Lease,
+                id: id.clone(),
+            }];
+            if let Some(at) = claim.job.outcome_deadline_at {
+                timers.push(Timer {
+                    at,
+                    kind: TimerKind::Deadline,
+                    id: id.clone(),
+                });
+            }
+            self.inner.add_timers(timers);
+        }
+        Ok(got)
+    }
+
+    /// Records an outcome reported over the API: a worker's completes its claim (a failure's
+    /// retry goes on the timer); any other is written once onto its execution.
+    pub async fn report_outcome(
+        &self,
+        owner: &str,
+        execution_id: &str,
+        outcome: ReportedOutcome,
+    ) -> Result<Reported> {
+        self.check_open()?;
+        let now = self.inner.clock.now();
+        let (o, id) = (owner.to_string(), execution_id.to_string());
+        let done = self
+            .inner
+            .store
+            .write_async(move |c| match workers::report(c, &o, &id, &outcome, now)? {
+                Some(w) => Ok(Reported::Worker(w)),
+                None => Ok(Reported::Recorded(store::report_outcome(
+                    c, &o, &id, &outcome, now,
+                )?)),
+            })
+            .await?;
+        if let Reported::Worker(w) = &done {
+            self.inner.finished(execution_id, w.finished);
+        }
+        Ok(done)
+    }
+
+    /// Forgets a worker of `owner`; the claims it held wait for a claim again.
+    pub async fn delete_worker(&self, owner: &str, worker_id: &str) -> Result<()> {
+        self.check_open()?;
+        let now = self.inner.clock.now();
+        let (o, w) = (owner.to_string(), worker_id.to_string());
+        let again = self
+            .inner
+            .store
+            .write_async(move |c| workers::delete(c, &o, &w, now))
+            .await?;
+        self.dispatch(again.into_iter().map(|id| (id, "worker".into())).collect());
+        Ok(())
     }
 
     /// The SSRF guard outbound requests go through.
@@ -647,6 +772,11 @@ impl Drop for Engine {
     }
 }
 
+/// A remote worker's claim lasts this long unless extended by an execution heartbeat.
+pub const DEFAULT_WORKER_LEASE_MS: i64 = 300_000;
+/// A worker not heard from for this long counts as gone (its expired claims are released).
+pub const DEFAULT_WORKER_TIMEOUT_MS: i64 = 180_000;
+
 /// Timer entries acted on in the first round after a wait, and at most in any round.
 const FIRST_ROUND: usize = 8;
 const MAX_ROUND: usize = 256;
@@ -731,16 +861,12 @@ impl Inner {
                 }
                 // Close enough: everything due at that instant is committed now and released
                 // when the instant comes.
-                Some((at, kind)) if kind != TimerKind::Deadline && at - ahead <= now => {
+                Some((at, kind)) if kind.may_act_ahead() && at - ahead <= now => {
                     (self.timers.lock().pop_ahead(at, MAX_ROUND), at)
                 }
                 Some((at, kind)) => {
                     round = FIRST_ROUND;
-                    let wake_at = if kind == TimerKind::Deadline {
-                        at
-                    } else {
-                        at - ahead
-                    };
+                    let wake_at = if kind.may_act_ahead() { at - ahead } else { at };
                     tokio::select! {
                         _ = self.clock.sleep_until(wake_at) => {}
                         _ = self.wake.notified() => {}
@@ -768,7 +894,11 @@ impl Inner {
     /// but never drops it. (One operation for the batch, not a savepoint per entry: savepoints
     /// cost SQLite a copy of every page they touch, which halved firing throughput.)
     async fn act(self: &Arc<Self>, due: Vec<Timer>, as_of: Millis) -> Result<()> {
-        let grace = self.config.grace_ms;
+        let rules = Rules {
+            grace_ms: self.config.grace_ms,
+            worker_timeout_ms: self.worker_timeout_ms.load(Ordering::Relaxed),
+            alive_since: self.opened_at,
+        };
         let lease = self.config.lease_ms;
         // Webhook executions fired here are claimed in the same transaction, as many as there
         // are free delivery slots: their requests go out without another trip to the writer.
@@ -777,7 +907,7 @@ impl Inner {
         let whole = self
             .store
             .write_async(move |c| {
-                let (ready, later) = act_on_all(c, &batch, as_of, grace)?;
+                let (ready, later) = act_on_all(c, &batch, as_of, rules)?;
                 let (ready, sends) = webhook::claim_ready(c, ready, as_of, lease, free)?;
                 Ok((ready, later, sends))
             })
@@ -795,7 +925,7 @@ impl Inner {
                     let one = [t.clone()];
                     match self
                         .store
-                        .write_async(move |c| act_on_all(c, &one, as_of, grace))
+                        .write_async(move |c| act_on_all(c, &one, as_of, rules))
                         .await
                     {
                         Ok((r, l)) => {
@@ -883,17 +1013,49 @@ impl Inner {
 
     /// Routes ready executions by transport. Must run inside the runtime's context.
     fn dispatch(self: &Arc<Self>, ready: Vec<Ready>) {
-        let mut local = Vec::new();
+        let (mut local, mut remote) = (Vec::new(), Vec::new());
         for (id, transport) in ready {
             match transport.as_str() {
                 "local" => local.push(id),
                 "webhook" => self.spawn_delivery(id),
                 // Worker executions wait in the store for a remote worker's claim.
-                _ => {}
+                _ => remote.push(id),
             }
         }
         self.enqueue(local);
+        self.watch_claim_windows(remote);
     }
+
+    /// Puts the end of each claim window on the timer (read from the store, where it was set
+    /// when the execution became claimable). Must run inside the runtime's context.
+    fn watch_claim_windows(self: &Arc<Self>, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            match me.store.read(|c| workers::claim_deadlines(c, &ids)) {
+                Ok(ends) => me.add_timers(ends.into_iter().map(|(at, id)| Timer {
+                    at,
+                    kind: TimerKind::Claim,
+                    id,
+                })),
+                Err(e) => {
+                    if !me.closed.load(Ordering::SeqCst) {
+                        me.problem(format!("reading claim windows failed: {e}"));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// What acting on a timer entry needs to know besides the entry.
+#[derive(Clone, Copy)]
+struct Rules {
+    grace_ms: i64,
+    worker_timeout_ms: i64,
+    alive_since: Millis,
 }
 
 /// Acts on timer entries in the current operation: executions to dispatch, entries that follow.
@@ -901,11 +1063,11 @@ fn act_on_all(
     c: &rusqlite::Connection,
     due: &[Timer],
     now: Millis,
-    grace: i64,
+    rules: Rules,
 ) -> Result<(Vec<Ready>, Vec<Timer>)> {
     let (mut ready, mut later) = (Vec::new(), Vec::new());
     for t in due {
-        let (r, next) = act_on(c, t, now, grace)?;
+        let (r, next) = act_on(c, t, now, rules)?;
         ready.extend(r);
         later.extend(next);
     }
@@ -917,10 +1079,10 @@ fn act_on(
     c: &rusqlite::Connection,
     t: &Timer,
     now: Millis,
-    grace: i64,
+    rules: Rules,
 ) -> Result<(Vec<Ready>, Option<Timer>)> {
     Ok(match t.kind {
-        TimerKind::Cue => match store::fire_due(c, &t.id, now, grace)? {
+        TimerKind::Cue => match store::fire_due(c, &t.id, now, rules.grace_ms)? {
             Some(fired) => {
                 let next = fired.next_run.map(|at| Timer {
                     at,
@@ -946,6 +1108,24 @@ fn act_on(
         }
         TimerKind::Deadline => {
             store::deadline_due(c, &t.id, now)?;
+            (Vec::new(), None)
+        }
+        TimerKind::Lease => {
+            match workers::lease_due(c, &t.id, now, rules.worker_timeout_ms, rules.alive_since)? {
+                LeaseCheck::Over | LeaseCheck::Released(false) => (Vec::new(), None),
+                LeaseCheck::HoldsUntil(at) => (
+                    Vec::new(),
+                    Some(Timer {
+                        at,
+                        kind: TimerKind::Lease,
+                        id: t.id.clone(),
+                    }),
+                ),
+                LeaseCheck::Released(true) => (vec![(t.id.clone(), "worker".into())], None),
+            }
+        }
+        TimerKind::Claim => {
+            workers::claim_window_due(c, &t.id, now)?;
             (Vec::new(), None)
         }
     })

@@ -15,6 +15,18 @@ pub enum TimerKind {
     Retry,
     /// An execution's outcome deadline.
     Deadline,
+    /// The end of a worker's lease on a claim.
+    Lease,
+    /// The end of the window in which a worker execution must be claimed.
+    Claim,
+}
+
+impl TimerKind {
+    /// Whether an entry of this kind may be committed ahead of its instant (and released at it):
+    /// starting work may, declaring it late may not. These kinds sort first at equal instants.
+    pub fn may_act_ahead(self) -> bool {
+        matches!(self, TimerKind::Cue | TimerKind::Retry)
+    }
 }
 
 /// One entry: at `at`, do `kind` for `id`.
@@ -55,15 +67,16 @@ impl Timers {
     }
 
     /// Removes and returns up to `max` entries due at or before `at` that may be acted on ahead
-    /// of their instant (cue ticks and retries; never outcome deadlines), earliest first. Stops
-    /// at the first deadline: at equal instants deadlines sort last, so none is skipped over.
+    /// of their instant (cue ticks and retries; never deadlines, leases or claim windows),
+    /// earliest first. Stops at the first other entry: at equal instants those sort last, so
+    /// none is skipped over.
     pub fn pop_ahead(&mut self, at: Millis, max: usize) -> Vec<Timer> {
         let mut out = Vec::new();
         while out.len() < max
             && self
                 .heap
                 .peek()
-                .is_some_and(|t| t.0.at <= at && t.0.kind != TimerKind::Deadline)
+                .is_some_and(|t| t.0.at <= at && t.0.kind.may_act_ahead())
         {
             if let Some(Reverse(t)) = self.heap.pop() {
                 out.push(t);

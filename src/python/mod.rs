@@ -21,7 +21,8 @@ fn to_pyerr(e: Error) -> PyErr {
         Error::Invalid { .. } | Error::Json(_) => "ValidationError",
         Error::CueNotFound(_) => "CueNotFoundError",
         Error::ExecutionNotFound(_) => "ExecutionNotFoundError",
-        Error::Conflict(_) => "ConflictError",
+        Error::Conflict(_) | Error::NotClaimHolder(_) => "ConflictError",
+        Error::WorkerNotFound(_) => "CueAPIError",
         Error::Locked(_) => "DatabaseLockedError",
         Error::SchemaTooNew { .. } => "SchemaVersionError",
         Error::Closed => "EngineClosedError",
@@ -230,7 +231,8 @@ impl NativeEngine {
     }
 
     /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
-    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets))]
+    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, worker_lease_ms, worker_timeout_ms))]
+    #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
         py: Python<'_>,
@@ -238,6 +240,8 @@ impl NativeEngine {
         port: u16,
         allow_register: bool,
         allow_private_targets: bool,
+        worker_lease_ms: i64,
+        worker_timeout_ms: i64,
     ) -> PyResult<(String, u16)> {
         let mut slot = self.server.lock();
         if slot.is_some() {
@@ -245,9 +249,17 @@ impl NativeEngine {
                 "this engine is already serving HTTP".into(),
             )));
         }
+        if worker_lease_ms <= 0 || worker_timeout_ms <= 0 {
+            return Err(to_pyerr(Error::invalid(
+                "worker timing",
+                "the worker lease and timeout must be positive",
+            )));
+        }
         let opts = crate::api::Options {
             allow_register,
             allow_private_targets,
+            worker_lease_ms,
+            worker_timeout_ms,
         };
         let engine = std::sync::Arc::clone(&self.engine);
         let server = py

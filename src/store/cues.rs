@@ -66,6 +66,9 @@ pub struct CueSpec {
     pub on_failure_email: bool,
     #[serde(default)]
     pub on_failure_webhook: Option<String>,
+    /// Worker transport: how long an execution may wait for a worker's claim before it is missed.
+    #[serde(default = "default_claim_timeout")]
+    pub claim_timeout_seconds: i64,
 }
 
 /// Retry policy: after the first try fails, up to `max_attempts` retries, `backoff_minutes` apart
@@ -103,6 +106,10 @@ fn default_method() -> String {
 fn default_delivery_timeout() -> i64 {
     30
 }
+fn default_claim_timeout() -> i64 {
+    900
+}
+
 fn default_scheme() -> String {
     "v1".into()
 }
@@ -143,6 +150,7 @@ struct Def {
     signature_scheme: String,
     on_failure_email: bool,
     on_failure_webhook: Option<String>,
+    claim_timeout_seconds: i64,
 }
 
 impl Def {
@@ -217,6 +225,12 @@ impl CueSpec {
             return Err(Error::invalid(
                 "delivery.timeout_seconds",
                 "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=30 * 86_400).contains(&self.claim_timeout_seconds) {
+            return Err(Error::invalid(
+                "delivery.claim_timeout_seconds",
+                "must be between 1 and 2592000 (30 days)",
             ));
         }
         let callback_url = match self.callback_url.as_deref().map(str::trim) {
@@ -327,6 +341,7 @@ impl CueSpec {
             signature_scheme: self.signature_scheme.clone(),
             on_failure_email: self.on_failure_email,
             on_failure_webhook,
+            claim_timeout_seconds: self.claim_timeout_seconds,
         };
         Ok((def, schedule))
     }
@@ -474,7 +489,7 @@ const DEF_COLUMNS: &str = "id, name, description, transport, schedule_type, sche
     schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
     verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, status, next_run,
     callback_url, callback_method, callback_headers, delivery_timeout_seconds, signature_scheme,
-    on_failure_email, on_failure_webhook";
+    on_failure_email, on_failure_webhook, claim_timeout_seconds";
 
 /// A stored definition: (id, definition, status, next_run).
 type Stored = (String, Def, String, Option<Millis>);
@@ -513,6 +528,7 @@ fn def_from_row(r: &Row<'_>) -> rusqlite::Result<Stored> {
             signature_scheme: r.get(24)?,
             on_failure_email: r.get(25)?,
             on_failure_webhook: r.get(26)?,
+            claim_timeout_seconds: r.get(27)?,
         },
         r.get(18)?,
         r.get(19)?,
@@ -557,6 +573,7 @@ pub fn spec_of(conn: &Connection, owner: &str, id: &str) -> Result<CueSpec> {
         signature_scheme: d.signature_scheme,
         on_failure_email: d.on_failure_email,
         on_failure_webhook: d.on_failure_webhook,
+        claim_timeout_seconds: d.claim_timeout_seconds,
     })
 }
 
@@ -644,14 +661,14 @@ fn apply(
             overlap_policy = ?14, catch_up_policy = ?15, catch_up_max = ?16, on_failure_pause = ?17,
             status = ?18, next_run = ?19, updated_at = ?20, callback_url = ?22, callback_method = ?23,
             callback_headers = ?24, delivery_timeout_seconds = ?25, signature_scheme = ?26,
-            on_failure_email = ?27, on_failure_webhook = ?28
+            on_failure_email = ?27, on_failure_webhook = ?28, claim_timeout_seconds = ?29
          WHERE id = ?1",
         params![
             id, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms, def.timezone,
             def.payload, def.max_attempts, def.backoff, def.deadline, def.verification_mode, def.overlap,
             def.catch_up, def.catch_up_max, def.on_failure_pause, status, next_run, now, def.name,
             def.callback_url, def.callback_method, def.callback_headers, def.delivery_timeout_seconds,
-            def.signature_scheme, def.on_failure_email, def.on_failure_webhook
+            def.signature_scheme, def.on_failure_email, def.on_failure_webhook, def.claim_timeout_seconds
         ],
     )?;
     Ok(Upserted {
@@ -675,9 +692,9 @@ fn insert(
             schedule_every_ms, schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes,
             outcome_deadline_seconds, verification_mode, overlap_policy, catch_up_policy, catch_up_max,
             on_failure_pause, next_run, created_at, updated_at, callback_url, callback_method, callback_headers,
-            delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook)
+            delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, claim_timeout_seconds)
          VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-            ?21, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+            ?21, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
     )?;
     stmt.execute(params![
         id,
@@ -707,7 +724,8 @@ fn insert(
         def.delivery_timeout_seconds,
         def.signature_scheme,
         def.on_failure_email,
-        def.on_failure_webhook
+        def.on_failure_webhook,
+        def.claim_timeout_seconds
     ])
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -748,7 +766,8 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                 schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
                 verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, next_run, last_run,
                 run_count, fired_count, created_at, updated_at, callback_url, callback_method, callback_headers,
-                delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, owner
+                delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, owner,
+                claim_timeout_seconds
          FROM cues WHERE id = ?1",
         [id],
         |r| {
@@ -792,6 +811,7 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                     "timeout_seconds": r.get::<_, i64>(28)?,
                     "outcome_deadline_seconds": r.get::<_, Option<i64>>(13)?,
                     "signature_scheme": r.get::<_, String>(29)?,
+                    "claim_timeout_seconds": r.get::<_, i64>(33)?,
                 },
                 "owner": r.get::<_, String>(32)?,
                 "next_run": r.get::<_, Option<i64>>(19)?,

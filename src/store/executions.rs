@@ -75,7 +75,7 @@ pub struct ReportedOutcome {
 }
 
 /// What completing an attempt decided.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Finished {
     /// The execution is final (success or failure).
     Done,
@@ -106,8 +106,9 @@ fn insert_execution(
     let key = key.unwrap_or_else(|| idempotency_key(&cue.id, scheduled_for));
     let mut stmt = conn.prepare_cached(
         "INSERT INTO executions (id, cue_id, scheduled_for, status, triggered_by, replay_of, idempotency_key, payload,
-            error_message, outcome_deadline_seconds, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+            error_message, outcome_deadline_seconds, created_at, updated_at, claim_deadline_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11,
+            CASE WHEN ?12 THEN ?11 + (SELECT claim_timeout_seconds * 1000 FROM cues WHERE id = ?2) END)
          ON CONFLICT DO NOTHING",
     )?;
     let n = stmt.execute(params![
@@ -121,7 +122,8 @@ fn insert_execution(
         payload,
         error,
         cue.outcome_deadline_seconds,
-        now
+        now,
+        cue.transport == "worker" && state == status::PENDING
     ])?;
     Ok((n == 1).then_some(id))
 }
@@ -491,6 +493,15 @@ pub fn complete(
         o.started_at
     ])?;
     if !o.success && attempt - 1 < cue.max_attempts {
+        // The report of a failed try that will be retried stays on its attempt: nothing is lost.
+        conn.prepare_cached(
+            "UPDATE attempts SET outcome = ?3 WHERE execution_id = ?1 AND number = ?2",
+        )?
+        .execute(params![
+            execution_id,
+            attempt,
+            attempt_report(o).to_string()
+        ])?;
         let at = now + backoff_ms(&cue.backoff_minutes, attempt);
         conn.prepare_cached(
             "UPDATE executions SET status = 'retrying', next_retry = ?2, error_message = ?3, claimed_by = NULL,
@@ -538,13 +549,40 @@ pub fn complete(
     Ok(Finished::Done)
 }
 
+/// A reported outcome as kept on the attempt it ended.
+fn attempt_report(o: &ReportedOutcome) -> Value {
+    let mut evidence = serde_json::Map::new();
+    for (k, v) in [
+        ("external_id", &o.external_id),
+        ("result_url", &o.result_url),
+        ("result_ref", &o.result_ref),
+        ("result_type", &o.result_type),
+        ("summary", &o.summary),
+    ] {
+        if let Some(v) = v {
+            evidence.insert(k.into(), Value::String(v.clone()));
+        }
+    }
+    if let Some(a) = &o.artifacts {
+        evidence.insert("artifacts".into(), a.clone());
+    }
+    json!({
+        "outcome": {"success": o.success, "result": o.result, "error": o.error, "metadata": o.metadata},
+        "outcome_state": "reported_failure",
+        "evidence": evidence,
+    })
+}
+
 /// A retry (or a fire sent for later) whose time has come becomes claimable. Returns the cue's
 /// transport when it did.
 pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached(
-            "UPDATE executions SET status = 'pending', next_retry = NULL, updated_at = ?2
-             WHERE id = ?1 AND (status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL))
+            "UPDATE executions SET status = 'pending', next_retry = NULL, updated_at = ?2,
+                claim_deadline_at = ?2 + (SELECT claim_timeout_seconds * 1000 FROM cues
+                                          WHERE cues.id = executions.cue_id AND transport = 'worker')
+             WHERE id = ?1 AND next_retry <= ?2
+               AND (status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL))
              RETURNING (SELECT transport FROM cues WHERE cues.id = executions.cue_id)",
         )?
         .query_row(params![execution_id, now], |r| r.get::<_, Option<String>>(0))
@@ -574,6 +612,10 @@ pub struct Recovered {
     pub deadlines: Vec<(Millis, String)>,
     /// How many in-flight attempts of a dead process were closed as interrupted.
     pub interrupted: usize,
+    /// Claims remote workers hold (they outlive this process): (end of lease, id).
+    pub leases: Vec<(Millis, String)>,
+    /// Worker executions waiting for a claim: (end of the claim window, id).
+    pub claim_windows: Vec<(Millis, String)>,
 }
 
 /// Closes the attempts a previous process left running (it no longer holds the database, so they
@@ -581,8 +623,11 @@ pub struct Recovered {
 pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
     let mut out = Recovered::default();
     let in_flight: Vec<(String, String, i64)> = {
-        let mut stmt = conn
-            .prepare("SELECT id, cue_id, attempts FROM executions WHERE status = 'delivering'")?;
+        // Remote workers' claims are not this process's: their leases decide.
+        let mut stmt = conn.prepare(
+            "SELECT e.id, e.cue_id, e.attempts FROM executions e JOIN cues c ON c.id = e.cue_id
+             WHERE e.status = 'delivering' AND c.transport != 'worker'",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -627,6 +672,20 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
          WHERE outcome_deadline_at IS NOT NULL AND outcome_recorded_at IS NULL AND outcome_state IS NULL",
     )?;
     out.deadlines = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT COALESCE(e.lease_expires_at, ?1), e.id FROM executions e JOIN cues c ON c.id = e.cue_id
+         WHERE e.status = 'delivering' AND c.transport = 'worker'",
+    )?;
+    out.leases = stmt
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT claim_deadline_at, id FROM executions
+         WHERE status = 'pending' AND next_retry IS NULL AND claim_deadline_at IS NOT NULL",
+    )?;
+    out.claim_windows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(out)
@@ -1170,8 +1229,28 @@ fn set_aside_outcome(conn: &Connection, execution_id: &str, attempt: i64) -> Res
     Ok(())
 }
 
+/// A cue whose execution failed without running (missed): a one-shot cue fails, a recurring one
+/// pauses when its `on_failure` says so. Its run count does not move.
+pub(crate) fn escalate_cue(conn: &Connection, cue: &cues::Policy, now: Millis) -> Result<()> {
+    let to = match (cue.one_shot, cue.on_failure_pause) {
+        (true, _) => "failed",
+        (false, true) => "paused",
+        (false, false) => return Ok(()),
+    };
+    conn.prepare_cached(
+        "UPDATE cues SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'active'",
+    )?
+    .execute(params![cue.id, to, now])?;
+    Ok(())
+}
+
 /// The cue's bookkeeping once one of its executions is final.
-fn finish_cue(conn: &Connection, cue: &cues::Policy, success: bool, now: Millis) -> Result<()> {
+pub(crate) fn finish_cue(
+    conn: &Connection,
+    cue: &cues::Policy,
+    success: bool,
+    now: Millis,
+) -> Result<()> {
     let cue_status = match (success, cue.one_shot) {
         (true, true) => "completed",
         (false, true) => "failed",

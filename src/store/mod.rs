@@ -12,6 +12,7 @@ mod cues;
 mod executions;
 mod schema;
 pub mod users;
+pub mod workers;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

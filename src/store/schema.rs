@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_cues_executions.sql"),
     include_str!("migrations/0002_attempts_evidence.sql"),
     include_str!("migrations/0003_server.sql"),
+    include_str!("migrations/0004_workers.sql"),
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,260 @@
+//! Pull workers: `POST /v1/worker/heartbeat`, `GET /v1/workers`, `DELETE /v1/workers/{id}`, and
+//! the claim cycle on executions — list what is claimable, claim one or the next, extend the
+//! lease. A worker finishes a claim through the outcome route (see `executions.rs`).
+
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::{iso, iso_fields, ok, read_object, ApiError, ApiResult, AppState, Auth, Id, Query};
+use crate::store::workers::{self, ClaimFilter, WorkerClaim, MAX_WORKER_ID};
+use crate::Error;
+
+/// A worker id or task name from a body field: a non-empty string of at most 255 characters.
+fn name_field(body: &Map<String, Value>, field: &str, required: bool) -> ApiResult<Option<String>> {
+    let path = format!("body.{field}");
+    match body.get(field) {
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(ApiError::field(path, "is required")),
+        Some(Value::String(s)) => {
+            check_name(&path, s)?;
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(ApiError::field(path, "must be a string")),
+    }
+}
+
+fn check_name(path: &str, s: &str) -> ApiResult<()> {
+    if s.trim().is_empty() {
+        return Err(ApiError::field(path, "must not be empty"));
+    }
+    if s.chars().count() > MAX_WORKER_ID {
+        return Err(ApiError::field(
+            path,
+            format!("is longer than {MAX_WORKER_ID} characters"),
+        ));
+    }
+    if s.contains('\0') {
+        return Err(ApiError::field(path, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// Refuses fields a route does not know.
+fn only(body: &Map<String, Value>, known: &[&str]) -> ApiResult<()> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::field(
+            format!("body.{k}"),
+            format!("unknown field; expected {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub(super) async fn heartbeat(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    only(&body, &["worker_id", "handlers"])?;
+    let worker_id = name_field(&body, "worker_id", true)?.unwrap_or_default();
+    let handlers = match body.get("handlers") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) => {
+            let mut names = Vec::with_capacity(list.len());
+            for (i, h) in list.iter().enumerate() {
+                let path = format!("body.handlers.{i}");
+                let name = h
+                    .as_str()
+                    .ok_or_else(|| ApiError::field(&path, "must be a string"))?;
+                check_name(&path, name)?;
+                names.push(name.to_string());
+            }
+            if names.len() > 1_000 {
+                return Err(ApiError::field(
+                    "body.handlers",
+                    "lists more than 1000 handlers",
+                ));
+            }
+            Some(names)
+        }
+        Some(_) => {
+            return Err(ApiError::field(
+                "body.handlers",
+                "must be a list of task names",
+            ))
+        }
+    };
+    let now = st.engine.clock().now();
+    let (owner, w) = (user.id.clone(), worker_id.clone());
+    st.engine
+        .store()
+        .write_async(move |c| workers::heartbeat(c, &owner, &w, handlers.as_deref(), now))
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({"acknowledged": true, "worker_id": worker_id, "server_time": iso(now)}),
+    )
+}
+
+pub(super) async fn list(State(st): State<AppState>, Auth(user): Auth) -> ApiResult {
+    let now = st.engine.clock().now();
+    let (_, timeout) = st.engine.worker_timing();
+    let mut list = st
+        .engine
+        .store()
+        .read(|c| workers::list(c, &user.id, now, timeout))?;
+    for w in &mut list {
+        if let Some(m) = w.as_object_mut() {
+            iso_fields(m, &["last_heartbeat", "registered_since"]);
+        }
+    }
+    let total = list.len();
+    ok(StatusCode::OK, json!({"workers": list, "total": total}))
+}
+
+pub(super) async fn delete(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Id(worker_id): Id,
+) -> ApiResult {
+    st.engine.delete_worker(&user.id, &worker_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn claimable(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let q = Query::parse(raw.as_deref());
+    for name in ["task", "worker_id"] {
+        if let Some(v) = q.str(name) {
+            check_name(&format!("query.{name}"), v)?;
+        }
+    }
+    let filter = ClaimFilter {
+        task: q.str("task").map(str::to_string),
+        worker_id: q.str("worker_id").map(str::to_string),
+        limit: q.int("limit", 50, 1, 100)?,
+    };
+    let now = st.engine.clock().now();
+    let mut list = st
+        .engine
+        .store()
+        .read(|c| workers::claimable(c, &user.id, &filter, now))?;
+    for e in &mut list {
+        if let Some(m) = e.as_object_mut() {
+            iso_fields(m, &["scheduled_for"]);
+        }
+    }
+    let total = list.len();
+    ok(StatusCode::OK, json!({"executions": list, "total": total}))
+}
+
+/// The answer to a successful claim.
+fn claimed(st: &AppState, c: WorkerClaim) -> ApiResult {
+    let (lease, _) = st.engine.worker_timing();
+    let payload: Value = serde_json::from_str(&c.job.payload).unwrap_or(Value::Null);
+    ok(
+        StatusCode::OK,
+        json!({
+            "claimed": true,
+            "execution_id": c.job.execution_id,
+            "cue_id": c.job.cue_id,
+            "cue_name": c.job.cue_name,
+            "task": c.task,
+            "payload": payload,
+            "scheduled_for": iso(c.job.scheduled_for),
+            "attempt": c.job.attempt,
+            "lease_seconds": lease / 1000,
+            "lease_expires_at": iso(c.lease_expires_at),
+        }),
+    )
+}
+
+fn claim_failed(message: impl Into<String>) -> ApiError {
+    ApiError::conflict("claim_failed", message)
+}
+
+pub(super) async fn claim_one(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    only(&body, &["worker_id"])?;
+    let worker_id = name_field(&body, "worker_id", true)?.unwrap_or_default();
+    match st
+        .engine
+        .claim_for_worker(&user.id, Some(&id), &worker_id, None)
+        .await
+    {
+        Ok(Some(c)) => claimed(&st, c),
+        Ok(None) => Err(claim_failed(format!(
+            "execution {id} was claimed by another worker first"
+        ))),
+        Err(Error::Conflict(m)) => Err(claim_failed(m)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn claim_next(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    only(&body, &["worker_id", "task"])?;
+    let worker_id = name_field(&body, "worker_id", true)?.unwrap_or_default();
+    let task = name_field(&body, "task", false)?;
+    match st
+        .engine
+        .claim_for_worker(&user.id, None, &worker_id, task.as_deref())
+        .await?
+    {
+        Some(c) => claimed(&st, c),
+        None => Err(claim_failed("No executions available for claiming")),
+    }
+}
+
+/// `POST /v1/executions/{id}/heartbeat`: the worker (named by `X-Worker-Id` or the body's
+/// `worker_id`, optional) still works on its claim; the lease runs again from now.
+pub(super) async fn extend(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = read_object(req, false).await?;
+    only(&body, &["worker_id"])?;
+    let from_header = match headers.get("x-worker-id") {
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_header", "X-Worker-Id must be visible ASCII text")
+            })?;
+            check_name("header.X-Worker-Id", s)?;
+            Some(s.to_string())
+        }
+        None => None,
+    };
+    let worker_id = from_header.or(name_field(&body, "worker_id", false)?);
+    let (lease, _) = st.engine.worker_timing();
+    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
+    let until = st
+        .engine
+        .store()
+        .write_async(move |c| {
+            workers::extend_lease(c, &owner, &eid, worker_id.as_deref(), now, lease)
+        })
+        .await
+        .map_err(|e| ApiError::from(e).conflict_code("execution_not_claiming"))?;
+    ok(
+        StatusCode::OK,
+        json!({"execution_id": id, "acknowledged": true, "lease_extended_until": iso(until)}),
+    )
+}

@@ -1,0 +1,552 @@
+//! Pull workers: heartbeats, claims with leases, and the windows that keep claims honest.
+//!
+//! An execution of a `worker` cue waits in `pending` until a worker claims it (listing it first or
+//! taking the next one). A claim is a lease: it is released only when the lease has expired *and*
+//! the worker has not been heard from (worker or execution heartbeat) within the worker timeout,
+//! so a job that outlives its lease on a live worker is never run twice. A released claim is
+//! recorded as an `abandoned` attempt and goes back to the queue, within the cue's retry budget.
+//! An execution nobody claims within its cue's claim window becomes `missed`.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use super::executions::{self, claim, Claimed};
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::model::status;
+
+/// The longest worker id and task name accepted.
+pub const MAX_WORKER_ID: usize = 255;
+
+/// The task an execution asks for: its payload's `task`, when that is a string.
+const TASK: &str =
+    "CASE WHEN json_type(e.payload, '$.task') = 'text' THEN json_extract(e.payload, '$.task') END";
+
+/// Records a worker's heartbeat; `handlers`, when given, replaces the task names it runs.
+pub fn heartbeat(
+    conn: &Connection,
+    owner: &str,
+    worker_id: &str,
+    handlers: Option<&[String]>,
+    now: Millis,
+) -> Result<()> {
+    let handlers = handlers.map(|h| Value::from(h.to_vec()).to_string());
+    conn.prepare_cached(
+        "INSERT INTO workers (owner, worker_id, handlers, last_heartbeat, registered_at) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (owner, worker_id) DO UPDATE SET last_heartbeat = excluded.last_heartbeat,
+             handlers = COALESCE(excluded.handlers, workers.handlers)",
+    )?
+    .execute(params![owner, worker_id, handlers, now])?;
+    Ok(())
+}
+
+/// A worker's liveness by the time since its last heartbeat: `active` within the timeout,
+/// `stale` within five times it, `dead` after that.
+fn liveness(since_ms: i64, timeout_ms: i64) -> &'static str {
+    if since_ms < timeout_ms {
+        "active"
+    } else if since_ms < timeout_ms.saturating_mul(5) {
+        "stale"
+    } else {
+        "dead"
+    }
+}
+
+/// An owner's workers, the most recently heard from first.
+pub fn list(conn: &Connection, owner: &str, now: Millis, timeout_ms: i64) -> Result<Vec<Value>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT w.worker_id, w.handlers, w.last_heartbeat, w.registered_at,
+            (SELECT count(*) FROM executions e JOIN cues c ON c.id = e.cue_id
+             WHERE e.status = 'delivering' AND e.claimed_by = w.worker_id AND c.owner = w.owner
+               AND c.transport = 'worker')
+         FROM workers w WHERE w.owner = ?1 ORDER BY w.last_heartbeat DESC, w.worker_id",
+    )?;
+    let rows = stmt.query_map([owner], |r| {
+        let handlers: Option<String> = r.get(1)?;
+        let last: Millis = r.get(2)?;
+        let since = (now - last).max(0);
+        Ok(json!({
+            "worker_id": r.get::<_, String>(0)?,
+            "handlers": handlers
+                .and_then(|h| serde_json::from_str::<Value>(&h).ok())
+                .unwrap_or_else(|| json!([])),
+            "last_heartbeat": last,
+            "seconds_since_heartbeat": since / 1000,
+            "heartbeat_status": liveness(since, timeout_ms),
+            "registered_since": r.get::<_, Millis>(3)?,
+            "claims": r.get::<_, i64>(4)?,
+        }))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Forgets a worker and puts the claims it holds back in the queue. Returns the executions that
+/// are claimable again.
+pub fn delete(conn: &Connection, owner: &str, worker_id: &str, now: Millis) -> Result<Vec<String>> {
+    let held = held_by(conn, owner, worker_id)?;
+    let gone = conn
+        .prepare_cached("DELETE FROM workers WHERE owner = ?1 AND worker_id = ?2")?
+        .execute(params![owner, worker_id])?;
+    if gone == 0 && held.is_empty() {
+        return Err(Error::WorkerNotFound(worker_id.to_string()));
+    }
+    let why = format!("abandoned: worker {worker_id:?} was deleted while it held this claim");
+    let mut again = Vec::new();
+    for (id, attempt) in held {
+        if release(conn, &id, attempt, &why, now)? {
+            again.push(id);
+        }
+    }
+    Ok(again)
+}
+
+/// The claims a worker holds now: (execution id, attempt).
+fn held_by(conn: &Connection, owner: &str, worker_id: &str) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.id, e.attempts FROM executions e JOIN cues c ON c.id = e.cue_id
+         WHERE e.status = 'delivering' AND e.claimed_by = ?2 AND c.owner = ?1 AND c.transport = 'worker'",
+    )?;
+    let rows = stmt.query_map(params![owner, worker_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The task names a worker registered (None: it never said, so it may take any task).
+fn handlers_of(conn: &Connection, owner: &str, worker_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT handlers FROM workers WHERE owner = ?1 AND worker_id = ?2")?
+        .query_row(params![owner, worker_id], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// Which claimable executions to list.
+#[derive(Debug, Default, Clone)]
+pub struct ClaimFilter {
+    /// Only executions whose payload's `task` is this.
+    pub task: Option<String>,
+    /// Only executions this worker has a handler for (by the task names it registered).
+    pub worker_id: Option<String>,
+    pub limit: i64,
+}
+
+fn claimable_sql(with_id: bool) -> String {
+    format!(
+        "SELECT e.id, e.cue_id, c.name, {TASK} AS task, e.scheduled_for, e.payload, e.attempts + 1
+         FROM executions e JOIN cues c ON c.id = e.cue_id
+         WHERE e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
+           AND c.owner = ?1 AND c.transport = 'worker'
+           AND (?3 IS NULL OR task = ?3)
+           AND (?4 IS NULL OR task IS NULL OR task IN (SELECT value FROM json_each(?4)))
+           {}
+         ORDER BY e.scheduled_for, e.id LIMIT ?5",
+        if with_id { "AND e.id = ?6" } else { "" }
+    )
+}
+
+/// The owner's executions a worker may claim now, oldest first: due, waiting, of worker cues;
+/// every filter applies before the limit.
+pub fn claimable(
+    conn: &Connection,
+    owner: &str,
+    f: &ClaimFilter,
+    now: Millis,
+) -> Result<Vec<Value>> {
+    let handlers = match &f.worker_id {
+        Some(w) => handlers_of(conn, owner, w)?,
+        None => None,
+    };
+    let mut stmt = conn.prepare_cached(&claimable_sql(false))?;
+    let rows = stmt.query_map(params![owner, now, f.task, handlers, f.limit], |r| {
+        let payload: String = r.get(5)?;
+        Ok(json!({
+            "execution_id": r.get::<_, String>(0)?,
+            "cue_id": r.get::<_, String>(1)?,
+            "cue_name": r.get::<_, String>(2)?,
+            "task": r.get::<_, Option<String>>(3)?,
+            "scheduled_for": r.get::<_, Millis>(4)?,
+            "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
+            "attempt": r.get::<_, i64>(6)?,
+        }))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A claim a worker holds: the attempt, its task and when its lease ends.
+#[derive(Debug, Clone)]
+pub struct WorkerClaim {
+    pub job: Claimed,
+    pub task: Option<String>,
+    pub lease_expires_at: Millis,
+}
+
+/// Claims an execution for `worker_id`: the one named, or else the oldest one it can handle
+/// (matching `task` when given). `Ok(None)` when there is nothing to claim; a named execution
+/// that cannot be claimed is a conflict that says why.
+pub fn claim_for(
+    conn: &Connection,
+    owner: &str,
+    execution_id: Option<&str>,
+    worker_id: &str,
+    task: Option<&str>,
+    now: Millis,
+    lease_ms: i64,
+) -> Result<Option<WorkerClaim>> {
+    let handlers = handlers_of(conn, owner, worker_id)?;
+    let found: Option<(String, Option<String>)> = match execution_id {
+        Some(id) => {
+            let found = conn
+                .prepare_cached(&claimable_sql(true))?
+                .query_row(params![owner, now, task, handlers, 1, id], |r| {
+                    Ok((r.get(0)?, r.get(3)?))
+                })
+                .optional()?;
+            if found.is_none() {
+                return Err(not_claimable(
+                    conn,
+                    owner,
+                    id,
+                    worker_id,
+                    handlers.is_some(),
+                    now,
+                ));
+            }
+            found
+        }
+        None => conn
+            .prepare_cached(&claimable_sql(false))?
+            .query_row(params![owner, now, task, handlers, 1], |r| {
+                Ok((r.get(0)?, r.get(3)?))
+            })
+            .optional()?,
+    };
+    let Some((id, task)) = found else {
+        return Ok(None);
+    };
+    let Some(job) = claim(conn, &id, worker_id, now, lease_ms, true)? else {
+        return Ok(None);
+    };
+    conn.prepare_cached(
+        "UPDATE executions SET heartbeat_at = ?2, claim_deadline_at = NULL WHERE id = ?1",
+    )?
+    .execute(params![id, now])?;
+    Ok(Some(WorkerClaim {
+        job,
+        task,
+        lease_expires_at: now + lease_ms,
+    }))
+}
+
+/// Why an owned execution cannot be claimed (or that it is not the owner's at all).
+fn not_claimable(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    worker_id: &str,
+    has_handlers: bool,
+    now: Millis,
+) -> Error {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT e.status, c.transport, e.next_retry, e.scheduled_for, {TASK}
+             FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![id, owner], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<Millis>>(2)?,
+                    r.get::<_, Millis>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .optional()
+        });
+    let (state, transport, later, scheduled_for, task) = match row {
+        Ok(Some(r)) => r,
+        Ok(None) => return Error::ExecutionNotFound(id.to_string()),
+        Err(e) => return e.into(),
+    };
+    let why = if transport != "worker" {
+        format!("execution {id} is delivered by the {transport} transport, not claimed by workers")
+    } else if state != status::PENDING {
+        format!("execution {id} is {state}, not waiting for a claim")
+    } else if later.is_some() || scheduled_for > now {
+        format!("execution {id} is not due yet")
+    } else if has_handlers {
+        format!(
+            "worker {worker_id:?} has no handler for task {:?} (it registered others)",
+            task.unwrap_or_default()
+        )
+    } else {
+        format!("execution {id} does not match the requested task")
+    };
+    Error::Conflict(why)
+}
+
+/// Extends the lease of a claimed worker execution to `now + lease_ms`; with `worker_id`, only
+/// for the worker that holds it. Returns the new end of the lease.
+pub fn extend_lease(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    worker_id: Option<&str>,
+    now: Millis,
+    lease_ms: i64,
+) -> Result<Millis> {
+    let (state, transport, holder): (String, String, Option<String>) = conn
+        .prepare_cached(
+            "SELECT e.status, c.transport, e.claimed_by FROM executions e JOIN cues c ON c.id = e.cue_id
+             WHERE e.id = ?1 AND c.owner = ?2",
+        )?
+        .query_row(params![id, owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+        .ok_or_else(|| Error::ExecutionNotFound(id.to_string()))?;
+    if state != status::DELIVERING || transport != "worker" {
+        return Err(Error::Conflict(format!(
+            "execution {id} is not claimed by a worker (status {state})"
+        )));
+    }
+    if let Some(w) = worker_id {
+        if holder.as_deref() != Some(w) {
+            return Err(Error::NotClaimHolder(format!(
+                "execution {id} is claimed by another worker, not {w:?}"
+            )));
+        }
+    }
+    let until = now + lease_ms;
+    conn.prepare_cached(
+        "UPDATE executions SET lease_expires_at = ?2, heartbeat_at = ?3, updated_at = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, until, now])?;
+    Ok(until)
+}
+
+/// What a lease check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseCheck {
+    /// The claim is over (completed, released, or the execution is gone).
+    Over,
+    /// The claim holds; look again then.
+    HoldsUntil(Millis),
+    /// Released: the execution waits for a claim again (true) or failed for good (false).
+    Released(bool),
+}
+
+/// Checks a worker's claim whose lease was due to end: it holds while the lease runs or while
+/// its worker has been heard from within `timeout_ms` (counting no sign of life from before
+/// `alive_since`, the time this process opened the store, against it); otherwise it is released.
+pub fn lease_due(
+    conn: &Connection,
+    id: &str,
+    now: Millis,
+    timeout_ms: i64,
+    alive_since: Millis,
+) -> Result<LeaseCheck> {
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Option<Millis>,
+        Option<Millis>,
+        i64,
+        Option<Millis>,
+    );
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT e.status, c.transport, e.claimed_by, e.lease_expires_at, e.heartbeat_at, e.attempts,
+                w.last_heartbeat
+             FROM executions e JOIN cues c ON c.id = e.cue_id
+             LEFT JOIN workers w ON w.owner = c.owner AND w.worker_id = e.claimed_by
+             WHERE e.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((state, transport, holder, lease, beat, attempt, worker_beat)) = row else {
+        return Ok(LeaseCheck::Over);
+    };
+    if state != status::DELIVERING || transport != "worker" {
+        return Ok(LeaseCheck::Over);
+    }
+    let lease = lease.unwrap_or(now);
+    if lease > now {
+        return Ok(LeaseCheck::HoldsUntil(lease));
+    }
+    let seen = beat
+        .unwrap_or(0)
+        .max(worker_beat.unwrap_or(0))
+        .max(alive_since);
+    if seen + timeout_ms > now {
+        return Ok(LeaseCheck::HoldsUntil(seen + timeout_ms));
+    }
+    let why = format!(
+        "abandoned: worker {:?} was not heard from for {} s and its lease expired",
+        holder.unwrap_or_default(),
+        (now - seen) / 1000
+    );
+    Ok(LeaseCheck::Released(release(conn, id, attempt, &why, now)?))
+}
+
+/// Ends a claim nobody will complete: the attempt is recorded as abandoned and the execution waits
+/// for a claim again, or fails when the cue's retries are spent. Returns whether it waits again.
+fn release(conn: &Connection, id: &str, attempt: i64, why: &str, now: Millis) -> Result<bool> {
+    conn.prepare_cached(
+        "UPDATE attempts SET status = 'abandoned', finished_at = ?3, duration_ms = ?3 - started_at, error = ?4
+         WHERE execution_id = ?1 AND number = ?2",
+    )?
+    .execute(params![id, attempt, now, why])?;
+    let cue_id: String = conn
+        .prepare_cached("SELECT cue_id FROM executions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let policy = super::cues::load_policy(conn, &cue_id)?
+        .ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
+    let again = attempt - 1 < policy.max_attempts;
+    conn.prepare_cached(
+        "UPDATE executions SET status = ?2, error_message = ?3, claimed_by = NULL, lease_expires_at = NULL,
+            heartbeat_at = NULL, updated_at = ?4,
+            claim_deadline_at = CASE WHEN ?5 THEN ?4 + (SELECT claim_timeout_seconds * 1000 FROM cues WHERE cues.id = executions.cue_id) END
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        if again { status::PENDING } else { status::FAILED },
+        why,
+        now,
+        again
+    ])?;
+    if !again {
+        executions::finish_cue(conn, &policy, false, now)?;
+    }
+    Ok(again)
+}
+
+/// Marks an execution `missed` when its claim window passed with no claim. Returns whether it did.
+pub fn claim_window_due(conn: &Connection, id: &str, now: Millis) -> Result<bool> {
+    let cue_id: Option<String> = conn
+        .prepare_cached(
+            "UPDATE executions SET status = 'missed', claim_deadline_at = NULL, updated_at = ?2,
+                error_message = 'missed: no worker claimed it within ' ||
+                    (SELECT claim_timeout_seconds FROM cues WHERE cues.id = executions.cue_id) || ' s'
+             WHERE id = ?1 AND status = 'pending' AND next_retry IS NULL AND claim_deadline_at <= ?2
+             RETURNING cue_id",
+        )?
+        .query_row(params![id, now], |r| r.get(0))
+        .optional()?;
+    let Some(cue_id) = cue_id else {
+        return Ok(false);
+    };
+    if let Some(policy) = super::cues::load_policy(conn, &cue_id)? {
+        executions::escalate_cue(conn, &policy, now)?;
+    }
+    Ok(true)
+}
+
+/// When each of these executions stops waiting for a claim (those that wait for one).
+pub fn claim_deadlines(conn: &Connection, ids: &[String]) -> Result<Vec<(Millis, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT claim_deadline_at FROM executions WHERE id = ?1 AND status = 'pending'
+            AND next_retry IS NULL AND claim_deadline_at IS NOT NULL",
+    )?;
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(at) = stmt.query_row([id], |r| r.get(0)).optional()? {
+            out.push((at, id.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// An outcome reported for a worker's claim, and what it did.
+#[derive(Debug, Clone)]
+pub struct WorkerOutcome {
+    /// What follows (a retry to schedule, or nothing).
+    pub finished: executions::Finished,
+    pub status: String,
+    pub outcome_state: Option<String>,
+    pub next_retry: Option<Millis>,
+}
+
+/// Completes a worker execution with the outcome reported for it: the running attempt of a claim,
+/// or — when nobody holds a claim (a worker whose claim was released reports late, or someone
+/// reports by hand) — an attempt of its own, recorded without a claimer, so the report is kept
+/// rather than refused and the work is not run again. A success ends the execution; a failure
+/// follows the cue's retry policy. `Ok(None)` when the execution is not of a worker cue (its
+/// outcome is recorded the webhook way).
+pub fn report(
+    conn: &Connection,
+    owner: &str,
+    id: &str,
+    o: &executions::ReportedOutcome,
+    now: Millis,
+) -> Result<Option<WorkerOutcome>> {
+    let (state, transport, recorded): (String, String, Option<Millis>) = conn
+        .prepare_cached(
+            "SELECT e.status, c.transport, e.outcome_recorded_at
+             FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2",
+        )?
+        .query_row(params![id, owner], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?
+        .ok_or_else(|| Error::ExecutionNotFound(id.to_string()))?;
+    if transport != "worker" {
+        return Ok(None);
+    }
+    executions::check_outcome(o)?;
+    let attempt = match state.as_str() {
+        status::DELIVERING => conn
+            .prepare_cached("SELECT attempts FROM executions WHERE id = ?1")?
+            .query_row([id], |r| r.get::<_, i64>(0))?,
+        status::PENDING | status::RETRYING => unclaimed_attempt(conn, id, now)?,
+        _ if recorded.is_some() => {
+            return Err(Error::Conflict(
+                executions::conflict::ALREADY_RECORDED.into(),
+            ))
+        }
+        _ => {
+            return Err(Error::Conflict(format!(
+                "execution {id} is {state}: it is finished and takes no outcome"
+            )))
+        }
+    };
+    let finished = executions::complete(conn, id, attempt, o, now)?;
+    let (status, outcome_state, next_retry) = conn
+        .prepare_cached("SELECT status, outcome_state, next_retry FROM executions WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(Some(WorkerOutcome {
+        finished,
+        status,
+        outcome_state,
+        next_retry,
+    }))
+}
+
+/// Starts an attempt that no worker claimed, for an outcome reported without a claim.
+fn unclaimed_attempt(conn: &Connection, id: &str, now: Millis) -> Result<i64> {
+    let attempt: i64 = conn
+        .prepare_cached(
+            "UPDATE executions SET status = 'delivering', attempts = attempts + 1,
+                started_at = COALESCE(started_at, ?2), last_attempt_at = ?2, claimed_by = NULL, claimed_at = NULL,
+                lease_expires_at = NULL, heartbeat_at = NULL, next_retry = NULL, claim_deadline_at = NULL,
+                updated_at = ?2
+             WHERE id = ?1 AND status IN ('pending', 'retrying')
+             RETURNING attempts",
+        )?
+        .query_row(params![id, now], |r| r.get(0))?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (execution_id, number, status, started_at, claimed_by)
+         VALUES (?1, ?2, 'running', ?3, NULL)",
+    )?
+    .execute(params![id, attempt, now])?;
+    Ok(attempt)
+}
