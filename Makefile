@@ -31,7 +31,14 @@ $(CLI_VENV)/.installed:
 	$(CLI_VENV)/bin/python -m pip install -q 'cueapi==0.2.0'
 	touch $@
 
-develop: $(VENV)/.installed $(SDK_VENV)/.installed $(CLI_VENV)/.installed
+# The official pull-worker daemon (`cueapi-worker`) likewise, run as a subprocess by the tests.
+WORKER_VENV := .venv-worker
+$(WORKER_VENV)/.installed:
+	$(PYTHON) -m venv $(WORKER_VENV)
+	$(WORKER_VENV)/bin/python -m pip install -q 'cueapi-worker==0.3.0'
+	touch $@
+
+develop: $(VENV)/.installed $(SDK_VENV)/.installed $(CLI_VENV)/.installed $(WORKER_VENV)/.installed
 	maturin develop -q
 
 lint: develop

@@ -28,6 +28,9 @@ pub enum Error {
     #[error("worker not found: {0}")]
     WorkerNotFound(String),
 
+    #[error("alert not found: {0}")]
+    AlertNotFound(String),
+
     /// A worker acting on a claim another worker holds.
     #[error("{0}")]
     NotClaimHolder(String),

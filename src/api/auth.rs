@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::{ok, read_object, ApiError, ApiResult, AppState, Auth};
-use crate::store::users;
+use crate::store::{alerts, users};
 
 fn confirmed(headers: &HeaderMap) -> ApiResult<()> {
     let yes = headers
@@ -56,6 +56,13 @@ pub(super) async fn me(State(st): State<AppState>, Auth(user): Auth) -> ApiResul
         .engine
         .store()
         .read(|c| users::usage(c, &user.id, month))?;
+    let alert_url: Option<String> = st.engine.store().read(|c| {
+        Ok(c.query_row(
+            "SELECT alert_webhook_url FROM users WHERE id = ?1",
+            [&user.id],
+            |r| r.get(0),
+        )?)
+    })?;
     ok(
         StatusCode::OK,
         json!({
@@ -67,6 +74,7 @@ pub(super) async fn me(State(st): State<AppState>, Auth(user): Auth) -> ApiResul
             "executions_this_month": executions,
             "monthly_execution_limit": null,
             "has_webhook_secret": true,
+            "alert_webhook_url": alert_url,
             "api_key_prefix": user.api_key_prefix,
             "created_at": super::iso(user.created_at),
         }),
@@ -140,6 +148,82 @@ pub(super) async fn regenerate_secret(
         &headers,
         replace,
         "webhook_secret",
+        "previous_secret_revoked",
+    )
+    .await
+}
+
+/// `PATCH /v1/auth/me`: sets the alert webhook (`alert_webhook_url`; `""` or null clears it).
+/// The URL is checked like a callback URL; its signing secret is made on first use.
+pub(super) async fn update_me(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    req: Request,
+) -> ApiResult {
+    let body = read_object(req, true).await?;
+    if let Some(k) = body.keys().find(|k| k.as_str() != "alert_webhook_url") {
+        return Err(ApiError::field(
+            format!("body.{k}"),
+            "unknown field; only alert_webhook_url can be changed here",
+        ));
+    }
+    let url = match body.get("alert_webhook_url") {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_fields",
+                "Send alert_webhook_url (a URL, or \"\" to clear it)",
+            ))
+        }
+        Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => None,
+        Some(serde_json::Value::String(s)) => Some(s.trim().to_string()),
+        Some(_) => {
+            return Err(ApiError::field(
+                "body.alert_webhook_url",
+                "must be a URL string (or \"\" to clear it)",
+            ))
+        }
+    };
+    let mut warning = None;
+    if let Some(u) = &url {
+        warning = super::cues::check_url(&st, "alert_webhook_url", u, "invalid_alert_webhook_url")
+            .await?;
+    }
+    let now = st.engine.clock().now();
+    let stored = url.clone();
+    st.engine
+        .store()
+        .write_async(move |c| alerts::set_alert_webhook(c, &user.id, stored.as_deref(), now))
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({"updated_at": super::iso(now), "alert_webhook_url": url, "warning": warning}),
+    )
+}
+
+pub(super) async fn alert_secret(State(st): State<AppState>, Auth(user): Auth) -> ApiResult {
+    let now = st.engine.clock().now();
+    let (_, secret) = st
+        .engine
+        .store()
+        .write_async(move |c| alerts::alert_webhook(c, &user.id, now))
+        .await?;
+    ok(StatusCode::OK, json!({"alert_webhook_secret": secret}))
+}
+
+pub(super) async fn regenerate_alert_secret(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    headers: HeaderMap,
+) -> ApiResult {
+    let replace = alerts::regenerate_alert_secret;
+    rotate(
+        st,
+        user,
+        &headers,
+        replace,
+        "alert_webhook_secret",
         "previous_secret_revoked",
     )
     .await

@@ -40,6 +40,7 @@ fn spec_default(name: String) -> CueSpec {
         on_failure_email: true,
         on_failure_webhook: None,
         claim_timeout_seconds: 900,
+        alert_consecutive_failures: 3,
     }
 }
 
@@ -112,6 +113,7 @@ const TOP_FIELDS: &[&str] = &[
     "delivery",
     "on_failure",
     "verification",
+    "alerts",
     "catch_up",
     "overlap",
 ];
@@ -269,6 +271,15 @@ fn apply_body(
                     }
                 }
             }
+            "alerts" => {
+                if f.v.is_null() {
+                    spec.alert_consecutive_failures = 3;
+                    continue;
+                }
+                for (_, g) in fields(&f.path, f.object()?, &["consecutive_failures"])? {
+                    spec.alert_consecutive_failures = g.int()?;
+                }
+            }
             "verification" => {
                 spec.verification_mode = if f.v.is_null() {
                     None
@@ -374,34 +385,43 @@ async fn check_targets(st: &AppState, spec: &CueSpec) -> ApiResult<Option<String
         let Some(raw) = url.map(str::trim).filter(|u| !u.is_empty()) else {
             continue;
         };
-        let code = "invalid_callback_url";
-        let parsed = crate::delivery::check_url_syntax(raw)
-            .and_then(|u| reqwest::Url::parse(&u).map_err(|e| e.to_string()))
-            .map_err(|m| ApiError::bad_request(code, format!("{field}: {m}")))?;
-        let host = parsed.host_str().unwrap_or_default().to_string();
-        let port = parsed.port_or_known_default().unwrap_or(443);
-        let policy = st.engine.policy();
-        let looked = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            policy.resolve(&host, port),
-        )
-        .await;
-        match looked {
-            Ok(Ok(_)) => {}
-            Ok(Err(m)) if m.starts_with("cannot resolve") => {
-                warning = Some(format!(
-                    "{field}: {m}; deliveries will fail (and be retried) until it resolves"
-                ));
-            }
-            Ok(Err(m)) => return Err(ApiError::bad_request(code, format!("{field}: {m}"))),
-            Err(_) => {
-                warning = Some(format!(
-                    "{field}: resolving {host} timed out; it is checked again at every delivery"
-                ));
-            }
+        if let Some(w) = check_url(st, field, raw, "invalid_callback_url").await? {
+            warning = Some(w);
         }
     }
     Ok(warning)
+}
+
+/// Checks an outbound URL against the guard: refused (400 `code`) when it is not a valid http(s)
+/// URL or resolves to a refused address; a warning when it cannot be resolved yet (it is checked
+/// again at every delivery).
+pub(super) async fn check_url(
+    st: &AppState,
+    field: &str,
+    raw: &str,
+    code: &str,
+) -> ApiResult<Option<String>> {
+    let parsed = crate::delivery::check_url_syntax(raw)
+        .and_then(|u| reqwest::Url::parse(&u).map_err(|e| e.to_string()))
+        .map_err(|m| ApiError::bad_request(code, format!("{field}: {m}")))?;
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let policy = st.engine.policy();
+    let looked = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        policy.resolve(&host, port),
+    )
+    .await;
+    match looked {
+        Ok(Ok(_)) => Ok(None),
+        Ok(Err(m)) if m.starts_with("cannot resolve") => Ok(Some(format!(
+            "{field}: {m}; deliveries will fail (and be retried) until it resolves"
+        ))),
+        Ok(Err(m)) => Err(ApiError::bad_request(code, format!("{field}: {m}"))),
+        Err(_) => Ok(Some(format!(
+            "{field}: resolving {host} timed out; it is checked again at every delivery"
+        ))),
+    }
 }
 
 /// An unknown time zone is a 422 `invalid_timezone`, as in the reference.

@@ -279,7 +279,12 @@ pub(super) async fn outcome(
         .engine
         .report_outcome(&user.id, &id, report)
         .await
-        .map_err(|e| ApiError::from(e).conflict_code("outcome_already_recorded"))?;
+        .map_err(|e| match e {
+            crate::Error::Conflict(m) if m.starts_with(conflict::NOT_CLAIMED) => {
+                ApiError::conflict("execution_not_claimed", m)
+            }
+            other => ApiError::from(other).conflict_code("outcome_already_recorded"),
+        })?;
     let out = match reported {
         Reported::Recorded(state) => {
             json!({"execution_id": id, "outcome_recorded": true, "outcome_state": state, "reason": null})

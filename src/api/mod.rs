@@ -5,6 +5,7 @@
 //! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
 //! JSON forms of instants.
 
+mod alerts;
 mod auth;
 mod cues;
 mod executions;
@@ -143,7 +144,15 @@ impl Drop for Server {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/auth/register", post(auth::register))
-        .route("/v1/auth/me", get(auth::me))
+        .route("/v1/auth/me", get(auth::me).patch(auth::update_me))
+        .route("/v1/auth/alert-webhook-secret", get(auth::alert_secret))
+        .route(
+            "/v1/auth/alert-webhook-secret/regenerate",
+            post(auth::regenerate_alert_secret),
+        )
+        .route("/v1/alerts", get(alerts::list))
+        .route("/v1/alerts/{id}", get(alerts::get_one))
+        .route("/v1/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .route("/v1/auth/key/regenerate", post(auth::regenerate_key))
         .route("/v1/auth/webhook-secret", get(auth::webhook_secret))
         .route(
@@ -321,6 +330,9 @@ impl From<Error> for ApiError {
                 "worker_not_found",
                 "Worker not found",
             ),
+            Error::AlertNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "alert_not_found", "Alert not found")
+            }
             Error::NotClaimHolder(m) => {
                 ApiError::new(StatusCode::FORBIDDEN, "not_execution_owner", m)
             }

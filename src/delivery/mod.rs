@@ -279,11 +279,42 @@ impl Deliverer {
     /// Sends one attempt. Never fails: every way an attempt can go wrong is an [`Attempt`].
     pub async fn send(&self, req: Request<'_>, target: &Target, now: Millis) -> Attempt {
         let body = req.body();
+        let headers = match req.headers(target, &body, now) {
+            Ok(h) => h,
+            Err(e) => {
+                return Attempt {
+                    error: Some(format!("could not build the request headers: {e}")),
+                    ..Default::default()
+                }
+            }
+        };
+        self.send_to(
+            &target.url,
+            &target.method,
+            headers,
+            body,
+            target.timeout_ms,
+            now,
+        )
+        .await
+    }
+
+    /// Sends `body` with `headers` to `url` (checked against the guard) within `timeout_ms`,
+    /// without following redirects, and reads how it went.
+    pub async fn send_to(
+        &self,
+        url: &str,
+        method: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        timeout_ms: i64,
+        now: Millis,
+    ) -> Attempt {
         let failed = |error: String| Attempt {
             error: Some(error),
             ..Default::default()
         };
-        let url = match Url::parse(&target.url) {
+        let url = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => return failed(format!("the callback URL is not valid: {e}")),
         };
@@ -303,16 +334,12 @@ impl Deliverer {
                 }
             }
         }
-        let headers = match req.headers(target, &body, now) {
-            Ok(h) => h,
-            Err(e) => return failed(format!("could not build the request headers: {e}")),
-        };
-        let method = Method::from_bytes(target.method.as_bytes()).unwrap_or(Method::POST);
+        let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::POST);
         let mut builder = self.client.request(method.clone(), url).headers(headers);
         if method != Method::GET {
             builder = builder.body(body);
         }
-        let deadline = Duration::from_millis(target.timeout_ms.max(1) as u64);
+        let deadline = Duration::from_millis(timeout_ms.max(1) as u64);
         let started = tokio::time::Instant::now();
         let sent = tokio::time::timeout(deadline, builder.send()).await;
         let mut resp = match sent {

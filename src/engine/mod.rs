@@ -6,6 +6,7 @@
 //! that handler threads *pull* from ([`Engine::claim`], blocking without the GIL), run, and report
 //! back ([`Engine::complete`]). The heap and the queue are rebuilt from the store when it opens.
 
+mod notify;
 mod timer;
 mod webhook;
 
@@ -120,6 +121,10 @@ struct Inner {
     worker_timeout_ms: AtomicI64,
     /// When this engine opened the store: workers are not blamed for silence before it.
     opened_at: Millis,
+    /// Wakes the notifier (the writer calls it after committing a notification).
+    notify_wake: Arc<Notify>,
+    /// Whether "email is not configured" was said already.
+    email_unconfigured_said: AtomicBool,
 }
 
 /// The scheduling engine over one database file.
@@ -165,6 +170,9 @@ impl Engine {
             }
         }
         let slots = config.max_deliveries.max(1);
+        let notify_wake = Arc::new(Notify::new());
+        let wake = Arc::clone(&notify_wake);
+        store.on_notify(move || wake.notify_one());
         let (local, held): (Vec<Ready>, Vec<Ready>) = recovered
             .pending
             .into_iter()
@@ -194,6 +202,8 @@ impl Engine {
             worker_lease_ms: AtomicI64::new(DEFAULT_WORKER_LEASE_MS),
             worker_timeout_ms: AtomicI64::new(DEFAULT_WORKER_TIMEOUT_MS),
             opened_at: now,
+            notify_wake,
+            email_unconfigured_said: AtomicBool::new(false),
         });
         Ok(Engine {
             inner,
@@ -210,6 +220,8 @@ impl Engine {
             let inner = Arc::clone(&self.inner);
             let rt = runtime()?;
             *task = Some(rt.spawn(async move { inner.run_timer().await }));
+            let notifier = Arc::clone(&self.inner);
+            rt.spawn(async move { notifier.run_notifier().await });
             let held = std::mem::take(&mut *self.inner.held.lock());
             let _guard = rt.enter();
             self.inner.dispatch(held);
@@ -740,6 +752,7 @@ impl Engine {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.wake.notify_one();
         self.inner.closing.notify_waiters();
+        self.inner.notify_wake.notify_one();
         if let Some(task) = self.loop_task.lock().take() {
             if let Ok(rt) = runtime() {
                 let _ = rt.block_on(task);

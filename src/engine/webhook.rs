@@ -53,7 +53,7 @@ pub(super) fn claim_ready(
 }
 
 impl Inner {
-    fn deliverer(&self) -> std::result::Result<&Deliverer, String> {
+    pub(super) fn deliverer(&self) -> std::result::Result<&Deliverer, String> {
         self.deliverer
             .get_or_init(|| Deliverer::new(Arc::clone(&self.policy)))
             .as_ref()

@@ -22,7 +22,7 @@ fn to_pyerr(e: Error) -> PyErr {
         Error::CueNotFound(_) => "CueNotFoundError",
         Error::ExecutionNotFound(_) => "ExecutionNotFoundError",
         Error::Conflict(_) | Error::NotClaimHolder(_) => "ConflictError",
-        Error::WorkerNotFound(_) => "CueAPIError",
+        Error::WorkerNotFound(_) | Error::AlertNotFound(_) => "CueAPIError",
         Error::Locked(_) => "DatabaseLockedError",
         Error::SchemaTooNew { .. } => "SchemaVersionError",
         Error::Closed => "EngineClosedError",

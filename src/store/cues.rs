@@ -69,6 +69,9 @@ pub struct CueSpec {
     /// Worker transport: how long an execution may wait for a worker's claim before it is missed.
     #[serde(default = "default_claim_timeout")]
     pub claim_timeout_seconds: i64,
+    /// Reported failures in a row that raise a `consecutive_failures` alert.
+    #[serde(default = "default_alert_streak")]
+    pub alert_consecutive_failures: i64,
 }
 
 /// Retry policy: after the first try fails, up to `max_attempts` retries, `backoff_minutes` apart
@@ -108,6 +111,10 @@ fn default_delivery_timeout() -> i64 {
 }
 fn default_claim_timeout() -> i64 {
     900
+}
+
+fn default_alert_streak() -> i64 {
+    3
 }
 
 fn default_scheme() -> String {
@@ -151,6 +158,7 @@ struct Def {
     on_failure_email: bool,
     on_failure_webhook: Option<String>,
     claim_timeout_seconds: i64,
+    alert_consecutive_failures: i64,
 }
 
 impl Def {
@@ -225,6 +233,12 @@ impl CueSpec {
             return Err(Error::invalid(
                 "delivery.timeout_seconds",
                 "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=10_000).contains(&self.alert_consecutive_failures) {
+            return Err(Error::invalid(
+                "alerts.consecutive_failures",
+                "must be between 1 and 10000",
             ));
         }
         if !(1..=30 * 86_400).contains(&self.claim_timeout_seconds) {
@@ -342,6 +356,7 @@ impl CueSpec {
             on_failure_email: self.on_failure_email,
             on_failure_webhook,
             claim_timeout_seconds: self.claim_timeout_seconds,
+            alert_consecutive_failures: self.alert_consecutive_failures,
         };
         Ok((def, schedule))
     }
@@ -424,6 +439,9 @@ pub struct Policy {
     pub backoff_minutes: Vec<f64>,
     pub verification_mode: Option<String>,
     pub on_failure_pause: bool,
+    /// Whether alerting has anything to track for this cue's next success: a failure streak
+    /// to reset or an open failure alert to close.
+    pub alert_state: bool,
 }
 
 /// Loads a cue's retry, verification and failure policy.
@@ -431,7 +449,7 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
     let row = conn
         .prepare_cached(
             "SELECT status, schedule_type, retry_max_attempts, retry_backoff_minutes, verification_mode,
-                    on_failure_pause
+                    on_failure_pause, failure_streak != 0 OR alerting != 0
              FROM cues WHERE id = ?1",
         )?
         .query_row([id], |r| {
@@ -442,11 +460,19 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
                 r.get::<_, String>(3)?,
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, bool>(5)?,
+                r.get::<_, bool>(6)?,
             ))
         })
         .optional()?;
-    let Some((status, schedule_type, max_attempts, backoff, verification_mode, on_failure_pause)) =
-        row
+    let Some((
+        status,
+        schedule_type,
+        max_attempts,
+        backoff,
+        verification_mode,
+        on_failure_pause,
+        alert_state,
+    )) = row
     else {
         return Ok(None);
     };
@@ -458,6 +484,7 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
         backoff_minutes: serde_json::from_str(&backoff)?,
         verification_mode,
         on_failure_pause,
+        alert_state,
     }))
 }
 
@@ -489,7 +516,7 @@ const DEF_COLUMNS: &str = "id, name, description, transport, schedule_type, sche
     schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
     verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, status, next_run,
     callback_url, callback_method, callback_headers, delivery_timeout_seconds, signature_scheme,
-    on_failure_email, on_failure_webhook, claim_timeout_seconds";
+    on_failure_email, on_failure_webhook, claim_timeout_seconds, alert_consecutive_failures";
 
 /// A stored definition: (id, definition, status, next_run).
 type Stored = (String, Def, String, Option<Millis>);
@@ -529,6 +556,7 @@ fn def_from_row(r: &Row<'_>) -> rusqlite::Result<Stored> {
             on_failure_email: r.get(25)?,
             on_failure_webhook: r.get(26)?,
             claim_timeout_seconds: r.get(27)?,
+            alert_consecutive_failures: r.get(28)?,
         },
         r.get(18)?,
         r.get(19)?,
@@ -574,6 +602,7 @@ pub fn spec_of(conn: &Connection, owner: &str, id: &str) -> Result<CueSpec> {
         on_failure_email: d.on_failure_email,
         on_failure_webhook: d.on_failure_webhook,
         claim_timeout_seconds: d.claim_timeout_seconds,
+        alert_consecutive_failures: d.alert_consecutive_failures,
     })
 }
 
@@ -661,14 +690,16 @@ fn apply(
             overlap_policy = ?14, catch_up_policy = ?15, catch_up_max = ?16, on_failure_pause = ?17,
             status = ?18, next_run = ?19, updated_at = ?20, callback_url = ?22, callback_method = ?23,
             callback_headers = ?24, delivery_timeout_seconds = ?25, signature_scheme = ?26,
-            on_failure_email = ?27, on_failure_webhook = ?28, claim_timeout_seconds = ?29
+            on_failure_email = ?27, on_failure_webhook = ?28, claim_timeout_seconds = ?29,
+            alert_consecutive_failures = ?30
          WHERE id = ?1",
         params![
             id, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms, def.timezone,
             def.payload, def.max_attempts, def.backoff, def.deadline, def.verification_mode, def.overlap,
             def.catch_up, def.catch_up_max, def.on_failure_pause, status, next_run, now, def.name,
             def.callback_url, def.callback_method, def.callback_headers, def.delivery_timeout_seconds,
-            def.signature_scheme, def.on_failure_email, def.on_failure_webhook, def.claim_timeout_seconds
+            def.signature_scheme, def.on_failure_email, def.on_failure_webhook, def.claim_timeout_seconds,
+            def.alert_consecutive_failures
         ],
     )?;
     Ok(Upserted {
@@ -692,9 +723,10 @@ fn insert(
             schedule_every_ms, schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes,
             outcome_deadline_seconds, verification_mode, overlap_policy, catch_up_policy, catch_up_max,
             on_failure_pause, next_run, created_at, updated_at, callback_url, callback_method, callback_headers,
-            delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, claim_timeout_seconds)
+            delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, claim_timeout_seconds,
+            alert_consecutive_failures)
          VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-            ?21, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+            ?21, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
     )?;
     stmt.execute(params![
         id,
@@ -725,7 +757,8 @@ fn insert(
         def.signature_scheme,
         def.on_failure_email,
         def.on_failure_webhook,
-        def.claim_timeout_seconds
+        def.claim_timeout_seconds,
+        def.alert_consecutive_failures
     ])
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -767,7 +800,7 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                 verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, next_run, last_run,
                 run_count, fired_count, created_at, updated_at, callback_url, callback_method, callback_headers,
                 delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, owner,
-                claim_timeout_seconds
+                claim_timeout_seconds, alert_consecutive_failures
          FROM cues WHERE id = ?1",
         [id],
         |r| {
@@ -814,6 +847,7 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                     "claim_timeout_seconds": r.get::<_, i64>(33)?,
                 },
                 "owner": r.get::<_, String>(32)?,
+                "alerts": {"consecutive_failures": r.get::<_, i64>(34)?},
                 "next_run": r.get::<_, Option<i64>>(19)?,
                 "last_run": r.get::<_, Option<i64>>(20)?,
                 "run_count": r.get::<_, i64>(21)?,

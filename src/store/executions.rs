@@ -5,6 +5,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::alerts;
 use super::cues::{self, CueRow};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
@@ -508,6 +509,7 @@ pub fn complete(
                 lease_expires_at = NULL, updated_at = ?4 WHERE id = ?1",
         )?
         .execute(params![execution_id, at, o.error.as_deref().unwrap_or("failed"), now])?;
+        alerts::outcome_reported(conn, &cue.id, execution_id, false, "reported_failure", now)?;
         return Ok(Finished::RetryAt(at));
     }
     let (new_state, validation) = outcome_state(cue.verification_mode.as_deref(), o);
@@ -546,6 +548,23 @@ pub fn complete(
         has_proof
     ])?;
     finish_cue(conn, &cue, o.success, now)?;
+    if !o.success || cue.alert_state || new_state == "verification_failed" {
+        alerts::outcome_reported(conn, &cue.id, execution_id, o.success, new_state, now)?;
+    }
+    if !o.success {
+        let error = o
+            .error
+            .as_deref()
+            .unwrap_or("the handler reported a failure");
+        alerts::execution_failed(
+            conn,
+            &cue.id,
+            execution_id,
+            alerts::kind::RETRIES_EXHAUSTED,
+            error,
+            now,
+        )?;
+    }
     Ok(Finished::Done)
 }
 
@@ -579,7 +598,7 @@ pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<O
     Ok(conn
         .prepare_cached(
             "UPDATE executions SET status = 'pending', next_retry = NULL, updated_at = ?2,
-                claim_deadline_at = ?2 + (SELECT claim_timeout_seconds * 1000 FROM cues
+                claim_deadline_at = next_retry + (SELECT claim_timeout_seconds * 1000 FROM cues
                                           WHERE cues.id = executions.cue_id AND transport = 'worker')
              WHERE id = ?1 AND next_retry <= ?2
                AND (status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL))
@@ -592,13 +611,30 @@ pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<O
 
 /// Marks `outcome_timeout` on an execution whose deadline passed without a reported outcome.
 pub fn deadline_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<bool> {
-    let n = conn
+    let cue_id: Option<(String, Option<Millis>)> = conn
         .prepare_cached(
             "UPDATE executions SET outcome_state = 'outcome_timeout', outcome_timeout_at = ?2, updated_at = ?2
-             WHERE id = ?1 AND outcome_recorded_at IS NULL AND outcome_state IS NULL AND outcome_deadline_at <= ?2",
+             WHERE id = ?1 AND outcome_recorded_at IS NULL AND outcome_state IS NULL AND outcome_deadline_at <= ?2
+             RETURNING cue_id, outcome_deadline_seconds",
         )?
-        .execute(params![execution_id, now])?;
-    Ok(n == 1)
+        .query_row(params![execution_id, now], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((cue_id, seconds)) = cue_id else {
+        return Ok(false);
+    };
+    let why = format!(
+        "no outcome was reported within {} s",
+        seconds.unwrap_or_default()
+    );
+    alerts::execution_failed(
+        conn,
+        &cue_id,
+        execution_id,
+        alerts::kind::OUTCOME_TIMEOUT,
+        &why,
+        now,
+    )?;
+    Ok(true)
 }
 
 /// Work to put back on the timer and the queue after opening a database.
@@ -650,6 +686,16 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
              WHERE id = ?1",
             params![id, next, why, now],
         )?;
+        if next == status::FAILED {
+            alerts::execution_failed(
+                conn,
+                &cue_id,
+                &id,
+                alerts::kind::RETRIES_EXHAUSTED,
+                why,
+                now,
+            )?;
+        }
         out.interrupted += 1;
     }
     let mut stmt = conn.prepare(
@@ -1162,8 +1208,16 @@ pub fn delivered(
              WHERE id = ?1",
         )?
         .execute(params![execution_id, now, a.http_status, a.response_body, deadline])?;
-        if let Some(o) = &a.inline {
-            write_outcome(conn, execution_id, cue.verification_mode.as_deref(), o, now)?;
+        match &a.inline {
+            Some(o) => {
+                let state =
+                    write_outcome(conn, execution_id, cue.verification_mode.as_deref(), o, now)?;
+                if !o.success || cue.alert_state || state == "verification_failed" {
+                    alerts::outcome_reported(conn, &cue.id, execution_id, o.success, &state, now)?;
+                }
+            }
+            None if cue.alert_state => alerts::succeeded(conn, &cue.id, execution_id, now)?,
+            None => {}
         }
         finish_cue(conn, &cue, true, now)?;
         return Ok(deadline.map_or(Finished::Done, Finished::AwaitOutcome));
@@ -1188,6 +1242,14 @@ pub fn delivered(
     )?
     .execute(params![execution_id, error, a.http_status, a.response_body, now])?;
     finish_cue(conn, &cue, false, now)?;
+    alerts::execution_failed(
+        conn,
+        &cue.id,
+        execution_id,
+        alerts::kind::RETRIES_EXHAUSTED,
+        error,
+        now,
+    )?;
     Ok(Finished::Done)
 }
 
@@ -1341,6 +1403,7 @@ fn owned(conn: &Connection, owner: &str, id: &str) -> Result<Owned> {
 pub mod conflict {
     pub const ALREADY_RECORDED: &str = "an outcome was already recorded for this execution";
     pub const NO_OUTCOME: &str = "no outcome has been recorded yet; report the outcome first";
+    pub const NOT_CLAIMED: &str = "no worker holds a claim on this execution";
 }
 
 /// Records the outcome a handler reports over the API (once: a second report is a conflict).
@@ -1353,11 +1416,13 @@ pub fn report(
     now: Millis,
 ) -> Result<String> {
     check_outcome(o)?;
-    let (_, _, mode, recorded, _) = owned(conn, owner, id)?;
+    let (cue_id, _, mode, recorded, _) = owned(conn, owner, id)?;
     if recorded.is_some() {
         return Err(Error::Conflict(conflict::ALREADY_RECORDED.into()));
     }
-    write_outcome(conn, id, mode.as_deref(), o, now)
+    let state = write_outcome(conn, id, mode.as_deref(), o, now)?;
+    alerts::outcome_reported(conn, &cue_id, id, o.success, &state, now)?;
+    Ok(state)
 }
 
 /// Evidence appended after the outcome: given fields replace, `metadata` keys are merged and

@@ -8,6 +8,7 @@
 //! A lock file next to the database makes one process the owner of a database: work that a
 //! previous owner left in flight is known to be dead when the next owner opens it.
 
+pub mod alerts;
 mod cues;
 mod executions;
 mod schema;
@@ -16,7 +17,7 @@ pub mod workers;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
@@ -47,9 +48,14 @@ const MAX_BATCH: usize = 512;
 type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
 type Op = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 
+/// What the writer calls after committing notifications.
+type NotifyHook = OnceLock<Box<dyn Fn() + Send + Sync>>;
+
 /// The store: owns the writer thread, the read pool and the lock on the database file.
 pub struct Store {
     path: PathBuf,
+    /// Called after a commit that queued notifications (set once, by the engine).
+    on_notify: Arc<NotifyHook>,
     tx: Mutex<Option<mpsc::Sender<Op>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
@@ -100,17 +106,25 @@ impl Store {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         let checkpointer = spawn_checkpointer(&path)?;
         let (tx, rx) = mpsc::channel::<Op>();
+        let on_notify: Arc<NotifyHook> = Arc::new(OnceLock::new());
+        let hook = Arc::clone(&on_notify);
         let writer = std::thread::Builder::new()
             .name("cueapi-writer".into())
-            .spawn(move || writer_loop(conn, rx))?;
+            .spawn(move || writer_loop(conn, rx, hook))?;
         Ok(Store {
             path,
+            on_notify,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
         })
+    }
+
+    /// Sets what to call after a commit that queued notifications (the first call wins).
+    pub fn on_notify(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_notify.set(Box::new(f));
     }
 
     /// The database file.
@@ -262,7 +276,7 @@ fn spawn_checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, JoinHandle<()>)>
     Ok((stop, handle))
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>, on_notify: Arc<NotifyHook>) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let began = conn.execute_batch("BEGIN IMMEDIATE");
@@ -286,6 +300,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
         let err = committed.as_ref().err();
         for reply in replies.drain(..) {
             reply(err);
+        }
+        // A rolled-back notification is harmless: the notifier finds nothing new.
+        if alerts::take_queued() {
+            if let Some(wake) = on_notify.get() {
+                wake();
+            }
         }
     }
 }

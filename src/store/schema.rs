@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_attempts_evidence.sql"),
     include_str!("migrations/0003_server.sql"),
     include_str!("migrations/0004_workers.sql"),
+    include_str!("migrations/0005_alerts.sql"),
 ];
 
 /// The schema version this build writes.

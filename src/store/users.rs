@@ -36,6 +36,11 @@ pub fn new_webhook_secret() -> String {
     format!("whsec_{}", random_hex(32))
 }
 
+/// A new alert webhook signing secret: 64 hex digits (the reference's form, no prefix).
+pub fn new_alert_secret() -> String {
+    random_hex(32)
+}
+
 /// The stored form of an API key.
 pub fn key_hash(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))

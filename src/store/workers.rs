@@ -67,9 +67,10 @@ pub fn list(conn: &Connection, owner: &str, now: Millis, timeout_ms: i64) -> Res
         let since = (now - last).max(0);
         Ok(json!({
             "worker_id": r.get::<_, String>(0)?,
+            // null: it never said (any task may go to it); a list: the tasks it runs.
             "handlers": handlers
                 .and_then(|h| serde_json::from_str::<Value>(&h).ok())
-                .unwrap_or_else(|| json!([])),
+                .unwrap_or(Value::Null),
             "last_heartbeat": last,
             "seconds_since_heartbeat": since / 1000,
             "heartbeat_status": liveness(since, timeout_ms),
@@ -222,7 +223,9 @@ pub fn claim_for(
     let Some((id, task)) = found else {
         return Ok(None);
     };
-    let Some(job) = claim(conn, &id, worker_id, now, lease_ms, true)? else {
+    // A worker's job is governed by its lease and heartbeats, not by the outcome deadline: a
+    // long job on a live worker is not late.
+    let Some(job) = claim(conn, &id, worker_id, now, lease_ms, false)? else {
         return Ok(None);
     };
     conn.prepare_cached(
@@ -426,6 +429,14 @@ fn release(conn: &Connection, id: &str, attempt: i64, why: &str, now: Millis) ->
     ])?;
     if !again {
         executions::finish_cue(conn, &policy, false, now)?;
+        super::alerts::execution_failed(
+            conn,
+            &cue_id,
+            id,
+            super::alerts::kind::RETRIES_EXHAUSTED,
+            why,
+            now,
+        )?;
     }
     Ok(again)
 }
@@ -448,6 +459,14 @@ pub fn claim_window_due(conn: &Connection, id: &str, now: Millis) -> Result<bool
     if let Some(policy) = super::cues::load_policy(conn, &cue_id)? {
         executions::escalate_cue(conn, &policy, now)?;
     }
+    super::alerts::execution_failed(
+        conn,
+        &cue_id,
+        id,
+        super::alerts::kind::MISSED,
+        "no worker claimed it within its claim window",
+        now,
+    )?;
     Ok(true)
 }
 
@@ -489,13 +508,14 @@ pub fn report(
     o: &executions::ReportedOutcome,
     now: Millis,
 ) -> Result<Option<WorkerOutcome>> {
-    let (state, transport, recorded): (String, String, Option<Millis>) = conn
+    type Row = (String, String, Option<Millis>, Option<Millis>, Millis);
+    let (state, transport, recorded, later, scheduled_for): Row = conn
         .prepare_cached(
-            "SELECT e.status, c.transport, e.outcome_recorded_at
+            "SELECT e.status, c.transport, e.outcome_recorded_at, e.next_retry, e.scheduled_for
              FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2",
         )?
         .query_row(params![id, owner], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?
         .ok_or_else(|| Error::ExecutionNotFound(id.to_string()))?;
@@ -507,7 +527,23 @@ pub fn report(
         status::DELIVERING => conn
             .prepare_cached("SELECT attempts FROM executions WHERE id = ?1")?
             .query_row([id], |r| r.get::<_, i64>(0))?,
-        status::PENDING | status::RETRYING => unclaimed_attempt(conn, id, now)?,
+        // Due and waiting: a report without a claim (a released claim's worker reporting late,
+        // or a hand) is kept as an attempt of its own.
+        status::PENDING if later.is_none() && scheduled_for <= now => {
+            unclaimed_attempt(conn, id, now)?
+        }
+        status::PENDING | status::RETRYING => {
+            return Err(Error::Conflict(format!(
+                "{}: execution {id} is {} until {}",
+                executions::conflict::NOT_CLAIMED,
+                if state == status::RETRYING {
+                    "waiting for its retry"
+                } else {
+                    "not due"
+                },
+                crate::schedule::format_utc(later.unwrap_or(scheduled_for))
+            )))
+        }
         _ if recorded.is_some() => {
             return Err(Error::Conflict(
                 executions::conflict::ALREADY_RECORDED.into(),
@@ -539,7 +575,7 @@ fn unclaimed_attempt(conn: &Connection, id: &str, now: Millis) -> Result<i64> {
                 started_at = COALESCE(started_at, ?2), last_attempt_at = ?2, claimed_by = NULL, claimed_at = NULL,
                 lease_expires_at = NULL, heartbeat_at = NULL, next_retry = NULL, claim_deadline_at = NULL,
                 updated_at = ?2
-             WHERE id = ?1 AND status IN ('pending', 'retrying')
+             WHERE id = ?1 AND status = 'pending'
              RETURNING attempts",
         )?
         .query_row(params![id, now], |r| r.get(0))?;

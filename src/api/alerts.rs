@@ -1,0 +1,78 @@
+//! `/v1/alerts`: what went wrong (and right again), newest first; acknowledging an alert.
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::{iso_fields, ok, page_of, parse_time, ApiError, ApiResult, AppState, Auth, Id, Query};
+use crate::store::alerts::{self, kind, AlertFilter};
+
+/// An alert as the API shows it: instants as ISO-8601 text.
+fn alert_out(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        iso_fields(
+            m,
+            &[
+                "created_at",
+                "last_seen_at",
+                "resolved_at",
+                "acknowledged_at",
+            ],
+        );
+    }
+    v
+}
+
+pub(super) async fn list(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let q = Query::parse(raw.as_deref());
+    let alert_type = q.str("alert_type").map(str::to_string);
+    if let Some(t) = &alert_type {
+        if !kind::ALL.contains(&t.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                format!("alert_type {t:?} is not one of {}", kind::ALL.join(", ")),
+            ));
+        }
+    }
+    let since = match q.str("since") {
+        Some(s) => Some(parse_time("query.since", &Value::String(s.to_string()))?),
+        None => None,
+    };
+    let filter = AlertFilter {
+        alert_type,
+        cue_id: q.str("cue_id").map(str::to_string),
+        since,
+        acknowledged: q.bool("acknowledged")?,
+        limit: q.int("limit", 20, 1, 100)?,
+        offset: q.int("offset", 0, 0, i64::MAX)?,
+    };
+    let (list, total) = st
+        .engine
+        .store()
+        .read(|c| alerts::list(c, &user.id, &filter))?;
+    let list = list.into_iter().map(alert_out).collect();
+    page_of("alerts", list, total, filter.limit, filter.offset)
+}
+
+pub(super) async fn get_one(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
+    let v = st.engine.store().read(|c| alerts::get(c, &user.id, &id))?;
+    ok(StatusCode::OK, alert_out(v))
+}
+
+pub(super) async fn acknowledge(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    Id(id): Id,
+) -> ApiResult {
+    let now = st.engine.clock().now();
+    let v = st
+        .engine
+        .store()
+        .write_async(move |c| alerts::acknowledge(c, &user.id, &id, now))
+        .await?;
+    ok(StatusCode::OK, alert_out(v))
+}
