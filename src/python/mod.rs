@@ -230,7 +230,8 @@ impl NativeEngine {
     }
 
     /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
-    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets))]
+    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for))]
+    #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
         py: Python<'_>,
@@ -238,6 +239,8 @@ impl NativeEngine {
         port: u16,
         allow_register: bool,
         allow_private_targets: bool,
+        rate_limit_per_minute: u32,
+        trust_forwarded_for: bool,
     ) -> PyResult<(String, u16)> {
         let mut slot = self.server.lock();
         if slot.is_some() {
@@ -245,9 +248,20 @@ impl NativeEngine {
                 "this engine is already serving HTTP".into(),
             )));
         }
+        if rate_limit_per_minute > crate::api::limit::MAX_PER_MINUTE {
+            return Err(to_pyerr(Error::invalid(
+                "rate_limit_per_minute",
+                format!(
+                    "must be between 0 (off) and {}",
+                    crate::api::limit::MAX_PER_MINUTE
+                ),
+            )));
+        }
         let opts = crate::api::Options {
             allow_register,
             allow_private_targets,
+            rate_limit_per_minute,
+            trust_forwarded_for,
         };
         let engine = std::sync::Arc::clone(&self.engine);
         let server = py

@@ -10,6 +10,7 @@
 
 mod cues;
 mod executions;
+pub mod ops;
 mod schema;
 pub mod users;
 

@@ -1,0 +1,420 @@
+"""Operating `cueapi serve`: /v1/usage and per-key rate limiting, against a live server."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cueapi
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import START, Received, Receiver, Server, start_server, wait_for
+
+VERSION = importlib.metadata.version("cueapi")
+EXEMPT = ["/health", "/status", "/v1/info", "/metrics"]
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def health(server: Server) -> dict[str, Any]:
+    r = server.call("GET", "/health", key=None)
+    assert r.status_code in (200, 503), r.text
+    return dict(r.json())
+
+
+def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of /metrics, by name and labels."""
+    r = server.call("GET", "/metrics", key=None)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def sample(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return metrics[(name, frozenset(labels.items()))]
+
+
+def webhook_cue(server: Server, url: str, name: str, cron: str = "0 3 * * *", **extra: Any) -> dict[str, Any]:
+    return server.cue(
+        name=name,
+        schedule={"type": "recurring", "cron": cron},
+        callback={"url": url},
+        retry={"max_attempts": 0},
+        **extra,
+    )
+
+
+def fire(server: Server, cue: dict[str, Any]) -> str:
+    r = server.call("POST", f"/v1/cues/{cue['id']}/fire")
+    assert r.status_code in (200, 201, 202), r.text
+    return str(r.json()["id"])
+
+
+def settled(server: Server, execution_id: str, status: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (e := server.execution(execution_id))["status"] == status and e,
+        what=f"{execution_id} {status}",
+    )
+
+
+class Gate:
+    """A receiver answer that holds every request until ``open()``."""
+
+    def __init__(self, answer: tuple[int, dict[str, str], bytes, float]) -> None:
+        self.arrived = threading.Event()
+        self.gate = threading.Event()
+        self.answer = answer
+
+    def __call__(self, _r: Received) -> tuple[int, dict[str, str], bytes, float]:
+        self.arrived.set()
+        self.gate.wait(30)
+        return self.answer
+
+    def open(self) -> None:
+        self.gate.set()
+
+
+@pytest.fixture
+def manual(tmp_path: Path) -> Iterator[tuple[Server, cueapi.ManualClock]]:
+    """A server on a manual clock at START that never refuses a request."""
+    clock = cueapi.ManualClock(START)
+    s = start_server(tmp_path / "manual.db", clock)
+    yield s, clock
+    s.app.close()
+
+
+def limited(
+    tmp_path: Path, limit: int, name: str = "limited", **serve: Any
+) -> tuple[Server, cueapi.ManualClock]:
+    """A server on a manual clock at START allowing ``limit`` requests a minute, its user created
+    without a request (the address's allowance is whole)."""
+    clock = cueapi.ManualClock(START)
+    db = tmp_path / f"{name}.db"
+    app = cueapi.App(db, clock=clock, workers=2)
+    url = app.serve("127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=limit, **serve)
+    key, secret = app.create_user("owner@example.com")
+    return Server(app, url, key, secret, db), clock
+
+
+# -- /v1/usage -------------------------------------------------------------------------------------
+
+
+def test_usage_counts_this_months_cues_executions_and_outcomes(
+    manual: tuple[Server, cueapi.ManualClock], receiver: Receiver
+) -> None:
+    server, clock = manual
+    receiver.answer = lambda r: (
+        (200, {"Content-Type": "application/json"}, b'{"success": true}', 0.0)
+        if r.path == "/ok"
+        else (500, {}, b"", 0.0)
+    )
+    # Yearly cues: no tick falls in the month the clock is moved through below.
+    good = webhook_cue(server, receiver.url + "/ok", "good", cron="0 3 1 1 *")
+    bad = webhook_cue(server, receiver.url + "/bad", "bad", cron="0 3 1 1 *")
+    paused = webhook_cue(server, receiver.url + "/ok", "paused", cron="0 3 1 1 *")
+    assert server.call("PATCH", f"/v1/cues/{paused['id']}", {"status": "paused"}).status_code == 200
+    settled(server, fire(server, good), "success")
+    settled(server, fire(server, good), "success")
+    settled(server, fire(server, bad), "failed")
+    # Another user's cues and runs are not counted.
+    other_key, _ = server.register("other@example.com")
+    other = server.call(
+        "POST",
+        "/v1/cues",
+        {
+            "name": "theirs",
+            "schedule": {"type": "recurring", "cron": "0 3 * * *"},
+            "callback": {"url": receiver.url},
+        },
+        key=other_key,
+    ).json()
+    assert server.call("POST", f"/v1/cues/{other['id']}/fire", key=other_key).status_code in (200, 201, 202)
+    r = server.call("GET", "/v1/usage")
+    assert r.status_code == 200, r.text
+    u = r.json()
+    assert u["plan"] == "self-hosted"
+    # START is 2026-06-01 12:00 UTC.
+    assert u["billing_period"] == {"start": "2026-06-01", "end": "2026-06-30", "days_remaining": 29}
+    assert u["period"] == {"start": "2026-06-01", "end": "2026-06-30"}
+    assert u["cues"] == {
+        "used": 3,
+        "active": 2,
+        "paused": 1,
+        "total": 3,
+        "limit": "unlimited",
+        "unlimited": True,
+        "remaining": None,
+        "percent_used": 0,
+    }
+    assert u["executions"] == {
+        "used": 3,
+        "limit": 0,
+        "unlimited": True,
+        "remaining": None,
+        "percent_used": 0,
+        "percentage": 0.0,
+        "projected_month_end": 90,
+        "will_exceed_limit": False,
+    }
+    assert u["outcomes"] == {"reported": 2, "succeeded": 2, "failed": 1, "timed_out": 0}
+    assert u["rate_limit"]["requests_per_minute"] == 1_000_000
+    assert u["upgrade_url"] is None
+    # Next month starts from nothing.
+    clock.advance(30 * 86400)
+    u = server.call("GET", "/v1/usage").json()
+    assert u["period"] == {"start": "2026-07-01", "end": "2026-07-31"}
+    assert u["executions"]["used"] == 0 and u["outcomes"]["reported"] == 0
+    assert u["cues"]["used"] == 3
+
+
+def test_usage_needs_a_key(server: Server) -> None:
+    for key in (None, "cue_sk_" + "0" * 32):
+        r = server.call("GET", "/v1/usage", key=key)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_usage_shows_the_callers_rate_limit(tmp_path: Path) -> None:
+    server, _clock = limited(tmp_path, 10)
+    try:
+        for _ in range(3):
+            server.call("GET", "/v1/cues")
+        assert server.call("GET", "/v1/usage").json()["rate_limit"] == {
+            "requests_per_minute": 10,
+            "limit": 10,
+            "current_usage": 4,
+        }
+    finally:
+        server.app.close()
+    off = start_server(tmp_path / "off.db", rate_limit_per_minute=0)
+    try:
+        assert off.call("GET", "/v1/usage").json()["rate_limit"] == {
+            "requests_per_minute": None,
+            "limit": "unlimited",
+            "current_usage": None,
+        }
+    finally:
+        off.app.close()
+
+
+# -- rate limiting ---------------------------------------------------------------------------------
+
+
+def limit_headers(r: httpx.Response) -> tuple[int, int, int]:
+    h = r.headers
+    return int(h["x-ratelimit-limit"]), int(h["x-ratelimit-remaining"]), int(h["x-ratelimit-reset"])
+
+
+def test_a_key_gets_its_limit_then_429_with_headers_and_refusals_do_not_count(tmp_path: Path) -> None:
+    server, clock = limited(tmp_path, 3)
+    epoch = int(START.timestamp())
+    try:
+        got = [server.call("GET", "/v1/cues") for _ in range(3)]
+        assert [r.status_code for r in got] == [200, 200, 200]
+        # Each request takes a third of the minute: the allowance is whole 20, 40 and 60 s on.
+        assert [limit_headers(r) for r in got] == [(3, 2, epoch + 20), (3, 1, epoch + 40), (3, 0, epoch + 60)]
+        for _ in range(5):
+            r = server.call("GET", "/v1/cues")
+            assert r.status_code == 429
+            assert r.json() == {
+                "error": {
+                    "code": "rate_limit_exceeded",
+                    "message": "Too many requests. Retry after 20 seconds.",
+                    "status": 429,
+                }
+            }
+            assert r.headers["retry-after"] == "20"
+            assert limit_headers(r) == (3, 0, epoch + 60)
+        # Writes are limited alike, and a refused one changes nothing.
+        r = server.call(
+            "POST", "/v1/cues", {"name": "x", "schedule": {"type": "recurring", "cron": "0 3 * * *"}}
+        )
+        assert r.status_code == 429
+        # Twenty seconds on, exactly one request is allowed: the refused ones did not count.
+        clock.advance(20)
+        assert server.call("GET", "/v1/cues").status_code == 200
+        assert server.call("GET", "/v1/cues").status_code == 429
+        # A minute after that the whole allowance is back.
+        clock.advance(60)
+        got = [server.call("GET", "/v1/cues") for _ in range(4)]
+        assert [r.status_code for r in got] == [200, 200, 200, 429]
+        assert got[0].json()["cues"] == []
+        assert server.call("GET", "/v1/cues").json()["error"]["code"] == "rate_limit_exceeded"
+    finally:
+        server.app.close()
+
+
+def test_keys_have_separate_allowances(tmp_path: Path) -> None:
+    server, _clock = limited(tmp_path, 2)
+    try:
+        other, _ = server.register("other@example.com")
+        assert [server.call("GET", "/v1/cues").status_code for _ in range(3)] == [200, 200, 429]
+        assert [server.call("GET", "/v1/cues", key=other).status_code for _ in range(3)] == [200, 200, 429]
+    finally:
+        server.app.close()
+
+
+def test_requests_without_a_valid_key_count_against_the_client_address(tmp_path: Path) -> None:
+    server, clock = limited(tmp_path, 3)
+    try:
+        # Registration takes one from the address's allowance.
+        other, _ = server.register("other@example.com")
+        assert server.call("GET", "/v1/cues", key=None).status_code == 401
+        made_up = "cue_sk_" + "1" * 32
+        r = server.call("GET", "/v1/cues", key=made_up)
+        assert r.status_code == 401 and limit_headers(r)[1] == 0
+        # Made-up keys buy no fresh allowance.
+        for i in range(3):
+            r = server.call("GET", "/v1/cues", key=f"cue_sk_{i:032d}")
+            assert r.status_code == 429
+        assert (
+            server.call("POST", "/v1/auth/register", {"email": "x@example.com"}, key=None).status_code == 429
+        )
+        # Valid keys are counted apart from the address.
+        assert server.call("GET", "/v1/cues").status_code == 200
+        assert server.call("GET", "/v1/cues", key=other).status_code == 200
+        clock.advance(20)
+        assert server.call("GET", "/v1/cues", key=None).status_code == 401
+    finally:
+        server.app.close()
+
+
+def test_forwarded_for_is_trusted_only_when_asked(tmp_path: Path) -> None:
+    server, _clock = limited(tmp_path, 1, trust_forwarded_for=True)
+    try:
+        a = {"X-Forwarded-For": "198.51.100.7, 203.0.113.1"}
+        b = {"X-Forwarded-For": "198.51.100.7, 203.0.113.2"}
+        assert server.call("GET", "/v1/cues", key=None, headers=a).status_code == 401
+        assert server.call("GET", "/v1/cues", key=None, headers=a).status_code == 429
+        # The last entry is the client the proxy saw; the ones before it are the client's word.
+        assert server.call("GET", "/v1/cues", key=None, headers=b).status_code == 401
+    finally:
+        server.app.close()
+    plain, _clock = limited(tmp_path, 1, name="plain")
+    try:
+        a = {"X-Forwarded-For": "203.0.113.1"}
+        b = {"X-Forwarded-For": "203.0.113.2"}
+        assert plain.call("GET", "/v1/cues", key=None, headers=a).status_code == 401
+        assert plain.call("GET", "/v1/cues", key=None, headers=b).status_code == 429
+    finally:
+        plain.app.close()
+
+
+@pytest.mark.parametrize("bad", [-1, 1_000_001, True, 2.5, "60"])
+def test_serve_refuses_bad_rate_limits(tmp_path: Path, bad: Any) -> None:
+    with cueapi.App(tmp_path / "bad.db") as app, pytest.raises(cueapi.ValidationError, match="rate_limit"):
+        app.serve("127.0.0.1", 0, rate_limit_per_minute=bad)
+
+
+# -- `cueapi serve` settings -----------------------------------------------------------------------
+
+
+@contextmanager
+def serve_cli(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """``cueapi serve --port 0 ARGS`` in a child process; yields (base URL, startup line)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CUEAPI_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "cueapi.cli", "serve", "--port", "0", *args],
+        env=dict(full, PYTHONUNBUFFERED="1", **(env or {})),
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        try:
+            line = proc.stderr.readline()
+            url = re.search(r"listening on (http://\S+)", line)
+            assert url, line + proc.stderr.read()
+            yield url.group(1), line
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stderr.close()
+
+
+def anonymous_codes(url: str, n: int) -> list[int]:
+    return [httpx.get(url + "/v1/cues", timeout=30).status_code for _ in range(n)]
+
+
+def test_serve_takes_the_rate_limit_from_its_flag_or_environment(tmp_path: Path) -> None:
+    with serve_cli("--db", str(tmp_path / "a.db"), "--rate-limit", "2") as (url, line):
+        assert "rate limit 2/min per key" in line
+        assert anonymous_codes(url, 3) == [401, 401, 429]
+    # The flag wins over the environment.
+    with serve_cli("--db", str(tmp_path / "b.db"), "--rate-limit", "1", env={"CUEAPI_RATE_LIMIT": "0"}) as (
+        url,
+        line,
+    ):
+        assert anonymous_codes(url, 2) == [401, 429]
+    with serve_cli("--db", str(tmp_path / "c.db"), env={"CUEAPI_RATE_LIMIT": "0"}) as (url, line):
+        assert "rate limit off" in line
+        assert anonymous_codes(url, 30) == [401] * 30
+    with serve_cli("--db", str(tmp_path / "d.db")) as (url, line):
+        assert "rate limit 1200/min per key" in line
+        assert "X-Forwarded-For" not in line
+        assert httpx.get(url + "/v1/cues", timeout=30).headers["x-ratelimit-limit"] == "1200"
+    with serve_cli(
+        "--db", str(tmp_path / "e.db"), "--rate-limit", "1", env={"CUEAPI_TRUST_FORWARDED_FOR": "true"}
+    ) as (url, line):
+        assert "client addresses from X-Forwarded-For" in line
+        for client in ("203.0.113.1", "203.0.113.2"):
+            r = httpx.get(url + "/v1/cues", headers={"X-Forwarded-For": client}, timeout=30)
+            assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--rate-limit", "many"], {}, "argument --rate-limit: 'many' is not a whole number"),
+        (["--rate-limit", "-1"], {}, "argument --rate-limit: must be between 0 (off) and 1000000"),
+        ([], {"CUEAPI_RATE_LIMIT": "fast"}, "cueapi: CUEAPI_RATE_LIMIT='fast': 'fast' is not a whole number"),
+        ([], {"CUEAPI_RATE_LIMIT": "2000000"}, "must be between 0 (off) and 1000000"),
+        ([], {"CUEAPI_TRUST_FORWARDED_FOR": "maybe"}, "'maybe' is not true or false"),
+    ],
+)
+def test_serve_refuses_bad_rate_limit_settings(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    db = tmp_path / "bad.db"
+    out = subprocess.run(
+        [sys.executable, "-m", "cueapi.cli", "serve", "--db", str(db), "--port", "0", *args],
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+    assert not db.exists()
+
+
+def test_serve_help_lists_the_rate_limit_settings() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cueapi.cli", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "--rate-limit N requests a minute per API key" in text
+    assert "(env CUEAPI_RATE_LIMIT, default 1200)" in text
+    assert "--trust-forwarded-for" in text and "CUEAPI_TRUST_FORWARDED_FOR" in text
