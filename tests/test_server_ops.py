@@ -1,4 +1,6 @@
-"""Operating `cueapi serve`: /v1/usage and per-key rate limiting, against a live server."""
+"""Operating `cueapi serve`: /health and /status (503 when the store cannot be written or the fire
+loop is not running), /v1/info, /metrics (Prometheus text, parsed with prometheus_client), /v1/usage
+and per-key rate limiting, against a live server."""
 
 from __future__ import annotations
 
@@ -6,12 +8,13 @@ import importlib.metadata
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +118,279 @@ def limited(
     url = app.serve("127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=limit, **serve)
     key, secret = app.create_user("owner@example.com")
     return Server(app, url, key, secret, db), clock
+
+
+# -- /health, /status, /v1/info --------------------------------------------------------------------
+
+
+def test_health_reports_its_checks_without_a_key(server: Server) -> None:
+    r = server.call("GET", "/health", key=None)
+    assert r.status_code == 200, r.text
+    h = r.json()
+    assert h["status"] == "healthy" and h["failing"] == []
+    assert h["version"] == VERSION
+    stamp = datetime.fromisoformat(h["timestamp"].replace("Z", "+00:00"))
+    assert abs((stamp - datetime.now(timezone.utc)).total_seconds()) < 60
+    store = h["checks"]["store"]
+    assert store["status"] == "ok" and 0 <= store["latency_ms"] < 2000
+    loop = h["checks"]["fire_loop"]
+    assert loop["status"] == "ok" and loop["started_at"].endswith("Z") and loop["overdue_ms"] == 0
+    assert set(h["queue"]) == {
+        "pending_webhooks",
+        "pending_retries",
+        "pending_worker_claims",
+        "deliveries_in_flight",
+        "local_queue",
+        "executions",
+    }
+    assert h["queue"]["executions"]["worker"] == {"pending": 0, "delivering": 0, "retrying": 0}
+    assert server.call("GET", "/status", key=None).json() == {"status": "healthy"}
+
+
+def test_health_counts_what_waits_in_every_queue(server: Server, receiver: Receiver) -> None:
+    # A worker execution waiting for a claim.
+    worker = server.cue(
+        name="report", transport="worker", schedule={"type": "recurring", "cron": "0 3 * * *"}
+    )
+    fire(server, worker)
+    # A webhook delivery held open by its receiver.
+    gate = Gate((200, {}, b"{}", 0.0))
+    receiver.answer = gate
+    held = fire(server, webhook_cue(server, receiver.url + "/held", "held"))
+    assert gate.arrived.wait(15)
+    h = health(server)
+    assert h["queue"]["pending_worker_claims"] == 1
+    assert h["queue"]["executions"]["worker"]["pending"] == 1
+    assert h["queue"]["deliveries_in_flight"] == 1
+    assert h["queue"]["executions"]["webhook"]["delivering"] == 1
+    gate.open()
+    settled(server, held, "success")
+    wait_for(lambda: health(server)["queue"]["deliveries_in_flight"] == 0, what="the delivery recorded")
+    # A failed delivery waiting for its retry a minute later.
+    receiver.answer = lambda _r: (500, {}, b"", 0.0)
+    flaky = server.cue(
+        name="flaky",
+        schedule={"type": "recurring", "cron": "0 3 * * *"},
+        callback={"url": receiver.url + "/flaky"},
+        retry={"max_attempts": 2, "backoff_minutes": [1]},
+    )
+    settled(server, fire(server, flaky), "retrying")
+    h = health(server)
+    assert h["queue"]["pending_retries"] == 1
+    assert h["queue"]["pending_webhooks"] == 0
+    assert h["queue"]["executions"]["webhook"] == {"pending": 0, "delivering": 0, "retrying": 1}
+    assert h["status"] == "healthy"
+
+
+def test_health_counts_local_runs_waiting_for_a_handler_thread(tmp_path: Path) -> None:
+    app = cueapi.App(tmp_path / "local.db", workers=1)
+    gate = threading.Event()
+    started = threading.Event()
+
+    @app.cue("0 3 * * *", name="slow", overlap="allow")
+    def slow(ctx: cueapi.Context) -> None:
+        started.set()
+        gate.wait(30)
+
+    try:
+        url = app.serve("127.0.0.1", 0, rate_limit_per_minute=0)
+        app.fire("slow")
+        assert started.wait(15)
+        waiting = app.fire("slow")
+        h = httpx.get(url + "/health", timeout=30).json()
+        assert h["queue"]["local_queue"] == 1
+        assert h["queue"]["executions"]["local"] == {"pending": 1, "delivering": 1, "retrying": 0}
+        gate.set()
+        wait_for(lambda: app.execution(waiting).status == "success", what="the queued run")
+        h = httpx.get(url + "/health", timeout=30).json()
+        assert h["queue"]["local_queue"] == 0
+    finally:
+        gate.set()
+        app.close()
+
+
+def test_health_and_status_answer_503_while_the_store_cannot_be_written(server: Server) -> None:
+    # Another process holds the database's write lock: the writer cannot commit. (A process of
+    # its own: POSIX locks are per process, so a connection in this one would not block the
+    # engine's, and closing it would drop the engine's locks.)
+    hold = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "c.execute('ROLLBACK')\n"
+    )
+    blocker = subprocess.Popen(
+        [sys.executable, "-c", hold, str(server.db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert blocker.stdout is not None and blocker.stdout.readline().strip() == "locked"
+        r = server.call("GET", "/health", key=None)
+        assert r.status_code == 503, r.text
+        h = r.json()
+        assert h["status"] == "degraded" and h["failing"] == ["store"]
+        assert h["checks"]["store"] == {"status": "error", "error": "the writer did not commit within 2 s"}
+        assert h["checks"]["fire_loop"]["status"] == "ok"
+        r = server.call("GET", "/status", key=None)
+        assert r.status_code == 503
+        assert r.json() == {
+            "status": "down",
+            "reason": "the store is not writable: the writer did not commit within 2 s",
+        }
+    finally:
+        blocker.communicate("\n", timeout=30)
+    assert blocker.returncode == 0
+    wait_for(
+        lambda: server.call("GET", "/health", key=None).status_code == 200, timeout=30, what="health again"
+    )
+    assert server.call("GET", "/status", key=None).json() == {"status": "healthy"}
+
+
+def test_info_describes_the_server(server: Server) -> None:
+    r = server.call("GET", "/v1/info", key=None)
+    assert r.status_code == 200
+    assert r.json() == {
+        "server": "cueapi",
+        "version": VERSION,
+        "authorization_backend": "per_user_api_key",
+        "authentication_paths": {"per_user_api_key": True, "internal_token_with_on_behalf_of": False},
+        "disabled_primitives": ["device_code", "quotas"],
+        "registration": "open",
+        "rate_limit": {"requests_per_minute": 1_000_000},
+    }
+
+
+# -- /metrics --------------------------------------------------------------------------------------
+
+
+def test_metrics_move_with_real_deliveries_outcomes_and_fire_lag(
+    manual: tuple[Server, cueapi.ManualClock], receiver: Receiver
+) -> None:
+    server, clock = manual
+    before = scrape(server)
+    assert sample(before, "cueapi_build_info", version=VERSION) == 1
+    assert sample(before, "cueapi_fire_lag_seconds_count") == 0
+    assert sample(before, "cueapi_store_up") == 1 and sample(before, "cueapi_fire_loop_up") == 1
+
+    def answer(r: Received) -> tuple[int, dict[str, str], bytes, float]:
+        if r.path == "/fails":
+            return 500, {}, b"", 0.0
+        if r.path == "/gone":
+            return 410, {}, b"", 0.0
+        if r.path == "/inline":
+            return 200, {"Content-Type": "application/json"}, b'{"success": false, "error": "disk full"}', 0.0
+        return 200, {}, b"{}", 0.0
+
+    receiver.answer = answer
+    # A tick of the schedule, released at its instant on the manual clock: one lag of 0 s.
+    tick = server.cue(
+        name="tick",
+        schedule={"type": "once", "at": iso(START + timedelta(minutes=1))},
+        callback={"url": receiver.url + "/ok"},
+    )
+    clock.advance(60)
+    receiver.wait(1)
+    tick_exec = wait_for(
+        lambda: (
+            (e := server.call("GET", f"/v1/cues/{tick['id']}/executions").json()["data"])
+            and e[0]["status"] == "success"
+            and e[0]
+        ),
+        what="the tick delivered",
+    )
+    # An outcome reported over the API, then verified.
+    r = server.call("POST", f"/v1/executions/{tick_exec['id']}/outcome", {"success": True})
+    assert r.status_code == 200, r.text
+    r = server.call("POST", f"/v1/executions/{tick_exec['id']}/verify", {"valid": True})
+    assert r.status_code == 200, r.text
+    # A failure that is retried, a 410, an inline failure outcome, an address nobody listens on.
+    retried = server.cue(
+        name="retried",
+        schedule={"type": "recurring", "cron": "0 3 * * *"},
+        callback={"url": receiver.url + "/fails"},
+        retry={"max_attempts": 1, "backoff_minutes": [1]},
+    )
+    settled(server, fire(server, retried), "retrying")
+    settled(server, fire(server, webhook_cue(server, receiver.url + "/gone", "gone")), "failed")
+    settled(server, fire(server, webhook_cue(server, receiver.url + "/inline", "inline")), "success")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    settled(server, fire(server, webhook_cue(server, f"http://127.0.0.1:{port}/", "nobody")), "failed")
+    # The retry comes due a minute later on the manual clock and is sent (and fails for good).
+    clock.advance(60)
+    wait_for(
+        lambda: sample(scrape(server), "cueapi_deliveries_total", result="failed") == 2, what="the retry sent"
+    )
+    after = scrape(server)
+    deliveries = {r: sample(after, "cueapi_deliveries_total", result=r) for r in ("delivered", "failed")}
+    assert deliveries == {"delivered": 2, "failed": 2}
+    assert sample(after, "cueapi_deliveries_total", result="gone") == 1
+    assert sample(after, "cueapi_deliveries_total", result="error") == 1
+    assert sample(after, "cueapi_deliveries_total", result="timeout") == 0
+    assert sample(after, "cueapi_retries_scheduled_total") == 1
+    # Two timer entries released (the tick and the retry), each at its instant exactly.
+    assert sample(after, "cueapi_fire_lag_seconds_count") == 2
+    assert sample(after, "cueapi_fire_lag_seconds_bucket", le="0.001") == 2
+    assert sample(after, "cueapi_fire_lag_seconds_bucket", le="+Inf") == 2
+    assert sample(after, "cueapi_fire_lag_seconds_sum") == 0
+    outcomes = {
+        s: sample(after, "cueapi_outcomes_total", state=s)
+        for s in ("reported_success", "verified_success", "reported_failure", "outcome_timeout")
+    }
+    assert outcomes == {
+        "reported_success": 1,
+        "verified_success": 1,
+        "reported_failure": 1,
+        "outcome_timeout": 0,
+    }
+    assert sample(after, "cueapi_executions_open", transport="webhook", status="retrying") == 0
+    assert sample(after, "cueapi_deliveries_in_flight") == 0
+    assert health(server)["checks"]["fire_loop"]["last_fire_lag_ms"] == 0
+
+
+def test_metrics_count_timeouts_and_refusals(tmp_path: Path, receiver: Receiver) -> None:
+    db = tmp_path / "guard.db"
+    first = start_server(db)
+    try:
+        gate = Gate((200, {}, b"{}", 0.0))
+        receiver.answer = gate
+        slow = webhook_cue(first, receiver.url + "/slow", "slow", delivery={"timeout_seconds": 1})
+        settled(first, fire(first, slow), "failed")
+        gate.open()
+        assert sample(scrape(first), "cueapi_deliveries_total", result="timeout") == 1
+        # Created while private targets were allowed; sent by a server that refuses them.
+        guarded = webhook_cue(first, receiver.url + "/guarded", "guarded")
+    finally:
+        first.app.close()
+    app = cueapi.App(db, workers=2)
+    try:
+        strict = Server(app, app.serve("127.0.0.1", 0, rate_limit_per_minute=0), first.key, first.secret, db)
+        ex = settled(strict, fire(strict, guarded), "failed")
+        assert ex["error_message"].startswith("refused:")
+        m = scrape(strict)
+        assert sample(m, "cueapi_deliveries_total", result="refused") == 1
+        assert sample(m, "cueapi_deliveries_total", result="timeout") == 0  # counters start with the process
+    finally:
+        app.close()
+
+
+def test_operations_endpoints_are_never_limited(tmp_path: Path) -> None:
+    server, _clock = limited(tmp_path, 1)
+    try:
+        assert server.call("GET", "/v1/cues").status_code == 200
+        assert server.call("GET", "/v1/cues").status_code == 429
+        for _ in range(3):
+            for path in EXEMPT:
+                for key in (True, None):
+                    r = server.call("GET", path, key=key)
+                    assert r.status_code == 200, (path, r.text)
+                    assert "x-ratelimit-limit" not in r.headers
+        assert sample(scrape(server), "cueapi_rate_limited_total") == 1
+    finally:
+        server.app.close()
 
 
 # -- /v1/usage -------------------------------------------------------------------------------------
@@ -319,6 +595,17 @@ def test_forwarded_for_is_trusted_only_when_asked(tmp_path: Path) -> None:
         assert plain.call("GET", "/v1/cues", key=None, headers=b).status_code == 429
     finally:
         plain.app.close()
+
+
+def test_limiting_off_sends_no_headers(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "off.db", rate_limit_per_minute=0)
+    try:
+        for _ in range(50):
+            r = server.call("GET", "/v1/cues")
+            assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers
+        assert server.call("GET", "/v1/info", key=None).json()["rate_limit"] == {"requests_per_minute": None}
+    finally:
+        server.app.close()
 
 
 @pytest.mark.parametrize("bad", [-1, 1_000_001, True, 2.5, "60"])

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -87,6 +88,7 @@ pub(super) struct Decision {
 pub(super) struct Limiter {
     per_minute: u32,
     buckets: Mutex<Buckets>,
+    refused: AtomicU64,
 }
 
 struct Buckets {
@@ -108,6 +110,7 @@ impl Limiter {
                 tat: HashMap::new(),
                 sweep_at: FIRST_SWEEP,
             }),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +129,7 @@ impl Limiter {
         let next = tat + step;
         if next - now_s > window {
             drop(b);
+            self.refused.fetch_add(1, Ordering::Relaxed);
             let wait_ms = ceil_div(next - window - now_s, n);
             return Decision {
                 allowed: false,
@@ -155,6 +159,16 @@ impl Limiter {
         let tat = self.buckets.lock().tat.get(&bucket).copied();
         tat.map_or(0, |t| ceil_div((t - now_s).max(0), WINDOW_MS) as u32)
             .min(self.per_minute)
+    }
+
+    /// Requests refused since the server started.
+    pub(super) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Buckets held now.
+    pub(super) fn buckets(&self) -> usize {
+        self.buckets.lock().tat.len()
     }
 }
 
@@ -270,6 +284,7 @@ mod tests {
         assert_eq!(d[2].reset, T0 / 1000 + 60);
         assert_eq!(d[3].retry_after, 20);
         assert_eq!(l.used(ip(1), T0), 3);
+        assert_eq!(l.refused(), 1);
         assert!(!l.check(ip(1), T0 + 19_999).allowed);
         let back = l.check(ip(1), T0 + 20_000);
         assert!(back.allowed && back.remaining == 0);
@@ -304,14 +319,14 @@ mod tests {
         for i in 0..(FIRST_SWEEP as u32 - 1) {
             l.check(Bucket::ip(IpAddr::V4(Ipv4Addr::from(i))), T0);
         }
-        assert_eq!(l.buckets.lock().tat.len(), FIRST_SWEEP - 1);
+        assert_eq!(l.buckets(), FIRST_SWEEP - 1);
         // A minute later all of them are full again: the next new bucket sweeps them away.
         l.check(ip(1), T0 + 60_000);
-        assert_eq!(l.buckets.lock().tat.len(), 1);
+        assert_eq!(l.buckets(), 1);
         for i in 0..(MAX_BUCKETS as u32 + 10) {
             l.check(Bucket::ip(IpAddr::V4(Ipv4Addr::from(i))), T0 + 60_000);
         }
-        assert!(l.buckets.lock().tat.len() <= MAX_BUCKETS);
+        assert!(l.buckets() <= MAX_BUCKETS);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The HTTP API of `cueapi serve`: the CueAPI surface over the engine.
 //!
-//! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`]; [`limit`] for rate
-//! limiting); this file holds what they share:
+//! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`]; [`ops`] for health,
+//! status, info and metrics; [`limit`] for rate limiting); this file holds what they share:
 //! the server's start and graceful stop, the error envelope, the body and query readers (every
 //! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
 //! JSON forms of instants.
@@ -10,6 +10,7 @@ mod auth;
 mod cues;
 mod executions;
 pub mod limit;
+mod ops;
 mod usage;
 
 use std::net::SocketAddr;
@@ -145,6 +146,10 @@ impl Drop for Server {
 
 fn router(state: AppState) -> Router {
     Router::new()
+        .route("/health", get(ops::health))
+        .route("/status", get(ops::status))
+        .route("/v1/info", get(ops::info))
+        .route("/metrics", get(ops::metrics))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/me", get(auth::me))

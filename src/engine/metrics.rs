@@ -302,6 +302,30 @@ mod tests {
     }
 
     #[test]
+    fn due_work_left_waiting_by_a_loop_that_does_not_wake_is_a_stall() {
+        let h = |next_due: Option<Millis>, last_wake: Option<Millis>| Health {
+            now: 100_000,
+            loop_running: true,
+            loop_started_at: Some(0),
+            last_wake,
+            next_due,
+            last_fire_lag_ms: None,
+            deliveries_in_flight: 0,
+            local_queue: 0,
+        };
+        // Nothing due, or due in the future: fine however long the loop sleeps.
+        assert!(!h(None, Some(0)).stalled());
+        assert!(!h(Some(200_000), Some(0)).stalled());
+        // Due 50 s ago, but the loop woke since (a backlog it is working through).
+        assert_eq!(h(Some(50_000), Some(99_000)).overdue_ms(), 1_000);
+        assert!(!h(Some(50_000), Some(99_000)).stalled());
+        // Due 50 s ago and the loop has not woken since.
+        assert_eq!(h(Some(50_000), Some(10_000)).overdue_ms(), 50_000);
+        assert!(h(Some(50_000), Some(10_000)).stalled());
+        assert!(!h(Some(80_000), Some(10_000)).stalled());
+    }
+
+    #[test]
     fn attempts_are_classified() {
         let a = |f: fn(&mut Attempt)| {
             let mut a = Attempt::default();
