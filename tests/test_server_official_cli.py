@@ -17,12 +17,14 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cueapi
 import pytest
 
-from tests.conftest import Receiver, Server, wait_for
+from tests.conftest import Receiver, Server, start_server, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_BIN = ROOT / ".venv-cli" / "bin" / "cueapi"
@@ -503,6 +505,41 @@ def test_usage(cli: Run, server: Server, receiver: Receiver) -> None:
         "Executions": "0 / 0 (0.0%)",
         "Rate limit": "1000000 req/min",
     }
+
+
+def test_quickstart_delivers_to_the_servers_echo_endpoint(tmp_path: Path) -> None:
+    """`cueapi quickstart` creates a one-shot cue 15 s ahead whose callback is the server's own
+    `POST /v1/echo/{token}`, polls `GET /v1/echo/{token}` every 2 s until the delivery shows, then
+    deletes the cue. The server runs on a manual clock at the real time, moved to the cue's
+    instant once the cue exists: the test takes one poll, not 15 s."""
+    clock = cueapi.ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
+    server = start_server(tmp_path / "quickstart.db", clock)
+    proc = subprocess.Popen(
+        [str(CLI_BIN), "quickstart"],
+        env=cli_env(server, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        cues = wait_for(lambda: server.call("GET", "/v1/cues").json()["cues"], what="the quickstart cue")
+        assert [c["name"] for c in cues] == ["quickstart-test"]
+        token = cues[0]["callback"]["url"].rsplit("/", 1)[1]
+        assert cues[0]["callback"]["url"] == f"{server.url}/v1/echo/{token}"
+        clock.set(datetime.fromisoformat(cues[0]["next_run"].replace("Z", "+00:00")))
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and not err, (out, err)
+        assert "Callback delivered!" in out, out
+        assert '"message": "Your first cue! CueAPI is working."' in out
+        assert "Deleted." in out and "CueAPI is working!" in out
+        assert server.call("GET", "/v1/cues").json()["cues"] == []
+        got = server.call("GET", f"/v1/echo/{token}").json()
+        assert got["status"] == "delivered" and got["payload"]["name"] == "quickstart-test"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        server.app.close()
 
 
 # -- what the server does not serve yet ----------------------------------------------------------

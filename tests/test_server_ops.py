@@ -1,6 +1,6 @@
 """Operating `cueapi serve`: /health and /status (503 when the store cannot be written or the fire
-loop is not running), /v1/info, /metrics (Prometheus text, parsed with prometheus_client), /v1/usage
-and per-key rate limiting, against a live server."""
+loop is not running), /v1/info, /metrics (Prometheus text, parsed with prometheus_client), /v1/usage,
+per-key rate limiting and the echo endpoints, against a live server."""
 
 from __future__ import annotations
 
@@ -612,6 +612,104 @@ def test_limiting_off_sends_no_headers(tmp_path: Path) -> None:
 def test_serve_refuses_bad_rate_limits(tmp_path: Path, bad: Any) -> None:
     with cueapi.App(tmp_path / "bad.db") as app, pytest.raises(cueapi.ValidationError, match="rate_limit"):
         app.serve("127.0.0.1", 0, rate_limit_per_minute=bad)
+
+
+# -- echo ------------------------------------------------------------------------------------------
+
+
+TOKEN = "qs-0123456789abcdef"
+
+
+def test_echo_receives_a_real_webhook_delivery(server: Server) -> None:
+    r = server.call("GET", f"/v1/echo/{TOKEN}")
+    assert r.status_code == 200 and r.json() == {"status": "waiting"}
+    cue = server.cue(
+        name="echo-me",
+        schedule={"type": "recurring", "cron": "0 3 * * *"},
+        callback={"url": f"{server.url}/v1/echo/{TOKEN}", "headers": {"Authorization": "Bearer hidden"}},
+        payload={"message": "Your first cue! CueAPI is working."},
+    )
+    execution_id = fire(server, cue)
+    settled(server, execution_id, "success")
+    r = server.call("GET", f"/v1/echo/{TOKEN}")
+    assert r.status_code == 200
+    got = r.json()
+    assert got["status"] == "delivered"
+    assert got["payload"]["payload"] == {"message": "Your first cue! CueAPI is working."}
+    assert got["payload"]["execution_id"] == execution_id
+    assert got["headers"]["x-cueapi-execution-id"] == execution_id
+    assert got["headers"]["x-cueapi-signature"].startswith("v1=")
+    assert got["headers"]["authorization"] == "[redacted]"
+    received = datetime.fromisoformat(got["received_at"].replace("Z", "+00:00"))
+    assert abs((received - datetime.now(timezone.utc)).total_seconds()) < 60
+    # Any user's key reads it; none reads nothing.
+    other, _ = server.register("other@example.com")
+    assert server.call("GET", f"/v1/echo/{TOKEN}", key=other).json()["status"] == "delivered"
+    assert server.call("GET", f"/v1/echo/{TOKEN}", key=None).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "expected"),
+    [
+        (b'{"a": [1, 2]}', {"Content-Type": "application/json"}, {"a": [1, 2]}),
+        (b"[1, 2]", {}, [1, 2]),
+        (b"plain words", {"Content-Type": "text/plain"}, "plain words"),
+        (b"{not json", {"Content-Type": "application/json"}, "{not json"),
+        (b"\xff\xfeabc", {}, "\ufffd\ufffdabc"),
+        (b"", {}, None),
+    ],
+)
+def test_echo_keeps_any_body(server: Server, content: bytes, headers: dict[str, str], expected: Any) -> None:
+    r = server.call("POST", f"/v1/echo/{TOKEN}", key=None, content=content, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"stored": True}
+    got = server.call("GET", f"/v1/echo/{TOKEN}").json()
+    assert got["status"] == "delivered" and got["payload"] == expected
+
+
+def test_echo_refuses_bad_tokens_and_large_bodies(server: Server) -> None:
+    for token in ["short", "fifteen-chars15", "has.a.dot.in.it.x", "x" * 129, "%C3%A9" * 8]:
+        for method in ("POST", "GET"):
+            r = server.call(method, f"/v1/echo/{token}", key=True, content=b"{}")
+            assert r.status_code == 400, (token, method, r.text)
+            assert r.json()["error"]["code"] == "invalid_token"
+    ok_size = b'"' + b"x" * 999_998 + b'"'
+    assert len(ok_size) == 1_000_000
+    assert server.call("POST", f"/v1/echo/{TOKEN}", key=None, content=ok_size).status_code == 200
+    r = server.call("POST", f"/v1/echo/{TOKEN}-big", key=None, content=b"x" * 1_000_001)
+    assert r.status_code == 413
+    assert r.json()["error"] == {
+        "code": "payload_too_large",
+        "message": "An echo body is at most 1000000 bytes",
+        "status": 413,
+    }
+    assert server.call("GET", f"/v1/echo/{TOKEN}-big").json() == {"status": "waiting"}
+    # The largest token is fine.
+    assert server.call("POST", "/v1/echo/" + "x" * 128, key=None, content=b"1").status_code == 200
+
+
+def test_echo_forgets_after_five_minutes(manual: tuple[Server, cueapi.ManualClock]) -> None:
+    server, clock = manual
+    server.call("POST", f"/v1/echo/{TOKEN}", key=None, content=b'{"n": 1}')
+    clock.advance(299)
+    got = server.call("GET", f"/v1/echo/{TOKEN}").json()
+    assert got["status"] == "delivered" and got["received_at"] == iso(START)
+    clock.advance(1)
+    assert server.call("GET", f"/v1/echo/{TOKEN}").json() == {"status": "waiting"}
+    assert sample(scrape(server), "cueapi_echo_tokens") == 0
+
+
+def test_echo_posts_are_limited_per_address_even_with_a_key(tmp_path: Path) -> None:
+    server, _clock = limited(tmp_path, 2)
+    try:
+        codes = [
+            server.call("POST", f"/v1/echo/{TOKEN}", key=True, content=b"1").status_code for _ in range(3)
+        ]
+        assert codes == [200, 200, 429]
+        # Reading takes from the key's allowance, not the address's.
+        assert server.call("GET", f"/v1/echo/{TOKEN}").json()["status"] == "delivered"
+    finally:
+        server.app.close()
 
 
 # -- `cueapi serve` settings -----------------------------------------------------------------------

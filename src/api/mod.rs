@@ -1,13 +1,14 @@
 //! The HTTP API of `cueapi serve`: the CueAPI surface over the engine.
 //!
-//! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`]; [`ops`] for health,
-//! status, info and metrics; [`limit`] for rate limiting); this file holds what they share:
+//! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`], [`echo`]; [`ops`] for
+//! health, status, info and metrics; [`limit`] for rate limiting); this file holds what they share:
 //! the server's start and graceful stop, the error envelope, the body and query readers (every
 //! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
 //! JSON forms of instants.
 
 mod auth;
 mod cues;
+mod echo;
 mod executions;
 pub mod limit;
 mod ops;
@@ -69,6 +70,7 @@ struct AppState {
     engine: Arc<Engine>,
     opts: Arc<Options>,
     limiter: Arc<limit::Limiter>,
+    echoes: Arc<echo::Echoes>,
 }
 
 /// A running server.
@@ -94,6 +96,7 @@ impl Server {
         let state = AppState {
             engine,
             limiter: Arc::new(limit::Limiter::new(opts.rate_limit_per_minute)),
+            echoes: Arc::new(echo::Echoes::default()),
             opts: Arc::new(opts),
         };
         let app = router(state);
@@ -151,6 +154,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/info", get(ops::info))
         .route("/metrics", get(ops::metrics))
         .route("/v1/usage", get(usage::usage))
+        .route("/v1/echo/{token}", post(echo::store).get(echo::fetch))
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/me", get(auth::me))
         .route("/v1/auth/key/regenerate", post(auth::regenerate_key))

@@ -326,6 +326,12 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         "Keys and client addresses the rate limiter holds state for.",
         st.limiter.buckets(),
     );
+    x.single(
+        "cueapi_echo_tokens",
+        "gauge",
+        "Echo deliveries kept (POST /v1/echo/{token}).",
+        st.echoes.len(),
+    );
     (
         StatusCode::OK,
         [(
