@@ -803,3 +803,18 @@ def test_serve_help_lists_the_rate_limit_settings() -> None:
     assert "--rate-limit N requests a minute per API key" in text
     assert "(env CUEAPI_RATE_LIMIT, default 1200)" in text
     assert "--trust-forwarded-for" in text and "CUEAPI_TRUST_FORWARDED_FOR" in text
+
+
+def test_the_readme_lists_every_serve_setting() -> None:
+    """The README's "Server settings" table has a row for every flag of `cueapi serve --help`, with
+    the environment variable the help names."""
+    out = subprocess.run(
+        [sys.executable, "-m", "cueapi.cli", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", out.stdout)) - {"--help"}
+    envs = set(re.findall(r"\b(CUEAPI_[A-Z_]+)", out.stdout))
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("**Server settings.**", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `--")]
+    assert set(re.findall(r"`(--[a-z][a-z-]+)", "\n".join(rows))) == flags
+    assert envs <= set(re.findall(r"`(CUEAPI_[A-Z_]+)`", table))
