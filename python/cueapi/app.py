@@ -406,7 +406,9 @@ class App:
             or not isinstance(rate_limit_per_minute, int)
             or not 0 <= rate_limit_per_minute <= MAX_RATE_LIMIT
         ):
-            raise ValidationError(f"rate_limit_per_minute must be an int between 0 (off) and {MAX_RATE_LIMIT}")
+            raise ValidationError(
+                f"rate_limit_per_minute must be an int between 0 (off) and {MAX_RATE_LIMIT}"
+            )
         if allow_register is None:
             allow_register = _is_loopback(host)
         if self._closed:
