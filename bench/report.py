@@ -454,7 +454,8 @@ def _server(results: dict[str, Any]) -> list[str]:
         "to run beside ours): measured on the same kind of 2-core machine with a loopback "
         "receiver, as stated in the issue that set these targets. Ours are measured in this run "
         "over HTTP on loopback: the server "
-        "(`cueapi.App(db).serve('127.0.0.1', 0, allow_private_targets=True)`, a process of its own), the "
+        "(`cueapi.App(db).serve('127.0.0.1', 0, allow_private_targets=True, rate_limit_per_minute=0)`, "
+        "rate limiting off, a process of its own), the "
         "webhook receiver (an asyncio Protocol HTTP/1.1 server with keep-alive answering "
         '`200 {"ok": true}`, a process of its own) and the load generator (`wrk` with `bench/wrk.lua`, '
         f"{conns} keep-alive connections) share the machine's 2 cores. Ratio = ours / reference (below 1 "

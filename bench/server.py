@@ -6,7 +6,7 @@
 
 PART is ``server-precision``, ``server-burst`` or ``server-api``; the last line on stdout is
 ``RESULT <json>``. A measurement is an orchestrator that starts three kinds of process and shares
-no interpreter with any of them: the server (``serve``: ``cueapi.App(db).serve(...)``), the
+no interpreter with any of them: the server (``serve``: ``cueapi.App(db).serve(...)``, rate limiting off), the
 receiver (``receive``: an asyncio Protocol HTTP/1.1 server with keep-alive that answers
 ``200 {"ok": true}`` and notes when each request arrived) and the load generator (``wrk`` with
 ``bench/wrk.lua``: 64 keep-alive connections). The orchestrator itself only polls (a few requests
@@ -47,7 +47,8 @@ def serve_main(db: str) -> None:
     import cueapi
 
     app = cueapi.App(db)
-    url = app.serve("127.0.0.1", 0, allow_private_targets=True)
+    # Rate limiting off: wrk sends tens of thousands of requests a minute on one key.
+    url = app.serve("127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=0)
     print("URL", url, flush=True)
     for line in sys.stdin:
         if line.strip() == "stop":

@@ -115,9 +115,17 @@ class Server:
         return dict(r.json())
 
 
-def start_server(db: Path, clock: cueapi.ManualClock | None = None) -> Server:
+# Test servers limit requests so generously that none is ever refused (a manual clock that does not
+# move never refills an allowance), yet every request goes through the limiter. Rate-limit tests
+# pass their own limit.
+NO_THROTTLE = 1_000_000
+
+
+def start_server(
+    db: Path, clock: cueapi.ManualClock | None = None, *, rate_limit_per_minute: int = NO_THROTTLE
+) -> Server:
     app = cueapi.App(db, clock=clock, workers=2)
-    url = app.serve("127.0.0.1", 0, allow_private_targets=True)
+    url = app.serve("127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=rate_limit_per_minute)
     r = httpx.post(url + "/v1/auth/register", json={"email": "owner@example.com"}, timeout=30)
     assert r.status_code == 201, r.text
     return Server(app, url, r.json()["api_key"], r.json()["webhook_secret"], db)

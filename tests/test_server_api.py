@@ -18,7 +18,7 @@ import cueapi
 import httpx
 import pytest
 
-from tests.conftest import Receiver, Server, wait_for
+from tests.conftest import NO_THROTTLE, Receiver, Server, wait_for
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 API_KEY = re.compile(r"^cue_sk_[0-9a-f]{32}$")
@@ -958,7 +958,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = Path(tmp_path_factory.mktemp("strict")) / "x.db"
     app = cueapi.App(db)
     try:
-        url = app.serve("127.0.0.1", 0)
+        url = app.serve("127.0.0.1", 0, rate_limit_per_minute=NO_THROTTLE)
         r = httpx.post(url + "/v1/auth/register", json={"email": "strict@example.com"}, timeout=30)
         assert r.status_code == 201, r.text
         yield Server(app, url, r.json()["api_key"], r.json()["webhook_secret"], db)

@@ -17,12 +17,14 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cueapi
 import pytest
 
-from tests.conftest import Receiver, Server, wait_for
+from tests.conftest import Receiver, Server, start_server, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_BIN = ROOT / ".venv-cli" / "bin" / "cueapi"
@@ -30,13 +32,11 @@ CLI_BIN = ROOT / ".venv-cli" / "bin" / "cueapi"
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture
-def cli(server: Server, tmp_path: Path) -> Run:
-    """``cli("get", cue_id)`` runs the official CLI against ``server`` and returns the finished
-    process. ``env`` replaces or (with None) removes variables; ``input`` feeds prompts."""
+def cli_env(server: Server, tmp_path: Path) -> dict[str, str]:
+    """The official CLI's environment: ``server``'s base URL and key, a throw-away config directory."""
     assert CLI_BIN.exists(), "run `make develop`: it installs the official CLI into .venv-cli"
     home = tmp_path / "cli-home"
-    base_env = {
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),
@@ -44,6 +44,13 @@ def cli(server: Server, tmp_path: Path) -> Run:
         "CUEAPI_API_KEY": server.key,
         "CUEAPI_API_BASE": server.url + "/v1",
     }
+
+
+@pytest.fixture
+def cli(server: Server, tmp_path: Path) -> Run:
+    """``cli("get", cue_id)`` runs the official CLI against ``server`` and returns the finished
+    process. ``env`` replaces or (with None) removes variables; ``input`` feeds prompts."""
+    base_env = cli_env(server, tmp_path)
 
     def run(
         *args: str, env: dict[str, str | None] | None = None, input: str = ""
@@ -488,20 +495,57 @@ def test_unknown_ids_are_named(cli: Run, server: Server, receiver: Receiver) -> 
     assert server.call("GET", "/v1/executions").json()["executions"] == []
 
 
-# -- what the server does not serve yet ----------------------------------------------------------
-
-
-@pytest.mark.xfail(strict=True, reason="GET /v1/usage is not served yet (issue 4's routes)")
 def test_usage(cli: Run, server: Server, receiver: Receiver) -> None:
     webhook_cue(cli, server, receiver)
     f = fields(ok(cli("usage")))
     assert f["Plan"] == "Self-hosted"
     assert f["Active cues"].startswith("1 / ")
     assert f["Executions"].startswith("0 / ")
+    # Nothing is capped on a self-hosted server; the CLI prints what the server says.
+    assert f == {
+        "Plan": "Self-hosted",
+        "Active cues": "1 / unlimited",
+        "Executions": "0 / 0 (0.0%)",
+        "Rate limit": "1000000 req/min",
+    }
 
 
-def test_usage_fails_clearly_until_then(cli: Run) -> None:
-    fails(cli("usage"), "Failed (HTTP 404)")
+def test_quickstart_delivers_to_the_servers_echo_endpoint(tmp_path: Path) -> None:
+    """`cueapi quickstart` creates a one-shot cue 15 s ahead whose callback is the server's own
+    `POST /v1/echo/{token}`, polls `GET /v1/echo/{token}` every 2 s until the delivery shows, then
+    deletes the cue. The server runs on a manual clock at the real time, moved to the cue's
+    instant once the cue exists: the test takes one poll, not 15 s."""
+    clock = cueapi.ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
+    server = start_server(tmp_path / "quickstart.db", clock)
+    proc = subprocess.Popen(
+        [str(CLI_BIN), "quickstart"],
+        env=cli_env(server, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        cues = wait_for(lambda: server.call("GET", "/v1/cues").json()["cues"], what="the quickstart cue")
+        assert [c["name"] for c in cues] == ["quickstart-test"]
+        token = cues[0]["callback"]["url"].rsplit("/", 1)[1]
+        assert cues[0]["callback"]["url"] == f"{server.url}/v1/echo/{token}"
+        clock.set(datetime.fromisoformat(cues[0]["next_run"].replace("Z", "+00:00")))
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and not err, (out, err)
+        assert "Callback delivered!" in out, out
+        assert '"message": "Your first cue! CueAPI is working."' in out
+        assert "Deleted." in out and "CueAPI is working!" in out
+        assert server.call("GET", "/v1/cues").json()["cues"] == []
+        got = server.call("GET", f"/v1/echo/{token}").json()
+        assert got["status"] == "delivered" and got["payload"]["name"] == "quickstart-test"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        server.app.close()
+
+
+# -- what the server does not serve yet ----------------------------------------------------------
 
 
 def test_worker_claim_cycle(cli: Run, server: Server) -> None:

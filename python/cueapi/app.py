@@ -32,6 +32,12 @@ from .schedule import ManualClock
 
 log = logging.getLogger("cueapi")
 
+# `cueapi serve`'s rate limit per API key (or client address) and minute: twenty requests a second
+# sustained, with a burst of as many at once, is far above what people, the CLI, SDK scripts and
+# a few pull workers send, yet it stops one runaway client from taking the server's whole capacity.
+DEFAULT_RATE_LIMIT = 1200
+MAX_RATE_LIMIT = 1_000_000
+
 _EVIDENCE_KEYS = ("external_id", "result_url", "result_ref", "result_type", "summary", "artifacts")
 _OUTCOME_KEYS = frozenset(("success", "result", "error", "metadata", *_EVIDENCE_KEYS))
 
@@ -383,18 +389,31 @@ class App:
         *,
         allow_register: bool | None = None,
         allow_private_targets: bool = False,
+        rate_limit_per_minute: int = DEFAULT_RATE_LIMIT,
+        trust_forwarded_for: bool = False,
         worker_lease_seconds: float = 300,
         worker_timeout_seconds: float = 180,
     ) -> str:
         """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
         (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
         default only on a loopback address; ``allow_private_targets`` lets callbacks reach
-        loopback and private networks (local development and tests only). A pull worker's claim
-        is released only when its lease (``worker_lease_seconds``, extended by execution
+        loopback and private networks (local development and tests only). Each API key (and each
+        client address, for requests without a valid key) may make ``rate_limit_per_minute``
+        requests a minute (0: no limit); ``trust_forwarded_for`` takes the client address from the
+        last ``X-Forwarded-For`` entry (only behind a reverse proxy that sets it). A pull worker's
+        claim is released only when its lease (``worker_lease_seconds``, extended by execution
         heartbeats) has run out *and* the worker has not been heard from for
         ``worker_timeout_seconds``. Starts the App."""
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValidationError("port must be an int between 0 and 65535")
+        if (
+            isinstance(rate_limit_per_minute, bool)
+            or not isinstance(rate_limit_per_minute, int)
+            or not 0 <= rate_limit_per_minute <= MAX_RATE_LIMIT
+        ):
+            raise ValidationError(
+                f"rate_limit_per_minute must be an int between 0 (off) and {MAX_RATE_LIMIT}"
+            )
         lease_ms = _positive_ms(worker_lease_seconds, "worker_lease_seconds")
         timeout_ms = _positive_ms(worker_timeout_seconds, "worker_timeout_seconds")
         if allow_register is None:
@@ -408,6 +427,8 @@ class App:
             port,
             allow_register=bool(allow_register),
             allow_private_targets=bool(allow_private_targets),
+            rate_limit_per_minute=rate_limit_per_minute,
+            trust_forwarded_for=bool(trust_forwarded_for),
             worker_lease_ms=lease_ms,
             worker_timeout_ms=timeout_ms,
         )

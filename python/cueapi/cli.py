@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .app import App, _is_loopback
+from .app import DEFAULT_RATE_LIMIT, MAX_RATE_LIMIT, App, _is_loopback
 from .exceptions import CueAPIError
 
 log = logging.getLogger("cueapi")
@@ -53,6 +53,26 @@ def _env_seconds(name: str, default: float) -> float:
     return seconds
 
 
+def _env_rate_limit() -> int:
+    value = os.environ.get("CUEAPI_RATE_LIMIT", "").strip()
+    if not value:
+        return DEFAULT_RATE_LIMIT
+    try:
+        return _rate_limit(value)
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"cueapi: CUEAPI_RATE_LIMIT={value!r}: {exc}") from None
+
+
+def _rate_limit(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= n <= MAX_RATE_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 0 (off) and {MAX_RATE_LIMIT}")
+    return n
+
+
 def _history(args: argparse.Namespace) -> int:
     with App(args.db) as app:
         for cue in app.cues():
@@ -76,6 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
     if allow_register is None:
         allow_register = _is_loopback(args.host)
     private = args.allow_private_targets or bool(_env_flag("CUEAPI_ALLOW_PRIVATE_TARGETS"))
+    forwarded = args.trust_forwarded_for or bool(_env_flag("CUEAPI_TRUST_FORWARDED_FOR"))
+    rate = args.rate_limit if args.rate_limit is not None else _env_rate_limit()
     app = App(args.db)
     try:
         url = app.serve(
@@ -93,11 +115,19 @@ def _serve(args: argparse.Namespace) -> int:
                 if args.worker_timeout is not None
                 else _env_seconds("CUEAPI_WORKER_TIMEOUT_SECONDS", 180)
             ),
+            rate_limit_per_minute=rate,
+            trust_forwarded_for=forwarded,
         )
     except BaseException:
         app.close()
         raise
-    notes = [f"db {os.path.abspath(args.db)}", f"registration {'open' if allow_register else 'closed'}"]
+    notes = [
+        f"db {os.path.abspath(args.db)}",
+        f"registration {'open' if allow_register else 'closed'}",
+        f"rate limit {f'{rate}/min per key' if rate else 'off'}",
+    ]
+    if forwarded:
+        notes.append("client addresses from X-Forwarded-For")
     if private:
         notes.append(
             "PRIVATE TARGETS ALLOWED: callbacks may reach loopback and private networks (development only)"
@@ -161,6 +191,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="a worker not heard from for this long loses its expired claims "
         "(env CUEAPI_WORKER_TIMEOUT_SECONDS, default 180)",
+    )
+
+    serve.add_argument(
+        "--rate-limit",
+        type=_rate_limit,
+        default=None,
+        metavar="N",
+        help=f"requests a minute per API key, or per client address without a valid key; 0 turns "
+        f"limiting off (env CUEAPI_RATE_LIMIT, default {DEFAULT_RATE_LIMIT})",
+    )
+    serve.add_argument(
+        "--trust-forwarded-for",
+        action="store_true",
+        help="take the client address of per-address limits from the last X-Forwarded-For entry; "
+        "only behind a reverse proxy that sets it (env CUEAPI_TRUST_FORWARDED_FOR)",
     )
 
     keys = sub.add_parser("keys", help="manage API users (with the server stopped)")

@@ -81,7 +81,7 @@ pub(super) async fn me(State(st): State<AppState>, Auth(user): Auth) -> ApiResul
     )
 }
 
-fn month_start(now: crate::clock::Millis) -> crate::clock::Millis {
+pub(super) fn month_start(now: crate::clock::Millis) -> crate::clock::Millis {
     use chrono::{Datelike, TimeZone};
     let dt = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
     chrono::Utc

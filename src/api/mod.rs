@@ -1,6 +1,7 @@
 //! The HTTP API of `cueapi serve`: the CueAPI surface over the engine.
 //!
-//! One file per resource ([`auth`], [`cues`], [`executions`]); this file holds what they share:
+//! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`], [`echo`]; [`ops`] for
+//! health, status, info and metrics; [`limit`] for rate limiting); this file holds what they share:
 //! the server's start and graceful stop, the error envelope, the body and query readers (every
 //! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
 //! JSON forms of instants.
@@ -8,7 +9,11 @@
 mod alerts;
 mod auth;
 mod cues;
+mod echo;
 mod executions;
+pub mod limit;
+mod ops;
+mod usage;
 mod workers;
 
 use std::net::SocketAddr;
@@ -38,7 +43,7 @@ use crate::store::users::{self, User};
 pub const MAX_BODY: usize = 1 << 20;
 
 /// Server settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Whether `POST /v1/auth/register` creates users.
     pub allow_register: bool,
@@ -49,12 +54,32 @@ pub struct Options {
     /// How long a worker may stay silent before its expired claims are released (ms; 0 keeps
     /// the engine's default).
     pub worker_timeout_ms: i64,
+    /// Requests a minute per API key (or client address); 0 turns rate limiting off.
+    pub rate_limit_per_minute: u32,
+    /// Whether the client address of per-address limits is the last `X-Forwarded-For` entry
+    /// (behind a reverse proxy that appends it) instead of the peer.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            allow_register: false,
+            allow_private_targets: false,
+            rate_limit_per_minute: limit::DEFAULT_PER_MINUTE,
+            trust_forwarded_for: false,
+            worker_lease_ms: 0,
+            worker_timeout_ms: 0,
+        }
+    }
 }
 
 #[derive(Clone)]
 struct AppState {
     engine: Arc<Engine>,
     opts: Arc<Options>,
+    limiter: Arc<limit::Limiter>,
+    echoes: Arc<echo::Echoes>,
 }
 
 /// A running server.
@@ -92,6 +117,8 @@ impl Server {
         let addr = std_listener.local_addr()?;
         let state = AppState {
             engine,
+            limiter: Arc::new(limit::Limiter::new(opts.rate_limit_per_minute)),
+            echoes: Arc::new(echo::Echoes::default()),
             opts: Arc::new(opts),
         };
         let app = router(state);
@@ -102,6 +129,7 @@ impl Server {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -143,6 +171,12 @@ impl Drop for Server {
 
 fn router(state: AppState) -> Router {
     Router::new()
+        .route("/health", get(ops::health))
+        .route("/status", get(ops::status))
+        .route("/v1/info", get(ops::info))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/usage", get(usage::usage))
+        .route("/v1/echo/{token}", post(echo::store).get(echo::fetch))
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/me", get(auth::me).patch(auth::update_me))
         .route("/v1/auth/alert-webhook-secret", get(auth::alert_secret))
@@ -185,6 +219,8 @@ fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/replay", post(executions::replay))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost last: every body is read before a request can be refused.
+        .layer(middleware::from_fn_with_state(state.clone(), limit::limit))
         .layer(middleware::from_fn(read_whole_body))
         .with_state(state)
 }
@@ -560,10 +596,18 @@ impl Query {
 /// The authenticated user of a request.
 struct Auth(User);
 
+/// The user a request's key belongs to (`None`: no user has that key), when the rate limiter
+/// already looked it up.
+#[derive(Clone)]
+struct Authenticated(Option<User>);
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Auth> {
+        if let Some(Authenticated(found)) = parts.extensions.get::<Authenticated>() {
+            return found.clone().map(Auth).ok_or_else(invalid_key);
+        }
         let key = bearer(&parts.headers).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -575,15 +619,17 @@ impl FromRequestParts<AppState> for Auth {
             .engine
             .store()
             .read(|c| users::by_key(c, key))?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_api_key",
-                    "Invalid API key",
-                )
-            })?;
+            .ok_or_else(invalid_key)?;
         Ok(Auth(user))
     }
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+        "Invalid API key",
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -173,6 +173,10 @@ pub struct Attempt {
     pub retry_after_ms: Option<i64>,
     /// `410 Gone`: the receiver asks never to be called again for this; no retry.
     pub gone: bool,
+    /// No (complete) answer within the deadline.
+    pub timed_out: bool,
+    /// The SSRF guard refused the target's address.
+    pub refused: bool,
     /// The outcome a 2xx JSON body reported inline (`{"success": bool, …}`).
     pub inline: Option<ReportedOutcome>,
 }
@@ -314,6 +318,10 @@ impl Deliverer {
             error: Some(error),
             ..Default::default()
         };
+        let refused = |error: String| Attempt {
+            refused: true,
+            ..failed(error)
+        };
         let url = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => return failed(format!("the callback URL is not valid: {e}")),
@@ -322,13 +330,13 @@ impl Deliverer {
         if let Some(host) = url.host_str() {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
             if let Some(why) = self.policy.refuses_name(bare) {
-                return failed(format!(
+                return refused(format!(
                     "refused: {host} is {why}, which cueapi does not call"
                 ));
             }
             if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
                 if let Some(why) = self.policy.refuses(ip) {
-                    return failed(format!(
+                    return refused(format!(
                         "refused: {ip} is a {why} address, which cueapi does not call"
                     ));
                 }
@@ -344,22 +352,26 @@ impl Deliverer {
         let sent = tokio::time::timeout(deadline, builder.send()).await;
         let mut resp = match sent {
             Err(_) => {
-                return failed(format!(
-                    "the webhook endpoint timed out after {} s",
-                    deadline.as_secs_f64()
-                ))
+                return Attempt {
+                    timed_out: true,
+                    ..failed(format!(
+                        "the webhook endpoint timed out after {} s",
+                        deadline.as_secs_f64()
+                    ))
+                }
             }
             Ok(Err(e)) => {
                 let chain = error_chain(&e);
-                return failed(if chain.contains("which cueapi does not call") {
-                    format!(
+                if chain.contains("which cueapi does not call") {
+                    return refused(format!(
                         "refused: {}",
                         chain
                             .rsplit(": ")
                             .find(|p| p.contains("cueapi does not call"))
                             .unwrap_or(&chain)
-                    )
-                } else if e.is_connect() {
+                    ));
+                }
+                return failed(if e.is_connect() {
                     format!("could not connect to the webhook endpoint: {chain}")
                 } else {
                     format!("the request failed: {chain}")
@@ -402,6 +414,7 @@ impl Deliverer {
         match read {
             Err(_) if delivered => {
                 out.delivered = false;
+                out.timed_out = true;
                 out.error = Some(format!(
                     "the webhook endpoint answered {status} but did not finish its body within {} s",
                     deadline.as_secs_f64()

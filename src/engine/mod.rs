@@ -6,6 +6,7 @@
 //! that handler threads *pull* from ([`Engine::claim`], blocking without the GIL), run, and report
 //! back ([`Engine::complete`]). The heap and the queue are rebuilt from the store when it opens.
 
+pub mod metrics;
 mod notify;
 mod timer;
 mod webhook;
@@ -125,6 +126,7 @@ struct Inner {
     notify_wake: Arc<Notify>,
     /// Whether "email is not configured" was said already.
     email_unconfigured_said: AtomicBool,
+    metrics: metrics::Metrics,
 }
 
 /// The scheduling engine over one database file.
@@ -140,6 +142,7 @@ impl Engine {
     /// Nothing fires until [`Engine::start`].
     pub fn open(path: impl AsRef<Path>, clock: Clock, config: Config) -> Result<Engine> {
         let store = Store::open(path)?;
+        store.write(metrics::install_outcome_counter)?;
         let now = clock.now();
         let recovered = store.write(move |c| store::recover(c, now))?;
         let due = store.read(store::due_index)?;
@@ -204,6 +207,7 @@ impl Engine {
             opened_at: now,
             notify_wake,
             email_unconfigured_said: AtomicBool::new(false),
+            metrics: metrics::Metrics::default(),
         });
         Ok(Engine {
             inner,
@@ -672,11 +676,14 @@ impl Engine {
         let mut retries = Vec::new();
         for (id, r) in results {
             match r {
-                Ok(Finished::RetryAt(at)) => retries.push(Timer {
-                    at,
-                    kind: TimerKind::Retry,
-                    id,
-                }),
+                Ok(Finished::RetryAt(at)) => {
+                    self.inner.metrics.retry_scheduled();
+                    retries.push(Timer {
+                        at,
+                        kind: TimerKind::Retry,
+                        id,
+                    })
+                }
                 Ok(Finished::AwaitOutcome(at)) => retries.push(Timer {
                     at,
                     kind: TimerKind::Deadline,
@@ -718,6 +725,32 @@ impl Engine {
     /// How many executions wait for a claim.
     pub fn queued(&self) -> usize {
         self.inner.ready.lock().len()
+    }
+
+    /// The engine's counters (fire lag, how webhook attempts ended, retries).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The engine's state for health checks; never waits on the store.
+    pub fn health(&self) -> metrics::Health {
+        let snap = self.inner.metrics.snapshot();
+        let running = !self.inner.closed.load(Ordering::SeqCst)
+            && self
+                .loop_task
+                .lock()
+                .as_ref()
+                .is_some_and(|t| !t.is_finished());
+        metrics::Health {
+            now: self.inner.clock.now(),
+            loop_running: running,
+            loop_started_at: snap.loop_started_at,
+            last_wake: snap.last_wake,
+            next_due: self.inner.timers.lock().peek_at(),
+            last_fire_lag_ms: snap.last_lag_ms,
+            deliveries_in_flight: self.inner.deliveries.load(Ordering::SeqCst),
+            local_queue: self.queued(),
+        }
     }
 
     /// Stops handing out work: blocked and future claims return `None`.
@@ -860,11 +893,13 @@ impl Inner {
         // later ticks are still being fired, and grow while a backlog lasts (fewer commits).
         let mut round = FIRST_ROUND;
         let ahead = self.config.fire_ahead_ms.max(0);
+        self.metrics.loop_started(self.clock.now());
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return;
             }
             let now = self.clock.now();
+            self.metrics.woke(now);
             let next = self.timers.lock().peek();
             let (due, as_of) = match next {
                 Some((at, _)) if at <= now => {
@@ -916,6 +951,7 @@ impl Inner {
         // Webhook executions fired here are claimed in the same transaction, as many as there
         // are free delivery slots: their requests go out without another trip to the writer.
         let free = self.delivery_slots.available_permits();
+        let instants = metrics::release_instants(&due);
         let batch = due.clone();
         let whole = self
             .store
@@ -963,8 +999,9 @@ impl Inner {
         };
         self.add_timers(later);
         if as_of > self.clock.now() {
-            self.release_at(as_of, ready, sends);
+            self.release_at(as_of, ready, sends, instants);
         } else {
+            self.metrics.released(&instants, self.clock.now());
             self.release(ready, sends);
         }
         Ok(())
@@ -983,7 +1020,13 @@ impl Inner {
     /// as deliveries in flight, so closing waits for them (at most `fire_ahead_ms` on the system
     /// clock). On a manual clock that has not reached the instant, closing leaves them to be
     /// recovered when the database is next opened, like any attempt a process left running.
-    fn release_at(self: &Arc<Self>, at: Millis, ready: Vec<Ready>, sends: Vec<webhook::Send>) {
+    fn release_at(
+        self: &Arc<Self>,
+        at: Millis,
+        ready: Vec<Ready>,
+        sends: Vec<webhook::Send>,
+        instants: Vec<Millis>,
+    ) {
         let held = sends.len();
         self.deliveries.fetch_add(held, Ordering::SeqCst);
         let me = Arc::clone(self);
@@ -1003,6 +1046,7 @@ impl Inner {
                     Clock::Manual(_) => return me.delivery_done(held),
                 }
             }
+            me.metrics.released(&instants, me.clock.now());
             me.release(ready, sends);
             me.delivery_done(held);
         });
@@ -1011,7 +1055,10 @@ impl Inner {
     /// Schedules what follows a recorded attempt.
     fn finished(&self, execution_id: &str, finished: Finished) {
         let kind = match finished {
-            Finished::RetryAt(at) => Some((at, TimerKind::Retry)),
+            Finished::RetryAt(at) => {
+                self.metrics.retry_scheduled();
+                Some((at, TimerKind::Retry))
+            }
             Finished::AwaitOutcome(at) => Some((at, TimerKind::Deadline)),
             Finished::Done => None,
         };

@@ -145,6 +145,7 @@ impl Inner {
             },
             (Some(t), Ok(d)) => d.send(Request(&job), t, self.clock.now()).await,
         };
+        self.metrics.delivery(&attempt);
         let done = (job.execution_id, job.attempt, attempt, self.clock.now());
         if self.recorder().send(done).is_err() {
             self.delivery_done(1);

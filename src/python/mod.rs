@@ -231,7 +231,7 @@ impl NativeEngine {
     }
 
     /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
-    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, worker_lease_ms, worker_timeout_ms))]
+    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
@@ -240,6 +240,8 @@ impl NativeEngine {
         port: u16,
         allow_register: bool,
         allow_private_targets: bool,
+        rate_limit_per_minute: u32,
+        trust_forwarded_for: bool,
         worker_lease_ms: i64,
         worker_timeout_ms: i64,
     ) -> PyResult<(String, u16)> {
@@ -255,9 +257,20 @@ impl NativeEngine {
                 "the worker lease and timeout must be positive",
             )));
         }
+        if rate_limit_per_minute > crate::api::limit::MAX_PER_MINUTE {
+            return Err(to_pyerr(Error::invalid(
+                "rate_limit_per_minute",
+                format!(
+                    "must be between 0 (off) and {}",
+                    crate::api::limit::MAX_PER_MINUTE
+                ),
+            )));
+        }
         let opts = crate::api::Options {
             allow_register,
             allow_private_targets,
+            rate_limit_per_minute,
+            trust_forwarded_for,
             worker_lease_ms,
             worker_timeout_ms,
         };

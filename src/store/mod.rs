@@ -11,6 +11,7 @@
 pub mod alerts;
 mod cues;
 mod executions;
+pub mod ops;
 mod schema;
 pub mod users;
 pub mod workers;

@@ -226,3 +226,69 @@ fn a_row_that_fails_to_fire_delays_only_itself_and_is_retried() {
     );
     engine.close();
 }
+
+/// One GET over a fresh connection: the status code and the JSON body.
+#[cfg(feature = "server")]
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok());
+    (
+        status.expect("a status"),
+        serde_json::from_str(body).expect("JSON"),
+    )
+}
+
+#[cfg(feature = "server")]
+#[test]
+fn health_and_status_answer_503_while_the_fire_loop_is_not_running() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(START);
+    let engine = Arc::new(open_on_time(&dir.path().join("h.db"), &clock));
+    let options = cueapi::api::Options::default();
+    let server =
+        cueapi::api::Server::start(Arc::clone(&engine), "127.0.0.1", 0, options).expect("serve");
+    // Not started yet: the store is fine, the fire loop is not running.
+    let (code, health) = http_get(server.addr(), "/health");
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["failing"], json!(["fire_loop"]));
+    assert_eq!(health["checks"]["fire_loop"]["status"], "not_running");
+    assert_eq!(health["checks"]["store"]["status"], "ok");
+    let (code, status) = http_get(server.addr(), "/status");
+    assert_eq!(code, 503);
+    assert_eq!(
+        status,
+        json!({"status": "down", "reason": "the fire loop is not running"})
+    );
+    engine.start().expect("start");
+    let (code, health) = http_get(server.addr(), "/health");
+    assert_eq!(
+        (code, &health["status"]),
+        (200, &json!("healthy")),
+        "{health}"
+    );
+    assert_eq!(health["failing"], json!([]));
+    assert_eq!(
+        http_get(server.addr(), "/status"),
+        (200, json!({"status": "healthy"}))
+    );
+    // Closed: the loop has stopped.
+    engine.close();
+    let (code, health) = http_get(server.addr(), "/health");
+    assert_eq!(code, 503);
+    assert_eq!(health["checks"]["fire_loop"]["status"], "not_running");
+    assert_eq!(health["checks"]["store"]["status"], "error");
+    server.stop();
+}

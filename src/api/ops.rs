@@ -1,0 +1,344 @@
+//! Operations: `/health` (every check, queue depths; 503 when the server cannot do its work),
+//! `/status` (the same verdict, small), `/v1/info` and `/metrics` (Prometheus text format 0.0.4).
+//! None needs a key or is rate limited; `/metrics` and `/health` say how busy the server is and
+//! are meant for monitoring on a trusted network.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::{iso, json_response, AppState};
+use crate::engine::metrics::{self, Health, LAG_BUCKETS_MS};
+
+/// The store check fails when the writer has not committed an operation within this long.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const TRANSPORTS: [&str; 3] = ["webhook", "worker", "local"];
+const OPEN_STATUSES: [&str; 3] = ["pending", "delivering", "retrying"];
+
+/// A round trip through the store's single writer: it takes the database's write lock, runs `f`
+/// and commits, within [`STORE_TIMEOUT`]. Returns what `f` returned and how long it took, or why
+/// the store is not writable.
+async fn through_writer<R: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce(&rusqlite::Connection) -> crate::Result<R> + Send + 'static,
+) -> Result<(R, f64), String> {
+    let started = Instant::now();
+    match tokio::time::timeout(STORE_TIMEOUT, st.engine.store().write_async(f)).await {
+        Ok(Ok(r)) => Ok((r, started.elapsed().as_secs_f64() * 1000.0)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the writer did not commit within {} s",
+            STORE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// The fire loop's verdict: `ok`, `not_running` or `stalled`.
+fn loop_status(h: &Health) -> &'static str {
+    if !h.loop_running {
+        "not_running"
+    } else if h.stalled() {
+        "stalled"
+    } else {
+        "ok"
+    }
+}
+
+fn loop_reason(h: &Health) -> String {
+    if !h.loop_running {
+        "the fire loop is not running".into()
+    } else {
+        format!(
+            "the fire loop has left due work waiting for {} s",
+            h.overdue_ms() / 1000
+        )
+    }
+}
+
+/// Executions in flight by transport and status, every pair present (0 when none).
+fn open_executions(st: &AppState) -> crate::Result<Vec<(&'static str, &'static str, i64)>> {
+    let rows = st.engine.store().read(crate::store::ops::open_executions)?;
+    let mut out = Vec::new();
+    for t in TRANSPORTS {
+        for s in OPEN_STATUSES {
+            let n = rows
+                .iter()
+                .find(|(rt, rs, _)| rt == t && rs == s)
+                .map_or(0, |r| r.2);
+            out.push((t, s, n));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn health(State(st): State<AppState>) -> Response {
+    let store = through_writer(&st, |_| Ok(())).await;
+    let h = st.engine.health();
+    let opt_iso = |ms: Option<i64>| ms.map_or(Value::Null, |m| Value::String(iso(m)));
+    let mut failing = Vec::new();
+    let store_check = match &store {
+        Ok(((), ms)) => json!({"status": "ok", "latency_ms": (ms * 10.0).round() / 10.0}),
+        Err(why) => {
+            failing.push("store");
+            json!({"status": "error", "error": why})
+        }
+    };
+    let fire_loop = loop_status(&h);
+    if fire_loop != "ok" {
+        failing.push("fire_loop");
+    }
+    let mut queue = Map::new();
+    match open_executions(&st) {
+        Ok(rows) => {
+            let n = |t: &str, s: &str| {
+                rows.iter()
+                    .find(|r| r.0 == t && r.1 == s)
+                    .map_or(0, |r| r.2)
+            };
+            queue.insert("pending_webhooks".into(), n("webhook", "pending").into());
+            queue.insert("pending_retries".into(), n("webhook", "retrying").into());
+            queue.insert(
+                "pending_worker_claims".into(),
+                n("worker", "pending").into(),
+            );
+            let mut by = Map::new();
+            for (t, s, count) in rows {
+                if let Value::Object(m) = by.entry(t).or_insert_with(|| json!({})) {
+                    m.insert(s.into(), count.into());
+                }
+            }
+            queue.insert("executions".into(), Value::Object(by));
+        }
+        Err(e) => {
+            queue.insert("error".into(), e.to_string().into());
+        }
+    }
+    queue.insert("deliveries_in_flight".into(), h.deliveries_in_flight.into());
+    queue.insert("local_queue".into(), h.local_queue.into());
+    let healthy = failing.is_empty();
+    let body = json!({
+        "status": if healthy { "healthy" } else { "degraded" },
+        "version": VERSION,
+        "timestamp": iso(h.now),
+        "failing": failing,
+        "checks": {
+            "store": store_check,
+            "fire_loop": {
+                "status": fire_loop,
+                "started_at": opt_iso(h.loop_started_at),
+                "last_wake": opt_iso(h.last_wake),
+                "next_due": opt_iso(h.next_due),
+                "overdue_ms": h.overdue_ms(),
+                "last_fire_lag_ms": h.last_fire_lag_ms,
+            },
+        },
+        "queue": queue,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+pub(super) async fn status(State(st): State<AppState>) -> Response {
+    let store = through_writer(&st, |_| Ok(())).await;
+    let h = st.engine.health();
+    let reason = match (store, loop_status(&h)) {
+        (Err(why), _) => Some(format!("the store is not writable: {why}")),
+        (Ok(_), "ok") => None,
+        (Ok(_), _) => Some(loop_reason(&h)),
+    };
+    match reason {
+        None => json_response(StatusCode::OK, &json!({"status": "healthy"})),
+        Some(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "down", "reason": reason}),
+        ),
+    }
+}
+
+pub(super) async fn info(State(st): State<AppState>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "server": "cueapi",
+            "version": VERSION,
+            "authorization_backend": "per_user_api_key",
+            "authentication_paths": {
+                "per_user_api_key": true,
+                "internal_token_with_on_behalf_of": false,
+            },
+            "disabled_primitives": ["device_code", "quotas"],
+            "registration": if st.opts.allow_register { "open" } else { "closed" },
+            "rate_limit": {"requests_per_minute": st.limiter.per_minute()},
+        }),
+    )
+}
+
+/// Prometheus text exposition, format 0.0.4.
+#[derive(Default)]
+struct Exposition(String);
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    /// A family with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+pub(super) async fn metrics(State(st): State<AppState>) -> Response {
+    let outcomes = through_writer(&st, metrics::outcome_counts).await;
+    let h = st.engine.health();
+    let m = st.engine.metrics().snapshot();
+    let mut x = Exposition::default();
+    x.family(
+        "cueapi_build_info",
+        "gauge",
+        "The running cueapi's version (always 1).",
+    );
+    x.sample("cueapi_build_info", &[("version", VERSION)], 1);
+
+    x.family(
+        "cueapi_fire_lag_seconds",
+        "histogram",
+        "Time from the instant of a cue tick, retry or delayed fire to the release of its work.",
+    );
+    for (b, n) in LAG_BUCKETS_MS.iter().zip(m.lag_cumulative) {
+        let le = (*b as f64 / 1000.0).to_string();
+        x.sample("cueapi_fire_lag_seconds_bucket", &[("le", &le)], n);
+    }
+    x.sample(
+        "cueapi_fire_lag_seconds_bucket",
+        &[("le", "+Inf")],
+        m.lag_count,
+    );
+    x.sample(
+        "cueapi_fire_lag_seconds_sum",
+        &[],
+        m.lag_sum_ms as f64 / 1000.0,
+    );
+    x.sample("cueapi_fire_lag_seconds_count", &[], m.lag_count);
+
+    x.family(
+        "cueapi_deliveries_total",
+        "counter",
+        "Webhook attempts by how they ended: delivered (2xx), failed (another status), gone (410), \
+         timeout, refused (SSRF guard), error (no answer: connection failed).",
+    );
+    for (r, n) in &m.deliveries {
+        x.sample("cueapi_deliveries_total", &[("result", r.as_str())], n);
+    }
+    x.single(
+        "cueapi_retries_scheduled_total",
+        "counter",
+        "Retries put on the timer after a failed attempt.",
+        m.retries_scheduled,
+    );
+    x.single(
+        "cueapi_store_up",
+        "gauge",
+        "1 when the store's writer committed an operation within 2 s for this scrape.",
+        u8::from(outcomes.is_ok()),
+    );
+    if let Ok((counts, _)) = &outcomes {
+        x.family(
+            "cueapi_outcomes_total",
+            "counter",
+            "Outcome states recorded on executions (reported, verified, timed out, ...).",
+        );
+        for (state, n) in counts {
+            x.sample("cueapi_outcomes_total", &[("state", state)], n);
+        }
+    }
+    if let Ok(rows) = open_executions(&st) {
+        x.family(
+            "cueapi_executions_open",
+            "gauge",
+            "Executions in flight by their cue's transport and status (pending: waiting to be \
+             sent or claimed; retrying: waiting for a retry).",
+        );
+        for (t, s, n) in rows {
+            x.sample(
+                "cueapi_executions_open",
+                &[("transport", t), ("status", s)],
+                n,
+            );
+        }
+    }
+    x.single(
+        "cueapi_deliveries_in_flight",
+        "gauge",
+        "Webhook deliveries started and not yet recorded.",
+        h.deliveries_in_flight,
+    );
+    x.single(
+        "cueapi_local_queue_length",
+        "gauge",
+        "Executions of in-process handlers waiting for a handler thread.",
+        h.local_queue,
+    );
+    x.single(
+        "cueapi_fire_loop_up",
+        "gauge",
+        "1 while the fire loop runs and keeps up with due work.",
+        u8::from(loop_status(&h) == "ok"),
+    );
+    x.single(
+        "cueapi_rate_limited_total",
+        "counter",
+        "Requests refused by the rate limiter.",
+        st.limiter.refused(),
+    );
+    x.single(
+        "cueapi_rate_limit_buckets",
+        "gauge",
+        "Keys and client addresses the rate limiter holds state for.",
+        st.limiter.buckets(),
+    );
+    x.single(
+        "cueapi_echo_tokens",
+        "gauge",
+        "Echo deliveries kept (POST /v1/echo/{token}).",
+        st.echoes.len(),
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        x.0,
+    )
+        .into_response()
+}

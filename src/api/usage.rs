@@ -1,0 +1,85 @@
+//! `GET /v1/usage`: the caller's cues, this month's executions and outcomes, and their rate limit,
+//! in the reference's shape. A self-hosted server has no plans: the plan is `self-hosted` and
+//! nothing is capped. The official CLI prints `limit` fields as they are, and computes a
+//! percentage from `executions.limit` (a number it compares with 0, so null or text would crash
+//! it): the cue limit is `"unlimited"`, the execution limit 0 — the value the CLI itself treats
+//! as "no percentage" — and both objects say `"unlimited": true` for programs.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{Datelike, NaiveDate};
+use serde_json::{json, Value};
+
+use super::auth::month_start;
+use super::limit::Bucket;
+use super::{bearer, ok, ApiResult, AppState, Auth};
+use crate::store::ops;
+
+pub(super) async fn usage(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    headers: HeaderMap,
+) -> ApiResult {
+    let now = st.engine.clock().now();
+    let since = month_start(now);
+    let u = st.engine.store().read(|c| ops::usage(c, &user.id, since))?;
+    let today = chrono::DateTime::from_timestamp_millis(now)
+        .unwrap_or_default()
+        .date_naive();
+    let first = today.with_day(1).unwrap_or(today);
+    let next_month = if first.month() == 12 {
+        NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+    }
+    .unwrap_or(first);
+    let last = next_month.pred_opt().unwrap_or(first);
+    let (day, days) = (i64::from(today.day()), i64::from(last.day()));
+    let period = json!({"start": first.to_string(), "end": last.to_string()});
+    let rate = match st.limiter.per_minute() {
+        Some(limit) => {
+            let used = bearer(&headers)
+                .map(|k| st.limiter.used(Bucket::key(k), now))
+                .unwrap_or(0);
+            json!({"requests_per_minute": limit, "limit": limit, "current_usage": used})
+        }
+        None => json!({"requests_per_minute": null, "limit": "unlimited", "current_usage": null}),
+    };
+    ok(
+        StatusCode::OK,
+        json!({
+            "plan": "self-hosted",
+            "billing_period": {"start": first.to_string(), "end": last.to_string(),
+                               "days_remaining": days - day},
+            "period": period,
+            "cues": {
+                "used": u.active_cues + u.paused_cues,
+                "active": u.active_cues,
+                "paused": u.paused_cues,
+                "total": u.all_cues,
+                "limit": "unlimited",
+                "unlimited": true,
+                "remaining": Value::Null,
+                "percent_used": 0,
+            },
+            "executions": {
+                "used": u.executions,
+                "limit": 0,
+                "unlimited": true,
+                "remaining": Value::Null,
+                "percent_used": 0,
+                "percentage": 0.0,
+                "projected_month_end": u.executions * days / day.max(1),
+                "will_exceed_limit": false,
+            },
+            "outcomes": {
+                "reported": u.reported,
+                "succeeded": u.succeeded,
+                "failed": u.failed,
+                "timed_out": u.timed_out,
+            },
+            "rate_limit": rate,
+            "upgrade_url": Value::Null,
+        }),
+    )
+}
