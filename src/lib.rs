@@ -16,6 +16,7 @@
 //!
 //! [`error`] holds the one error type; [`model`] the shared vocabulary (ids, statuses).
 
+pub mod alerts;
 #[cfg(feature = "server")]
 pub mod api;
 pub mod clock;

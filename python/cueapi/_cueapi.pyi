@@ -7,6 +7,7 @@ __all__ = [
     "NativeEngine",
     "Schedule",
     "__version__",
+    "_send_test_email",
     "canonical_json",
     "check_signature",
     "check_standard",
@@ -30,6 +31,7 @@ def check_signature(
 def check_standard(
     secret: str, body: bytes, id: str, timestamp: str, signatures: str, now_s: int, tolerance_s: int
 ) -> str | None: ...
+def _send_test_email(to: str, subject: str, body: str) -> None: ...
 
 @final
 class ManualClock:

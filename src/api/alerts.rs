@@ -10,15 +10,18 @@ use crate::store::alerts::{self, kind, AlertFilter};
 /// An alert as the API shows it: instants as ISO-8601 text.
 fn alert_out(mut v: Value) -> Value {
     if let Some(m) = v.as_object_mut() {
-        iso_fields(
-            m,
-            &[
-                "created_at",
-                "last_seen_at",
-                "resolved_at",
-                "acknowledged_at",
-            ],
-        );
+        let times = [
+            "created_at",
+            "last_seen_at",
+            "resolved_at",
+            "acknowledged_at",
+        ];
+        iso_fields(m, &times);
+        if let Some(Value::Array(list)) = m.get_mut("notifications") {
+            for n in list.iter_mut().filter_map(Value::as_object_mut) {
+                iso_fields(n, &["sent_at", "next_attempt_at"]);
+            }
+        }
     }
     v
 }

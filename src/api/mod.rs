@@ -99,6 +99,14 @@ impl Server {
     ) -> crate::Result<Server> {
         let rt = engine.runtime()?;
         engine.set_allow_private_targets(opts.allow_private_targets);
+        // Alert email: configured from CUEAPI_SMTP_*; a bad setting stops the start, clearly.
+        if let Some(cfg) = crate::alerts::email::SmtpConfig::from_env()? {
+            let mailer = crate::alerts::email::Mailer::new(cfg).map_err(|m| Error::Invalid {
+                field: "CUEAPI_SMTP_*",
+                message: m,
+            })?;
+            engine.set_mailer(mailer);
+        }
         let (lease, timeout) = engine.worker_timing();
         engine.set_worker_timing(
             if opts.worker_lease_ms > 0 {
@@ -115,6 +123,11 @@ impl Server {
         let std_listener = std::net::TcpListener::bind((host, port))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        let public = std::env::var("CUEAPI_PUBLIC_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| format!("http://{addr}"));
+        engine.set_public_url(public);
         let state = AppState {
             engine,
             limiter: Arc::new(limit::Limiter::new(opts.rate_limit_per_minute)),

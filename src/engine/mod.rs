@@ -126,6 +126,10 @@ struct Inner {
     notify_wake: Arc<Notify>,
     /// Whether "email is not configured" was said already.
     email_unconfigured_said: AtomicBool,
+    /// The SMTP relay alert emails go through (set when a server starts with SMTP configured).
+    mailer: OnceLock<crate::alerts::email::Mailer>,
+    /// The server's public base URL, for links in alert emails.
+    public_url: OnceLock<String>,
     metrics: metrics::Metrics,
 }
 
@@ -207,6 +211,8 @@ impl Engine {
             opened_at: now,
             notify_wake,
             email_unconfigured_said: AtomicBool::new(false),
+            mailer: OnceLock::new(),
+            public_url: OnceLock::new(),
             metrics: metrics::Metrics::default(),
         });
         Ok(Engine {
@@ -437,6 +443,19 @@ impl Engine {
         self.inner
             .worker_timeout_ms
             .store(timeout_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Sends alert emails through `mailer` from now on (the first call wins).
+    pub fn set_mailer(&self, mailer: crate::alerts::email::Mailer) {
+        let _ = self.inner.mailer.set(mailer);
+    }
+
+    /// The base URL links in alert emails start with (the first call wins).
+    pub fn set_public_url(&self, url: String) {
+        let _ = self
+            .inner
+            .public_url
+            .set(url.trim_end_matches('/').to_string());
     }
 
     /// (lease, worker timeout) in milliseconds.

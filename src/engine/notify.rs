@@ -202,13 +202,65 @@ impl Inner {
     }
 
     /// Email is sent when SMTP is configured; otherwise it is recorded as skipped, and said once.
-    async fn send_email(&self, _d: &Due) -> Sent {
-        if !self.email_unconfigured_said.swap(true, Ordering::SeqCst) {
-            tracing::warn!(
-                "email alerts are not configured (set CUEAPI_SMTP_HOST and CUEAPI_SMTP_FROM); \
-                 alert emails are recorded as skipped"
-            );
+    async fn send_email(&self, d: &Due) -> Sent {
+        let Some(mailer) = self.mailer.get() else {
+            if !self.email_unconfigured_said.swap(true, Ordering::SeqCst) {
+                tracing::warn!(
+                    "email alerts are not configured (set CUEAPI_SMTP_HOST and CUEAPI_SMTP_FROM); \
+                     alert emails are recorded as skipped"
+                );
+            }
+            return Sent::Skipped("email is not configured on this server".into());
+        };
+        let (subject, body) = email_text(d, self.public_url.get().map(String::as_str));
+        match mailer.send(&d.target, &subject, &body).await {
+            Ok(()) => Sent::Delivered,
+            Err(e) => Sent::Failed {
+                retry_at: if e.transient {
+                    retry_at(d.attempts + 1, self.clock.now())
+                } else {
+                    None
+                },
+                error: e.message,
+            },
         }
-        Sent::Skipped("email is not configured on this server".into())
     }
+}
+
+/// The subject and plain-text body of an alert email.
+fn email_text(d: &Due, base: Option<&str>) -> (String, String) {
+    let a = &d.alert;
+    let kind = a["alert_type"].as_str().unwrap_or("alert");
+    let cue = d.cue_name.as_deref().unwrap_or("(no cue)");
+    let subject = if kind == alerts::kind::RECOVERED {
+        format!("[cueapi] recovered: {cue}")
+    } else {
+        format!("[cueapi] {kind}: {cue}")
+    };
+    let mut body = format!(
+        "{}\n\nAlert:     {kind} ({})\nCue:       {cue} ({})\n",
+        a["message"].as_str().unwrap_or_default(),
+        a["severity"].as_str().unwrap_or_default(),
+        a["cue_id"].as_str().unwrap_or("-"),
+    );
+    let meta = &a["metadata"];
+    if let Some(err) = meta.get("last_error").and_then(Value::as_str) {
+        body.push_str(&format!("Error:     {err}\n"));
+    }
+    if let Some(status) = meta.get("last_http_status").and_then(Value::as_i64) {
+        body.push_str(&format!("HTTP:      {status}\n"));
+    }
+    if let Some(eid) = a["execution_id"].as_str() {
+        body.push_str(&format!("Execution: {eid}\n"));
+        if let Some(base) = base {
+            body.push_str(&format!("Link:      {base}/v1/executions/{eid}\n"));
+        }
+    }
+    if let Some(at) = a["created_at"].as_i64() {
+        body.push_str(&format!("When:      {}\n", crate::schedule::format_utc(at)));
+    }
+    body.push_str("\nAcknowledge it with POST /v1/alerts/");
+    body.push_str(a["id"].as_str().unwrap_or_default());
+    body.push_str("/acknowledge.\n");
+    (subject, body)
 }

@@ -626,6 +626,37 @@ fn now_ms() -> Millis {
     system_now()
 }
 
+/// Sends one email with the `CUEAPI_SMTP_*` settings of this moment (read at each call), waiting
+/// with the GIL released. For tests and for checking a configuration before alerts rely on it.
+/// Bad settings raise `ValidationError` (`field` names the variable); a failed send raises
+/// `CueAPIError` with `transient` (worth retrying) and `code` (the relay's reply, or None).
+#[pyfunction]
+fn _send_test_email(py: Python<'_>, to: &str, subject: &str, body: &str) -> PyResult<()> {
+    use crate::alerts::email::{MailError, Mailer, SmtpConfig, HOST};
+    let config = SmtpConfig::from_env()
+        .map_err(to_pyerr)?
+        .ok_or_else(|| to_pyerr(Error::invalid(HOST, "is not set: email is not configured")))?;
+    let rt = Engine::shared_runtime().map_err(to_pyerr)?;
+    let sent = py.detach(|| {
+        let mailer = Mailer::new(config).map_err(|message| MailError {
+            transient: false,
+            code: None,
+            message,
+        })?;
+        rt.block_on(mailer.send(to, subject, body))
+    });
+    sent.map_err(|e| {
+        let made = (|| -> PyResult<PyErr> {
+            let cls = py.import("cueapi.exceptions")?.getattr("CueAPIError")?;
+            let exc = cls.call1((e.message.as_str(),))?;
+            exc.setattr("transient", e.transient)?;
+            exc.setattr("code", e.code)?;
+            Ok(PyErr::from_value(exc))
+        })();
+        made.unwrap_or_else(|err| err)
+    })
+}
+
 #[pymodule]
 fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
@@ -639,6 +670,7 @@ fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sign_standard, m)?)?;
     m.add_function(wrap_pyfunction!(check_signature, m)?)?;
     m.add_function(wrap_pyfunction!(check_standard, m)?)?;
+    m.add_function(wrap_pyfunction!(_send_test_email, m)?)?;
     m.add("SCHEMA_VERSION", crate::store::SCHEMA_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     if m.py().version_info() < (3, 10) {

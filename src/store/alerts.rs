@@ -399,14 +399,34 @@ pub fn list(conn: &Connection, owner: &str, f: &AlertFilter) -> Result<(Vec<Valu
     Ok((rows.collect::<rusqlite::Result<_>>()?, total))
 }
 
-/// One of the owner's alerts.
+/// One of the owner's alerts, with how each of its notifications went.
 pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
-    conn.prepare_cached(&format!(
-        "SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1 AND owner = ?2"
-    ))?
-    .query_row(params![id, owner], alert_json)
-    .optional()?
-    .ok_or_else(|| Error::AlertNotFound(id.to_string()))
+    let mut alert = conn
+        .prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1 AND owner = ?2"
+        ))?
+        .query_row(params![id, owner], alert_json)
+        .optional()?
+        .ok_or_else(|| Error::AlertNotFound(id.to_string()))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT channel, status, attempts, last_error, sent_at, next_attempt_at FROM notifications
+         WHERE alert_id = ?1 ORDER BY created_at, id",
+    )?;
+    let sent: Vec<Value> = stmt
+        .query_map([id], |r| {
+            let status: String = r.get(1)?;
+            Ok(json!({
+                "channel": r.get::<_, String>(0)?,
+                "status": status,
+                "attempts": r.get::<_, i64>(2)?,
+                "last_error": r.get::<_, Option<String>>(3)?,
+                "sent_at": r.get::<_, Option<Millis>>(4)?,
+                "next_attempt_at": if status == "pending" { Some(r.get::<_, Millis>(5)?) } else { None },
+            }))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    alert["notifications"] = Value::Array(sent);
+    Ok(alert)
 }
 
 /// Acknowledges one of the owner's alerts (again is a no-op). Returns it.
