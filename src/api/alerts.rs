@@ -79,3 +79,98 @@ pub(super) async fn acknowledge(
         .await?;
     ok(StatusCode::OK, alert_out(v))
 }
+
+// -- routes ------------------------------------------------------------------------------------
+
+fn alert_schema(with_notifications: bool) -> serde_json::Value {
+    use super::spec::{instant, instant_or_null, obj, text_or_null};
+    use serde_json::json;
+    let mut props = json!({
+        "id": {"type": "string"},
+        "cue_id": text_or_null(),
+        "execution_id": text_or_null(),
+        "alert_type": {"enum": kind::ALL},
+        "severity": {"type": "string"},
+        "message": {"type": "string"},
+        "occurrences": {"type": "integer", "minimum": 1},
+        "metadata": {"type": "object"},
+        "last_seen_at": instant(),
+        "resolved_at": instant_or_null(),
+        "acknowledged": {"type": "boolean"},
+        "acknowledged_at": instant_or_null(),
+        "created_at": instant(),
+    });
+    if with_notifications {
+        props["notifications"] = json!({
+            "type": "array",
+            "description": "How each notification of the alert went",
+            "items": obj(json!({
+                "channel": {"type": "string"},
+                "status": {"type": "string"},
+                "attempts": {"type": "integer"},
+                "last_error": text_or_null(),
+                "sent_at": instant_or_null(),
+                "next_attempt_at": instant_or_null(),
+            })),
+        });
+    }
+    obj(props)
+}
+
+/// The schemas this file's answers refer to.
+pub(super) fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("Alert", alert_schema(false)),
+        ("AlertDetail", alert_schema(true)),
+    ]
+}
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, int_between, offset, page, post, r, tagged};
+    use serde_json::json;
+    let not_found: &[&str] = &["alert_not_found"];
+    tagged(
+        "alerts",
+        vec![
+            get(
+                "/v1/alerts",
+                "listAlerts",
+                "Your alerts, newest first",
+                list,
+            )
+            .query("alert_type", "Only this kind", json!({"enum": kind::ALL}))
+            .query("cue_id", "Only this cue's", json!({"type": "string"}))
+            .query(
+                "since",
+                "Only those created at or after this instant",
+                json!({"type": "string", "format": "date-time"}),
+            )
+            .query(
+                "acknowledged",
+                "Only acknowledged (true) or unacknowledged (false) ones",
+                json!({"type": "boolean"}),
+            )
+            .query("limit", "Page size", int_between(1, 100, 20))
+            .query("offset", "Alerts to skip", offset())
+            .answers(200, "A page of alerts", page("alerts", r("Alert")))
+            .errors(400, &["invalid_filter"])
+            .errors(422, &["validation_error"]),
+            get(
+                "/v1/alerts/{id}",
+                "getAlert",
+                "One alert, with how its notifications went",
+                get_one,
+            )
+            .answers(200, "The alert", r("AlertDetail"))
+            .errors(404, not_found),
+            post(
+                "/v1/alerts/{id}/acknowledge",
+                "acknowledgeAlert",
+                "Acknowledge an alert (again is a no-op)",
+                acknowledge,
+            )
+            .answers(200, "The alert", r("AlertDetail"))
+            .errors(404, not_found),
+        ],
+    )
+}

@@ -228,3 +228,89 @@ pub(super) async fn regenerate_alert_secret(
     )
     .await
 }
+
+// -- routes ------------------------------------------------------------------------------------
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, instant, obj, patch, post, tagged, text_or_null};
+    let confirm = json!({"type": "string", "enum": ["true"]});
+    let confirm_text = "`true` to confirm: the credential is replaced at once";
+    let secret = json!({"type": "string", "pattern": "^whsec_[0-9a-f]{64}$"});
+    let rotated = |name: &str, revoked: &str| {
+        let mut props = serde_json::Map::new();
+        props.insert(name.into(), json!({"type": "string"}));
+        props.insert(revoked.into(), json!({"const": true}));
+        obj(props.into())
+    };
+    tagged(
+        "account",
+        vec![
+            post("/v1/auth/register", "register", "Create a user and its API key", register)
+                .public()
+                .describe("Open only when the server allows it (by default on a loopback address); the key is shown once.")
+                .body_example(
+                    json!({"type": "object", "properties": {"email": {"type": "string", "format": "email"}},
+                           "required": ["email"]}),
+                    true,
+                    json!({"email": "ops@example.com"}),
+                )
+                .answers(201, "The user, its key and its webhook signing secret", obj(json!({
+                    "api_key": {"type": "string"},
+                    "email": {"type": "string"},
+                    "webhook_secret": secret,
+                })))
+                .errors(403, &["registration_closed"])
+                .errors(409, &["duplicate_email"]),
+            get("/v1/auth/me", "getMe", "Your account", me)
+                .answers(200, "The account", obj(json!({
+                    "email": {"type": "string"},
+                    "plan": {"const": "self-hosted"},
+                    "active_cues": {"type": "integer"},
+                    "cues": {"type": "integer"},
+                    "active_cue_limit": {"type": "null"},
+                    "executions_this_month": {"type": "integer"},
+                    "monthly_execution_limit": {"type": "null"},
+                    "has_webhook_secret": {"const": true},
+                    "alert_webhook_url": text_or_null(),
+                    "api_key_prefix": {"type": "string"},
+                    "created_at": instant(),
+                }))),
+            patch("/v1/auth/me", "updateMe", "Set or clear your alert webhook", update_me)
+                .body_example(
+                    obj(json!({"alert_webhook_url": {
+                        "type": ["string", "null"],
+                        "description": "An http(s) URL, checked like a callback URL; \"\" or null clears it",
+                    }})),
+                    true,
+                    json!({"alert_webhook_url": ""}),
+                )
+                .answers(200, "Changed", obj(json!({
+                    "updated_at": instant(),
+                    "alert_webhook_url": text_or_null(),
+                    "warning": text_or_null(),
+                })))
+                .errors(400, &["invalid_alert_webhook_url"])
+                .errors(422, &["no_fields"]),
+            get("/v1/auth/alert-webhook-secret", "getAlertWebhookSecret",
+                "The secret alert webhooks are signed with (made on first use)", alert_secret)
+                .answers(200, "The secret", obj(json!({"alert_webhook_secret": {"type": "string"}}))),
+            post("/v1/auth/alert-webhook-secret/regenerate", "regenerateAlertWebhookSecret",
+                 "Replace the alert webhook secret", regenerate_alert_secret)
+                .header("X-Confirm-Destructive", confirm_text, confirm.clone())
+                .answers(200, "The new secret", rotated("alert_webhook_secret", "previous_secret_revoked"))
+                .errors(400, &["confirmation_required"]),
+            post("/v1/auth/key/regenerate", "regenerateApiKey", "Replace your API key", regenerate_key)
+                .describe("The old key stops working at once.")
+                .header("X-Confirm-Destructive", confirm_text, confirm.clone())
+                .answers(200, "The new key", rotated("api_key", "previous_key_revoked"))
+                .errors(400, &["confirmation_required"]),
+            get("/v1/auth/webhook-secret", "getWebhookSecret", "The secret your webhooks are signed with", webhook_secret)
+                .answers(200, "The secret", obj(json!({"webhook_secret": secret}))),
+            post("/v1/auth/webhook-secret/regenerate", "regenerateWebhookSecret",
+                 "Replace the webhook signing secret", regenerate_secret)
+                .header("X-Confirm-Destructive", confirm_text, confirm)
+                .answers(200, "The new secret", rotated("webhook_secret", "previous_secret_revoked"))
+                .errors(400, &["confirmation_required"]),
+        ],
+    )
+}

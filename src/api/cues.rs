@@ -721,3 +721,208 @@ pub(super) async fn executions(
     let filter = filter_from(&q, Some(id), st.engine.clock().now(), 50)?;
     super::executions::page(&st, &user.id, filter)
 }
+
+// -- routes ------------------------------------------------------------------------------------
+
+/// A cue as the API shows it.
+fn cue_schema() -> Value {
+    use super::spec::{instant, instant_or_null, obj, obj_some, or_null, text_or_null};
+    obj(json!({
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "description": text_or_null(),
+        "status": {"enum": ["active", "paused", "completed", "failed"]},
+        "transport": {"enum": ["webhook", "worker", "local"]},
+        "schedule": obj_some(json!({
+            "type": {"enum": ["recurring", "once", "interval"]},
+            "cron": {"type": "string"},
+            "at": instant(),
+            "every": {"type": "string", "description": "The period in seconds, as `<n>s`"},
+            "timezone": {"type": "string"},
+        }), &["type", "timezone"]),
+        "payload": {"type": ["object", "null"]},
+        "retry": obj(json!({
+            "max_attempts": {"type": "integer"},
+            "backoff_minutes": {"type": "array", "items": {"type": "number"}},
+        })),
+        "verification": or_null(obj(json!({"mode": {"enum": crate::model::VERIFICATION_MODES}}))),
+        "overlap": {"enum": ["skip", "allow"]},
+        "catch_up": obj(json!({
+            "policy": {"enum": ["skip", "once", "all"]},
+            "max": {"type": "integer"},
+        })),
+        "on_failure": obj(json!({
+            "pause": {"type": "boolean"},
+            "email": {"type": "boolean"},
+            "webhook": text_or_null(),
+        })),
+        "callback": obj(json!({
+            "url": text_or_null(),
+            "method": {"enum": ["POST", "GET", "PUT", "PATCH"]},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        })),
+        "delivery": obj(json!({
+            "timeout_seconds": {"type": "integer"},
+            "outcome_deadline_seconds": {"type": ["integer", "null"]},
+            "signature_scheme": {"enum": ["v1", "sha256"]},
+            "claim_timeout_seconds": {"type": "integer"},
+        })),
+        "alerts": obj(json!({"consecutive_failures": {"type": "integer"}})),
+        "next_run": instant_or_null(),
+        "last_run": instant_or_null(),
+        "run_count": {"type": "integer"},
+        "fired_count": {"type": "integer"},
+        "created_at": instant(),
+        "updated_at": instant(),
+        "warning": {
+            "type": ["string", "null"],
+            "description": "Set when a URL's host could not be resolved yet: it is checked again at every delivery",
+        },
+    }))
+}
+
+/// The body of a create (`creating`) or of a PATCH: a PATCH keeps what it does not send.
+fn cue_body_schema(creating: bool) -> Value {
+    use super::spec::{obj_some, or_null};
+    let url = json!({"type": ["string", "null"], "description": "An http(s) URL"});
+    let mut props = json!({
+        "name": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": {"type": ["string", "null"]},
+        "transport": {"enum": ["webhook", "worker"], "default": "webhook"},
+        "schedule": obj_some(json!({
+            "type": {"enum": ["recurring", "once", "interval"], "description": "Inferred from the field given when left out"},
+            "cron": {"type": ["string", "null"], "description": "5 fields (Vixie cron), optional seconds and year"},
+            "at": {"type": ["string", "null"], "description": "An ISO-8601 instant (for `once`)"},
+            "every": {"type": ["string", "null"], "description": "A period such as `90s`, `15m`, `1h` (for `interval`)"},
+            "every_seconds": {"type": "integer"},
+            "timezone": {"type": "string", "description": "An IANA zone", "default": "UTC"},
+        }), &[]),
+        "callback": obj_some(json!({
+            "url": url,
+            "method": {"enum": ["POST", "GET", "PUT", "PATCH"]},
+            "headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        }), &[]),
+        "payload": {"type": ["object", "null"]},
+        "retry": or_null(obj_some(json!({
+            "max_attempts": {"type": "integer", "minimum": 0, "maximum": 10},
+            "backoff_minutes": {"type": "array", "maxItems": 10, "items": {"type": "number", "minimum": 0}},
+        }), &[])),
+        "delivery": obj_some(json!({
+            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
+            "outcome_deadline_seconds": {"type": ["integer", "null"], "minimum": 1, "maximum": 604_800},
+            "signature_scheme": {"enum": ["v1", "sha256"]},
+            "claim_timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 2_592_000},
+        }), &[]),
+        "on_failure": or_null(obj_some(json!({
+            "email": {"type": "boolean"},
+            "pause": {"type": "boolean"},
+            "webhook": {"anyOf": [
+                {"type": ["string", "null"]},
+                obj_some(json!({"url": url, "method": {"const": "POST"}}), &["url"]),
+            ]},
+        }), &[])),
+        "verification": or_null(obj_some(json!({
+            "mode": {"anyOf": [{"enum": crate::model::VERIFICATION_MODES}, {"type": "null"}]},
+        }), &[])),
+        "alerts": or_null(obj_some(json!({
+            "consecutive_failures": {"type": "integer", "minimum": 1, "maximum": 10_000},
+        }), &[])),
+        "catch_up": {"anyOf": [
+            {"enum": ["skip", "once", "all"]},
+            obj_some(json!({
+                "policy": {"enum": ["skip", "once", "all"]},
+                "max": {"type": "integer", "minimum": 1, "maximum": 100_000},
+            }), &[]),
+        ]},
+        "overlap": {"enum": ["skip", "allow"]},
+    });
+    if creating {
+        obj_some(props, &["name", "schedule"])
+    } else {
+        props["status"] = json!({"enum": ["active", "paused"]});
+        obj_some(props, &[])
+    }
+}
+
+/// The schemas this file's answers refer to.
+pub(super) fn schemas() -> Vec<(&'static str, Value)> {
+    use super::spec::{extend, r};
+    let detail = extend(
+        cue_schema(),
+        json!({
+            "executions": {"type": "array", "items": r("Execution")},
+            "execution_total": {"type": "integer"},
+            "execution_limit": {"type": "integer"},
+            "execution_offset": {"type": "integer"},
+        }),
+    );
+    vec![("Cue", cue_schema()), ("CueDetail", detail)]
+}
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, int_between, offset, page, patch, post, r, tagged};
+    let not_found: &[&str] = &["cue_not_found"];
+    let refused: &[&str] = &[
+        "invalid_schedule",
+        "invalid_payload",
+        "invalid_callback_url",
+    ];
+    let example = json!({
+        "name": "nightly-report",
+        "schedule": {"type": "recurring", "cron": "0 3 * * *", "timezone": "Europe/Paris"},
+        "transport": "worker",
+        "payload": {"task": "report"},
+    });
+    let mut routes = vec![
+        post("/v1/cues", "createCue", "Create a cue", create)
+            .body_example(cue_body_schema(true), true, example)
+            .answers(201, "The cue", r("Cue"))
+            .errors(400, refused)
+            .errors(409, &["duplicate_cue_name"])
+            .errors(422, &["invalid_timezone"]),
+        get("/v1/cues", "listCues", "Your cues, oldest first", list)
+            .query("status", "Only cues in this status", json!({"enum": ["active", "paused", "completed", "failed", "all"]}))
+            .query("limit", "Page size", int_between(1, 1000, 50))
+            .query("offset", "Cues to skip", offset())
+            .answers(200, "A page of cues", page("cues", r("Cue")))
+            .errors(422, &["validation_error"]),
+        get("/v1/cues/{id}", "getCue", "One cue, with its latest executions", get_one)
+            .query("execution_limit", "Executions shown", int_between(1, 100, 10))
+            .query("execution_offset", "Executions skipped", offset())
+            .answers(200, "The cue", r("CueDetail"))
+            .errors(404, not_found)
+            .errors(422, &["validation_error"]),
+        patch("/v1/cues/{id}", "updateCue", "Change a cue; what is not sent is kept", update)
+            .describe("`status` pauses or resumes it; the transport cannot change.")
+            .body_example(cue_body_schema(false), true, json!({"status": "paused"}))
+            .answers(200, "The cue", r("Cue"))
+            .errors(400, refused)
+            .errors(404, not_found)
+            .errors(409, &["duplicate_cue_name"])
+            .errors(422, &["invalid_timezone"]),
+        super::spec::delete("/v1/cues/{id}", "deleteCue", "Delete a cue and its history", delete)
+            .answers_empty(204, "Deleted")
+            .errors(404, not_found),
+        post("/v1/cues/{id}/fire", "fireCue", "Run a cue now (or at `send_at`), outside its schedule", fire)
+            .body_example(
+                super::spec::obj_some(json!({
+                    "send_at": {"type": ["string", "null"], "format": "date-time"},
+                    "payload_override": {"type": ["object", "null"]},
+                    "merge_strategy": {"anyOf": [{"enum": ["merge", "replace"]}, {"type": "null"}]},
+                    "idempotency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+                    "exit_criteria": {"description": "Accepted and ignored (the reference's field)"},
+                }), &[]),
+                false,
+                json!({"payload_override": {"note": "by hand"}}),
+            )
+            .answers(200, "The execution it created (or the one an idempotency key names)", r("FiredExecution"))
+            .errors(404, not_found),
+        get("/v1/cues/{id}/executions", "listCueExecutions", "A cue's executions, newest first", executions)
+            .answers(200, "A page of executions", page("executions", r("Execution")))
+            .errors(404, not_found),
+    ];
+    if let Some(last) = routes.pop() {
+        routes.push(super::executions::filters(last, 50));
+    }
+    tagged("cues", routes)
+}

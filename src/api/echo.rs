@@ -203,6 +203,43 @@ pub(super) async fn fetch(State(st): State<AppState>, _user: Auth, Id(token): Id
     ok(StatusCode::OK, out)
 }
 
+// -- routes ------------------------------------------------------------------------------------
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, instant, obj, obj_some, post, tagged};
+    let token = json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{16,128}$"});
+    let token_text = "The capability: 16 to 128 characters from A-Z, a-z, 0-9, '-' and '_'";
+    tagged(
+        "echo",
+        vec![
+            post("/v1/echo/{token}", "storeEcho", "Keep a delivery for 5 minutes (a callback target)", store)
+                .public()
+                .describe("Takes any body (JSON is kept parsed, anything else as text) and the request headers, credentials redacted. Counted by client address.")
+                .path_param("token", token_text, token.clone())
+                .raw_body(json!({
+                    "application/json": {"schema": {}},
+                    "text/plain": {"schema": {"type": "string"}},
+                }))
+                .answers(200, "Kept", obj(json!({"stored": {"const": true}})))
+                .errors(400, &["invalid_token"])
+                .errors(413, &["payload_too_large"]),
+            get("/v1/echo/{token}", "getEcho", "What arrived at an echo token, if anything", fetch)
+                .path_param("token", token_text, token)
+                .answers(
+                    200,
+                    "Waiting, or delivered with what arrived",
+                    obj_some(json!({
+                        "status": {"enum": ["waiting", "delivered"]},
+                        "payload": {"description": "The body: JSON, text, or null when empty"},
+                        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "received_at": instant(),
+                    }), &["status"]),
+                )
+                .errors(400, &["invalid_token"]),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -435,3 +435,361 @@ pub(super) async fn replay(State(st): State<AppState>, Auth(user): Auth, Id(id):
     }
     ok(StatusCode::OK, v)
 }
+
+// -- routes ------------------------------------------------------------------------------------
+
+/// An execution as the API shows it.
+fn execution_schema() -> Value {
+    use super::spec::{instant, instant_or_null, obj, obj_some, text_or_null};
+    let outcome_states = json!({"enum": crate::model::OUTCOME_STATES});
+    let evidence = json!({
+        "external_id": text_or_null(),
+        "result_url": text_or_null(),
+        "result_ref": text_or_null(),
+        "result_type": text_or_null(),
+        "summary": text_or_null(),
+        "validation_state": text_or_null(),
+        "produced_at": instant_or_null(),
+        "artifacts": {"description": "A list, when given"},
+    });
+    let mut in_outcome = evidence.clone();
+    in_outcome["evidence_metadata"] = json!({"description": "The evidence's metadata"});
+    let mut outcome = json!({
+        "success": {"type": ["boolean", "null"]},
+        "result": text_or_null(),
+        "error": text_or_null(),
+        "metadata": {"description": "An object, when given"},
+        "recorded_at": instant(),
+    });
+    if let (Some(o), Some(e)) = (outcome.as_object_mut(), in_outcome.as_object()) {
+        o.extend(e.clone());
+    }
+    let mut evidence_all = evidence;
+    evidence_all["metadata"] = json!({"description": "An object, when given"});
+    let attempt = obj(json!({
+        "number": {"type": "integer", "minimum": 1},
+        "status": {"type": "string"},
+        "started_at": instant(),
+        "finished_at": instant_or_null(),
+        "duration_ms": {"type": ["integer", "null"]},
+        "error": text_or_null(),
+        "error_type": text_or_null(),
+        "traceback": text_or_null(),
+        "http_status": {"type": ["integer", "null"]},
+        "claimed_by": text_or_null(),
+        "outcome": {"description": "What the attempt reported, when it did"},
+    }));
+    obj_some(
+        json!({
+            "id": {"type": "string"},
+            "cue_id": {"type": "string"},
+            "cue_name": {"type": "string"},
+            "scheduled_for": instant(),
+            "status": {"enum": status::ALL},
+            "triggered_by": {"enum": ["scheduled", "manual_fire", "replay"]},
+            "replay_of": text_or_null(),
+            "idempotency_key": {"type": "string"},
+            "payload": {"type": ["object", "null"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "next_retry": instant_or_null(),
+            "error_message": text_or_null(),
+            "started_at": instant_or_null(),
+            "delivered_at": instant_or_null(),
+            "last_attempt_at": instant_or_null(),
+            "outcome": {
+                "description": "Present once an outcome is recorded: the report with its evidence",
+                "allOf": [obj_some(outcome, &["success", "result", "error", "metadata", "recorded_at"])],
+            },
+            "outcome_state": {"anyOf": [outcome_states, {"type": "null"}]},
+            "outcome_deadline_at": instant_or_null(),
+            "outcome_timeout_at": instant_or_null(),
+            "evidence": {
+                "description": "Present once there is any evidence",
+                "allOf": [obj(evidence_all)],
+            },
+            "created_at": instant(),
+            "updated_at": instant(),
+            "http_status": {"type": ["integer", "null"]},
+            "response_body": text_or_null(),
+            "transport": {"enum": ["webhook", "worker", "local"]},
+            "attempt_log": {
+                "type": "array",
+                "description": "Every attempt (when one execution is asked for)",
+                "items": attempt,
+            },
+        }),
+        &[
+            "id",
+            "cue_id",
+            "cue_name",
+            "scheduled_for",
+            "status",
+            "triggered_by",
+            "replay_of",
+            "idempotency_key",
+            "payload",
+            "attempts",
+            "next_retry",
+            "error_message",
+            "started_at",
+            "delivered_at",
+            "last_attempt_at",
+            "outcome_state",
+            "outcome_deadline_at",
+            "outcome_timeout_at",
+            "created_at",
+            "updated_at",
+            "http_status",
+            "response_body",
+            "transport",
+        ],
+    )
+}
+
+/// The schemas this file's answers refer to.
+pub(super) fn schemas() -> Vec<(&'static str, Value)> {
+    use super::spec::extend;
+    let id = json!({"type": "string"});
+    let fired = extend(
+        execution_schema(),
+        json!({"execution_id": id, "created": {
+            "type": "boolean",
+            "description": "false when an idempotency key named an execution made before",
+        }}),
+    );
+    let replayed = extend(
+        execution_schema(),
+        json!({"execution_id": id, "replayed_from": id}),
+    );
+    vec![
+        ("Execution", execution_schema()),
+        ("FiredExecution", fired),
+        ("ReplayedExecution", replayed),
+    ]
+}
+
+/// Adds the list filters of [`filter_from`] to a route.
+pub(super) fn filters(route: super::spec::Route, default_limit: i64) -> super::spec::Route {
+    use super::spec::{int_between, offset};
+    let states = status::ALL.join(", ");
+    route
+        .query(
+            "status",
+            &format!("One status ({states}) or `all`; a comma-separated list is accepted"),
+            json!({"type": "string"}),
+        )
+        .query(
+            "status__in",
+            "A comma-separated list of statuses",
+            json!({"type": "string"}),
+        )
+        .query(
+            "outcome_state",
+            "Only this outcome state",
+            json!({"enum": crate::model::OUTCOME_STATES}),
+        )
+        .query(
+            "days",
+            "Only the last N days",
+            json!({"type": "integer", "minimum": 1, "maximum": 36_500}),
+        )
+        .query(
+            "since",
+            "Only those scheduled at or after this instant",
+            json!({"type": "string", "format": "date-time"}),
+        )
+        .query(
+            "triggered_by",
+            "Only those made this way",
+            json!({"enum": ["scheduled", "manual_fire", "replay"]}),
+        )
+        .query(
+            "has_evidence",
+            "Only those with (true) or without (false) evidence",
+            json!({"type": "boolean"}),
+        )
+        .query(
+            "result_type",
+            "Only those whose evidence has this result type",
+            json!({"type": "string"}),
+        )
+        .query("limit", "Page size", int_between(1, 1000, default_limit))
+        .query("offset", "Executions to skip", offset())
+        .errors(400, &["conflicting_filters", "invalid_status_in"])
+        .errors(422, &["validation_error"])
+        .describe("Filters combine (AND).")
+}
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, obj, obj_some, page, patch, post, r, tagged};
+    let not_found: &[&str] = &["execution_not_found"];
+    let truncated = json!({
+        "type": "array", "items": {"enum": ["result", "error", "summary"]},
+        "description": "Free-text fields that were cut to their limit",
+    });
+    let url =
+        json!({"type": ["string", "null"], "maxLength": 2083, "description": "An http(s) URL"});
+    let evidence_props = json!({
+        "external_id": {"type": ["string", "null"], "maxLength": 500},
+        "result_url": url,
+        "result_ref": {"type": ["string", "null"], "maxLength": 500},
+        "result_type": {"type": ["string", "null"], "maxLength": 100},
+        "summary": {"type": ["string", "null"], "description": "Cut to 500 characters"},
+        "artifacts": {"type": ["array", "null"]},
+        "metadata": {"type": ["object", "null"], "description": "At most 10 KiB as JSON"},
+    });
+    let mut outcome_props = evidence_props.clone();
+    if let Some(m) = outcome_props.as_object_mut() {
+        m.insert("success".into(), json!({"type": "boolean"}));
+        let text = json!({
+            "type": ["string", "object", "array", "null"],
+            "description": "Text (cut to 2000 characters); an object or list is kept as its JSON",
+        });
+        m.insert("result".into(), text.clone());
+        m.insert("error".into(), text);
+    }
+    let outcome_state = json!({"enum": crate::model::OUTCOME_STATES});
+    let list = filters(
+        get(
+            "/v1/executions",
+            "listExecutions",
+            "Your executions, newest first",
+            list,
+        )
+        .answers(
+            200,
+            "A page of executions",
+            page("executions", r("Execution")),
+        ),
+        20,
+    );
+    let routes = vec![
+        list,
+        get(
+            "/v1/executions/{id}",
+            "getExecution",
+            "One execution, with every attempt",
+            get_one,
+        )
+        .answers(200, "The execution", r("Execution"))
+        .errors(404, not_found),
+        post(
+            "/v1/executions/{id}/outcome",
+            "reportOutcome",
+            "Report how an execution went (once)",
+            outcome,
+        )
+        .describe(
+            "A worker's report completes its claim; a failure may schedule a retry (`next_retry`).",
+        )
+        .body_example(
+            obj_some(outcome_props, &["success"]),
+            true,
+            json!({"success": true, "result": "42 rows", "external_id": "run-42"}),
+        )
+        .answers(
+            200,
+            "Recorded",
+            obj_some(
+                json!({
+                    "execution_id": {"type": "string"},
+                    "outcome_recorded": {"const": true},
+                    "outcome_state": outcome_state,
+                    "status": {"enum": status::ALL},
+                    "next_retry": super::spec::instant(),
+                    "reason": {"type": "null"},
+                    "truncated": truncated,
+                }),
+                &[
+                    "execution_id",
+                    "outcome_recorded",
+                    "outcome_state",
+                    "reason",
+                ],
+            ),
+        )
+        .errors(400, &["metadata_too_large"])
+        .errors(404, not_found)
+        .errors(409, &["outcome_already_recorded", "execution_not_claimed"]),
+        patch(
+            "/v1/executions/{id}/evidence",
+            "appendEvidence",
+            "Add evidence to a recorded outcome",
+            evidence,
+        )
+        .body_example(
+            obj_some(evidence_props, &[]),
+            true,
+            json!({"result_url": "https://example.com/r/42"}),
+        )
+        .answers(
+            200,
+            "Added",
+            obj_some(
+                json!({
+                    "execution_id": {"type": "string"},
+                    "outcome_state": outcome_state,
+                    "evidence_updated": {"const": true},
+                    "truncated": truncated,
+                }),
+                &["execution_id", "outcome_state", "evidence_updated"],
+            ),
+        )
+        .errors(404, not_found)
+        .errors(409, &["no_outcome"]),
+        post(
+            "/v1/executions/{id}/verify",
+            "verifyExecution",
+            "Confirm (or reject) a reported outcome",
+            verify,
+        )
+        .body_example(
+            obj_some(
+                json!({
+                    "valid": {"type": "boolean", "default": true},
+                    "reason": {"type": ["string", "null"], "maxLength": 500},
+                }),
+                &[],
+            ),
+            false,
+            json!({"valid": false, "reason": "the file is empty"}),
+        )
+        .answers(
+            200,
+            "The new outcome state",
+            obj(json!({
+                "execution_id": {"type": "string"},
+                "outcome_state": {"enum": ["verified_success", "verification_failed"]},
+                "valid": {"type": "boolean"},
+            })),
+        )
+        .errors(404, not_found)
+        .errors(409, &["invalid_state"]),
+        post(
+            "/v1/executions/{id}/verification-pending",
+            "markVerificationPending",
+            "Park a reported outcome for manual verification",
+            verification_pending,
+        )
+        .answers(
+            200,
+            "Parked",
+            obj(json!({
+                "execution_id": {"type": "string"},
+                "outcome_state": {"const": "verification_pending"},
+            })),
+        )
+        .errors(404, not_found)
+        .errors(409, &["no_outcome", "invalid_state"]),
+        post(
+            "/v1/executions/{id}/replay",
+            "replayExecution",
+            "Run a finished execution again, as a new one",
+            replay,
+        )
+        .answers(200, "The new execution", r("ReplayedExecution"))
+        .errors(404, not_found)
+        .errors(409, &["execution_in_flight"]),
+    ];
+    tagged("executions", routes)
+}

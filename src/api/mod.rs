@@ -1,7 +1,8 @@
 //! The HTTP API of `cueapi serve`: the CueAPI surface over the engine.
 //!
 //! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`], [`echo`]; [`ops`] for
-//! health, status, info and metrics; [`limit`] for rate limiting); this file holds what they share:
+//! health, status, info and metrics; [`limit`] for rate limiting; [`spec`] for the route table and
+//! the OpenAPI document made from it); this file holds what they share:
 //! the server's start and graceful stop, the error envelope, the body and query readers (every
 //! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
 //! JSON forms of instants.
@@ -13,6 +14,7 @@ mod echo;
 mod executions;
 pub mod limit;
 mod ops;
+mod spec;
 mod usage;
 mod workers;
 
@@ -27,7 +29,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
@@ -182,54 +183,29 @@ impl Drop for Server {
     }
 }
 
+/// Every route of the server, with its documentation (see [`spec`]).
+fn routes() -> Vec<spec::Route> {
+    [
+        ops::routes(),
+        usage::routes(),
+        echo::routes(),
+        auth::routes(),
+        alerts::routes(),
+        cues::routes(),
+        workers::routes(),
+        executions::routes(),
+        spec::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The router: exactly the routes of [`routes`], the table `GET /openapi.json` describes.
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(ops::health))
-        .route("/status", get(ops::status))
-        .route("/v1/info", get(ops::info))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/usage", get(usage::usage))
-        .route("/v1/echo/{token}", post(echo::store).get(echo::fetch))
-        .route("/v1/auth/register", post(auth::register))
-        .route("/v1/auth/me", get(auth::me).patch(auth::update_me))
-        .route("/v1/auth/alert-webhook-secret", get(auth::alert_secret))
-        .route(
-            "/v1/auth/alert-webhook-secret/regenerate",
-            post(auth::regenerate_alert_secret),
-        )
-        .route("/v1/alerts", get(alerts::list))
-        .route("/v1/alerts/{id}", get(alerts::get_one))
-        .route("/v1/alerts/{id}/acknowledge", post(alerts::acknowledge))
-        .route("/v1/auth/key/regenerate", post(auth::regenerate_key))
-        .route("/v1/auth/webhook-secret", get(auth::webhook_secret))
-        .route(
-            "/v1/auth/webhook-secret/regenerate",
-            post(auth::regenerate_secret),
-        )
-        .route("/v1/cues", post(cues::create).get(cues::list))
-        .route(
-            "/v1/cues/{id}",
-            get(cues::get_one).patch(cues::update).delete(cues::delete),
-        )
-        .route("/v1/cues/{id}/fire", post(cues::fire))
-        .route("/v1/cues/{id}/executions", get(cues::executions))
-        .route("/v1/worker/heartbeat", post(workers::heartbeat))
-        .route("/v1/workers", get(workers::list))
-        .route("/v1/workers/{id}", delete(workers::delete))
-        .route("/v1/executions/claimable", get(workers::claimable))
-        .route("/v1/executions/claim", post(workers::claim_next))
-        .route("/v1/executions/{id}/claim", post(workers::claim_one))
-        .route("/v1/executions/{id}/heartbeat", post(workers::extend))
-        .route("/v1/executions", get(executions::list))
-        .route("/v1/executions/{id}", get(executions::get_one))
-        .route("/v1/executions/{id}/outcome", post(executions::outcome))
-        .route("/v1/executions/{id}/evidence", patch(executions::evidence))
-        .route("/v1/executions/{id}/verify", post(executions::verify))
-        .route(
-            "/v1/executions/{id}/verification-pending",
-            post(executions::verification_pending),
-        )
-        .route("/v1/executions/{id}/replay", post(executions::replay))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost last: every body is read before a request can be refused.

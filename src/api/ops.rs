@@ -342,3 +342,108 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+// -- routes ------------------------------------------------------------------------------------
+
+fn health_schema() -> Value {
+    use super::spec::{instant, instant_or_null, obj, obj_some};
+    let counts = obj(json!({
+        "pending": {"type": "integer"},
+        "delivering": {"type": "integer"},
+        "retrying": {"type": "integer"},
+    }));
+    obj(json!({
+        "status": {"enum": ["healthy", "degraded"]},
+        "version": {"type": "string"},
+        "timestamp": instant(),
+        "failing": {"type": "array", "items": {"enum": ["store", "fire_loop"]}},
+        "checks": obj(json!({
+            "store": obj_some(json!({
+                "status": {"enum": ["ok", "error"]},
+                "latency_ms": {"type": "number", "description": "A round trip through the writer"},
+                "error": {"type": "string"},
+            }), &["status"]),
+            "fire_loop": obj(json!({
+                "status": {"enum": ["ok", "not_running", "stalled"]},
+                "started_at": instant_or_null(),
+                "last_wake": instant_or_null(),
+                "next_due": instant_or_null(),
+                "overdue_ms": {"type": "integer"},
+                "last_fire_lag_ms": {"type": ["integer", "null"]},
+            })),
+        })),
+        "queue": obj_some(json!({
+            "pending_webhooks": {"type": "integer"},
+            "pending_retries": {"type": "integer"},
+            "pending_worker_claims": {"type": "integer"},
+            "executions": obj(json!({"webhook": counts, "worker": counts, "local": counts})),
+            "error": {"type": "string"},
+            "deliveries_in_flight": {"type": "integer"},
+            "local_queue": {"type": "integer"},
+        }), &["deliveries_in_flight", "local_queue"]),
+    }))
+}
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, obj, tagged};
+    tagged(
+        "operations",
+        vec![
+            get(
+                "/health",
+                "getHealth",
+                "Every check and the queue depths",
+                health,
+            )
+            .public()
+            .describe("503 when the store cannot be written or the fire loop is not keeping up.")
+            .answers(200, "Healthy", health_schema())
+            .answers(
+                503,
+                "Degraded: `failing` names the checks that fail",
+                health_schema(),
+            ),
+            get("/status", "getStatus", "The health verdict, small", status)
+                .public()
+                .answers(200, "Healthy", obj(json!({"status": {"const": "healthy"}})))
+                .answers(
+                    503,
+                    "Down, and why",
+                    obj(json!({"status": {"const": "down"}, "reason": {"type": "string"}})),
+                ),
+            get(
+                "/v1/info",
+                "getInfo",
+                "What this server is and what it allows",
+                info,
+            )
+            .public()
+            .answers(
+                200,
+                "The server",
+                obj(json!({
+                    "server": {"const": "cueapi"},
+                    "version": {"type": "string"},
+                    "authorization_backend": {"const": "per_user_api_key"},
+                    "authentication_paths": obj(json!({
+                        "per_user_api_key": {"type": "boolean"},
+                        "internal_token_with_on_behalf_of": {"type": "boolean"},
+                    })),
+                    "disabled_primitives": {"type": "array", "items": {"type": "string"}},
+                    "registration": {"enum": ["open", "closed"]},
+                    "rate_limit": obj(json!({
+                        "requests_per_minute": {"type": ["integer", "null"]},
+                    })),
+                })),
+            ),
+            get(
+                "/metrics",
+                "getMetrics",
+                "Prometheus metrics (text format 0.0.4)",
+                metrics,
+            )
+            .public()
+            .answers_text(200, "The metrics", "text/plain"),
+        ],
+    )
+}

@@ -83,3 +83,54 @@ pub(super) async fn usage(
         }),
     )
 }
+
+// -- routes ------------------------------------------------------------------------------------
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, obj, tagged};
+    let day = json!({"type": "string", "format": "date"});
+    let count = json!({"type": "integer", "minimum": 0});
+    let schema = obj(json!({
+        "plan": {"const": "self-hosted"},
+        "billing_period": obj(json!({
+            "start": day, "end": day, "days_remaining": {"type": "integer", "minimum": 0},
+        })),
+        "period": obj(json!({"start": day, "end": day})),
+        "cues": obj(json!({
+            "used": count, "active": count, "paused": count, "total": count,
+            "limit": {"const": "unlimited"},
+            "unlimited": {"const": true},
+            "remaining": {"type": "null"},
+            "percent_used": {"const": 0},
+        })),
+        "executions": obj(json!({
+            "used": count,
+            "limit": {"const": 0, "description": "0: no limit (what the official CLI reads as such)"},
+            "unlimited": {"const": true},
+            "remaining": {"type": "null"},
+            "percent_used": {"const": 0},
+            "percentage": {"type": "number"},
+            "projected_month_end": count,
+            "will_exceed_limit": {"const": false},
+        })),
+        "outcomes": obj(json!({
+            "reported": count, "succeeded": count, "failed": count, "timed_out": count,
+        })),
+        "rate_limit": obj(json!({
+            "requests_per_minute": {"type": ["integer", "null"]},
+            "limit": {"anyOf": [{"type": "integer"}, {"const": "unlimited"}]},
+            "current_usage": {"type": ["integer", "null"]},
+        })),
+        "upgrade_url": {"type": "null"},
+    }));
+    tagged(
+        "account",
+        vec![get(
+            "/v1/usage",
+            "getUsage",
+            "Your cues, this month's executions and outcomes, and your rate limit",
+            usage,
+        )
+        .answers(200, "Usage", schema)],
+    )
+}

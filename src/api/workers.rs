@@ -258,3 +258,186 @@ pub(super) async fn extend(
         json!({"execution_id": id, "acknowledged": true, "lease_extended_until": iso(until)}),
     )
 }
+
+// -- routes ------------------------------------------------------------------------------------
+
+/// The schemas this file's answers refer to.
+pub(super) fn schemas() -> Vec<(&'static str, Value)> {
+    use super::spec::{instant, obj};
+    let worker = obj(json!({
+        "worker_id": {"type": "string"},
+        "handlers": {
+            "type": ["array", "null"], "items": {"type": "string"},
+            "description": "The tasks it runs; null: it never said (any task may go to it)",
+        },
+        "last_heartbeat": instant(),
+        "seconds_since_heartbeat": {"type": "integer", "minimum": 0},
+        "heartbeat_status": {"enum": ["active", "stale", "dead"]},
+        "registered_since": instant(),
+        "claims": {"type": "integer", "minimum": 0},
+    }));
+    let claim = obj(json!({
+        "claimed": {"const": true},
+        "execution_id": {"type": "string"},
+        "cue_id": {"type": "string"},
+        "cue_name": {"type": "string"},
+        "task": {"type": ["string", "null"]},
+        "payload": {"description": "The execution's payload (an object)"},
+        "scheduled_for": instant(),
+        "attempt": {"type": "integer", "minimum": 1},
+        "lease_seconds": {"type": "integer"},
+        "lease_expires_at": instant(),
+    }));
+    vec![("Worker", worker), ("Claim", claim)]
+}
+
+pub(super) fn routes() -> Vec<super::spec::Route> {
+    use super::spec::{get, instant, int_between, obj, obj_some, post, r, tagged};
+    let name = json!({"type": "string", "minLength": 1, "maxLength": MAX_WORKER_ID});
+    let maybe_name =
+        json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_WORKER_ID});
+    let waiting = obj(json!({
+        "execution_id": {"type": "string"},
+        "cue_id": {"type": "string"},
+        "cue_name": {"type": "string"},
+        "task": {"type": ["string", "null"]},
+        "scheduled_for": instant(),
+        "payload": {"description": "The execution's payload (an object)"},
+        "attempt": {"type": "integer", "minimum": 0},
+    }));
+    let not_found: &[&str] = &["execution_not_found"];
+    tagged(
+        "workers",
+        vec![
+            post(
+                "/v1/worker/heartbeat",
+                "workerHeartbeat",
+                "A pull worker is alive (and which tasks it runs)",
+                heartbeat,
+            )
+            .body_example(
+                obj_some(
+                    json!({
+                        "worker_id": name,
+                        "handlers": {"type": ["array", "null"], "maxItems": 1000, "items": name},
+                    }),
+                    &["worker_id"],
+                ),
+                true,
+                json!({"worker_id": "worker-1", "handlers": ["report"]}),
+            )
+            .answers(
+                200,
+                "Heard",
+                obj(json!({
+                    "acknowledged": {"const": true},
+                    "worker_id": {"type": "string"},
+                    "server_time": instant(),
+                })),
+            ),
+            get(
+                "/v1/workers",
+                "listWorkers",
+                "Your workers, the most recently heard from first",
+                list,
+            )
+            .answers(
+                200,
+                "The workers",
+                obj(json!({
+                    "workers": {"type": "array", "items": r("Worker")},
+                    "total": {"type": "integer", "minimum": 0},
+                })),
+            ),
+            super::spec::delete(
+                "/v1/workers/{id}",
+                "deleteWorker",
+                "Forget a worker; its claims wait for a claim again",
+                delete,
+            )
+            .answers_empty(204, "Forgotten")
+            .errors(404, &["worker_not_found"]),
+            get(
+                "/v1/executions/claimable",
+                "listClaimable",
+                "Executions a worker may claim now, oldest first",
+                claimable,
+            )
+            .query("task", "Only this task", name.clone())
+            .query(
+                "worker_id",
+                "Only tasks this worker registered",
+                name.clone(),
+            )
+            .query("limit", "At most this many", int_between(1, 100, 50))
+            .answers(
+                200,
+                "Claimable executions",
+                obj(json!({
+                    "executions": {"type": "array", "items": waiting},
+                    "total": {"type": "integer", "minimum": 0},
+                })),
+            )
+            .errors(422, &["validation_error"]),
+            post(
+                "/v1/executions/claim",
+                "claimNext",
+                "Claim the oldest execution a worker can run",
+                claim_next,
+            )
+            .body_example(
+                obj_some(
+                    json!({"worker_id": name, "task": maybe_name}),
+                    &["worker_id"],
+                ),
+                true,
+                json!({"worker_id": "worker-1"}),
+            )
+            .answers(200, "Claimed: run it, then report its outcome", r("Claim"))
+            .errors(409, &["claim_failed"]),
+            post(
+                "/v1/executions/{id}/claim",
+                "claimExecution",
+                "Claim one execution",
+                claim_one,
+            )
+            .body_example(
+                obj(json!({"worker_id": name})),
+                true,
+                json!({"worker_id": "worker-1"}),
+            )
+            .answers(200, "Claimed: run it, then report its outcome", r("Claim"))
+            .errors(404, not_found)
+            .errors(409, &["claim_failed"]),
+            post(
+                "/v1/executions/{id}/heartbeat",
+                "extendClaim",
+                "A worker still works on its claim: the lease runs again from now",
+                extend,
+            )
+            .header(
+                "X-Worker-Id",
+                "The worker (only the holder may extend)",
+                name.clone(),
+            )
+            .body_example(
+                obj_some(json!({"worker_id": maybe_name}), &[]),
+                false,
+                json!({"worker_id": "worker-1"}),
+            )
+            .answers(
+                200,
+                "Extended",
+                obj(json!({
+                    "execution_id": {"type": "string"},
+                    "acknowledged": {"const": true},
+                    "lease_extended_until": instant(),
+                })),
+            )
+            .errors(400, &["invalid_header"])
+            .errors(403, &["not_execution_owner"])
+            .errors(404, not_found)
+            .errors(409, &["execution_not_claiming"]),
+        ],
+    )
+}
