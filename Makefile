@@ -9,12 +9,13 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: check run bench develop lint test rust-test clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@# The README's server quick start (run by a test) uses curl.
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q 'maturin>=1.9,<2' 'pytest>=8' 'pytest-timeout>=2.3' 'croniter>=6' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'flask>=3' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2'
+	$(PY) -m pip install -q 'maturin>=1.9,<2' 'pytest>=8' 'pytest-timeout>=2.3' 'croniter>=6' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'flask>=3' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2' \
+		'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
 	touch $@
 
 # The official CueAPI SDK in a virtualenv of its own: its import name `cueapi` clashes with ours.
