@@ -48,7 +48,7 @@ fn failure_body(d: &Due) -> Value {
     let a = &d.alert;
     let meta = a.get("metadata").cloned().unwrap_or_else(|| json!({}));
     json!({
-        "event": if a["alert_type"] == alerts::kind::RECOVERED { "cue.recovered" } else { "cue.failed" },
+        "event": "cue.failed",
         "alert_id": a["id"],
         "alert_type": a["alert_type"],
         "cue_id": a["cue_id"],
