@@ -689,6 +689,22 @@ def test_failures_in_a_row_beyond_the_threshold_count_on_the_open_alert(
     assert instant(again["last_seen_at"]) == now_clock.now()
 
 
+def test_the_realert_interval_is_a_server_setting(tmp_path: Path, now_clock: cueapi.ManualClock) -> None:
+    s = start_server(tmp_path / "realert.db", now_clock, realert_seconds=60)
+    try:
+        cue = worker_cue(s)
+        worker_fails(s, cue)
+        now_clock.advance(30)
+        worker_fails(s, cue)
+        (alert,) = alerts(s, alert_type="retries_exhausted")
+        assert alert["occurrences"] == 2
+        now_clock.advance(31)
+        worker_fails(s, cue)  # 61 s after the alert: past the interval, a new alert
+        assert [a["occurrences"] for a in alerts(s, alert_type="retries_exhausted")] == [1, 2]
+    finally:
+        s.app.close()
+
+
 def test_failures_in_a_row_that_go_on_past_the_realert_interval_alert_again(
     timed: Server, now_clock: cueapi.ManualClock
 ) -> None:

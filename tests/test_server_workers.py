@@ -46,11 +46,8 @@ _names = itertools.count(1)
 
 
 def serve_with(db: Path, clock: cueapi.ManualClock | None = None, **settings: Any) -> Server:
-    """A server like ``start_server``'s, with worker settings (``worker_lease_seconds``, …)."""
-    app = cueapi.App(db, clock=clock, workers=2)
-    url = app.serve("127.0.0.1", 0, allow_private_targets=True, **settings)
-    key, secret = app.create_user("owner@example.com")
-    return Server(app, url, key, secret, db)
+    """A server like ``start_server``'s, with worker settings (``worker_lease_seconds``, ...)."""
+    return start_server(db, clock, **settings)
 
 
 def at(seconds: float) -> datetime:
