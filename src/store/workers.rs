@@ -194,17 +194,31 @@ pub struct ClaimFilter {
     pub limit: i64,
 }
 
+/// The claimable executions of an owner. Without an id, waiting executions are read in claim
+/// order from the `executions_waiting` index (the outer loop, by CROSS JOIN), so a claim or a
+/// page stops at its limit instead of sorting every execution the owner's cues ever had; with
+/// one, the execution is found by its key.
 fn claimable_sql(with_id: bool) -> String {
+    let (from, by_id) = if with_id {
+        (
+            "executions e JOIN cues c ON c.id = e.cue_id",
+            "AND e.id = ?6",
+        )
+    } else {
+        (
+            "executions e INDEXED BY executions_waiting CROSS JOIN cues c ON c.id = e.cue_id",
+            "",
+        )
+    };
     format!(
         "SELECT e.id, e.cue_id, c.name, {TASK} AS task, e.scheduled_for, e.payload, e.attempts + 1
-         FROM executions e JOIN cues c ON c.id = e.cue_id
+         FROM {from}
          WHERE e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
            AND c.owner = ?1 AND c.transport = 'worker'
            AND (?3 IS NULL OR task = ?3)
            AND (?4 IS NULL OR task IS NULL OR task IN (SELECT value FROM json_each(?4)))
-           {}
-         ORDER BY e.scheduled_for, e.id LIMIT ?5",
-        if with_id { "AND e.id = ?6" } else { "" }
+           {by_id}
+         ORDER BY e.scheduled_for, e.id LIMIT ?5"
     )
 }
 
