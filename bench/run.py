@@ -24,11 +24,13 @@ from typing import Any
 
 import psutil
 import report
+import report_workers_alerts
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("cueapi", "aps-memory", "aps-sqlalchemy")
 PARTS = ("precision", "throughput", "scale")
-SERVER_PARTS = ("server-precision", "server-burst", "server-api")  # cueapi serve only (bench/server.py)
+# cueapi serve only (bench/server.py); the last two are rendered by bench/report_workers_alerts.py.
+SERVER_PARTS = ("server-precision", "server-burst", "server-api", "server-workers", "server-alerts")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -65,6 +67,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--server-api-n", type=int, default=50_000, help="requests per measured API call")
     ap.add_argument("--server-worker-cues", type=int, default=100, help="worker cues the fires go to")
     ap.add_argument("--server-ceiling-n", type=int, default=60_000, help="requests of the wrk → receiver run")
+    ap.add_argument(
+        "--server-workers-n", type=int, default=20_000, help="claim → outcome cycles (claiming the next one)"
+    )
+    ap.add_argument(
+        "--server-workers-list-n",
+        type=int,
+        default=10_000,
+        help="cycles the official worker's way: list claimable, claim by id (0: not measured)",
+    )
+    ap.add_argument(
+        "--server-workers", type=int, default=8, help="concurrent pull workers (one connection each)"
+    )
+    ap.add_argument("--server-workers-list-limit", type=int, default=50, help="claimable listed per poll")
+    ap.add_argument(
+        "--server-workers-seconds",
+        type=float,
+        default=60.0,
+        help="bound on each drain; one that does not finish is reported with the rate over the bound",
+    )
+    ap.add_argument("--server-alerts-n", type=int, default=500, help="failing cues due at the same instant")
+    ap.add_argument(
+        "--server-alerts-rate", type=int, default=50, help="failing cues per second, steady phase"
+    )
+    ap.add_argument(
+        "--server-alerts-steady-n", type=int, default=500, help="failing cues of the steady phase (0: none)"
+    )
     ap.add_argument("--connections", type=int, default=64, help="wrk's keep-alive connections")
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads")
     ap.add_argument("--timeout", type=float, default=900.0, help="limit for any one wait, seconds")
@@ -87,6 +115,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.server_precision_cues, args.server_precision_seconds, args.server_precision_warmup = 10, 3, 1
         args.server_burst_n, args.server_api_n, args.server_ceiling_n = 500, 1_000, 5_000
         args.server_worker_cues = 10
+        args.server_workers_n, args.server_workers_list_n, args.server_workers_seconds = 1_000, 500, 20.0
+        args.server_alerts_n, args.server_alerts_rate, args.server_alerts_steady_n = 100, 20, 60
     args.scale_memory_n = args.scale_memory_n or args.scale_n
     args.parts = [p for p in args.parts.split(",") if p]
     args.systems = [s for s in args.systems.split(",") if s]
@@ -207,7 +237,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.render:
         out = Path(args.out) if args.out else HERE / "RESULTS.md"
-        report.write(out, json.loads(Path(args.render).read_text()))
+        report_workers_alerts.write(out, json.loads(Path(args.render).read_text()))
         print(f"results: {out}")
         return 0
     global SNAPSHOT_S
@@ -287,6 +317,20 @@ def main(argv: list[str]) -> int:
         },
         "server-burst": {"n": args.server_burst_n, "pilot_n": max(200, args.server_burst_n // 20)},
         "server-api": {"n": args.server_api_n, "worker_cues": args.server_worker_cues},
+        "server-workers": {
+            "n": args.server_workers_n,
+            "list_n": args.server_workers_list_n,
+            "workers": args.server_workers,
+            "list_limit": args.server_workers_list_limit,
+            "drain_s": args.server_workers_seconds,
+            "worker_cues": args.server_worker_cues,
+        },
+        "server-alerts": {
+            "burst_n": args.server_alerts_n,
+            "steady_rate": args.server_alerts_rate,
+            "steady_n": args.server_alerts_steady_n,
+            "pilot_n": 200,
+        },
     }
     for part in SERVER_PARTS:
         if part in args.parts and "cueapi" in args.systems:
@@ -302,7 +346,7 @@ def main(argv: list[str]) -> int:
     if not args.fresh and saved.exists():
         carry_over(results, json.loads(saved.read_text()))
     saved.write_text(json.dumps(results, indent=2))
-    report.write(out, results)
+    report_workers_alerts.write(out, results)
     print(f"results: {out}")
     errors = [
         f"{part}/{system}"

@@ -4,8 +4,10 @@
     python bench/server.py receive                  # the webhook receiver: prints "PORT <n>"
     python bench/server.py PART cueapi PARAMS_JSON  # one measurement (bench/run.py starts it)
 
-PART is ``server-precision``, ``server-burst`` or ``server-api``; the last line on stdout is
-``RESULT <json>``. A measurement is an orchestrator that starts three kinds of process and shares
+PART is ``server-precision``, ``server-burst``, ``server-api``, ``server-workers`` (pull workers:
+``bench/wrk_worker.lua``, one wrk thread and connection per worker) or ``server-alerts`` (a failing
+delivery to its alert webhook; the receiver answers 500 for the path ``/fail``); the last line on
+stdout is ``RESULT <json>``. A measurement is an orchestrator that starts three kinds of process and shares
 no interpreter with any of them: the server (``serve``: ``cueapi.App(db).serve(...)``, rate limiting off), the
 receiver (``receive``: an asyncio Protocol HTTP/1.1 server with keep-alive that answers
 ``200 {"ok": true}`` and notes when each request arrived) and the load generator (``wrk`` with
@@ -61,12 +63,17 @@ def serve_main(db: str) -> None:
 # -- the receiver process ----------------------------------------------------------------------------
 
 RESPONSE = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}'
+# The path /fail is answered 500 (a delivery that fails, for the alert benchmark).
+FAILED = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n"
+    b'{"ok": false}'
+)
 RECORDS: list[tuple[float, bytes, bytes]] = []  # (arrival, request head, body)
 
 
 class Hook(asyncio.Protocol):
     """HTTP/1.1 with keep-alive (and pipelining): every complete request is noted with the time
-    its last bytes arrived and answered at once."""
+    its last bytes arrived and answered at once (``200 {"ok": true}``; 500 for ``/fail``)."""
 
     def __init__(self) -> None:
         self.tr: Any = None
@@ -94,7 +101,7 @@ class Hook(asyncio.Protocol):
                 break
             RECORDS.append((t, head, buf[end + 4 : total]))
             buf = buf[total:]
-            self.tr.write(RESPONSE)
+            self.tr.write(FAILED if head.split(b" ", 2)[1:2] == [b"/fail"] else RESPONSE)
         self.buf = buf
 
 
@@ -104,6 +111,8 @@ KEPT_HEADERS = (
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
+    "x-cueapi-alert-id",
+    "x-cueapi-alert-type",
 )
 
 
@@ -111,12 +120,15 @@ def _dump(path: str) -> int:
     with open(path, "w") as f:
         for t, head, body in RECORDS:
             headers = {}
-            for line in head.split(b"\r\n")[1:]:
+            lines = head.split(b"\r\n")
+            for line in lines[1:]:
                 k, _, v = line.partition(b":")
                 name = k.strip().lower().decode("latin-1")
                 if name in KEPT_HEADERS:
                     headers[name] = v.strip().decode("latin-1")
-            f.write(json.dumps({"t": t, "headers": headers, "body": body.decode("utf-8", "replace")}) + "\n")
+            path = [*lines[0].split(b" "), b"", b""][1].decode("latin-1")
+            record = {"t": t, "path": path, "headers": headers, "body": body.decode("utf-8", "replace")}
+            f.write(json.dumps(record) + "\n")
     return len(RECORDS)
 
 
@@ -435,22 +447,7 @@ def wrk(
     cmd += [method, path, body, key or "-", str(per_thread), ids_file, str(threads)]
     cmd += [capture or "-", prefix, tag]
     cpu = CpuWatch(watch, server)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-    err_lines: list[str] = []
-    threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True).start()
-    done = 0
-    summary: dict[str, Any] | None = None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("DONE "):
-            done += 1
-            if done == threads:
-                proc.send_signal(signal.SIGINT)  # wrk sleeps for -d otherwise
-        elif line.startswith("WRK "):
-            summary = json.loads(line[4:])
-    proc.wait()
-    if summary is None:
-        raise RuntimeError(f"wrk gave no summary (exit {proc.returncode}): {''.join(err_lines)[-1500:]}")
+    summary, err_lines = run_wrk(cmd, threads)
     th = summary["threads"]
     first = min(t["first"] for t in th if t["first"] > 0)
     last = max(t["last"] for t in th)
@@ -710,6 +707,29 @@ def server_precision(p: dict[str, Any]) -> None:
 # -- 2. a burst of one-shots due at the same second ----------------------------------------------------
 
 
+def run_wrk(cmd: list[str], threads: int) -> tuple[dict[str, Any], list[str]]:
+    """Runs wrk with one of our Lua scripts until each of its ``threads`` says ``DONE`` (then
+    interrupts it: wrk would sleep out its -d otherwise); returns the script's ``WRK`` summary and
+    what wrk wrote to stderr."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    err_lines: list[str] = []
+    threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True).start()
+    done = 0
+    summary: dict[str, Any] | None = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("DONE "):
+            done += 1
+            if done == threads:
+                proc.send_signal(signal.SIGINT)
+        elif line.startswith("WRK "):
+            summary = json.loads(line[4:])
+    proc.wait()
+    if summary is None:
+        raise RuntimeError(f"wrk gave no summary (exit {proc.returncode}): {''.join(err_lines)[-1500:]}")
+    return summary, err_lines
+
+
 def _rss_sampler(server: Server, stop: threading.Event, peak: list[float]) -> None:
     while not stop.is_set():
         with contextlib.suppress(Exception):
@@ -904,7 +924,484 @@ def server_api(p: dict[str, Any]) -> None:
     emit(out)
 
 
-PARTS = {"server-precision": server_precision, "server-burst": server_burst, "server-api": server_api}
+# -- 4. pull workers: claim -> outcome cycles -------------------------------------------------------
+
+WRK_WORKER_LUA = HERE / "wrk_worker.lua"
+WORKER_CUE = {
+    "schedule": {"type": "recurring", "cron": "0 0 1 1 *"},
+    "transport": "worker",
+    "payload": {"task": "t"},
+}
+
+
+def seed_worker_executions(
+    server: Server, key: str, tag: str, n: int, p: dict[str, Any], tmp: Path, watch: dict[str, Any]
+) -> tuple[list[str], dict[str, Any]]:
+    """``n`` pending executions waiting for a worker: ``p['worker_cues']`` worker cues (names
+    ``tag-…``, payload ``{"task": "t"}``, a yearly cron that does not come due) fired by hand in
+    turn by wrk (``POST /v1/cues/{id}/fire``). Returns their ids and how seeding went."""
+    nw = p["worker_cues"]
+    created = wrk(
+        server.url,
+        "POST",
+        "/v1/cues",
+        json.dumps({"name": "{NAME}", **WORKER_CUE}),
+        key=key,
+        limit=nw,
+        capture='"id":"(cue_[%w_]+)"',
+        tag=tag,
+        p=p,
+        watch=watch,
+        server=server,
+        tmp=tmp,
+    )
+    cue_ids = created["captured"]
+    if len(cue_ids) < nw:
+        raise RuntimeError(f"{len(cue_ids)} worker cues created, {nw} asked for")
+    fired = wrk(
+        server.url,
+        "POST",
+        "/v1/cues/{ID}/fire",
+        "{}",
+        key=key,
+        ids=[cue_ids[i % nw] for i in range(n)],
+        capture='"execution_id":"(exec_[%w_]+)"',
+        tag=f"{tag}-fire",
+        p=p,
+        watch=watch,
+        server=server,
+        tmp=tmp,
+    )
+    ids = fired["captured"]
+    if len(ids) != n or len(set(ids)) != n:
+        raise RuntimeError(f"seeding made {len(set(ids))} distinct executions of {n} ({_strip(fired)})")
+    return ids, {"cues": _strip(created), "fire": _strip(fired)}
+
+
+def _micros(samples: list[int]) -> dict[str, float]:
+    return {**percentiles([us / 1e6 for us in samples]), "n": len(samples)}
+
+
+def wrk_workers(
+    server: Server, key: str, mode: str, seeded: list[str], p: dict[str, Any], tmp: Path
+) -> dict[str, Any]:
+    """``p['workers']`` pull workers (wrk threads, one keep-alive connection each, see
+    ``bench/wrk_worker.lua``) claim and report until nothing is left to claim. The rate is
+    completed cycles (claim won + outcome 2xx) / (last answer - first request)."""
+    workers = p["workers"]
+    prefix = str(tmp / f"worker-{mode}-")
+    n = len(seeded)
+    # A bound, not the expected time: wrk is interrupted once every worker has found nothing left.
+    most = max(1, int(min(p["timeout"], p["drain_s"])))
+    cmd = ["wrk", "-t", str(workers), "-c", str(workers), "-d", f"{most}s", "--timeout", "30s"]
+    cmd += ["-s", str(WRK_WORKER_LUA), server.url.rstrip("/"), "--", key, mode, str(p["list_limit"]), prefix]
+    stop, peak = threading.Event(), [0.0]
+    sampler = threading.Thread(target=_rss_sampler, args=(server, stop, peak), daemon=True)
+    sampler.start()
+    cpu = CpuWatch({"server": server.ps}, server)
+    try:
+        summary, err_lines = run_wrk(cmd, workers)
+    finally:
+        stop.set()
+        sampler.join()
+    th = summary["threads"]
+    first = min((t["first"] for t in th if t["first"] > 0), default=0.0)
+    last = max(t["last"] for t in th)
+    wall = max(last - first, 1e-6)
+    usage = cpu.stop(wall)
+    lat: dict[str, list[int]] = {}
+    won: list[str] = []
+    by_worker: dict[str, int] = {}
+    for i in range(workers):
+        f = Path(prefix + str(i))
+        if not f.exists():
+            continue
+        mine = 0
+        for line in f.read_text().split("\n"):
+            a, _, b = line.partition(" ")
+            if a == "won":
+                won.append(b)
+                mine += 1
+            elif a:
+                status, _, us = b.partition(" ")
+                lat.setdefault(f"{a} {status}", []).append(int(us))
+        by_worker[f"w{i}"] = mine
+        f.unlink()
+    cycles = sum(t["cycles"] for t in th)
+    conflicts = sum(t["conflicts"] for t in th)
+    lists = sum(len(v) for k, v in lat.items() if k.startswith("list "))
+    out: dict[str, Any] = {
+        "mode": mode,
+        "workers": workers,
+        "seeded": n,
+        "cycles": cycles,
+        "requests": sum(t["got"] for t in th),
+        "seconds": wall,
+        "per_s": cycles / wall,
+        "claim": _micros(lat.get("claim 200", [])),
+        "outcome": _micros([us for k, v in lat.items() if k.startswith("outcome 2") for us in v]),
+        "claim_409": _micros(lat.get("claim 409", [])),
+        "conflicts": conflicts,
+        "conflicts_per_cycle": conflicts / cycles if cycles else None,
+        "errors": sum(t["bad"] for t in th),
+        "statuses": {k: len(v) for k, v in sorted(lat.items())},
+        "socket_errors": {k: v for k, v in summary["errors"].items() if k != "status" and v},
+        "workers_finished": sum(t["finished"] for t in th),
+        "won_by_worker": by_worker,
+        "won": won,
+        "unexpected": len(set(won) - set(seeded)),
+        "drain_bound_s": most,
+        "cpu": usage,
+        "server_peak_rss_mb": peak[0] / 2**20,
+    }
+    if mode == "list":
+        out["list"] = _micros([us for k, v in lat.items() if k.startswith("list ") for us in v])
+        out["lists_per_cycle"] = lists / cycles if cycles else None
+    if err_lines:
+        out["wrk_stderr"] = "".join(err_lines)[-600:]
+    return out
+
+
+def worker_store_check(db: str, names_like: str, seeded: list[str], won: list[str]) -> dict[str, Any]:
+    """Each seeded execution as the store has it once the server has closed the database (read with
+    ``sqlite3``): ``done`` (success, one attempt, one attempt row, itself success), ``waiting``
+    (pending, never attempted: the drain ended first), ``in_flight`` (claimed once, no outcome yet:
+    the drain ended while a worker held it), or ``wrong``. Lost = claims won that are not done or in
+    flight, plus wrong ones; duplicated = claims won twice, plus executions attempted more than once."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute(
+            "SELECT e.id, e.status, e.attempts, count(a.number), coalesce(sum(a.status = 'success'), 0) "
+            "FROM executions e JOIN cues c ON c.id = e.cue_id LEFT JOIN attempts a ON a.execution_id = e.id "
+            "WHERE c.name LIKE ? GROUP BY e.id",
+            (names_like,),
+        ).fetchall()
+    finally:
+        conn.close()
+    kinds: dict[str, set[str]] = {"done": set(), "waiting": set(), "in_flight": set(), "wrong": set()}
+    statuses: dict[str, int] = {}
+    for eid, status, attempts, n_rows, ok in rows:
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == "success" and attempts == 1 and n_rows == 1 and ok == 1:
+            kinds["done"].add(eid)
+        elif status == "pending" and attempts == 0 and n_rows == 0:
+            kinds["waiting"].add(eid)
+        elif status == "delivering" and attempts == 1 and n_rows == 1:
+            kinds["in_flight"].add(eid)
+        else:
+            kinds["wrong"].add(eid)
+    held = kinds["done"] | kinds["in_flight"]
+    won_set = set(won)
+    out: dict[str, Any] = {k: len(v) for k, v in kinds.items()}
+    out.update(
+        {
+            "statuses": statuses,
+            "executions": len(rows),
+            "max_attempts": max((r[2] for r in rows), default=0),
+            "not_seeded": len({r[0] for r in rows} - set(seeded)),
+            "missing": len(set(seeded) - {r[0] for r in rows}),
+            "lost": len(won_set - held) + len(kinds["wrong"]),
+            "unclaimed_but_held": len(held - won_set),
+            "duplicated": (len(won) - len(won_set)) + sum(1 for r in rows if r[2] > 1),
+            "drained": not kinds["waiting"] and not kinds["in_flight"],
+        }
+    )
+    return out
+
+
+def server_workers(p: dict[str, Any]) -> None:
+    """Pull workers end to end on loopback: executions seeded by hand-fired worker cues, then
+    ``workers`` workers claim -> outcome until the queue is empty; first claiming the next one
+    (``POST /v1/executions/claim``), then as the official cueapi-worker does (list claimable,
+    claim by id)."""
+    n, list_n = p["n"], p["list_n"]
+    tmp = Path(tempfile.mkdtemp(prefix="work-", dir=os.path.dirname(p["db"])))
+    server = Server(p["db"], tmp)
+    watch = {"server": server.ps}
+    out: dict[str, Any] = {"n": n, "list_n": list_n, "workers": p["workers"], "worker_cues": p["worker_cues"]}
+    phases = [("next", "wn", n), ("list", "wl", list_n)]
+    seeded_ids: dict[str, list[str]] = {}
+    for mode, tag, count in phases:
+        if count <= 0:
+            continue
+        # Each way has a user of its own, so that its queue (and the history its claims search) is
+        # only its own.
+        status, user = server.call("POST", "/v1/auth/register", {"email": f"bench-{mode}@example.com"})
+        if status != 201:
+            raise RuntimeError(f"register answered {status}: {user}")
+        key = user["api_key"]
+        # The workers announce themselves with the task they run, as the official daemon does
+        # (claims then go through the handler filter).
+        for i in range(p["workers"]):
+            body = {"worker_id": f"w{i}", "handlers": ["t"]}
+            status, answer = server.call("POST", "/v1/worker/heartbeat", body, key)
+            if status != 200:
+                raise RuntimeError(f"worker heartbeat answered {status}: {answer}")
+        seeded, seeding = seed_worker_executions(server, key, tag, count, p, tmp, watch)
+        seeded_ids[mode] = seeded
+        r = wrk_workers(server, key, mode, seeded, p, tmp)
+        r["seeding"] = seeding
+        out[mode] = r
+    out["server_rss_mb"] = server.ps.memory_info().rss / 2**20
+    out["server_vm_hwm_mb"] = _vm_hwm_mb(server.proc.pid)
+    out["server_stop"] = server.stop()
+    errors = []
+    for mode, tag, _ in phases:
+        if mode not in out:
+            continue
+        r = out[mode]
+        won = r.pop("won")
+        r["store"] = st = worker_store_check(p["db"], f"{tag}-%", seeded_ids[mode], won)
+        r["lost"], r["duplicated"], r["drained"] = st["lost"], st["duplicated"], st["drained"]
+        # Stopped at its bound, a worker may have had a claim or an outcome in flight: its answer
+        # is not counted, what the store did with it is.
+        slack = 0 if r["drained"] else r["workers"]
+        unseen = st["unclaimed_but_held"] > slack or not 0 <= st["done"] - r["cycles"] <= slack
+        if r["lost"] or r["duplicated"] or r["unexpected"] or r["errors"] or unseen:
+            errors.append(
+                f"{mode}: {r['cycles']} cycles, lost {r['lost']}, duplicated {r['duplicated']}, "
+                f"errors {r['errors']}, store {st}"
+            )
+        # A drain that hit its time bound is a figure (the rate over the bound), not an error.
+    out["per_s"] = out.get("next", {}).get("per_s")
+    if errors:
+        out["error"] = "; ".join(errors)
+    emit(out)
+
+
+# -- 5. alerts: a failure to its alert webhook ------------------------------------------------------
+
+
+def _alert_store(db: str, names_like: str) -> dict[str, Any]:
+    """The alerts raised for the cues named ``names_like`` and their notifications: per execution,
+    the alert's ``created_at`` and the alert webhook's ``sent_at`` (ms); counts by channel and
+    status."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute(
+            "SELECT a.execution_id, a.alert_type, a.created_at, n.channel, n.status, n.sent_at, n.attempts "
+            "FROM alerts a JOIN cues c ON c.id = a.cue_id LEFT JOIN notifications n ON n.alert_id = a.id "
+            "WHERE c.name LIKE ?",
+            (names_like,),
+        ).fetchall()
+    finally:
+        conn.close()
+    created: dict[str, float] = {}
+    sent: dict[str, float] = {}
+    channels: dict[str, dict[str, int]] = {}
+    types: dict[str, int] = {}
+    alerts: set[tuple[str, str]] = set()
+    for eid, kind, created_at, channel, status, sent_at, attempts in rows:
+        alerts.add((eid, kind))
+        created[eid] = created_at / 1000
+        if channel:
+            by = channels.setdefault(channel, {})
+            by[status] = by.get(status, 0) + 1
+            if channel == "alert_webhook" and sent_at is not None:
+                sent[eid] = sent_at / 1000
+            if attempts > 1:
+                by["retried"] = by.get("retried", 0) + 1
+    for _, kind in alerts:
+        types[kind] = types.get(kind, 0) + 1
+    return {
+        "alerts": len(alerts),
+        "types": types,
+        "notifications": channels,
+        "created": created,
+        "sent": sent,
+    }
+
+
+def alert_phase(
+    server: Server,
+    receiver: Receiver,
+    key: str,
+    secrets: tuple[str, str],
+    tag: str,
+    times: list[float],
+    rate: float,
+    p: dict[str, Any],
+    tmp: Path,
+) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+    """One webhook cue per instant of ``times`` (offsets in seconds from a start set after the
+    cues exist), each a one-shot with no retries whose callback the receiver answers 500: each
+    fails once and raises one alert, sent to the receiver's ``/alerts``. Returns the figures and,
+    per execution, (failing delivery's arrival, alert's arrival)."""
+    secret, alert_secret = secrets
+    k = len(times)
+    start = math.ceil(time.time() + 2 + 1.5 * k / rate)
+    spec = {
+        "name": "{NAME}",
+        "schedule": {"type": "once", "at": "{ID}"},
+        "callback": {"url": f"http://127.0.0.1:{receiver.port}/fail"},
+        "retry": {"max_attempts": 0},
+    }
+    receiver.reset()
+    created = wrk(
+        server.url,
+        "POST",
+        "/v1/cues",
+        json.dumps(spec),
+        key=key,
+        ids=[iso(start + t) for t in times],
+        tag=tag,
+        p=p,
+        watch={"server": server.ps},
+        server=server,
+        tmp=tmp,
+    )
+    out: dict[str, Any] = {"cues": k, "create": _strip(created), "due_lead_s": start - time.time()}
+    if created["ok"] != k:
+        raise RuntimeError(f"only {created['ok']} of {k} alerting cues were created ({_strip(created)})")
+    if time.time() >= start:
+        raise RuntimeError("creating the alerting cues overran their first due instant")
+    last_due = start + max(times)
+    sleep_until(start)
+    cpu = CpuWatch({"server": server.ps, "receiver": receiver.ps}, server)
+    deadline = last_due + min(p["timeout"], 60.0)
+    count, last_arrival = 0, 0.0
+    while time.time() < deadline:  # k failing deliveries and k alerts at the receiver
+        count, last_arrival = receiver.count()
+        if count >= 2 * k:
+            break
+        time.sleep(0.05)
+    out["cpu"] = cpu.stop(max(last_arrival - start, 1e-3))
+    sleep_until(time.time() + 1.0)  # a duplicate or a late alert is still seen
+    fails, alerts = [], []
+    for r in receiver.records():
+        (fails if r["path"] == "/fail" else alerts).append(r)
+    deliveries, check = parse_deliveries(fails, secret)
+    from cueapi.webhooks import verify_webhook
+
+    delivered: dict[str, float] = {}
+    for d in deliveries:
+        delivered[d["execution_id"]] = min(d["t"], delivered.get(d["execution_id"], math.inf))
+    arrived: dict[str, float] = {}
+    bad_sig, types, extra = 0, {}, 0
+    for a in alerts:
+        h = a["headers"]
+        bad_sig += not verify_webhook(
+            a["body"], h.get("x-cueapi-signature"), alert_secret, h.get("x-cueapi-timestamp")
+        )
+        body = json.loads(a["body"])
+        kind = body.get("alert_type", "?")
+        types[kind] = types.get(kind, 0) + 1
+        eid = body.get("execution_id")
+        if eid in arrived or eid not in delivered:
+            extra += 1
+            continue
+        arrived[eid] = a["t"]
+        if h.get("x-cueapi-alert-type") != kind:
+            bad_sig += 1
+    pairs = {e: (delivered[e], t) for e, t in arrived.items()}
+    out.update(
+        {
+            "deliveries": check,
+            "delivery_lag": percentiles([d["t"] - d["scheduled"] for d in deliveries]),
+            "alerts_received": len(alerts),
+            "alert_types": types,
+            "alerts_matched": len(pairs),
+            "alerts_missing": k - len(pairs),
+            "alerts_extra": extra,
+            "alert_bad_signatures": bad_sig,
+            "first_failure_s": min(delivered.values()) - start if delivered else None,
+            "last_alert_s": max(arrived.values()) - start if arrived else None,
+        }
+    )
+    out.update(percentiles([t - d for d, t in pairs.values()]))
+    out["n"] = len(pairs)
+    return out, pairs
+
+
+def server_alerts(p: dict[str, Any]) -> None:
+    """A failing delivery to its alert webhook: the user's alert webhook is the receiver's
+    ``/alerts``; cues whose callback (the receiver's ``/fail``) answers 500 and that may not retry
+    fail at their first attempt, each raising a ``retries_exhausted`` alert. Latency = the alert's
+    arrival at the receiver - the failing delivery's arrival there (the body's ``execution_id``
+    matches them). Once as a burst (all due the same instant), once at a steady rate."""
+    tmp, receiver, server = _setup(p)
+    key, secret = server.register()
+    alert_url = f"http://127.0.0.1:{receiver.port}/alerts"
+    status, body = server.call("PATCH", "/v1/auth/me", {"alert_webhook_url": alert_url}, key)
+    if status != 200:
+        raise RuntimeError(f"PATCH /v1/auth/me answered {status}: {body}")
+    status, body = server.call("GET", "/v1/auth/alert-webhook-secret", key=key)
+    if status != 200:
+        raise RuntimeError(f"GET /v1/auth/alert-webhook-secret answered {status}: {body}")
+    secrets = (secret, body["alert_webhook_secret"])
+    out: dict[str, Any] = {
+        "burst_n": p["burst_n"],
+        "steady_rate": p["steady_rate"],
+        "steady_n": p["steady_n"],
+    }
+    # Pilot: how fast such cues are created, so that each phase is due only after its cues exist.
+    far = iso(time.time() + 30 * 86400)
+    pilot_spec = {
+        "schedule": {"type": "once", "at": far},
+        "callback": {"url": f"http://127.0.0.1:{receiver.port}/fail"},
+    }
+    pilot = create_cues(server, key, pilot_spec, p["pilot_n"], "pilot", p, tmp, {"server": server.ps})
+    out["pilot"] = _strip(pilot)
+    rate = max(pilot["per_s"], 1.0)
+    phases = {
+        "burst": ("ab", [0.0] * p["burst_n"]),
+        "steady": ("as", [i / p["steady_rate"] for i in range(p["steady_n"])]),
+    }
+    pairs: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, (tag, times) in phases.items():
+        if times:
+            out[name], pairs[name] = alert_phase(server, receiver, key, secrets, tag, times, rate, p, tmp)
+    out["server_rss_mb"] = server.ps.memory_info().rss / 2**20
+    out["server_vm_hwm_mb"] = _vm_hwm_mb(server.proc.pid)
+    _finish(out, receiver, server)
+    errors = []
+    for name, (tag, times) in phases.items():
+        if name not in out:
+            continue
+        r = out[name]
+        st = _alert_store(p["db"], f"{tag}-%")
+        created, sent = st.pop("created"), st.pop("sent")
+        # Where the time goes, per alert: the failing answer back at the server (the alert's
+        # created_at is the instant the server had the 500) and from there to the alert's arrival.
+        r["stage_answer_back"] = percentiles(
+            [created[e] - d for e, (d, _) in pairs[name].items() if e in created]
+        )
+        r["stage_to_alert"] = percentiles(
+            [t - created[e] for e, (_, t) in pairs[name].items() if e in created]
+        )
+        r["stage_sent_recorded"] = percentiles(
+            [sent[e] - t for e, (_, t) in pairs[name].items() if e in sent]
+        )
+        r["store"] = {**st, **store_counts(p["db"], f"{tag}-%")}
+        k = len(times)
+        c = r["deliveries"]
+        r["complete"] = (
+            r["alerts_matched"] == k
+            and r["alerts_extra"] == 0
+            and r["alert_bad_signatures"] == 0
+            and c["distinct_execution_ids"] == k
+            and c["duplicate_deliveries"] == 0
+            and c.get("bad_signatures") == 0
+            and r["store"]["statuses"] == {"failed": k}
+        )
+        if not r["complete"]:
+            errors.append(
+                f"{name}: {r['alerts_matched']} alerts matched of {k} ({r['alerts_extra']} extra, "
+                f"{r['alert_bad_signatures']} bad signatures), {c['distinct_execution_ids']} deliveries, "
+                f"store {r['store']['statuses']}"
+            )
+    if errors:
+        out["error"] = "; ".join(errors)
+    emit(out)
+
+
+PARTS = {
+    "server-precision": server_precision,
+    "server-burst": server_burst,
+    "server-api": server_api,
+    "server-workers": server_workers,
+    "server-alerts": server_alerts,
+}
 
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""

@@ -122,10 +122,18 @@ NO_THROTTLE = 1_000_000
 
 
 def start_server(
-    db: Path, clock: cueapi.ManualClock | None = None, *, rate_limit_per_minute: int = NO_THROTTLE
+    db: Path,
+    clock: cueapi.ManualClock | None = None,
+    *,
+    rate_limit_per_minute: int = NO_THROTTLE,
+    **settings: Any,
 ) -> Server:
+    """A server on ``db`` (private targets allowed) with one registered user; ``settings`` go to
+    ``App.serve`` (``worker_lease_seconds``, ``realert_seconds``, ...)."""
     app = cueapi.App(db, clock=clock, workers=2)
-    url = app.serve("127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=rate_limit_per_minute)
+    url = app.serve(
+        "127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=rate_limit_per_minute, **settings
+    )
     r = httpx.post(url + "/v1/auth/register", json={"email": "owner@example.com"}, timeout=30)
     assert r.status_code == 201, r.text
     return Server(app, url, r.json()["api_key"], r.json()["webhook_secret"], db)

@@ -18,7 +18,6 @@ import hmac
 import itertools
 import json
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -223,27 +222,28 @@ def alert_of(server: Server, cue: dict[str, Any], alert_type: str, n: int = 1) -
     return found[0]
 
 
-def outbox(db: Path) -> list[tuple[str, str, str, int]]:
-    """The notifications queued so far: (alert id, channel, status, attempts), oldest first."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute(
-            "SELECT alert_id, channel, status, attempts FROM notifications ORDER BY created_at, id"
-        ).fetchall()
-    finally:
-        conn.close()
-    return [(str(a), str(c), str(s), int(n)) for a, c, s, n in rows]
+def outbox(server: Server) -> list[tuple[str, str, str, int]]:
+    """The notifications queued so far, as ``GET /v1/alerts/{id}`` shows them: (alert id,
+    channel, status, attempts), oldest alert first."""
+    r = server.call("GET", "/v1/alerts", params={"limit": 100})
+    assert r.status_code == 200, r.text
+    out = []
+    for a in reversed(r.json()["alerts"]):
+        one = server.call("GET", f"/v1/alerts/{a['id']}")
+        assert one.status_code == 200, one.text
+        out += [(a["id"], n["channel"], n["status"], n["attempts"]) for n in one.json()["notifications"]]
+    return out
 
 
 def quiet(server: Server) -> list[tuple[str, str, str, int]]:
     """Waits until no notification is pending (each was sent, skipped or given up: a webhook's
     request has reached its receiver by then); returns the outbox."""
     wait_for(
-        lambda: all(status != "pending" for _, _, status, _ in outbox(server.db)),
+        lambda: all(status != "pending" for _, _, status, _ in outbox(server)),
         15,
         "every notification to be sent",
     )
-    return outbox(server.db)
+    return outbox(server)
 
 
 def v1(secret: str, timestamp: str, body: bytes) -> str:
@@ -689,6 +689,22 @@ def test_failures_in_a_row_beyond_the_threshold_count_on_the_open_alert(
     assert instant(again["last_seen_at"]) == now_clock.now()
 
 
+def test_the_realert_interval_is_a_server_setting(tmp_path: Path, now_clock: cueapi.ManualClock) -> None:
+    s = start_server(tmp_path / "realert.db", now_clock, realert_seconds=60)
+    try:
+        cue = worker_cue(s)
+        worker_fails(s, cue)
+        now_clock.advance(30)
+        worker_fails(s, cue)
+        (alert,) = alerts(s, alert_type="retries_exhausted")
+        assert alert["occurrences"] == 2
+        now_clock.advance(31)
+        worker_fails(s, cue)  # 61 s after the alert: past the interval, a new alert
+        assert [a["occurrences"] for a in alerts(s, alert_type="retries_exhausted")] == [1, 2]
+    finally:
+        s.app.close()
+
+
 def test_failures_in_a_row_that_go_on_past_the_realert_interval_alert_again(
     timed: Server, now_clock: cueapi.ManualClock
 ) -> None:
@@ -786,7 +802,7 @@ def test_a_failed_notification_is_retried_on_the_backoff(
 
     def tried(n: int) -> list[tuple[str, str, str, int]]:
         return wait_for(
-            lambda: box if (box := outbox(timed.db))[0][3] == n else [],
+            lambda: box if (box := outbox(timed))[0][3] == n else [],
             15,
             f"notification attempt {n} to be recorded",
         )
@@ -823,7 +839,7 @@ def test_a_notification_not_yet_sent_is_sent_after_a_restart(
         watch(first, receiver.url + "/alerts")
         fire(first, webhook_cue(first, receiver, on_failure={"email": False}))
         arrivals(receiver, "/alerts", 1)
-        wait_for(lambda: outbox(db)[0][3] == 1, what="the failed try to be recorded")
+        wait_for(lambda: outbox(first)[0][3] == 1, what="the failed try to be recorded")
     finally:
         first.app.close()
     down.clear()
@@ -916,6 +932,19 @@ def test_list_filters_paging_and_acknowledgement(timed: Server, now_clock: cueap
         assert one(timed, a["id"]) == a
 
 
+@pytest.mark.parametrize(
+    ("params", "status", "code", "field"),
+    [
+        ({"alert_type": "nope"}, 400, "invalid_filter", None),
+        ({"alert_type": "RETRIES_EXHAUSTED"}, 400, "invalid_filter", None),
+        ({"limit": 0}, 422, "validation_error", "query.limit"),
+        ({"limit": 101}, 422, "validation_error", "query.limit"),
+        ({"limit": "ten"}, 422, "validation_error", "query.limit"),
+        ({"offset": -1}, 422, "validation_error", "query.offset"),
+        ({"since": "yesterday"}, 422, "validation_error", "query.since"),
+        ({"acknowledged": "maybe"}, 422, "validation_error", "query.acknowledged"),
+    ],
+)
 def test_bad_list_parameters_are_refused(
     server: Server, params: dict[str, Any], status: int, code: str, field: str | None
 ) -> None:

@@ -360,7 +360,11 @@ def test_metrics_count_timeouts_and_refusals(tmp_path: Path, receiver: Receiver)
         slow = webhook_cue(first, receiver.url + "/slow", "slow", delivery={"timeout_seconds": 1})
         settled(first, fire(first, slow), "failed")
         gate.open()
-        assert sample(scrape(first), "cueapi_deliveries_total", result="timeout") == 1
+        m = scrape(first)
+        assert sample(m, "cueapi_deliveries_total", result="timeout") == 1
+        # The failure raised its alert in the same transaction; its email waits, or was skipped.
+        assert sample(m, "cueapi_alerts_total", type="retries_exhausted") == 1
+        assert sum(v for (name, labels), v in m.items() if name == "cueapi_notifications") == 1
         # Created while private targets were allowed; sent by a server that refuses them.
         guarded = webhook_cue(first, receiver.url + "/guarded", "guarded")
     finally:
@@ -373,6 +377,7 @@ def test_metrics_count_timeouts_and_refusals(tmp_path: Path, receiver: Receiver)
         m = scrape(strict)
         assert sample(m, "cueapi_deliveries_total", result="refused") == 1
         assert sample(m, "cueapi_deliveries_total", result="timeout") == 0  # counters start with the process
+        assert sample(m, "cueapi_alerts_total", type="retries_exhausted") == 2  # alerts are stored
     finally:
         app.close()
 

@@ -46,11 +46,8 @@ _names = itertools.count(1)
 
 
 def serve_with(db: Path, clock: cueapi.ManualClock | None = None, **settings: Any) -> Server:
-    """A server like ``start_server``'s, with worker settings (``worker_lease_seconds``, …)."""
-    app = cueapi.App(db, clock=clock, workers=2)
-    url = app.serve("127.0.0.1", 0, allow_private_targets=True, **settings)
-    key, secret = app.create_user("owner@example.com")
-    return Server(app, url, key, secret, db)
+    """A server like ``start_server``'s, with worker settings (``worker_lease_seconds``, ...)."""
+    return start_server(db, clock, **settings)
 
 
 def at(seconds: float) -> datetime:
@@ -1317,3 +1314,53 @@ def test_a_huge_claim_timeout_is_refused_or_works(srv: Server, seconds: int) -> 
     eid = fire(srv, r.json())
     assert listed_ids(srv) == [eid]
     assert claimed(srv, eid, "w1")["attempt"] == 1
+
+
+# -- a worker that goes quiet ----------------------------------------------------------------------
+
+
+def alerts_of(s: Server, kind: str) -> list[dict[str, Any]]:
+    r = s.call("GET", "/v1/alerts", params={"alert_type": kind})
+    assert r.status_code == 200, r.text
+    return list(r.json()["alerts"])
+
+
+def test_a_silent_worker_is_reported_offline_once_and_recovered_when_heard_again(
+    srv: Server, clock: cueapi.ManualClock, beacon: Receiver, receiver: Receiver
+) -> None:
+    r = srv.call("PATCH", "/v1/auth/me", {"alert_webhook_url": receiver.url + "/alerts"})
+    assert r.status_code == 200, r.text
+    beat(srv, "w1", ["a"])
+    job(srv, "a", delivery={"claim_timeout_seconds": 86400})
+    # Heard from within the timeout (180 s): nothing is raised, however long it keeps beating.
+    for _ in range(3):
+        advance(srv, clock, beacon, 170)
+        beat(srv, "w1")
+    assert alerts_of(srv, "worker_offline") == []
+    # Silent past the timeout: one alert (and one notification), not one per check.
+    clock.advance(181)
+    [offline] = wait_for(lambda: alerts_of(srv, "worker_offline"), 15, "the worker_offline alert")
+    assert offline["severity"] == "critical" and offline["cue_id"] is None
+    assert offline["metadata"]["worker_id"] == "w1" and offline["metadata"]["executions_waiting"] == 1
+    advance(srv, clock, beacon, 600)
+    assert len(alerts_of(srv, "worker_offline")) == 1
+    assert [g.json()["alert_type"] for g in receiver.wait(1)] == ["worker_offline"]
+    # Heard from again: one recovered notice, and the offline alert is resolved.
+    beat(srv, "w1")
+    [back] = wait_for(lambda: alerts_of(srv, "recovered"), 15, "the recovered notice")
+    assert back["metadata"] == {"worker_id": "w1"}
+    got = receiver.wait(2)
+    assert [g.json()["alert_type"] for g in got] == ["worker_offline", "recovered"]
+    assert alerts_of(srv, "worker_offline")[0]["resolved_at"] is not None
+    # And it is watched again: a second silence is a new alert.
+    clock.advance(181)
+    wait_for(lambda: len(alerts_of(srv, "worker_offline")) == 2, 15, "a second worker_offline alert")
+
+
+def test_a_deleted_worker_is_not_reported_offline(
+    srv: Server, clock: cueapi.ManualClock, beacon: Receiver
+) -> None:
+    beat(srv, "w1")
+    assert srv.call("DELETE", "/v1/workers/w1").status_code == 204
+    advance(srv, clock, beacon, 400)
+    assert alerts_of(srv, "worker_offline") == []

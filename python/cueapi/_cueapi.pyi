@@ -79,6 +79,7 @@ class NativeEngine:
         allow_private_targets: bool,
         worker_lease_ms: int,
         worker_timeout_ms: int,
+        realert_ms: int,
         rate_limit_per_minute: int,
         trust_forwarded_for: bool,
     ) -> tuple[str, int]: ...

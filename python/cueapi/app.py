@@ -393,6 +393,7 @@ class App:
         trust_forwarded_for: bool = False,
         worker_lease_seconds: float = 300,
         worker_timeout_seconds: float = 180,
+        realert_seconds: float = 3600,
     ) -> str:
         """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
         (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
@@ -403,7 +404,8 @@ class App:
         last ``X-Forwarded-For`` entry (only behind a reverse proxy that sets it). A pull worker's
         claim is released only when its lease (``worker_lease_seconds``, extended by execution
         heartbeats) has run out *and* the worker has not been heard from for
-        ``worker_timeout_seconds``. Starts the App."""
+        ``worker_timeout_seconds``. The same alert for the same cue (or worker) within
+        ``realert_seconds`` counts as one. Starts the App."""
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValidationError("port must be an int between 0 and 65535")
         if (
@@ -416,6 +418,7 @@ class App:
             )
         lease_ms = _positive_ms(worker_lease_seconds, "worker_lease_seconds")
         timeout_ms = _positive_ms(worker_timeout_seconds, "worker_timeout_seconds")
+        realert_ms = _positive_ms(realert_seconds, "realert_seconds")
         if allow_register is None:
             allow_register = _is_loopback(host)
         if self._closed:
@@ -431,6 +434,7 @@ class App:
             trust_forwarded_for=bool(trust_forwarded_for),
             worker_lease_ms=lease_ms,
             worker_timeout_ms=timeout_ms,
+            realert_ms=realert_ms,
         )
         self.start()
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host

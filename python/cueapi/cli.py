@@ -115,6 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
                 if args.worker_timeout is not None
                 else _env_seconds("CUEAPI_WORKER_TIMEOUT_SECONDS", 180)
             ),
+            realert_seconds=(
+                args.realert if args.realert is not None else _env_seconds("CUEAPI_REALERT_SECONDS", 3600)
+            ),
             rate_limit_per_minute=rate,
             trust_forwarded_for=forwarded,
         )
@@ -191,6 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="a worker not heard from for this long loses its expired claims "
         "(env CUEAPI_WORKER_TIMEOUT_SECONDS, default 180)",
+    )
+    serve.add_argument(
+        "--realert",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the same alert for the same cue or worker within this long counts as one "
+        "(env CUEAPI_REALERT_SECONDS, default 3600)",
     )
 
     serve.add_argument(

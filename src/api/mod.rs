@@ -55,6 +55,9 @@ pub struct Options {
     /// How long a worker may stay silent before its expired claims are released (ms; 0 keeps
     /// the engine's default).
     pub worker_timeout_ms: i64,
+    /// The same alert for the same cue or worker within this long counts on the open alert
+    /// (ms; 0 keeps the stored setting, one hour unless set).
+    pub realert_ms: i64,
     /// Requests a minute per API key (or client address); 0 turns rate limiting off.
     pub rate_limit_per_minute: u32,
     /// Whether the client address of per-address limits is the last `X-Forwarded-For` entry
@@ -71,6 +74,7 @@ impl Default for Options {
             trust_forwarded_for: false,
             worker_lease_ms: 0,
             worker_timeout_ms: 0,
+            realert_ms: 0,
         }
     }
 }
@@ -124,6 +128,12 @@ impl Server {
         let std_listener = std::net::TcpListener::bind((host, port))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        if opts.realert_ms > 0 {
+            let ms = opts.realert_ms;
+            engine
+                .store()
+                .write(move |c| crate::store::alerts::set_realert_ms(c, ms))?;
+        }
         let public = std::env::var("CUEAPI_PUBLIC_URL")
             .ok()
             .filter(|u| !u.trim().is_empty())

@@ -281,6 +281,28 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
             x.sample("cueapi_outcomes_total", &[("state", state)], n);
         }
     }
+    if let Ok((kinds, sent)) = st.engine.store().read(crate::store::ops::alert_counts) {
+        x.family(
+            "cueapi_alerts_total",
+            "counter",
+            "Alerts raised, by type (a de-duplicated repeat counts on its alert, not here).",
+        );
+        for (kind, n) in &kinds {
+            x.sample("cueapi_alerts_total", &[("type", kind)], n);
+        }
+        x.family(
+            "cueapi_notifications",
+            "gauge",
+            "Alert notifications by channel and status (pending, sent, failed, skipped).",
+        );
+        for (channel, status, n) in &sent {
+            x.sample(
+                "cueapi_notifications",
+                &[("channel", channel), ("status", status)],
+                n,
+            );
+        }
+    }
     if let Ok(rows) = open_executions(&st) {
         x.family(
             "cueapi_executions_open",

@@ -87,11 +87,9 @@ pub(super) async fn heartbeat(
             ))
         }
     };
-    let now = st.engine.clock().now();
-    let (owner, w) = (user.id.clone(), worker_id.clone());
-    st.engine
-        .store()
-        .write_async(move |c| workers::heartbeat(c, &owner, &w, handlers.as_deref(), now))
+    let now = st
+        .engine
+        .worker_heartbeat(&user.id, &worker_id, handlers)
         .await?;
     ok(
         StatusCode::OK,

@@ -150,6 +150,7 @@ impl Engine {
         let now = clock.now();
         let recovered = store.write(move |c| store::recover(c, now))?;
         let due = store.read(store::due_index)?;
+        let watched = store.read(workers::watched)?;
         let mut timers =
             Timers::with_capacity(due.len() + recovered.retries.len() + recovered.deadlines.len());
         for (at, id) in due {
@@ -166,6 +167,7 @@ impl Engine {
                 id,
             });
         }
+        let watched_workers = watched;
         let watched = [
             (recovered.deadlines, TimerKind::Deadline),
             (recovered.leases, TimerKind::Lease),
@@ -175,6 +177,15 @@ impl Engine {
             for (at, id) in entries {
                 timers.push(Timer { at, kind, id });
             }
+        }
+        // Workers get a whole timeout after this start to be heard from.
+        let timeout = DEFAULT_WORKER_TIMEOUT_MS;
+        for (owner, worker) in watched_workers {
+            timers.push(Timer {
+                at: now + timeout,
+                kind: TimerKind::Silence,
+                id: silence_id(&owner, &worker),
+            });
         }
         let slots = config.max_deliveries.max(1);
         let notify_wake = Arc::new(Notify::new());
@@ -535,6 +546,33 @@ impl Engine {
             self.inner.finished(execution_id, w.finished);
         }
         Ok(done)
+    }
+
+    /// Records a worker's heartbeat; a new worker, or one back from being reported offline, has
+    /// its silence watched from now on.
+    pub async fn worker_heartbeat(
+        &self,
+        owner: &str,
+        worker_id: &str,
+        handlers: Option<Vec<String>>,
+    ) -> Result<Millis> {
+        self.check_open()?;
+        let now = self.inner.clock.now();
+        let (o, w) = (owner.to_string(), worker_id.to_string());
+        let watch = self
+            .inner
+            .store
+            .write_async(move |c| workers::heartbeat(c, &o, &w, handlers.as_deref(), now))
+            .await?;
+        if watch {
+            let (_, timeout) = self.worker_timing();
+            self.inner.add_timers([Timer {
+                at: now + timeout,
+                kind: TimerKind::Silence,
+                id: silence_id(owner, worker_id),
+            }]);
+        }
+        Ok(now)
     }
 
     /// Forgets a worker of `owner`; the claims it held wait for a claim again.
@@ -1129,6 +1167,13 @@ impl Inner {
     }
 }
 
+/// Separates owner and worker id in the id of a [`TimerKind::Silence`] entry.
+const SILENCE_SEP: char = '\u{1f}';
+
+fn silence_id(owner: &str, worker_id: &str) -> String {
+    format!("{owner}{SILENCE_SEP}{worker_id}")
+}
+
 /// What acting on a timer entry needs to know besides the entry.
 #[derive(Clone, Copy)]
 struct Rules {
@@ -1206,6 +1251,30 @@ fn act_on(
         TimerKind::Claim => {
             workers::claim_window_due(c, &t.id, now)?;
             (Vec::new(), None)
+        }
+        TimerKind::Silence => {
+            let Some((owner, worker)) = t.id.split_once(SILENCE_SEP) else {
+                return Ok((Vec::new(), None));
+            };
+            let heard = workers::silence_due(
+                c,
+                owner,
+                worker,
+                now,
+                rules.worker_timeout_ms,
+                rules.alive_since,
+            )?;
+            match heard {
+                workers::Silence::Over => (Vec::new(), None),
+                workers::Silence::HeardUntil(at) => (
+                    Vec::new(),
+                    Some(Timer {
+                        at,
+                        kind: TimerKind::Silence,
+                        id: t.id.clone(),
+                    }),
+                ),
+            }
         }
     })
 }

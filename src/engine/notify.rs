@@ -22,6 +22,9 @@ use crate::store::alerts::{self, Due, Sent};
 const BACKOFF_MS: &[i64] = &[5_000, 30_000, 120_000, 600_000, 3_600_000];
 /// Notifications read per pass, and sent at once at most.
 const BATCH: i64 = 64;
+/// A sent notification: (id, how it went, when).
+type Outcome = (String, Sent, Millis);
+
 /// A total deadline for one webhook notification.
 const WEBHOOK_TIMEOUT_MS: i64 = 10_000;
 
@@ -48,7 +51,7 @@ fn failure_body(d: &Due) -> Value {
     let a = &d.alert;
     let meta = a.get("metadata").cloned().unwrap_or_else(|| json!({}));
     json!({
-        "event": if a["alert_type"] == alerts::kind::RECOVERED { "cue.recovered" } else { "cue.failed" },
+        "event": "cue.failed",
         "alert_id": a["id"],
         "alert_type": a["alert_type"],
         "cue_id": a["cue_id"],
@@ -83,6 +86,9 @@ impl Inner {
     pub(super) async fn run_notifier(self: Arc<Self>) {
         let mut sending: HashSet<String> = HashSet::new();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // Results go to one recorder, which writes them many per writer operation.
+        let (record_tx, record_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+        tokio::spawn(Arc::clone(&self).record_notifications(record_rx, done_tx));
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return;
@@ -105,29 +111,15 @@ impl Inner {
                 }
                 Err(_) => (Vec::new(), Some(now + 1_000)),
             };
-            let fresh: Vec<Due> = due
-                .into_iter()
-                .filter(|d| !sending.contains(&d.id))
-                .collect();
-            for d in fresh {
-                sending.insert(d.id.clone());
+            for d in due {
+                if !sending.insert(d.id.clone()) {
+                    continue;
+                }
                 let me = Arc::clone(&self);
-                let done = done_tx.clone();
+                let record = record_tx.clone();
                 tokio::spawn(async move {
-                    let id = d.id.clone();
                     let sent = me.send_notification(&d).await;
-                    let at = me.clock.now();
-                    let write = me
-                        .store
-                        .write_async(move |c| alerts::record_sent(c, &id, &sent, at))
-                        .await;
-                    if let Err(e) = write {
-                        if !me.closed.load(Ordering::SeqCst) {
-                            me.problem(format!("recording notification {} failed: {e}", d.id));
-                        }
-                    }
-                    let _ = done.send(d.id);
-                    me.notify_wake.notify_one();
+                    let _ = record.send((d.id, sent, me.clock.now()));
                 });
             }
             tokio::select! {
@@ -139,6 +131,41 @@ impl Inner {
                 } => {}
                 _ = self.notify_wake.notified() => {}
             }
+        }
+    }
+
+    /// Writes how notifications went, many per writer operation, then lets the loop look for
+    /// more (a batch was full, or a retry is now the next thing due).
+    async fn record_notifications(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+        done: tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH as usize);
+        while rx.recv_many(&mut batch, BATCH as usize).await > 0 {
+            let items = std::mem::take(&mut batch);
+            let ids: Vec<String> = items.iter().map(|(id, _, _)| id.clone()).collect();
+            let write = self
+                .store
+                .write_async(move |c| {
+                    for (id, sent, at) in &items {
+                        alerts::record_sent(c, id, sent, *at)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = write {
+                if !self.closed.load(Ordering::SeqCst) {
+                    self.problem(format!(
+                        "recording {} notification(s) failed: {e}",
+                        ids.len()
+                    ));
+                }
+            }
+            for id in ids {
+                let _ = done.send(id);
+            }
+            self.notify_wake.notify_one();
         }
     }
 

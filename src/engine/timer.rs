@@ -19,6 +19,8 @@ pub enum TimerKind {
     Lease,
     /// The end of the window in which a worker execution must be claimed.
     Claim,
+    /// The time by which a worker must be heard from again (id: owner, U+001F, worker id).
+    Silence,
 }
 
 impl TimerKind {

@@ -231,7 +231,7 @@ impl NativeEngine {
     }
 
     /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
-    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms))]
+    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms, realert_ms))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
@@ -244,6 +244,7 @@ impl NativeEngine {
         trust_forwarded_for: bool,
         worker_lease_ms: i64,
         worker_timeout_ms: i64,
+        realert_ms: i64,
     ) -> PyResult<(String, u16)> {
         let mut slot = self.server.lock();
         if slot.is_some() {
@@ -251,10 +252,10 @@ impl NativeEngine {
                 "this engine is already serving HTTP".into(),
             )));
         }
-        if worker_lease_ms <= 0 || worker_timeout_ms <= 0 {
+        if worker_lease_ms <= 0 || worker_timeout_ms <= 0 || realert_ms <= 0 {
             return Err(to_pyerr(Error::invalid(
                 "worker timing",
-                "the worker lease and timeout must be positive",
+                "the worker lease and timeout and the re-alert interval must be positive",
             )));
         }
         if rate_limit_per_minute > crate::api::limit::MAX_PER_MINUTE {
@@ -273,6 +274,7 @@ impl NativeEngine {
             trust_forwarded_for,
             worker_lease_ms,
             worker_timeout_ms,
+            realert_ms,
         };
         let engine = std::sync::Arc::clone(&self.engine);
         let server = py

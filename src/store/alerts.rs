@@ -272,7 +272,9 @@ pub fn outcome_reported(
         let streak = cue.streak + 1;
         conn.prepare_cached("UPDATE cues SET failure_streak = ?2 WHERE id = ?1")?
             .execute(params![cue_id, streak])?;
-        if streak == cue.threshold {
+        // At the threshold a new alert; beyond it, the same one seen again (or, past the
+        // re-alert interval, a new one): a cue that keeps failing keeps being counted.
+        if streak >= cue.threshold {
             let raised = raise(
                 conn,
                 Raise {
@@ -333,6 +335,91 @@ pub fn succeeded(conn: &Connection, cue_id: &str, execution_id: &str, now: Milli
         now,
     )?;
     Ok(())
+}
+
+/// A worker has not been heard from for `silent_ms`: one `worker_offline` alert (emailed to its
+/// owner) until it is heard from again.
+pub fn worker_offline(
+    conn: &Connection,
+    owner: &str,
+    worker_id: &str,
+    silent_ms: i64,
+    now: Millis,
+) -> Result<()> {
+    let waiting: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM executions e JOIN cues c ON c.id = e.cue_id
+             WHERE c.owner = ?1 AND c.transport = 'worker' AND e.status IN ('pending', 'delivering')",
+        )?
+        .query_row([owner], |r| r.get(0))?;
+    raise(
+        conn,
+        Raise {
+            owner,
+            cue_id: None,
+            execution_id: None,
+            kind: kind::WORKER_OFFLINE,
+            severity: "critical",
+            message: format!(
+                "Worker {worker_id:?} has not been heard from for {} s ({waiting} worker execution(s) waiting or claimed)",
+                silent_ms / 1000
+            ),
+            metadata: json!({"worker_id": worker_id, "silent_seconds": silent_ms / 1000, "executions_waiting": waiting}),
+            dedup_key: format!("{}:{worker_id}", kind::WORKER_OFFLINE),
+            cue_webhook: None,
+            email: true,
+        },
+        now,
+    )?;
+    Ok(())
+}
+
+/// A worker that was reported offline is heard from again: one `recovered` notice.
+pub fn worker_back(conn: &Connection, owner: &str, worker_id: &str, now: Millis) -> Result<()> {
+    let key = format!("{}:{worker_id}", kind::WORKER_OFFLINE);
+    conn.prepare_cached(
+        "UPDATE alerts SET resolved_at = ?3 WHERE owner = ?1 AND dedup_key = ?2 AND resolved_at IS NULL",
+    )?
+    .execute(params![owner, key, now])?;
+    raise(
+        conn,
+        Raise {
+            owner,
+            cue_id: None,
+            execution_id: None,
+            kind: kind::RECOVERED,
+            severity: "info",
+            message: format!("Worker {worker_id:?} is heard from again"),
+            metadata: json!({"worker_id": worker_id}),
+            dedup_key: format!("{}:worker:{worker_id}:{now}", kind::RECOVERED),
+            cue_webhook: None,
+            email: true,
+        },
+        now,
+    )?;
+    Ok(())
+}
+
+/// An execution of the cue was delivered (2xx) with its outcome still to come: that closes an
+/// incident of failed deliveries, but not one opened by what handlers reported
+/// (`consecutive_failures`, `verification_failed`, `outcome_timeout`), which a successful report
+/// closes.
+pub fn delivered_again(
+    conn: &Connection,
+    cue_id: &str,
+    execution_id: &str,
+    now: Millis,
+) -> Result<()> {
+    let outcome_trouble: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM alerts WHERE cue_id = ?1 AND resolved_at IS NULL
+                AND alert_type IN ('consecutive_failures', 'verification_failed', 'outcome_timeout'))",
+        )?
+        .query_row([cue_id], |r| r.get(0))?;
+    if outcome_trouble {
+        return Ok(());
+    }
+    succeeded(conn, cue_id, execution_id, now)
 }
 
 /// Filters for listing alerts.

@@ -1216,7 +1216,9 @@ pub fn delivered(
                     alerts::outcome_reported(conn, &cue.id, execution_id, o.success, &state, now)?;
                 }
             }
-            None if cue.alert_state => alerts::succeeded(conn, &cue.id, execution_id, now)?,
+            // A 2xx closes an incident of failed deliveries; one opened by reported outcomes
+            // waits for a successful report.
+            None if cue.alert_state => alerts::delivered_again(conn, &cue.id, execution_id, now)?,
             None => {}
         }
         finish_cue(conn, &cue, true, now)?;

@@ -60,3 +60,25 @@ pub fn usage(conn: &Connection, user_id: &str, since: Millis) -> Result<Usage> {
     )?;
     Ok(u)
 }
+
+/// Alerts raised so far by kind (a de-duplicated repeat is not a new alert), and notifications
+/// by channel and status: `(kinds, notifications)`.
+pub type AlertCounts = (Vec<(String, i64)>, Vec<(String, String, i64)>);
+
+/// Counts alerts and notifications, for `/metrics`.
+pub fn alert_counts(conn: &Connection) -> Result<AlertCounts> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT alert_type, count(*) FROM alerts GROUP BY alert_type ORDER BY alert_type",
+    )?;
+    let kinds = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT channel, status, count(*) FROM notifications GROUP BY channel, status
+         ORDER BY channel, status",
+    )?;
+    let sent = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((kinds, sent))
+}

@@ -11,6 +11,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_server.sql"),
     include_str!("migrations/0004_workers.sql"),
     include_str!("migrations/0005_alerts.sql"),
+    include_str!("migrations/0006_worker_offline.sql"),
+    include_str!("migrations/0007_claim_order.sql"),
 ];
 
 /// The schema version this build writes.

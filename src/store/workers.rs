@@ -23,21 +23,85 @@ const TASK: &str =
     "CASE WHEN json_type(e.payload, '$.task') = 'text' THEN json_extract(e.payload, '$.task') END";
 
 /// Records a worker's heartbeat; `handlers`, when given, replaces the task names it runs.
+/// Returns whether its silence should be watched from now on (a new worker, or one back from
+/// being reported offline — which sends a `recovered` notice).
 pub fn heartbeat(
     conn: &Connection,
     owner: &str,
     worker_id: &str,
     handlers: Option<&[String]>,
     now: Millis,
-) -> Result<()> {
+) -> Result<bool> {
+    let before: Option<Option<Millis>> = conn
+        .prepare_cached("SELECT offline_since FROM workers WHERE owner = ?1 AND worker_id = ?2")?
+        .query_row(params![owner, worker_id], |r| r.get(0))
+        .optional()?;
     let handlers = handlers.map(|h| Value::from(h.to_vec()).to_string());
     conn.prepare_cached(
         "INSERT INTO workers (owner, worker_id, handlers, last_heartbeat, registered_at) VALUES (?1, ?2, ?3, ?4, ?4)
          ON CONFLICT (owner, worker_id) DO UPDATE SET last_heartbeat = excluded.last_heartbeat,
-             handlers = COALESCE(excluded.handlers, workers.handlers)",
+             handlers = COALESCE(excluded.handlers, workers.handlers), offline_since = NULL",
     )?
     .execute(params![owner, worker_id, handlers, now])?;
-    Ok(())
+    Ok(match before {
+        None => true,
+        Some(Some(_)) => {
+            super::alerts::worker_back(conn, owner, worker_id, now)?;
+            true
+        }
+        Some(None) => false,
+    })
+}
+
+/// What a check of a worker's silence found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// Gone, or already reported offline: nothing more to watch until it is heard from.
+    Over,
+    /// Heard from recently; look again then.
+    HeardUntil(Millis),
+}
+
+/// Checks whether a worker has been silent past `timeout_ms` (counting nothing before
+/// `alive_since`, when this process opened the store); if so, reports it offline once.
+pub fn silence_due(
+    conn: &Connection,
+    owner: &str,
+    worker_id: &str,
+    now: Millis,
+    timeout_ms: i64,
+    alive_since: Millis,
+) -> Result<Silence> {
+    let row: Option<(Millis, Option<Millis>)> = conn
+        .prepare_cached(
+            "SELECT last_heartbeat, offline_since FROM workers WHERE owner = ?1 AND worker_id = ?2",
+        )?
+        .query_row(params![owner, worker_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((last, offline)) = row else {
+        return Ok(Silence::Over);
+    };
+    if offline.is_some() {
+        return Ok(Silence::Over);
+    }
+    let seen = last.max(alive_since);
+    if seen + timeout_ms > now {
+        return Ok(Silence::HeardUntil(seen + timeout_ms));
+    }
+    conn.prepare_cached(
+        "UPDATE workers SET offline_since = ?3 WHERE owner = ?1 AND worker_id = ?2",
+    )?
+    .execute(params![owner, worker_id, now])?;
+    super::alerts::worker_offline(conn, owner, worker_id, now - last, now)?;
+    Ok(Silence::Over)
+}
+
+/// Workers whose silence is watched (not reported offline): (owner, worker id).
+pub fn watched(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut stmt =
+        conn.prepare("SELECT owner, worker_id FROM workers WHERE offline_since IS NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// A worker's liveness by the time since its last heartbeat: `active` within the timeout,
@@ -130,17 +194,31 @@ pub struct ClaimFilter {
     pub limit: i64,
 }
 
+/// The claimable executions of an owner. Without an id, waiting executions are read in claim
+/// order from the `executions_waiting` index (the outer loop, by CROSS JOIN), so a claim or a
+/// page stops at its limit instead of sorting every execution the owner's cues ever had; with
+/// one, the execution is found by its key.
 fn claimable_sql(with_id: bool) -> String {
+    let (from, by_id) = if with_id {
+        (
+            "executions e JOIN cues c ON c.id = e.cue_id",
+            "AND e.id = ?6",
+        )
+    } else {
+        (
+            "executions e INDEXED BY executions_waiting CROSS JOIN cues c ON c.id = e.cue_id",
+            "",
+        )
+    };
     format!(
         "SELECT e.id, e.cue_id, c.name, {TASK} AS task, e.scheduled_for, e.payload, e.attempts + 1
-         FROM executions e JOIN cues c ON c.id = e.cue_id
+         FROM {from}
          WHERE e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
            AND c.owner = ?1 AND c.transport = 'worker'
            AND (?3 IS NULL OR task = ?3)
            AND (?4 IS NULL OR task IS NULL OR task IN (SELECT value FROM json_each(?4)))
-           {}
-         ORDER BY e.scheduled_for, e.id LIMIT ?5",
-        if with_id { "AND e.id = ?6" } else { "" }
+           {by_id}
+         ORDER BY e.scheduled_for, e.id LIMIT ?5"
     )
 }
 
