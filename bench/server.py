@@ -859,44 +859,10 @@ def server_api(p: dict[str, Any]) -> None:
     }
     out["create"] = _strip(create_cues(server, key, spec, n, "c", p, tmp, watch))
     # Executions to report on: worker-transport cues fired by hand (they stay pending).
-    nw = p["worker_cues"]
-    wspec = {"schedule": {"type": "recurring", "cron": "0 0 1 1 *"}, "transport": "worker", "payload": {}}
-    workers = wrk(
-        server.url,
-        "POST",
-        "/v1/cues",
-        json.dumps({"name": "{NAME}", **wspec}),
-        key=key,
-        limit=nw,
-        capture='"id":"(cue_[%w_]+)"',
-        tag="w",
-        p=p,
-        watch=watch,
-        server=server,
-        tmp=tmp,
-    )
-    cue_ids = workers["captured"]
-    if len(cue_ids) < nw:
-        raise RuntimeError(f"{len(cue_ids)} worker cues created, {nw} asked for")
-    fire_ids = [cue_ids[i % len(cue_ids)] for i in range(n)]
-    fired = wrk(
-        server.url,
-        "POST",
-        "/v1/cues/{ID}/fire",
-        "{}",
-        key=key,
-        ids=fire_ids,
-        capture='"execution_id":"(exec_[%w_]+)"',
-        tag="fire",
-        p=p,
-        watch=watch,
-        server=server,
-        tmp=tmp,
-    )
-    exec_ids = fired["captured"]
-    out["fire"] = _strip(fired)
+    exec_ids, seeding = seed_worker_executions(server, key, "w", n, p, tmp, watch)
+    out["fire"] = seeding["fire"]
     out["fire"]["executions"] = len(exec_ids)
-    out["worker_cues"] = workers["ok"]
+    out["worker_cues"] = seeding["cues"]["ok"]
     reported = wrk(
         server.url,
         "POST",

@@ -237,3 +237,33 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+@pytest.fixture
+def beacon() -> Iterator[Receiver]:
+    """A second receiver, apart from the one under test (e.g. of ``advance`` beacons)."""
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def now_clock() -> cueapi.ManualClock:
+    """A manual clock at the real current time (whole seconds): signatures carry the engine
+    clock's timestamp and verifiers check it against real time."""
+    return cueapi.ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
+
+
+@pytest.fixture
+def timed(tmp_path: Path, now_clock: cueapi.ManualClock) -> Iterator[Server]:
+    """A server whose engine runs on ``now_clock``."""
+    s = start_server(tmp_path / "timed.db", now_clock)
+    yield s
+    s.app.close()
+
+
+@pytest.fixture
+def other(server: Server) -> str:
+    """The API key of a second user of the ``server``."""
+    key, _secret = server.register("other@example.com")
+    return key

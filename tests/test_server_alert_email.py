@@ -72,29 +72,22 @@ def test_on_failure_email_false_sends_no_email(
     tmp_path: Path,
     smtp: SmtpServer,
     receiver: Receiver,
-    beacon_receiver: Receiver,
+    beacon: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for k, v in smtp.env().items():
         monkeypatch.setenv(k, v)
     server = start_server(tmp_path / "quiet.db")
     try:
-        failing_cue(server, receiver, on_failure={"email": False, "webhook": beacon_receiver.url + "/failed"})
+        failing_cue(server, receiver, on_failure={"email": False, "webhook": beacon.url + "/failed"})
         # The cue's failure webhook is sent from the same alert as the email would be: once it
         # has arrived, the email (which is not wanted) would have been queued with it.
-        beacon_receiver.wait(1)
+        beacon.wait(1)
         alerts = server.call("GET", "/v1/alerts").json()["alerts"]
         assert [a["alert_type"] for a in alerts] == ["retries_exhausted"]
         assert smtp.mails == []
     finally:
         server.app.close()
-
-
-@pytest.fixture
-def beacon_receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_without_smtp_the_email_is_recorded_as_skipped(tmp_path: Path, receiver: Receiver) -> None:

@@ -20,7 +20,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -274,34 +274,6 @@ def python_instant(text: str) -> datetime:
 
 
 # -- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def now_clock() -> cueapi.ManualClock:
-    """A manual clock at the real current time (whole seconds): signatures carry the engine
-    clock's timestamp and ``verify_webhook`` checks it against real time."""
-    return cueapi.ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
-
-
-@pytest.fixture
-def timed(tmp_path: Path, now_clock: cueapi.ManualClock) -> Iterator[Server]:
-    s = start_server(tmp_path / "timed.db", now_clock)
-    yield s
-    s.app.close()
-
-
-@pytest.fixture
-def beacon() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def other(server: Server) -> str:
-    """The API key of a second user of the same server."""
-    key, _secret = server.register("other@example.com")
-    return key
 
 
 # -- the alert webhook -----------------------------------------------------------------------------

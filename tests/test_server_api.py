@@ -102,13 +102,6 @@ def iso(dt: datetime) -> str:
 
 
 @pytest.fixture
-def other(server: Server) -> str:
-    """The API key of a second user of the same server."""
-    key, _secret = server.register("other@example.com")
-    return key
-
-
-@pytest.fixture
 def cue(server: Server) -> dict[str, Any]:
     """A worker cue of the server's user (it never delivers)."""
     return worker_cue(server, "existing", payload={"keep": True})

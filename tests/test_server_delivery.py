@@ -11,7 +11,7 @@ import itertools
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -100,29 +100,6 @@ def sign_sha256(secret: str, body: bytes) -> str:
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def now_clock() -> cueapi.ManualClock:
-    """A manual clock at the real current time (whole seconds): signatures carry the engine clock's
-    timestamp and verifiers check it against real time."""
-    return cueapi.ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
-
-
-@pytest.fixture
-def timed(tmp_path: Path, now_clock: cueapi.ManualClock) -> Iterator[Server]:
-    """A server whose engine runs on ``now_clock``."""
-    s = start_server(tmp_path / "timed.db", now_clock)
-    yield s
-    s.app.close()
-
-
-@pytest.fixture
-def beacon() -> Iterator[Receiver]:
-    """A receiver of the ``advance`` beacons, apart from the one under test."""
-    r = Receiver()
-    yield r
-    r.close()
 
 
 # -- what a receiver gets ----------------------------------------------------------------------------

@@ -203,13 +203,6 @@ def srv(tmp_path: Path, clock: cueapi.ManualClock) -> Iterator[Server]:
 
 
 @pytest.fixture
-def beacon() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def other(srv: Server) -> str:
     """The API key of a second user of the same server."""
     key, _secret = srv.register("other@example.com")

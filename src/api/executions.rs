@@ -216,14 +216,7 @@ fn check_result_url(url: Option<&str>, field: &str) -> ApiResult<()> {
 
 /// Keeps only the known keys of an object, refusing others.
 fn known_only(body: &Map<String, Value>, known: &[&str]) -> ApiResult<Value> {
-    for k in body.keys() {
-        if !known.contains(&k.as_str()) {
-            return Err(ApiError::field(
-                format!("body.{k}"),
-                format!("unknown field; expected one of {}", known.join(", ")),
-            ));
-        }
-    }
+    super::refuse_unknown(body, known)?;
     Ok(Value::Object(body.clone()))
 }
 

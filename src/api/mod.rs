@@ -525,6 +525,17 @@ async fn read_object(req: Request, required: bool) -> ApiResult<Map<String, Valu
     }
 }
 
+/// Refuses (422, naming it) the first body field a route does not know.
+fn refuse_unknown(body: &Map<String, Value>, known: &[&str]) -> ApiResult<()> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::field(
+            format!("body.{k}"),
+            format!("unknown field; expected one of {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Deserialises a JSON value into `T`, naming the field that does not fit.
 fn typed<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(v).map_err(|e| {

@@ -7,7 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use super::{iso, iso_fields, ok, read_object, ApiError, ApiResult, AppState, Auth, Id, Query};
+use super::{
+    iso, iso_fields, ok, read_object, refuse_unknown, ApiError, ApiResult, AppState, Auth, Id,
+    Query,
+};
 use crate::store::workers::{self, ClaimFilter, WorkerClaim, MAX_WORKER_ID};
 use crate::Error;
 
@@ -41,24 +44,13 @@ fn check_name(path: &str, s: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Refuses fields a route does not know.
-fn only(body: &Map<String, Value>, known: &[&str]) -> ApiResult<()> {
-    match body.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::field(
-            format!("body.{k}"),
-            format!("unknown field; expected {}", known.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
 pub(super) async fn heartbeat(
     State(st): State<AppState>,
     Auth(user): Auth,
     req: Request,
 ) -> ApiResult {
     let body = read_object(req, true).await?;
-    only(&body, &["worker_id", "handlers"])?;
+    refuse_unknown(&body, &["worker_id", "handlers"])?;
     let worker_id = name_field(&body, "worker_id", true)?.unwrap_or_default();
     let handlers = match body.get("handlers") {
         None | Some(Value::Null) => None,
@@ -184,7 +176,7 @@ pub(super) async fn claim_one(
     req: Request,
 ) -> ApiResult {
     let body = read_object(req, true).await?;
-    only(&body, &["worker_id"])?;
+    refuse_unknown(&body, &["worker_id"])?;
     let worker_id = name_field(&body, "worker_id", true)?.unwrap_or_default();
     match st
         .engine
@@ -206,7 +198,7 @@ pub(super) async fn claim_next(
     req: Request,
 ) -> ApiResult {
     let body = read_object(req, true).await?;
-    only(&body, &["worker_id", "task"])?;
+    refuse_unknown(&body, &["worker_id", "task"])?;
     let worker_id = name_field(&body, "worker_id", true)?.unwrap_or_default();
     let task = name_field(&body, "task", false)?;
     match st
@@ -229,7 +221,7 @@ pub(super) async fn extend(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = read_object(req, false).await?;
-    only(&body, &["worker_id"])?;
+    refuse_unknown(&body, &["worker_id"])?;
     let from_header = match headers.get("x-worker-id") {
         Some(v) => {
             let s = v.to_str().map_err(|_| {

@@ -84,6 +84,8 @@ struct Raise<'a> {
     cue_webhook: Option<String>,
     /// Whether the user is emailed.
     email: bool,
+    /// Whether a new alert opens an incident of its cue (whose next success sends `recovered`).
+    opens_incident: bool,
 }
 
 /// Stores an alert unless it is the same trouble as an open alert seen within the re-alert
@@ -99,6 +101,9 @@ fn raise(conn: &Connection, a: Raise<'_>, now: Millis) -> Result<Option<String>>
         .execute(params![a.owner, a.dedup_key, now, window])?;
     if seen > 0 {
         return Ok(None);
+    }
+    if let (true, Some(cue_id)) = (a.opens_incident, a.cue_id) {
+        set_alerting(conn, cue_id, true)?;
     }
     let id = new_id("alert", now);
     conn.prepare_cached(
@@ -201,7 +206,7 @@ pub fn execution_failed(
         _ => "failed".to_string(),
     };
     let error: String = error.chars().take(500).collect();
-    let raised = raise(
+    raise(
         conn,
         Raise {
             owner: &cue.owner,
@@ -214,12 +219,10 @@ pub fn execution_failed(
             dedup_key: format!("{kind}:{cue_id}"),
             cue_webhook: cue.webhook.clone(),
             email: cue.email,
+            opens_incident: true,
         },
         now,
     )?;
-    if raised.is_some() {
-        set_alerting(conn, cue_id, true)?;
-    }
     Ok(())
 }
 
@@ -244,7 +247,7 @@ pub fn outcome_reported(
         return Ok(());
     };
     if state == "verification_failed" {
-        let raised = raise(
+        raise(
             conn,
             Raise {
                 owner: &cue.owner,
@@ -260,12 +263,10 @@ pub fn outcome_reported(
                 dedup_key: format!("{}:{cue_id}", kind::VERIFICATION_FAILED),
                 cue_webhook: cue.webhook.clone(),
                 email: cue.email,
+                opens_incident: true,
             },
             now,
         )?;
-        if raised.is_some() {
-            set_alerting(conn, cue_id, true)?;
-        }
         return Ok(());
     }
     if !success {
@@ -275,7 +276,7 @@ pub fn outcome_reported(
         // At the threshold a new alert; beyond it, the same one seen again (or, past the
         // re-alert interval, a new one): a cue that keeps failing keeps being counted.
         if streak >= cue.threshold {
-            let raised = raise(
+            raise(
                 conn,
                 Raise {
                     owner: &cue.owner,
@@ -288,12 +289,10 @@ pub fn outcome_reported(
                     dedup_key: format!("{}:{cue_id}", kind::CONSECUTIVE_FAILURES),
                     cue_webhook: None,
                     email: cue.email,
+                    opens_incident: true,
                 },
                 now,
             )?;
-            if raised.is_some() {
-                set_alerting(conn, cue_id, true)?;
-            }
         }
         return Ok(());
     }
@@ -331,6 +330,7 @@ pub fn succeeded(conn: &Connection, cue_id: &str, execution_id: &str, now: Milli
             dedup_key: format!("{}:{cue_id}:{now}", kind::RECOVERED),
             cue_webhook: None,
             email: cue.email,
+            opens_incident: false,
         },
         now,
     )?;
@@ -368,6 +368,7 @@ pub fn worker_offline(
             dedup_key: format!("{}:{worker_id}", kind::WORKER_OFFLINE),
             cue_webhook: None,
             email: true,
+            opens_incident: false,
         },
         now,
     )?;
@@ -394,6 +395,7 @@ pub fn worker_back(conn: &Connection, owner: &str, worker_id: &str, now: Millis)
             dedup_key: format!("{}:worker:{worker_id}:{now}", kind::RECOVERED),
             cue_webhook: None,
             email: true,
+            opens_incident: false,
         },
         now,
     )?;
@@ -542,9 +544,9 @@ pub struct Due {
 
 /// Notifications due by `now`, oldest first, and when the next later one is due.
 pub fn due(conn: &Connection, now: Millis, limit: i64) -> Result<(Vec<Due>, Option<Millis>)> {
+    // The alert's columns first, so that `alert_json` reads them where it always does.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT n.id, n.channel, n.target, n.attempts, c.name, u.alert_webhook_secret, u.webhook_secret,
-            {}
+        "SELECT {}, n.id, n.channel, n.target, n.attempts, c.name, u.alert_webhook_secret, u.webhook_secret
          FROM notifications n JOIN alerts a ON a.id = n.alert_id
          LEFT JOIN cues c ON c.id = a.cue_id LEFT JOIN users u ON u.id = a.owner
          WHERE n.status = 'pending' AND n.next_attempt_at <= ?1
@@ -556,36 +558,26 @@ pub fn due(conn: &Connection, now: Millis, limit: i64) -> Result<(Vec<Due>, Opti
             .join(", ")
     ))?;
     let rows = stmt.query_map(params![now, limit], |r| {
-        let channel: String = r.get(1)?;
-        let alert_secret: Option<String> = r.get(5)?;
-        let webhook_secret: Option<String> = r.get(6)?;
-        let metadata: String = r.get(14)?;
-        let acked: Option<Millis> = r.get(17)?;
+        let mut alert = alert_json(r)?;
+        // Notifications carry the alert as it was raised, without its acknowledgement time.
+        if let Some(m) = alert.as_object_mut() {
+            m.remove("acknowledged_at");
+        }
+        let channel: String = r.get(13)?;
+        let (alert_secret, webhook_secret): (Option<String>, Option<String>) =
+            (r.get(17)?, r.get(18)?);
         Ok(Due {
-            id: r.get(0)?,
+            id: r.get(12)?,
             secret: if channel == "failure_webhook" {
                 webhook_secret
             } else {
                 alert_secret
             },
             channel,
-            target: r.get(2)?,
-            attempts: r.get(3)?,
-            cue_name: r.get(4)?,
-            alert: json!({
-                "id": r.get::<_, String>(7)?,
-                "cue_id": r.get::<_, Option<String>>(8)?,
-                "execution_id": r.get::<_, Option<String>>(9)?,
-                "alert_type": r.get::<_, String>(10)?,
-                "severity": r.get::<_, String>(11)?,
-                "message": r.get::<_, String>(12)?,
-                "occurrences": r.get::<_, i64>(13)?,
-                "metadata": serde_json::from_str::<Value>(&metadata).unwrap_or_else(|_| json!({})),
-                "last_seen_at": r.get::<_, Millis>(15)?,
-                "resolved_at": r.get::<_, Option<Millis>>(16)?,
-                "acknowledged": acked.is_some(),
-                "created_at": r.get::<_, Millis>(18)?,
-            }),
+            target: r.get(14)?,
+            attempts: r.get(15)?,
+            cue_name: r.get(16)?,
+            alert,
         })
     })?;
     let list: Vec<Due> = rows.collect::<rusqlite::Result<_>>()?;
