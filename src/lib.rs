@@ -14,7 +14,8 @@
 //! - `api` — the HTTP API of `cueapi serve` (feature `server`, axum); one file per resource.
 //! - `python` — the PyO3 module `cueapi._cueapi` (feature `python`); nothing else knows PyO3.
 //!
-//! [`error`] holds the one error type; [`model`] the shared vocabulary (ids, statuses).
+//! [`error`] holds the one error type; [`model`] the shared vocabulary (ids, statuses); [`public`]
+//! the JSON form of cues and executions both faces answer with.
 
 pub mod alerts;
 #[cfg(feature = "server")]
@@ -24,6 +25,7 @@ pub mod delivery;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod public;
 pub mod schedule;
 pub mod signing;
 pub mod store;

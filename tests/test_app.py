@@ -46,7 +46,7 @@ def test_success_with_evidence_is_recorded(app: cueapi.App, clock: cueapi.Manual
     (ex,) = finished(app, "sync_customer_data")
     assert ex.status == "success"
     assert ex.scheduled_for == START + timedelta(minutes=1)
-    assert ex.triggered_by == "schedule"
+    assert ex.triggered_by == "scheduled"
     assert ex.outcome is not None and ex.outcome.success
     assert ex.outcome.result == "Synced 847 records"
     assert ex.outcome.metadata == {"records_synced": 847}

@@ -5,10 +5,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
-use super::executions::{execution_out, filter_from};
-use super::{
-    iso_fields, ok, parse_time, read_object, ApiError, ApiResult, AppState, Auth, Id, Query,
-};
+use super::executions::filter_from;
+use super::{ok, parse_time, read_object, ApiError, ApiResult, AppState, Auth, Id, Query};
+use crate::public::execution as execution_out;
 use crate::store::{self, CueSpec, RetrySpec};
 
 /// The default outcome deadline of cues made over the API: a handler that never reports is
@@ -438,51 +437,6 @@ fn check_timezone(spec: &CueSpec) -> ApiResult<()> {
         })
 }
 
-/// A store cue in the API's form.
-pub(super) fn cue_out(mut v: Value, warning: Option<String>) -> Value {
-    let Some(m) = v.as_object_mut() else {
-        return v;
-    };
-    m.remove("owner");
-    if let Some(s) = m.get_mut("schedule").and_then(Value::as_object_mut) {
-        if let Some(at) = s.get("at").and_then(Value::as_i64) {
-            s.insert("at".into(), Value::String(super::iso(at)));
-        }
-        if let Some(every) = s.remove("every_ms").and_then(|e| e.as_i64()) {
-            s.insert("every".into(), Value::String(format!("{}s", every / 1000)));
-        }
-        s.retain(|_, x| !x.is_null());
-    }
-    if let Some(list) = m
-        .get_mut("retry")
-        .and_then(|r| r.get_mut("backoff_minutes"))
-        .and_then(Value::as_array_mut)
-    {
-        for x in list.iter_mut() {
-            if let Some(f) = x.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15) {
-                *x = json!(f as i64);
-            }
-        }
-    }
-    let deadline = m.remove("outcome_deadline_seconds");
-    if let (Some(d), Some(dl)) = (
-        m.get_mut("delivery").and_then(Value::as_object_mut),
-        deadline,
-    ) {
-        d.insert("outcome_deadline_seconds".into(), dl);
-    }
-    let policy = m.remove("catch_up").unwrap_or(Value::Null);
-    let max = m.remove("catch_up_max").unwrap_or(Value::Null);
-    m.insert("catch_up".into(), json!({"policy": policy, "max": max}));
-    m.insert("warning".into(), warning.map_or(Value::Null, Value::String));
-    // A paused cue has no next run (the store keeps its place, to record what the pause missed).
-    if m.get("status").and_then(Value::as_str) != Some("active") {
-        m.insert("next_run".into(), Value::Null);
-    }
-    iso_fields(m, &["next_run", "last_run", "created_at", "updated_at"]);
-    v
-}
-
 fn owned_cue(st: &AppState, owner: &str, id: &str) -> ApiResult<Value> {
     let v = st.engine.store().read(|c| store::cue_json(c, id));
     match v {
@@ -525,7 +479,7 @@ pub(super) async fn create(
     st.engine.schedule_cue(&id, next);
     // Read back outside the writer: the writer's time is the server's scarcest resource.
     let cue = st.engine.store().read(|c| store::cue_json(c, &id))?;
-    ok(StatusCode::CREATED, cue_out(cue, warning))
+    ok(StatusCode::CREATED, crate::public::cue(cue, warning))
 }
 
 pub(super) async fn list(
@@ -549,7 +503,7 @@ pub(super) async fn list(
         let (ids, total) = store::cue_page(c, &user.id, status, limit, offset)?;
         let list = ids
             .iter()
-            .map(|id| store::cue_json(c, id).map(|v| cue_out(v, None)))
+            .map(|id| store::cue_json(c, id).map(|v| crate::public::cue(v, None)))
             .collect::<crate::Result<Vec<_>>>()?;
         Ok((list, total))
     })?;
@@ -579,7 +533,7 @@ pub(super) async fn get_one(
             store::count_executions(c, &user.id, &filter)?,
         ))
     })?;
-    let mut out = cue_out(cue, None);
+    let mut out = crate::public::cue(cue, None);
     if let Some(m) = out.as_object_mut() {
         m.insert(
             "executions".into(),
@@ -626,7 +580,7 @@ pub(super) async fn update(
         .map_err(|e| ApiError::from(e).conflict_code("duplicate_cue_name"))?;
     st.engine.schedule_cue(&id, next);
     let cue = st.engine.store().read(|c| store::cue_json(c, &id))?;
-    ok(StatusCode::OK, cue_out(cue, warning))
+    ok(StatusCode::OK, crate::public::cue(cue, warning))
 }
 
 pub(super) async fn delete(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {

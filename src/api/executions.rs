@@ -5,65 +5,11 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
-use super::{
-    iso_fields, ok, parse_time, read_object, typed, ApiError, ApiResult, AppState, Auth, Id, Query,
-};
+use super::{ok, parse_time, read_object, typed, ApiError, ApiResult, AppState, Auth, Id, Query};
 use crate::clock::Millis;
 use crate::engine::Reported;
 use crate::model::status;
 use crate::store::{self, conflict, Evidence, ExecutionFilter, ReportedOutcome};
-
-/// A store execution in the API's form: instants in ISO-8601, the outcome with its evidence
-/// (omitted, not null, before one is reported: `e.get("outcome", {})` then works).
-pub(super) fn execution_out(mut v: Value) -> Value {
-    let Some(m) = v.as_object_mut() else {
-        return v;
-    };
-    let evidence = m.remove("evidence");
-    if let Some(Value::Object(mut o)) = m.remove("outcome") {
-        if let Some(Value::Object(ev)) = evidence.clone() {
-            for (k, x) in ev {
-                let key = if k == "metadata" {
-                    "evidence_metadata".into()
-                } else {
-                    k
-                };
-                o.insert(key, x);
-            }
-        }
-        iso_fields(&mut o, &["recorded_at", "produced_at"]);
-        m.insert("outcome".into(), Value::Object(o));
-    }
-    if let Some(Value::Object(mut ev)) = evidence {
-        iso_fields(&mut ev, &["produced_at"]);
-        m.insert("evidence".into(), Value::Object(ev));
-    }
-    if m.get("triggered_by").and_then(Value::as_str) == Some("schedule") {
-        m.insert("triggered_by".into(), "scheduled".into());
-    }
-    iso_fields(
-        m,
-        &[
-            "scheduled_for",
-            "next_retry",
-            "started_at",
-            "delivered_at",
-            "last_attempt_at",
-            "outcome_deadline_at",
-            "outcome_timeout_at",
-            "created_at",
-            "updated_at",
-        ],
-    );
-    if let Some(Value::Array(list)) = m.get_mut("attempt_log") {
-        for a in list.iter_mut() {
-            if let Some(am) = a.as_object_mut() {
-                iso_fields(am, &["started_at", "finished_at"]);
-            }
-        }
-    }
-    v
-}
 
 /// The list filters of the query string (`status=all` means every status; `days=N` the last N
 /// days; `since` an ISO instant).
@@ -168,7 +114,7 @@ pub(super) fn page(st: &AppState, owner: &str, filter: ExecutionFilter) -> ApiRe
             store::count_executions(c, owner, &filter)?,
         ))
     })?;
-    let list: Vec<Value> = list.into_iter().map(execution_out).collect();
+    let list: Vec<Value> = list.into_iter().map(crate::public::execution).collect();
     let (limit, offset) = (filter.limit.unwrap_or(0), filter.offset.unwrap_or(0));
     super::page_of("executions", list, total, limit, offset)
 }
@@ -188,7 +134,7 @@ pub(super) async fn get_one(State(st): State<AppState>, Auth(user): Auth, Id(id)
         .engine
         .store()
         .read(|c| store::get_execution(c, &user.id, &id))?;
-    ok(StatusCode::OK, execution_out(v))
+    ok(StatusCode::OK, crate::public::execution(v))
 }
 
 const OUTCOME_FIELDS: &[&str] = &[
@@ -421,7 +367,7 @@ pub(super) async fn replay(State(st): State<AppState>, Auth(user): Auth, Id(id):
         .map_err(|e| ApiError::from(e).conflict_code("execution_in_flight"))?;
     let (new_id, transport, exec) = out;
     st.engine.dispatch(vec![(new_id.clone(), transport)]);
-    let mut v = execution_out(exec);
+    let mut v = crate::public::execution(exec);
     if let Some(m) = v.as_object_mut() {
         m.insert("execution_id".into(), new_id.into());
         m.insert("replayed_from".into(), id.into());

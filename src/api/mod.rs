@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Millis;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::public::{iso, iso_fields};
 use crate::store::users::{self, User};
 
 /// Largest request body accepted.
@@ -650,19 +651,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// An instant as ISO-8601 UTC with `Z`.
-fn iso(ms: Millis) -> String {
-    crate::schedule::format_utc(ms)
-}
-
-/// Replaces the millisecond instants under `keys` with ISO-8601 text.
-fn iso_fields(v: &mut Map<String, Value>, keys: &[&str]) {
-    for k in keys {
-        if let Some(ms) = v.get(*k).and_then(Value::as_i64) {
-            v.insert((*k).to_string(), Value::String(iso(ms)));
-        }
-    }
-}
-
 /// Parses an ISO-8601 instant given in a request (a value without an offset is UTC).
 fn parse_time(field: &str, v: &Value) -> ApiResult<Millis> {
     let text = v

@@ -159,6 +159,8 @@ fn claimed(st: &AppState, c: WorkerClaim) -> ApiResult {
             "payload": payload,
             "scheduled_for": iso(c.job.scheduled_for),
             "attempt": c.job.attempt,
+            "idempotency_key": c.job.idempotency_key,
+            "triggered_by": crate::public::trigger(&c.job.triggered_by),
             "lease_seconds": lease / 1000,
             "lease_expires_at": iso(c.lease_expires_at),
         }),
@@ -275,6 +277,8 @@ pub(super) fn schemas() -> Vec<(&'static str, Value)> {
         "payload": {"description": "The execution's payload (an object)"},
         "scheduled_for": instant(),
         "attempt": {"type": "integer", "minimum": 1},
+        "idempotency_key": {"type": "string", "description": "The same across retries of one occurrence"},
+        "triggered_by": {"enum": ["scheduled", "manual_fire", "replay"]},
         "lease_seconds": {"type": "integer"},
         "lease_expires_at": instant(),
     }));

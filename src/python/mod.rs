@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString};
 use serde_json::Value;
 
 use crate::clock::{system_now, Clock, Millis};
@@ -352,16 +352,26 @@ impl NativeEngine {
             .map_err(to_pyerr)
     }
 
-    fn cue<'py>(&self, py: Python<'py>, cue_id: &str) -> PyResult<Bound<'py, PyAny>> {
-        let v = py.detach(|| self.engine.cue(cue_id)).map_err(to_pyerr)?;
-        to_py(py, &v)
+    /// A cue in the public form (as `cueapi serve` answers it), as JSON text.
+    fn cue(&self, py: Python<'_>, cue_id: &str) -> PyResult<String> {
+        py.detach(|| {
+            let v = self.engine.cue(cue_id)?;
+            Ok(crate::public::cue(v, None).to_string())
+        })
+        .map_err(to_pyerr)
     }
 
-    fn cues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let v = py
-            .detach(|| self.engine.cues(LOCAL_OWNER))
-            .map_err(to_pyerr)?;
-        to_py(py, &Value::Array(v))
+    /// Every local cue in the public form, as a JSON list.
+    fn cues(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| {
+            let list = self.engine.cues(LOCAL_OWNER)?;
+            let out: Vec<Value> = list
+                .into_iter()
+                .map(|v| crate::public::cue(v, None))
+                .collect();
+            Ok(Value::Array(out).to_string())
+        })
+        .map_err(to_pyerr)
     }
 
     /// Names of active local cues that none of `names_json` (a JSON list) handles, at most `limit`.
@@ -444,19 +454,24 @@ impl NativeEngine {
         Ok((jobs.into_iter().map(Job::from).collect(), refused))
     }
 
-    fn executions<'py>(&self, py: Python<'py>, filter_json: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// Executions matching the filter in the public form, as a JSON list.
+    fn executions(&self, py: Python<'_>, filter_json: &str) -> PyResult<String> {
         let filter: ExecutionFilter = json_arg("filter", filter_json)?;
-        let v = py
-            .detach(|| self.engine.executions(LOCAL_OWNER, &filter))
-            .map_err(to_pyerr)?;
-        to_py(py, &Value::Array(v))
+        py.detach(|| {
+            let list = self.engine.executions(LOCAL_OWNER, &filter)?;
+            let out: Vec<Value> = list.into_iter().map(crate::public::execution).collect();
+            Ok(Value::Array(out).to_string())
+        })
+        .map_err(to_pyerr)
     }
 
-    fn execution<'py>(&self, py: Python<'py>, execution_id: &str) -> PyResult<Bound<'py, PyAny>> {
-        let v = py
-            .detach(|| self.engine.execution(LOCAL_OWNER, execution_id))
-            .map_err(to_pyerr)?;
-        to_py(py, &v)
+    /// One execution with its attempt log in the public form, as JSON text.
+    fn execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<String> {
+        py.detach(|| {
+            let v = self.engine.execution(LOCAL_OWNER, execution_id)?;
+            Ok(crate::public::execution(v).to_string())
+        })
+        .map_err(to_pyerr)
     }
 
     fn stats<'py>(
@@ -593,9 +608,95 @@ fn check_signature(
     now_s: i64,
     tolerance_s: i64,
 ) -> Option<&'static str> {
-    signing::verify_cueapi(secret, body, signature, timestamp, now_s, tolerance_s)
+    signing::verify_cueapi_any(secret, body, signature, timestamp, now_s, tolerance_s)
         .err()
         .map(reason)
+}
+
+/// True when `signature` (an `X-CueAPI-Signature` value: `v1=<hex>` with its
+/// `X-CueAPI-Timestamp`, or `sha256=<hex>`) signs `payload` with `secret`.
+///
+/// The official SDK's arguments, in its order. `payload` is the raw body (`bytes` or `str`), or
+/// the parsed body (a dict), which is checked in its canonical form. The raw bytes are checked
+/// first; only when they fail and are JSON in another form than the canonical one is the
+/// canonical re-serialisation checked too. `v1` timestamps more than `tolerance` seconds away
+/// from now, either way, are refused. Compares in constant time and never raises for a
+/// malformed signature or timestamp (it returns False); an empty or non-string secret raises
+/// `ValidationError`, since every signature would verify against an empty key.
+#[pyfunction]
+#[pyo3(signature = (payload, signature, secret, timestamp=None, *, tolerance=300))]
+fn verify_webhook(
+    payload: &Bound<'_, PyAny>,
+    signature: &Bound<'_, PyAny>,
+    secret: &Bound<'_, PyAny>,
+    timestamp: Option<&Bound<'_, PyAny>>,
+    tolerance: i64,
+) -> PyResult<bool> {
+    let secret = match secret.cast::<PyString>() {
+        Ok(s) => s.to_str()?,
+        Err(_) => return Err(to_pyerr(Error::invalid("secret", "must be a string"))),
+    };
+    if secret.is_empty() {
+        return Err(to_pyerr(Error::invalid(
+            "secret",
+            "is empty: every signature would verify against an empty key",
+        )));
+    }
+    let Ok(signature) = signature.cast::<PyString>() else {
+        return Ok(false);
+    };
+    let Ok(signature) = signature.to_str() else {
+        return Ok(false);
+    };
+    let stamp;
+    let timestamp = match timestamp {
+        None => None,
+        Some(t) if t.is_none() => None,
+        Some(t) => match t.cast::<PyString>() {
+            Ok(s) => match s.to_str() {
+                Ok(s) => Some(s),
+                Err(_) => return Ok(false),
+            },
+            Err(_)
+                if t.is_instance_of::<pyo3::types::PyInt>()
+                    && !t.is_instance_of::<pyo3::types::PyBool>() =>
+            {
+                stamp = t.str()?.to_string();
+                Some(stamp.as_str())
+            }
+            Err(_) => return Ok(false),
+        },
+    };
+    let now_s = system_now().div_euclid(1000);
+    let check = |body: &[u8]| {
+        signing::verify_cueapi_any(secret, body, signature, timestamp, now_s, tolerance).is_ok()
+    };
+    if let Ok(bytes) = payload.cast::<PyBytes>() {
+        return Ok(check(bytes.as_bytes()));
+    }
+    if let Ok(text) = payload.cast::<PyString>() {
+        return Ok(match text.to_str() {
+            Ok(text) => check(text.as_bytes()),
+            Err(_) => false,
+        });
+    }
+    if let Ok(raw) = payload.cast::<PyByteArray>() {
+        return Ok(check(&raw.to_vec()));
+    }
+    if payload.is_instance_of::<PyMemoryView>() {
+        let raw = payload.call_method0("tobytes")?;
+        return Ok(check(raw.cast::<PyBytes>()?.as_bytes()));
+    }
+    // A parsed body: its canonical form, as Python's json.dumps(sort_keys=True) writes it.
+    let json = payload.py().import("json")?;
+    let kwargs = PyDict::new(payload.py());
+    kwargs.set_item("sort_keys", true)?;
+    kwargs.set_item("default", payload.py().get_type::<PyString>())?;
+    let text = match json.call_method("dumps", (payload,), Some(&kwargs)) {
+        Ok(text) => text,
+        Err(_) => return Ok(false),
+    };
+    Ok(check(text.cast::<PyString>()?.to_str()?.as_bytes()))
 }
 
 /// Checks Standard Webhooks headers in constant time; `None` when they verify.
@@ -672,6 +773,7 @@ fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sign_standard, m)?)?;
     m.add_function(wrap_pyfunction!(check_signature, m)?)?;
     m.add_function(wrap_pyfunction!(check_standard, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;
     m.add_function(wrap_pyfunction!(_send_test_email, m)?)?;
     m.add("SCHEMA_VERSION", crate::store::SCHEMA_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

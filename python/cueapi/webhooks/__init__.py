@@ -1,10 +1,17 @@
-"""Verifying the webhooks cueapi sends.
+"""Receiving the webhooks cueapi sends.
 
 Every delivery is signed three ways (see the README's signing spec): the CueAPI ``v1=`` scheme
 (``X-CueAPI-Signature`` + ``X-CueAPI-Timestamp``), Standard Webhooks (``webhook-id``,
 ``webhook-timestamp``, ``webhook-signature``), and, for cues that select it, the raw-body
 ``sha256=`` scheme. The body is the canonical JSON Python's ``json.dumps(obj, sort_keys=True)``
 produces, and the signature covers exactly the bytes sent.
+
+:func:`parse` verifies a request and returns a typed :class:`Delivery` (or raises
+:class:`~cueapi.exceptions.WebhookVerificationError` with a ``reason``); the Delivery answers with
+:meth:`Delivery.outcome` (inline), :meth:`Delivery.report` / :meth:`Delivery.evidence` (through a
+client). :class:`MemorySeen` and :class:`SqliteSeen` flag replayed requests. ``cueapi.flask`` and
+``cueapi.fastapi`` wrap all of it for those frameworks. The ``verify_*`` functions answer a bare
+yes or no, with the official SDK's arguments.
 """
 
 from __future__ import annotations
@@ -15,8 +22,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import _cueapi
+from ..exceptions import WebhookVerificationError
+from .delivery import AsyncOutcomeClient, Delivery, OutcomeClient, Scheme
+from .receive import REASONS, parse
+from .replay import DEFAULT_TTL, MemorySeen, SeenStore, SqliteSeen
 
-__all__ = ["canonical_json", "verify_standard_webhook", "verify_webhook", "verify_webhook_headers"]
+__all__ = [
+    "DEFAULT_TTL",
+    "REASONS",
+    "AsyncOutcomeClient",
+    "Delivery",
+    "MemorySeen",
+    "OutcomeClient",
+    "Scheme",
+    "SeenStore",
+    "SqliteSeen",
+    "WebhookVerificationError",
+    "canonical_json",
+    "parse",
+    "verify_standard_webhook",
+    "verify_webhook",
+    "verify_webhook_headers",
+]
 
 
 def canonical_json(value: Any) -> bytes:
@@ -24,39 +51,8 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True).encode()
 
 
-def _candidates(payload: bytes | str | Mapping[str, Any]) -> list[bytes]:
-    """The raw bytes, then the canonical re-serialisation when the payload is JSON: receivers
-    that parsed and re-serialised the body still verify."""
-    if isinstance(payload, Mapping):
-        return [canonical_json(dict(payload))]
-    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
-    try:
-        again = _cueapi.canonical_json(raw.decode()).encode()
-    except (UnicodeDecodeError, ValueError):
-        return [raw]
-    return [raw] if again == raw else [raw, again]
-
-
-def verify_webhook(
-    payload: bytes | str | Mapping[str, Any],
-    signature: str | None,
-    secret: str,
-    timestamp: str | int | None = None,
-    *,
-    tolerance: int = 300,
-) -> bool:
-    """True when ``signature`` (an ``X-CueAPI-Signature`` value: ``v1=<hex>`` with its
-    ``X-CueAPI-Timestamp``, or ``sha256=<hex>``) signs ``payload`` with ``secret``. The argument
-    order is the official SDK's. ``v1`` signatures older or newer than ``tolerance`` seconds are
-    refused. Compares in constant time; never raises for a malformed signature."""
-    if not isinstance(signature, str) or not signature.isascii() or not isinstance(secret, str):
-        return False
-    ts = None if timestamp is None else str(timestamp)
-    now = int(time.time())
-    return any(
-        _cueapi.check_signature(secret, body, signature, ts, now, tolerance) is None
-        for body in _candidates(payload)
-    )
+# The SDK's verifier, in Rust: the raw bytes first, the canonical form only when they fail.
+verify_webhook = _cueapi.verify_webhook
 
 
 def verify_standard_webhook(
