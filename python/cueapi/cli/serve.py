@@ -1,4 +1,5 @@
-"""The ``cueapi`` command: ``serve`` (the HTTP API), ``keys create`` and ``history``."""
+"""``cueapi serve`` (the HTTP API), ``keys create`` and ``history``: the commands that work on a
+local database, with their own error handling (a database or listening error exits 2)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 
-from .app import DEFAULT_RATE_LIMIT, MAX_RATE_LIMIT, App, _is_loopback
-from .exceptions import CueAPIError
+from ..app import DEFAULT_RATE_LIMIT, MAX_RATE_LIMIT, App, _is_loopback
+from ..exceptions import CueAPIError
+from .common import USAGE, CommandParser, add_command, add_group
 
 log = logging.getLogger("cueapi")
 
@@ -160,11 +162,30 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cueapi", description="Accountable scheduled work.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _local(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A local command: logging to stderr; a database or listening error exits 2 with its message."""
 
-    serve = sub.add_parser("serve", help="serve the CueAPI-compatible HTTP API")
+    def handler(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        try:
+            return run(args)
+        except CueAPIError as exc:
+            print(f"cueapi: {exc}", file=sys.stderr)
+            return USAGE
+
+    return handler
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    if args.port is None:
+        args.port = _env_port()
+    return _serve(args)
+
+
+def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
+    serve = add_command(
+        sub, "serve", _local(_run_serve), "Serve the CueAPI-compatible HTTP API.", remote=False
+    )
     serve.add_argument(
         "--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file (env CUEAPI_DB)"
     )
@@ -203,7 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the same alert for the same cue or worker within this long counts as one "
         "(env CUEAPI_REALERT_SECONDS, default 3600)",
     )
-
     serve.add_argument(
         "--rate-limit",
         type=_rate_limit,
@@ -219,30 +239,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "only behind a reverse proxy that sets it (env CUEAPI_TRUST_FORWARDED_FOR)",
     )
 
-    keys = sub.add_parser("keys", help="manage API users (with the server stopped)")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a user and print its API key")
+    keys = add_command(sub, "keys", None, "Manage API users (with the server stopped).", remote=False)
+    create = add_command(
+        add_group(keys, "keys_command"),
+        "create",
+        _local(_keys_create),
+        "Create a user and print its API key.",
+        remote=False,
+    )
     create.add_argument("email")
     create.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"))
 
-    history = sub.add_parser("history", help="print the cues and recent executions of a database")
+    history = add_command(
+        sub, "history", _local(_history), "Print the cues and recent executions of a database.", remote=False
+    )
     history.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file")
     history.add_argument("--cue", default=None, help="only this cue (id or name)")
     history.add_argument("--limit", type=int, default=50)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
-        if args.command == "serve":
-            if args.port is None:
-                args.port = _env_port()
-            return _serve(args)
-        if args.command == "keys":
-            return _keys_create(args)
-        return _history(args)
-    except CueAPIError as exc:
-        print(f"cueapi: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m cueapi.cli``."""
+
+from . import main
+
+raise SystemExit(main())
