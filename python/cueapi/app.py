@@ -19,15 +19,16 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from . import _cueapi
 from ._time import from_ms, to_ms
 from .exceptions import CueAPIError, EngineClosedError, ValidationError
-from .records import Cue, Execution, Stats
+from .models import Cue, Execution, Stats
+from .models.lists import CUES, EXECUTIONS
 from .schedule import ManualClock
 
 log = logging.getLogger("cueapi")
@@ -203,12 +204,83 @@ def _seconds(value: float | timedelta | None, name: str) -> int | None:
     return math.ceil(value)
 
 
+class _Job(Protocol):
+    """A claimed execution, from the native engine or a server."""
+
+    @property
+    def execution_id(self) -> str: ...
+    @property
+    def cue_id(self) -> str: ...
+    @property
+    def cue_name(self) -> str: ...
+    @property
+    def scheduled_for(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def payload(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def triggered_by(self) -> str: ...
+
+
+class _Engine(Protocol):
+    """What an App asks of its engine: the native one over SQLite, or a server's
+    (:class:`cueapi.remote.RemoteEngine`)."""
+
+    @property
+    def interrupted_on_open(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    def now_ms(self) -> int: ...
+    def start(self) -> None: ...
+    def upsert_cue(self, spec_json: str) -> str: ...
+    def create_cues(self, specs_json: str) -> list[str]: ...
+    def resolve_cue(self, reference: str) -> str: ...
+    def cue(self, cue_id: str) -> str: ...
+    def cues(self) -> str: ...
+    def unhandled_cues(self, names_json: str, limit: int) -> list[str]: ...
+    def pause(self, cue_id: str) -> None: ...
+    def resume(self, cue_id: str) -> None: ...
+    def delete(self, cue_id: str) -> None: ...
+    def fire(self, cue_id: str, payload_json: str | None = None) -> str: ...
+    def replay(self, execution_id: str) -> str: ...
+    def claim_many(self, max: int, timeout: float) -> Sequence[_Job]: ...
+    def finish_many(
+        self, reports: list[tuple[str, int, str]], max: int, timeout: float
+    ) -> tuple[Sequence[_Job], list[tuple[str, str]]]: ...
+    def executions(self, filter_json: str) -> str: ...
+    def execution(self, execution_id: str) -> str: ...
+    def stats(self, cue_id: str, since_ms: int) -> dict[str, Any]: ...
+    def next_problem(self, timeout: float) -> str | None: ...
+    def stop_claims(self) -> None: ...
+    def close(self) -> None: ...
+
+
+# Set by `cueapi worker module:app` before it imports the module: every App made while it is set
+# works for that server (the keyword arguments `remote`, `api_key`, `worker_id`, `poll_interval`)
+# instead of opening a database.
+_REMOTE_DEFAULT: dict[str, Any] | None = None
+
+
 class App:
-    """An embedded scheduler over one SQLite file.
+    """A scheduler of decorated functions: embedded over one SQLite file, or, with ``remote``,
+    working for a CueAPI server as a pull worker.
 
     ``workers`` handler threads run sync handlers (async ones run on an event loop); ``clock`` is
     a :class:`ManualClock` for tests; ``grace`` is how late (seconds) a tick may fire before it
     counts as missed and follows the cue's catch-up policy.
+
+    **Remote mode.** ``App(remote="https://host", api_key=...)`` (the key defaults to
+    ``CUEAPI_API_KEY``) declares its cues on that server as worker cues (by name: declaring
+    again updates the server's cue), then claims, runs and reports their executions, keeping
+    each claim's lease alive while its handler runs. The server fires, retries, alerts and keeps
+    the history; ``executions()``, ``stats()``, ``fire()`` and the rest read and act on it. Any
+    number of processes of the same app may run: each execution goes to one of them, and the work
+    of one that dies is taken over when its lease ends. ``worker_id`` names this process to the
+    server (default: host name and a random suffix); ``poll_interval`` is how long it waits
+    between claims when there is no work.
     """
 
     def __init__(
@@ -218,15 +290,47 @@ class App:
         workers: int = 8,
         clock: ManualClock | None = None,
         grace: float = 60.0,
+        remote: str | None = None,
+        api_key: str | None = None,
+        worker_id: str | None = None,
+        poll_interval: float = 1.0,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValidationError("workers must be an int between 1 and 1024")
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86400 * 7:
             raise ValidationError("grace must be a number of seconds between 0 and one week")
-        self._db = os.fspath(db)
-        self._engine = _cueapi.NativeEngine(
-            os.fspath(db), clock=None if clock is None else clock._native, grace_ms=round(grace * 1000)
-        )
+        if remote is None and _REMOTE_DEFAULT is not None:
+            remote = _REMOTE_DEFAULT["remote"]
+            api_key = api_key or _REMOTE_DEFAULT.get("api_key")
+            worker_id = _REMOTE_DEFAULT.get("worker_id") or worker_id
+            poll_interval = _REMOTE_DEFAULT.get("poll_interval") or poll_interval
+        self._engine: _Engine
+        if remote is not None:
+            if clock is not None:
+                raise ValidationError("clock= is for embedded Apps; a remote App runs on the server's clock")
+            if (
+                isinstance(poll_interval, bool)
+                or not isinstance(poll_interval, (int, float))
+                or not 0.01 <= poll_interval <= 60
+            ):
+                raise ValidationError("poll_interval must be a number of seconds between 0.01 and 60")
+            from .client import CueAPI
+            from .remote import RemoteEngine
+
+            client = CueAPI(api_key, base_url=remote)
+            self._remote: RemoteEngine | None = RemoteEngine(
+                client, worker_id=worker_id, poll_interval=float(poll_interval)
+            )
+            self._engine = self._remote
+            self._db = client.base_url
+        else:
+            if api_key is not None or worker_id is not None:
+                raise ValidationError("api_key= and worker_id= are for remote Apps: pass remote=<server URL>")
+            self._remote = None
+            self._db = os.fspath(db)
+            self._engine = _cueapi.NativeEngine(
+                os.fspath(db), clock=None if clock is None else clock._native, grace_ms=round(grace * 1000)
+            )
         self._workers = workers
         self._handlers: dict[str, _Registered] = {}
         self._threads: list[threading.Thread] = []
@@ -425,7 +529,7 @@ class App:
             raise EngineClosedError("this App is closed")
         # Serve first: that sets the outbound policy, which work recovered from the database
         # must already follow when the engine starts dispatching it.
-        bound_host, bound_port = self._engine.serve(
+        bound_host, bound_port = self._native("serve").serve(
             host,
             port,
             allow_register=bool(allow_register),
@@ -440,14 +544,19 @@ class App:
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         return f"http://{shown}:{bound_port}"
 
+    def _native(self, what: str) -> _cueapi.NativeEngine:
+        if not isinstance(self._engine, _cueapi.NativeEngine):
+            raise CueAPIError(f"{what}() is for embedded Apps; this App works for {self._db}")
+        return self._engine
+
     def create_user(self, email: str) -> tuple[str, str]:
         """Creates a user of the HTTP API; returns its API key (shown only now) and webhook
         signing secret."""
-        return self._engine.create_user(email)
+        return self._native("create_user").create_user(email)
 
     def user_count(self) -> int:
         """How many users of the HTTP API exist."""
-        return self._engine.user_count()
+        return self._native("user_count").user_count()
 
     def _warn_orphans(self) -> None:
         names = self._engine.unhandled_cues(_dumps(sorted(self._handlers), "handler names"), 6)
@@ -495,8 +604,11 @@ class App:
                     restore = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
         try:
             self.start()
+            where = (
+                f"for {self._db} as worker {self._remote.worker_id}" if self._remote else f"from {self._db}"
+            )
             print(
-                f"cueapi: running {len(self._handlers)} cue handler(s) from {self._db}; Ctrl-C to stop",
+                f"cueapi: running {len(self._handlers)} cue handler(s) {where}; Ctrl-C to stop",
                 file=sys.stderr,
                 flush=True,
             )
@@ -555,7 +667,7 @@ class App:
         self.close()
 
     def _work(self) -> None:
-        jobs: list[_cueapi.Job] = []
+        jobs: Sequence[_Job] = []
         while not self._stopped.is_set():
             if not jobs:
                 try:
@@ -572,7 +684,7 @@ class App:
             reports = [r for r in map(self._dispatch, jobs) if r is not None]
             jobs = self._report(reports)
 
-    def _dispatch(self, job: _cueapi.Job) -> tuple[str, int, str] | None:
+    def _dispatch(self, job: _Job) -> tuple[str, int, str] | None:
         """Runs a claimed job with a sync handler and returns its report; an async handler is
         handed to the event loop (it reports by itself) and None is returned."""
         started = self._engine.now_ms()
@@ -584,7 +696,7 @@ class App:
             attempt=job.attempt,
             payload=json.loads(job.payload),
             idempotency_key=job.idempotency_key,
-            triggered_by=job.triggered_by,
+            triggered_by="scheduled" if job.triggered_by == "schedule" else job.triggered_by,
         )
         handler = self._handlers.get(job.cue_name)
         if handler is None:
@@ -611,9 +723,9 @@ class App:
         round trip per batch), at most ``_BATCH`` so a slow job holds back few others."""
         return max(1, min(_BATCH, -(-self._engine.queued // self._workers)))
 
-    def _report(self, reports: list[tuple[str, int, str]]) -> list[_cueapi.Job]:
+    def _report(self, reports: list[tuple[str, int, str]]) -> Sequence[_Job]:
         """Records finished runs and claims the next batch in the same round trip."""
-        following: list[_cueapi.Job] = []
+        following: Sequence[_Job] = []
         try:
             if reports or not self._stopped.is_set():
                 more = 0 if self._stopped.is_set() else self._batch_size()
@@ -630,7 +742,7 @@ class App:
                 self._idle.notify_all()
         return following
 
-    async def _run_async(self, handler: _Registered, job: _cueapi.Job, ctx: Context, started: int) -> None:
+    async def _run_async(self, handler: _Registered, job: _Job, ctx: Context, started: int) -> None:
         try:
             try:
                 result = handler.func(ctx)
@@ -667,11 +779,11 @@ class App:
 
     def cues(self) -> list[Cue]:
         """Every stored cue."""
-        return [Cue.from_dict(d) for d in self._engine.cues()]
+        return CUES.validate_json(self._engine.cues())
 
     def get_cue(self, cue: str) -> Cue:
         """One cue, by id or name."""
-        return Cue.from_dict(self._engine.cue(self._cue_id(cue)))
+        return Cue.model_validate_json(self._engine.cue(self._cue_id(cue)))
 
     def executions(
         self,
@@ -719,13 +831,13 @@ class App:
             "limit": limit,
             "offset": offset,
         }
-        return [Execution.from_dict(d) for d in self._engine.executions(_dumps(flt, "filter"))]
+        return EXECUTIONS.validate_json(self._engine.executions(_dumps(flt, "filter")))
 
     def execution(self, execution_id: str) -> Execution:
         """One execution with its attempt log."""
         if not isinstance(execution_id, str) or not execution_id:
             raise ValidationError("execution_id must be a non-empty string")
-        return Execution.from_dict(self._engine.execution(execution_id))
+        return Execution.model_validate_json(self._engine.execution(execution_id))
 
     def stats(self, cue: str, days: float = 7.0) -> Stats:
         """Counts, success rate and p50/p95 duration of a cue's runs over the last ``days``."""
