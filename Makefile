@@ -1,5 +1,7 @@
 # One entry point: `make check` sets up .venv and runs every check and test; `make run` runs the
-# example on the default ./cueapi.db; `make bench` runs the benchmarks (not part of the tests).
+# example on the default ./cueapi.db (setting up only what that needs); `make bench` and
+# `make bench-clients` run the benchmarks (not part of the tests); `make wheel` builds the
+# manylinux wheel into dist/.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,14 +9,20 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: check run bench develop lint test rust-test clean
+.PHONY: check run bench bench-clients wheel wheel-check develop lint test rust-test clean
 
-$(VENV)/.installed: pyproject.toml Makefile
-	@# The README's server quick start (run by a test) uses curl.
-	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+# What running cueapi needs: the build tool and the package's own dependencies.
+$(VENV)/.base: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q 'maturin>=1.9,<2' 'pytest>=8' 'pytest-timeout>=2.3' 'croniter>=6' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'flask>=3' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2' \
+	$(PY) -m pip install -q 'maturin>=1.9,<2' 'httpx>=0.27' 'pydantic>=2.7'
+	touch $@
+
+# What the checks and tests need besides.
+$(VENV)/.installed: $(VENV)/.base
+	@# The README's server quick start (run by a test) uses curl.
+	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+	$(PY) -m pip install -q 'pytest>=8' 'pytest-timeout>=2.3' 'croniter>=6' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'pydantic>=2.7' 'flask>=3' 'fastapi>=0.110' 'uvicorn>=0.30' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2' \
 		'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
 	touch $@
 
@@ -57,31 +65,51 @@ rust-test:
 test: develop
 	$(PY) -m pytest
 
-check: lint rust-test test
+check: lint rust-test test wheel-check
 
-run: develop
+run: $(VENV)/.base
+	maturin develop -q
 	$(PY) examples/quickstart.py
 
 # Benchmarks in their own venv, with a release build installed as a wheel: `maturin develop` would
 # write the extension into python/cueapi/, the tree the debug build in .venv imports from; a separate
 # CARGO_TARGET_DIR keeps cargo from waiting on (or invalidating) the debug build's target/.
-# BENCH_ARGS go to bench/run.py, e.g. `make bench BENCH_ARGS=--quick`. The server benchmarks drive
-# `cueapi serve` with wrk (a Debian package).
-bench:
-	@set -e; B="$(abspath .venv-bench)"; \
+# BENCH_ARGS go to bench/run.py (`make bench BENCH_ARGS=--quick`) or bench/clients.py. The server
+# benchmarks drive `cueapi serve` with wrk (a Debian package); bench/clients.py loads the official
+# SDK's verifier from .venv-sdk.
+BENCH_SETUP = set -e; B="$(abspath .venv-bench)"; \
 	if ! command -v wrk >/dev/null; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; fi; \
 	export VIRTUAL_ENV="$$B" PATH="$$B/bin:$$PATH" CARGO_TARGET_DIR="$$B/target"; \
 	if [ ! -x "$$B/bin/python" ]; then $(PYTHON) -m venv "$$B"; printf '*\n' > "$$B/.gitignore"; fi; \
-	if [ ! -f "$$B/.installed" ]; then \
+	if [ ! -f "$$B/.installed-2" ]; then \
 		"$$B/bin/python" -m pip install -q --upgrade pip; \
-		"$$B/bin/python" -m pip install -q 'maturin>=1.9,<2' 'apscheduler>=3.10,<4' 'sqlalchemy>=2' 'psutil>=5'; \
-		touch "$$B/.installed"; fi; \
+		"$$B/bin/python" -m pip install -q 'maturin>=1.9,<2' 'apscheduler>=3.10,<4' 'sqlalchemy>=2' 'psutil>=5' \
+			'httpx>=0.27' 'pydantic>=2.7' 'standardwebhooks>=1.1'; \
+		touch "$$B/.installed-2"; fi; \
 	rm -rf "$$B/wheels"; \
 	export CUEAPI_BENCH_BUILD="$$(git rev-parse --short HEAD)$$(git status --porcelain -- src python Cargo.toml \
 		Cargo.lock pyproject.toml | grep -q . && echo ' + uncommitted changes')"; \
 	"$$B/bin/maturin" build --release -q -i "$$B/bin/python" -o "$$B/wheels"; \
-	"$$B/bin/python" -m pip install -q --force-reinstall --no-deps "$$B"/wheels/cueapi-*.whl; \
-	"$$B/bin/python" bench/run.py $(BENCH_ARGS)
+	"$$B/bin/python" -m pip install -q --force-reinstall --no-deps "$$B"/wheels/cueapi-*.whl
+
+bench:
+	@$(BENCH_SETUP); "$$B/bin/python" bench/run.py $(BENCH_ARGS)
+
+bench-clients: $(SDK_VENV)/.installed
+	@$(BENCH_SETUP); "$$B/bin/python" bench/clients.py $(BENCH_ARGS)
+
+# The wheel users install: manylinux2014 (glibc 2.17), abi3 (CPython 3.10 and later), stripped,
+# linked with zig (from PyPI) so that no old-glibc build image is needed.
+wheel:
+	@set -e; W="$(abspath .venv-wheel)"; \
+	if [ ! -x "$$W/bin/maturin" ]; then $(PYTHON) -m venv "$$W"; printf '*\n' > "$$W/.gitignore"; \
+		"$$W/bin/python" -m pip install -q 'maturin>=1.9,<2' 'ziglang>=0.13'; fi; \
+	export PATH="$$W/bin:$$PATH" CARGO_TARGET_DIR="$$W/target"; \
+	rm -rf dist; maturin build --release --zig --compatibility manylinux2014 --strip -q -o dist
+
+# Installs that wheel into a fresh virtualenv and tries it there (tests/wheel_check.py).
+wheel-check: wheel
+	$(PYTHON) tests/wheel_check.py dist/cueapi-*.whl
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) target dist

@@ -33,6 +33,7 @@ from typing import Any
 import cueapi
 import httpx
 from flask import Flask, Response, jsonify, request
+from werkzeug.serving import make_server
 
 
 def base_url() -> str:
@@ -281,17 +282,25 @@ def find_verified_outcomes(result_type: str | None = None, days: int = 30) -> An
 
 
 def main() -> None:
-    """Creates the article's cue pointing at this agent, then serves the agent's ``/sync``."""
+    """Creates the article's cue pointing at this agent, then serves the agent's ``/sync``
+    (``--port 0`` picks a free port); ``--fire`` also runs the cue at once."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--callback-url", help="the URL CueAPI calls (default: http://HOST:PORT/sync)")
+    parser.add_argument("--fire", action="store_true", help="fire the cue once the agent listens")
     args = parser.parse_args()
 
+    agent = make_server(args.host, args.port, app, threaded=True)
     # Usage
-    cue = create_monitored_cue(args.callback_url or f"http://{args.host}:{args.port}/sync")
-    print(f"Created cue: {cue['id']}")
-    app.run(args.host, args.port)
+    cue = create_monitored_cue(args.callback_url or f"http://{args.host}:{agent.server_port}/sync")
+    print(f"Created cue: {cue['id']}", flush=True)
+    print(f"Agent listening on http://{args.host}:{agent.server_port}/sync", flush=True)
+    if args.fire:
+        headers = {"Authorization": f"Bearer {os.getenv('CUEAPI_KEY')}"}
+        fired = httpx.post(f"{base_url()}/v1/cues/{cue['id']}/fire", headers=headers).json()
+        print(f"Fired: {fired['id']}", flush=True)
+    agent.serve_forever()
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-from conftest import wait_for
+from tests.conftest import start_server, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,7 @@ def stored_cues(db: Path) -> list[tuple[str, str]]:
 
 
 def test_readme_example_runs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    declare, history = block("python", "app.run()"), block("python", "app.executions(")
+    declare, history = block("python", "# embedded engine, SQLite file"), block("python", "app.executions(")
     (tmp_path / "declare.py").write_text(declare)
     (tmp_path / "history.py").write_text(history)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -116,90 +117,151 @@ def test_history_command(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "cue not found" in bad.stderr
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the README's blocks name fixed ports; tests may not)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_readme_server_quick_start(tmp_path: Path) -> None:
-    """The README's server quick start, as written: register, create a cue calling the Flask
-    receiver, fire it; the receiver verifies the signature and reports the outcome."""
-    shell = block("sh", "cueapi serve")
-    receiver_code = block("python", "from flask import")
-    lines = shell.splitlines()
-    assert lines[0].startswith("cueapi serve --db cueapi.db --allow-private-targets &")
-    cue_at = next(i for i, line in enumerate(lines) if line.startswith("CUE="))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cueapi.cli",
-            "serve",
-            "--db",
-            "cueapi.db",
-            "--allow-private-targets",
-            "--port",
-            "0",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+    """The README's server quick start, as written, as one script (only its two ports are swapped
+    for free ones): the server, a key, the Flask receiver of `cueapi.flask`, a cue calling it, a
+    fire, and the outcome the receiver answered with in the history."""
+    shell = block("sh", "cueapi serve --db cueapi.db")
+    receiver = block("python", "from cueapi.flask import webhook")
+    assert shell.splitlines()[0].startswith("cueapi serve --db cueapi.db --allow-private-targets &")
+    api, agent = free_port(), free_port()
+    (tmp_path / "receiver.py").write_text(receiver.replace("port=5000", f"port={agent}"))
+    script = (
+        shell.replace("--allow-private-targets &", f"--allow-private-targets --port {api} &", 1)
+        .replace("127.0.0.1:8000", f"127.0.0.1:{api}")
+        .replace("127.0.0.1:5000", f"127.0.0.1:{agent}")
     )
-    flask: subprocess.Popen[str] | None = None
+    # `cueapi` and `python` as after `source .venv/bin/activate`.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=path)
+    # The background jobs are stopped when the script ends, however it ends.
+    wrapped = (
+        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n"
+        + script
+        + '\necho\necho "KEY=$KEY RUN=$RUN"\n'
+    )
+    got = subprocess.run(
+        ["bash", "-c", wrapped], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
+    assert got.returncode == 0, got.stdout + got.stderr
+    history = json.loads(got.stdout.splitlines()[-2])
+    (run,) = history["executions"]
+    assert got.stdout.splitlines()[-1].endswith(f"RUN={run['id']}")
+    assert run["status"] == "success" and run["triggered_by"] == "manual_fire"
+    outcome = run["outcome"]
+    assert outcome["external_id"] == "batch_20260324_002" and outcome["result"] == "Synced 847 records"
+    assert outcome["metadata"] == {"records_synced": 847}
+
+
+def test_readme_client_block(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "client.db")
     try:
-        assert server.stderr is not None
-        url = re.search(r"listening on (http://\S+)", server.stderr.readline())
-        assert url
-        part_a = "\n".join(lines[1:cue_at]).replace("http://127.0.0.1:8000", url.group(1))
-        got = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", part_a + '\necho "$URL $KEY $SECRET"'],
+        code = block("python", "cueapi.CueAPI(base_url=").replace("http://127.0.0.1:8000", server.url)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
             capture_output=True,
             text=True,
             timeout=60,
+            env=dict(os.environ, CUEAPI_API_KEY=server.key),
+        )
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert re.match(r"cue_\w+ 2\d\d\d-\d\d-\d\d 0[67]:00:00\+00:00$", lines[0]), lines
+        assert re.search(r" success reported_success rpt_42$", lines[1]), lines
+        assert lines[-1] == "404 cue_not_found"
+    finally:
+        server.app.close()
+
+
+def test_readme_remote_block(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "remote.db")
+    try:
+        code = block("python", 'cueapi.App(remote="http://127.0.0.1:8000")').replace(
+            "http://127.0.0.1:8000", server.url
+        )
+        (tmp_path / "remote_app.py").write_text(code)
+        env = dict(os.environ, CUEAPI_API_KEY=server.key, PYTHONUNBUFFERED="1")
+        with subprocess.Popen(
+            [sys.executable, "remote_app.py"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stderr is not None
+            try:
+                assert f"running 1 cue handler(s) for {server.url}" in proc.stderr.readline()
+                (cue,) = server.call("GET", "/v1/cues").json()["cues"]
+                assert cue["name"] == "sync_customer_data" and cue["transport"] == "worker"
+                run = server.call("POST", f"/v1/cues/{cue['id']}/fire").json()["id"]
+                done = wait_for(lambda: server.execution(run).get("outcome"), timeout=30, what="the outcome")
+                assert done["result"] == "Synced 847 records"
+            finally:
+                proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+    finally:
+        server.app.close()
+
+
+def test_readme_fastapi_block(tmp_path: Path) -> None:
+    """The FastAPI receiver as written, served by uvicorn, takes a real delivery and answers with
+    its outcome; a forged request gets 401 with the reason."""
+    (tmp_path / "receiver.py").write_text(block("python", "cueapi.fastapi.install(FastAPI())"))
+    server = start_server(tmp_path / "fastapi.db")
+    port = free_port()
+    env = dict(os.environ, CUEAPI_WEBHOOK_SECRET=server.secret)
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "receiver:app", "--port", str(port)],
             cwd=tmp_path,
             env=env,
-        )
-        assert got.returncode == 0, got.stderr
-        base, key, secret = got.stdout.split()
-        (tmp_path / "receiver.py").write_text(receiver_code.replace("app.run(port=5000)", "app.run(port=0)"))
-        flask = subprocess.Popen(
-            [sys.executable, "receiver.py"],
-            cwd=tmp_path,
-            env=dict(env, URL=base, KEY=key, SECRET=secret),
             stderr=subprocess.PIPE,
             text=True,
-        )
-        assert flask.stderr is not None
-        port = None
-        for _ in range(50):
-            m = re.search(r"Running on http://127\.0\.0\.1:(\d+)", flask.stderr.readline())
-            if m:
-                port = m.group(1)
-                break
-        assert port, "the receiver did not start"
-        part_b = "\n".join(lines[cue_at:]).replace("http://127.0.0.1:5000", f"http://127.0.0.1:{port}")
-        got = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", part_b + '\necho "CUE=$CUE"'],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-            env=dict(env, URL=base, KEY=key),
-        )
-        assert got.returncode == 0, got.stderr
-        cue = re.search(r"CUE=(cue_\w+)", got.stdout)
-        assert cue and '"triggered_by":"manual_fire"' in got.stdout.replace(" ", "")
-        auth = {"Authorization": f"Bearer {key}"}
-
-        def reported() -> object:
-            r = httpx.get(f"{base}/v1/cues/{cue.group(1)}/executions", headers=auth, timeout=30).json()
-            outcomes = [e.get("outcome", {}) for e in r["data"]]
-            return outcomes and outcomes[0].get("success") and outcomes[0]
-
-        outcome = wait_for(reported, timeout=30, what="the receiver's outcome report")
-        assert isinstance(outcome, dict)
-        assert outcome["external_id"] == "batch_20260324_002" and outcome["result"] == "Synced 847 records"
+        ) as proc:
+            assert proc.stderr is not None
+            try:
+                while "Uvicorn running on" not in (line := proc.stderr.readline()):
+                    assert line, "uvicorn did not start"
+                forged = server.http.post(f"http://127.0.0.1:{port}/sync", json={"execution_id": "exec_x"})
+                assert forged.status_code == 401
+                assert forged.json()["error"]["reason"] == "missing_signature"
+                cue = server.cue(
+                    name="fastapi-sync",
+                    schedule={"type": "recurring", "cron": "0 2 * * *"},
+                    callback={"url": f"http://127.0.0.1:{port}/sync"},
+                    payload={"batch_size": 1000},
+                )
+                run = server.call("POST", f"/v1/cues/{cue['id']}/fire").json()["id"]
+                done = wait_for(lambda: server.execution(run).get("outcome"), timeout=30, what="the outcome")
+                assert done["result"] == "Synced 1000 records" and done["external_id"].startswith(cue["id"])
+            finally:
+                proc.terminate()
     finally:
-        for proc in (flask, server):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
-                if proc.stderr is not None:
-                    proc.stderr.close()
+        server.app.close()
+
+
+def test_readme_command_line_block(tmp_path: Path) -> None:
+    """The command-line block as written, after the server quick start (which set KEY)."""
+    server = start_server(tmp_path / "cli.db")
+    try:
+        script = block("sh", "cueapi login --api-key").replace("http://127.0.0.1:8000", server.url)
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = dict(os.environ, KEY=server.key, PATH=path, XDG_CONFIG_HOME=str(tmp_path / "config"))
+        for name in ("CUEAPI_API_KEY", "CUEAPI_API_BASE", "CUEAPI_BASE_URL", "CUEAPI_PROFILE"):
+            env.pop(name, None)
+        got = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert got.returncode == 0, got.stdout + got.stderr
+        (cue,) = server.call("GET", "/v1/cues").json()["cues"]
+        assert cue["name"] == "nightly" and cue["schedule"]["timezone"] == "America/New_York"
+        runs = server.call("GET", "/v1/executions", params={"cue_id": cue["id"]}).json()["executions"]
+        assert [r["payload"] for r in runs] == [{"dry_run": True}]
+        assert got.stdout.strip().endswith(cue["next_run"]), got.stdout
+        assert "nightly" in got.stdout and cue["id"] in got.stdout
+        assert (tmp_path / "config" / "cueapi" / "credentials.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        server.app.close()
