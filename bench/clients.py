@@ -161,20 +161,32 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
     return proc, url, key
 
 
-def latency(fn: Callable[[], object], n: int) -> dict[str, float]:
-    for _ in range(min(200, n)):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    times.sort()
+def summary(times: list[int]) -> dict[str, float]:
+    times = sorted(times)
     return {
         "mean_us": statistics.fmean(times) / 1000,
         "p50_us": times[len(times) // 2] / 1000,
         "p99_us": times[int(len(times) * 0.99)] / 1000,
     }
+
+
+def paired(ours: Callable[[], object], theirs: Callable[[], object], n: int) -> dict[str, dict[str, float]]:
+    """Both calls, alternately, ``n`` times each (after a warm-up): a drift of the machine or the
+    server hits both alike."""
+    for _ in range(min(200, n)):
+        ours()
+        theirs()
+    a: list[int] = []
+    b: list[int] = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        ours()
+        t1 = time.perf_counter_ns()
+        theirs()
+        t2 = time.perf_counter_ns()
+        a.append(t1 - t0)
+        b.append(t2 - t1)
+    return {"cueapi": summary(a), "httpx": summary(b)}
 
 
 def bench_client(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,15 +222,7 @@ def bench_client(args: argparse.Namespace) -> dict[str, Any]:
             }
             out: dict[str, Any] = {}
             for name, (ours, theirs) in calls.items():
-                # Interleave the two so that drift of the machine hits both alike.
-                a = latency(ours, n // 2)
-                b = latency(theirs, n // 2)
-                a2 = latency(ours, n // 2)
-                b2 = latency(theirs, n // 2)
-                out[name] = {
-                    "cueapi": {k: (a[k] + a2[k]) / 2 for k in a},
-                    "httpx": {k: (b[k] + b2[k]) / 2 for k in b},
-                }
+                out[name] = paired(ours, theirs, n)
             client.close()
             plain.close()
         finally:
