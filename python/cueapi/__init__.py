@@ -13,7 +13,7 @@ Four faces over one engine:
 """
 
 from ._cueapi import SCHEMA_VERSION, __version__
-from .app import App, Context, Outcome
+from .app import App
 from .client import AgentsResource as AgentsResource
 from .client import AsyncCueAPI, CueAPI, ExecutionContext
 from .client import CuesResource as CuesResource
@@ -40,6 +40,7 @@ from .exceptions import (
     ValidationError,
     WebhookVerificationError,
 )
+from .handler import Context, Outcome
 from .models import (
     Agent,
     AgentList,
