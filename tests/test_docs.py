@@ -209,13 +209,13 @@ def test_readme_remote_block(tmp_path: Path) -> None:
 def test_readme_fastapi_block(tmp_path: Path) -> None:
     """The FastAPI receiver as written, served by uvicorn, takes a real delivery and answers with
     its outcome; a forged request gets 401 with the reason."""
-    (tmp_path / "receiver.py").write_text(block("python", "cueapi.fastapi.install(FastAPI())"))
+    (tmp_path / "fastapi_receiver.py").write_text(block("python", "cueapi.fastapi.install(FastAPI())"))
     server = start_server(tmp_path / "fastapi.db")
     port = free_port()
     env = dict(os.environ, CUEAPI_WEBHOOK_SECRET=server.secret)
     try:
         with subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "receiver:app", "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", "fastapi_receiver:app", "--port", str(port)],
             cwd=tmp_path,
             env=env,
             stderr=subprocess.PIPE,
