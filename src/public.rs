@@ -22,7 +22,8 @@ pub fn iso_fields(v: &mut Map<String, Value>, keys: &[&str]) {
 }
 
 /// A store cue in the public form: instants in ISO-8601, the schedule without its empty fields,
-/// the outcome deadline under `delivery`, the catch-up policy as one object, no owner.
+/// the outcome deadline under `delivery`, the catch-up policy in the hosted service's words, no
+/// owner.
 pub fn cue(mut v: Value, warning: Option<String>) -> Value {
     let Some(m) = v.as_object_mut() else {
         return v;
@@ -55,9 +56,11 @@ pub fn cue(mut v: Value, warning: Option<String>) -> Value {
     ) {
         d.insert("outcome_deadline_seconds".into(), dl);
     }
-    let policy = m.remove("catch_up").unwrap_or(Value::Null);
-    let max = m.remove("catch_up_max").unwrap_or(Value::Null);
-    m.insert("catch_up".into(), json!({"policy": policy, "max": max}));
+    // The hosted service's names (`run_once_if_missed`, …); the bound stays `catch_up_max`.
+    if let Some(policy) = m.get("catch_up").and_then(Value::as_str) {
+        let name = crate::store::catch_up_name(policy);
+        m.insert("catch_up".into(), name.into());
+    }
     m.insert("warning".into(), warning.map_or(Value::Null, Value::String));
     // A paused cue has no next run (the store keeps its place, to record what the pause missed).
     if m.get("status").and_then(Value::as_str) != Some("active") {

@@ -134,7 +134,8 @@ def test_retry_ladder_follows_backoff_then_fails(app: cueapi.App, clock: cueapi.
     @app.cue(every="1h", retry={"max_attempts": 3, "backoff_minutes": [1, 5, 15]})
     def flaky(ctx: cueapi.Context) -> cueapi.Outcome:
         tries.append(ctx.attempt)
-        return cueapi.Outcome(success=False, error=f"try {ctx.attempt} failed")
+        # A failed run (retry=True), not a verdict: the retry policy runs it again.
+        return cueapi.Outcome(success=False, error=f"try {ctx.attempt} failed", retry=True)
 
     app.start()
     clock.advance(3600)
@@ -162,8 +163,9 @@ def test_retry_ladder_follows_backoff_then_fails(app: cueapi.App, clock: cueapi.
 
 def test_retry_then_success(app: cueapi.App, clock: cueapi.ManualClock) -> None:
     @app.cue(every="1h", retry={"max_attempts": 2, "backoff_minutes": [2]})
-    def second_time_lucky(ctx: cueapi.Context) -> bool:
-        return ctx.attempt == 2
+    def second_time_lucky(ctx: cueapi.Context) -> None:
+        if ctx.attempt == 1:
+            raise ConnectionError("the first try loses its connection")
 
     app.start()
     clock.advance(3600)

@@ -368,7 +368,7 @@ def test_create_and_update_options_reach_the_server(cli: CLI, user: Server) -> N
     assert c["transport"] == "worker" and c["payload"] == {"task": "t"} and c["description"] == "d"
     assert c["on_failure"]["email"] is False and c["on_failure"]["pause"] is True
     assert c["delivery"]["timeout_seconds"] == 60 and c["alerts"]["consecutive_failures"] == 5
-    assert c["catch_up"]["policy"] == "skip" and c["verification"] == {"mode": "require_external_id"}
+    assert c["catch_up"] == "skip_missed" and c["verification"] == {"mode": "require_external_id"}
 
     out = ok(
         cli.sh(
@@ -378,7 +378,7 @@ def test_create_and_update_options_reach_the_server(cli: CLI, user: Server) -> N
     )
     assert out.strip() == f"Updated: {c['id']} (report)"
     c = user.call("GET", f"/v1/cues/{c['id']}").json()
-    assert c["status"] == "paused" and c["catch_up"]["policy"] == "all" and c["description"] == "changed"
+    assert c["status"] == "paused" and c["catch_up"] == "replay_all" and c["description"] == "changed"
     assert c["delivery"]["timeout_seconds"] == 90 and c["verification"] == {"mode": "require_result_url"}
     assert c["schedule"]["at"] == "2030-01-01T10:00:00Z"  # untouched
 
@@ -394,8 +394,8 @@ def test_create_and_update_options_reach_the_server(cli: CLI, user: Server) -> N
 
 
 def test_head_only_flags_send_the_official_clis_requests(cli: CLI, receiver: Receiver) -> None:
-    """Flags of the official CLI's HEAD that `cueapi serve` does not take (on_success_fire,
-    required payload keys) or that 0.2.0 lacks: the requests, as a recording server sees them."""
+    """Flags of the official CLI's HEAD that 0.2.0 lacks (on_success_fire, required payload keys,
+    the hosted catch-up names): the requests, as a recording server sees them."""
     runs = [
         """create --name x --cron '0 9 * * *' --worker --delivery '{"timeout_seconds": 60}' """
         """--alerts '{"consecutive_failures": 3}' --catch-up skip_missed """
@@ -587,7 +587,7 @@ def test_api_errors_exit_1_naming_the_servers_code_and_nothing_changes(cli: CLI,
             lambda: cli("create", "--name", "keep", *cron),
             lambda: cli("create", "--name", "x", *cron, "--payload", "[1]"),
             lambda: cli("create", "--name", "x", "--cron", "not a cron", "--worker"),
-            lambda: cli("create", "--name", "x", *cron, "--on-success-fire", keep["id"]),
+            lambda: cli("create", "--name", "x", *cron, "--on-success-fire", "cue_not_a_cue_of_yours"),
         ]
     )
     expected = [
@@ -602,8 +602,8 @@ def test_api_errors_exit_1_naming_the_servers_code_and_nothing_changes(cli: CLI,
         'a cue named "keep" already exists (HTTP 409, duplicate_cue_name)',
         "body.payload: must be an object (HTTP 422, validation_error)",
         'cron expression "not a cron"',
-        # cueapi serve does not take the official CLI's newest cue fields yet.
-        "body.on_success_fire: unknown field",
+        # A chain target that is not one of the caller's cues.
+        'body.on_success_fire: there is no cue "cue_not_a_cue_of_yours"',
     ]
     for proc, message in zip(procs, expected, strict=True):
         failed(proc, message)

@@ -346,7 +346,7 @@ def test_create_recurring_with_every_option(client: CueAPI, server: Server, stub
     )
     assert stored["callback"] == {"url": stub.url + "/hook", "method": "PUT", "headers": {"X-Team": "ops"}}
     assert stored["payload"] == cue.payload and stored["description"] == "weekday sync"
-    assert stored["retry"] == {"max_attempts": 2, "backoff_minutes": [1, 5]}
+    assert stored["retry"] == {"max_attempts": 2, "backoff_minutes": [1, 5], "retry_reported_failures": False}
     assert stored["on_failure"] == {"email": False, "webhook": None, "pause": True}
     assert stored["delivery"]["timeout_seconds"] == 5 and stored["delivery"]["outcome_deadline_seconds"] == 60
 
@@ -437,7 +437,7 @@ def test_update_changes_each_field_alone(client: CueAPI, server: Server, stub: R
         ({"payload": {"v": 2, "x": [1]}}, {"payload": {"v": 2, "x": [1]}}),
         (
             {"retry": {"max_attempts": 1, "backoff_minutes": [2]}},
-            {"retry": {"max_attempts": 1, "backoff_minutes": [2]}},
+            {"retry": {"max_attempts": 1, "backoff_minutes": [2], "retry_reported_failures": False}},
         ),
         (
             {"on_failure": {"email": False, "pause": True}},

@@ -157,7 +157,7 @@ def test_worker_flow(live: Server) -> None:
             r"pending: verification_pending",
             r"verified: verified_success",
             r"replay: replay pending",
-            r"history: 4 \['pending', 'retrying', 'success'\]",
+            r"history: 4 \['failed', 'pending', 'success'\]",
             r"succeeded: 2",
             r"verified: 1",
             r"replays: 1",

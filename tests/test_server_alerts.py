@@ -390,7 +390,8 @@ def test_retries_exhausted_when_a_worker_reports_failure_with_no_retries_left(
 ) -> None:
     cue = worker_cue(timed, retry={"max_attempts": 1, "backoff_minutes": [1]})
     eid = fire(timed, cue)
-    assert reported(timed, eid, success=False, error="upstream 503")["status"] == "retrying"
+    # A failed run (retry: true) is retried; the retry's plain reported failure is final.
+    assert reported(timed, eid, success=False, error="upstream 503", retry=True)["status"] == "retrying"
     assert alerts(timed, alert_type="retries_exhausted") == []
     advance(timed, now_clock, beacon, 60)
     wait_for(lambda: timed.execution(eid)["status"] == "pending", what="the retry to be due")
@@ -610,18 +611,24 @@ def test_consecutive_failures_threshold_is_per_cue_and_a_success_resets_the_coun
         reported(server, eid, success=success, error=None if success else "no rows")
         return eid
 
+    def delivered_failing(cue: dict[str, Any]) -> str:
+        """Delivered, and answered with a failure: the execution fails (a reported failure)."""
+        eid = fire(server, cue)
+        settled(server, eid, "failed")
+        return eid
+
     outcome(two, False)
-    delivered(server, three)
+    delivered_failing(three)
     outcome(two, True)  # resets the count
     outcome(two, False)
-    delivered(server, three)
+    delivered_failing(three)
     assert alerts(server) == []  # two: 1 in a row; three: 2 in a row
     last = outcome(two, False)
     (alert,) = alerts(server)
     assert alert["alert_type"] == "consecutive_failures" and alert["cue_id"] == two["id"]
     assert alert["execution_id"] == last
     assert alert["metadata"]["consecutive_failures"] == 2
-    third = delivered(server, three)
+    third = delivered_failing(three)
     got = alert_of(server, three, "consecutive_failures")
     assert got["execution_id"] == third and got["metadata"]["consecutive_failures"] == 3
     # The threshold can be changed.

@@ -1112,8 +1112,11 @@ def test_cue_response_shape(server: Server) -> None:
     assert c["schedule"] == {"type": "recurring", "cron": "0 9 29 2 *", "timezone": "Europe/Paris"}
     assert c["callback"] == {"url": PUBLIC_URL, "method": "PUT", "headers": {"X-Team": "ops"}}
     assert c["payload"] == {"task": "brief", "n": [1, 2.5, None, True]}
-    assert c["retry"] == {"max_attempts": 4, "backoff_minutes": [2, 10]}
+    assert c["retry"] == {"max_attempts": 4, "backoff_minutes": [2, 10], "retry_reported_failures": False}
     assert all(type(m) is int for m in c["retry"]["backoff_minutes"])
+    assert (c["catch_up"], c["catch_up_max"]) == ("run_once_if_missed", 100)
+    assert c["on_success_fire"] is None and c["required_payload_keys"] is None
+    assert c["require_payload_override"] is False
     assert isinstance(c["delivery"], dict)
     assert c["on_failure"] == {"email": False, "webhook": "https://93.184.216.34/failed", "pause": True}
     assert c["verification"] == {"mode": "require_external_id"}
@@ -1144,7 +1147,7 @@ def test_cue_defaults(server: Server) -> None:
     )
     assert c["callback"] == {"url": PUBLIC_URL, "method": "POST", "headers": {}}
     assert c["payload"] == {}
-    assert c["retry"] == {"max_attempts": 3, "backoff_minutes": [1, 5, 15]}
+    assert c["retry"] == {"max_attempts": 3, "backoff_minutes": [1, 5, 15], "retry_reported_failures": False}
     assert c["on_failure"] == {"email": True, "webhook": None, "pause": False}
     assert c["verification"] is None
     w = worker_cue(server, "w-defaults")
@@ -1252,7 +1255,7 @@ def test_patch_keeps_what_is_not_sent(server: Server) -> None:
     assert p["description"] == "new"
     assert p["callback"]["method"] == "PUT" and p["callback"]["headers"] == {"X-Token": "t"}
     assert p["payload"] == {"b": 2}
-    assert p["retry"] == {"max_attempts": 5, "backoff_minutes": [2, 4]}
+    assert p["retry"] == {"max_attempts": 5, "backoff_minutes": [2, 4], "retry_reported_failures": False}
     assert p["on_failure"] == {"email": False, "webhook": None, "pause": True}
     assert p["verification"] == {"mode": "manual"}
     assert {k: p[k] for k in stable if k != "next_run"} == {k: c[k] for k in stable if k != "next_run"}
@@ -1372,8 +1375,13 @@ def test_fire_with_bad_fields_is_422_and_creates_nothing(
 
 def test_fire_idempotency_key(server: Server, cue: dict[str, Any]) -> None:
     first = fire(server, cue["id"], idempotency_key="order-42")
-    again = fire(server, cue["id"], idempotency_key="order-42", payload_override={"x": 1})
-    assert again["id"] == first["id"]
+    again = fire(server, cue["id"], idempotency_key="order-42")
+    assert again["id"] == first["id"] and again["created"] is False
+    # The same key with another request is refused, naming the first execution.
+    conflict = server.call(
+        "POST", f"/v1/cues/{cue['id']}/fire", {"idempotency_key": "order-42", "payload_override": {"x": 1}}
+    )
+    assert conflict.status_code == 409 and conflict.json()["error"]["execution_id"] == first["id"]
     other = fire(server, cue["id"], idempotency_key="order-43")
     assert other["id"] != first["id"]
     assert len(snapshot(server)["executions"]) == 2

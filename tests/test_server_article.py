@@ -129,7 +129,11 @@ def test_article_cue_delivers_to_the_flask_agent_which_reports_success_with_evid
     assert cue["schedule"]["cron"] == "0 2 * * *"
     assert cue["schedule"]["timezone"] == "America/New_York"
     assert cue["callback"]["url"] == article.agent_url + "/sync"
-    assert cue["retry"] == {"max_attempts": 3, "backoff_minutes": [1, 5, 15]}
+    assert cue["retry"] == {
+        "max_attempts": 3,
+        "backoff_minutes": [1, 5, 15],
+        "retry_reported_failures": False,
+    }
     assert cue["delivery"]["outcome_deadline_seconds"] == 600
 
     execution_id = fire(server, cue["id"])
@@ -336,7 +340,8 @@ def test_update_failure_alerts_sets_the_webhook_and_keeps_the_rest(
         assert c["callback"]["method"] == "POST"
         assert c["callback"]["headers"] == {"X-Agent-Secret": "your-secret"}
         assert c["payload"] == {"task": "sync_customer_data", "source": "crm", "batch_size": 1000}
-        assert c["retry"] == {"max_attempts": 3, "backoff_minutes": [1, 5, 15]}
+        retry = {"max_attempts": 3, "backoff_minutes": [1, 5, 15], "retry_reported_failures": False}
+        assert c["retry"] == retry
         assert c["delivery"]["outcome_deadline_seconds"] == 600
         assert c["description"] == "Sync customer data with accountability"
         assert c["next_run"] == cue["next_run"]

@@ -284,10 +284,17 @@ def test_heartbeats_keep_the_worker_listed_as_active(live: Server, daemon: Start
     assert w["seconds_since_heartbeat"] >= TIMEOUT
 
 
-def test_a_failing_handler_follows_the_retry_policy(live: Server, daemon: Start, tmp_path: Path) -> None:
+def test_a_failing_handler_is_final_unless_its_cue_retries_reported_failures(
+    live: Server, daemon: Start, tmp_path: Path
+) -> None:
+    """The daemon reports a handler's non-zero exit as `success: false`: the handler's verdict,
+    final (as the official clients and the reference server have it) even with retries left; a cue
+    that sets `retry.retry_reported_failures` has it retried."""
     marker = shlex.quote(str(tmp_path / "flaky.marker"))
-    flaky = worker_cue(live, "flaky", {"task": "flaky"}, retry={"max_attempts": 1, "backoff_minutes": [0.02]})
-    broken = worker_cue(live, "broken", {"task": "broken"}, retry={"max_attempts": 0})
+    retrying = {"max_attempts": 1, "backoff_minutes": [0.02], "retry_reported_failures": True}
+    flaky = worker_cue(live, "flaky", {"task": "flaky"}, retry=retrying)
+    final = {"max_attempts": 1, "backoff_minutes": [0.02]}
+    broken = worker_cue(live, "broken", {"task": "broken"}, retry=final)
     e1, e2 = fire(live, flaky), fire(live, broken)
     d = daemon(
         "w-retry",

@@ -964,12 +964,14 @@ def test_a_success_outcome_completes_the_claimed_attempt(srv: Server, clock: cue
     assert srv.execution(eid) == ex
 
 
-def test_a_failure_is_retried_and_claimable_again(
+def test_a_failed_run_is_retried_and_claimable_again(
     srv: Server, clock: cueapi.ManualClock, beacon: Receiver
 ) -> None:
+    """A report with `retry: true` says the run failed (a crash): the retry policy runs it again.
+    (A plain reported failure is final: tests/test_failure_rule.py.)"""
     eid = job(srv, "a", retry={"max_attempts": 1, "backoff_minutes": [1]})
     claimed(srv, eid, "w1")
-    r = report(srv, eid, success=False, error="upstream 503")
+    r = report(srv, eid, success=False, error="upstream 503", retry=True)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "retrying" and body["outcome_state"] == "reported_failure"
@@ -1041,13 +1043,13 @@ def test_a_failure_with_no_retries_left_fails_and_applies_on_failure(
 
 def test_an_outcome_on_a_due_unclaimed_execution_is_kept_as_an_attempt_of_its_own(srv: Server) -> None:
     """A report without a claim (a hand, or a worker whose claim was released) for a due
-    execution completes it as an attempt with no claimer; a failure follows the retry policy."""
+    execution completes it as an attempt with no claimer; a failed run follows the retry policy."""
     ok_id, failing = job(srv, "a"), job(srv, "b", retry={"max_attempts": 1, "backoff_minutes": [5]})
     r = report(srv, ok_id, success=True, result="by hand")
     assert r.status_code == 200 and r.json()["status"] == "success", r.text
     ex = srv.execution(ok_id)
     assert [(a["number"], a["status"], a["claimed_by"]) for a in ex["attempt_log"]] == [(1, "success", None)]
-    r = report(srv, failing, success=False, error="x")
+    r = report(srv, failing, success=False, error="x", retry=True)
     assert r.status_code == 200 and r.json()["status"] == "retrying", r.text
     # Waiting for its retry, it takes no report without a claim.
     before = srv.execution(failing)

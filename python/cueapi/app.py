@@ -55,7 +55,7 @@ def _retry_spec(retry: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     if not isinstance(retry, Mapping):
         raise ValidationError("retry must be a dict like {'max_attempts': 3, 'backoff_minutes': [1, 5, 15]}")
-    unknown = set(retry) - {"max_attempts", "backoff_minutes"}
+    unknown = set(retry) - {"max_attempts", "backoff_minutes", "retry_reported_failures"}
     if unknown:
         raise ValidationError(f"retry has unknown keys {sorted(unknown)}")
     return dict(retry)
@@ -570,6 +570,7 @@ class App:
             outcome: dict[str, Any] = {
                 "success": False,
                 "error": f"no handler for cue {job.cue_name!r} in this process",
+                "retry": True,
             }
         elif not handler.is_async:
             try:
@@ -577,7 +578,7 @@ class App:
             except Exception as exc:
                 outcome = outcome_from_exception(exc)
         elif self._loop is None or self._loop.is_closed():
-            outcome = {"success": False, "error": "no event loop to run an async handler"}
+            outcome = {"success": False, "error": "no event loop to run an async handler", "retry": True}
         else:
             self._async_slots.acquire()
             asyncio.run_coroutine_threadsafe(self._run_async(handler, job, ctx, started), self._loop)

@@ -12,12 +12,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 _EVIDENCE_KEYS = ("external_id", "result_url", "result_ref", "result_type", "summary", "artifacts")
-_OUTCOME_KEYS = frozenset(("success", "result", "error", "metadata", *_EVIDENCE_KEYS))
+_OUTCOME_KEYS = frozenset(("success", "result", "error", "metadata", "retry", *_EVIDENCE_KEYS))
 
 
 @dataclass
 class Outcome:
-    """What a handler reports: success or failure, a result, and the evidence behind it."""
+    """What a handler reports: success or failure, a result, and the evidence behind it.
+
+    A reported failure is the handler's verdict and final; with ``retry=True`` it is a failed run
+    instead (as an exception is), retried by the cue's retry policy."""
 
     success: bool = True
     result: str | None = None
@@ -29,6 +32,7 @@ class Outcome:
     result_type: str | None = None
     summary: str | None = None
     artifacts: list[Any] | None = None
+    retry: bool = False
 
 
 @dataclass
@@ -81,7 +85,10 @@ def outcome_from_return(value: object) -> dict[str, Any]:
     if value is None:
         return {"success": True}
     if isinstance(value, Outcome):
-        return {k: v for k, v in asdict(value).items() if v is not None}
+        out = {k: v for k, v in asdict(value).items() if v is not None}
+        if not out.get("retry"):
+            del out["retry"]
+        return out
     if isinstance(value, bool):
         return {"success": value}
     if isinstance(value, str):
@@ -113,6 +120,8 @@ def outcome_from_exception(exc: BaseException) -> dict[str, Any]:
         "error": f"{type(exc).__name__}: {message}"[:2000],
         "error_type": type(exc).__qualname__,
         "traceback": tb,
+        # An exception is a failed run, not the handler's verdict: retried by the cue's policy.
+        "retry": True,
         "metadata": {
             "exception_type": type(exc).__qualname__,
             "exception_message": str(exc),

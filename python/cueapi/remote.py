@@ -43,7 +43,10 @@ MAX_POLL_BACKOFF = 30.0
 # The outcome route takes metadata up to 10 KiB; a traceback is cut to fit.
 _METADATA_LIMIT = 10_240
 _TRACEBACK_KEEP = 4_000
+# The embedded App's catch-up names, as the server shows them.
+_CATCH_UP = {"once": "run_once_if_missed", "skip": "skip_missed", "all": "replay_all"}
 _REPORT_KEYS = (
+    "retry",
     "result",
     "error",
     "metadata",
@@ -470,7 +473,8 @@ def _server_body(spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("overlap") is not None:
         body["overlap"] = spec["overlap"]
     if spec.get("catch_up") is not None:
-        body["catch_up"] = {"policy": spec["catch_up"], "max": spec.get("catch_up_max", 100)}
+        body["catch_up"] = _CATCH_UP.get(spec["catch_up"], spec["catch_up"])
+        body["catch_up_max"] = spec.get("catch_up_max", 100)
     body["verification"] = (
         None if spec.get("verification_mode") is None else {"mode": spec["verification_mode"]}
     )
@@ -490,6 +494,7 @@ def _create_args(body: Mapping[str, Any]) -> dict[str, Any]:
         "delivery": body.get("delivery"),
         "overlap": body.get("overlap"),
         "catch_up": body.get("catch_up"),
+        "catch_up_max": body.get("catch_up_max"),
         "verification": body.get("verification"),
     }
     args[{"recurring": "cron", "interval": "every", "once": "at"}[s["type"]]] = s.get(
@@ -517,9 +522,7 @@ def _differences(body: Mapping[str, Any], current: Cue) -> dict[str, Any]:
         changes["description"] = body.get("description")
     if bool(body["on_failure"]["pause"]) != current.pause_on_failure:
         changes["on_failure"] = {"pause": body["on_failure"]["pause"]}
-    if "retry" in body and body["retry"] != current.retry.model_dump(
-        include={"max_attempts", "backoff_minutes"}
-    ):
+    if "retry" in body and body["retry"] != current.retry.model_dump(include=set(body["retry"])):
         changes["retry"] = body["retry"]
     if (
         "delivery" in body
@@ -530,6 +533,8 @@ def _differences(body: Mapping[str, Any], current: Cue) -> dict[str, Any]:
         changes["overlap"] = body["overlap"]
     if "catch_up" in body and body["catch_up"] != current.catch_up:
         changes["catch_up"] = body["catch_up"]
+    if "catch_up_max" in body and body["catch_up_max"] != current.catch_up_max:
+        changes["catch_up_max"] = body["catch_up_max"]
     mode = None if current.verification is None else current.verification.mode
     wanted = None if body["verification"] is None else body["verification"]["mode"]
     if wanted != mode:

@@ -40,6 +40,9 @@ fn spec_default(name: String) -> CueSpec {
         on_failure_webhook: None,
         claim_timeout_seconds: 900,
         alert_consecutive_failures: 3,
+        on_success_fire: None,
+        required_payload_keys: None,
+        require_payload_override: false,
     }
 }
 
@@ -114,7 +117,11 @@ const TOP_FIELDS: &[&str] = &[
     "verification",
     "alerts",
     "catch_up",
+    "catch_up_max",
     "overlap",
+    "on_success_fire",
+    "required_payload_keys",
+    "require_payload_override",
 ];
 
 /// Applies a create or PATCH body to a spec. Returns the status a PATCH asks for.
@@ -184,18 +191,25 @@ fn apply_body(
                 let mut retry = spec.retry.clone().unwrap_or(RetrySpec {
                     max_attempts: 3,
                     backoff_minutes: vec![1.0, 5.0, 15.0],
+                    retry_reported_failures: false,
                 });
                 if !f.v.is_null() {
-                    for (k, g) in
-                        fields(&f.path, f.object()?, &["max_attempts", "backoff_minutes"])?
-                    {
-                        if k == "max_attempts" {
-                            retry.max_attempts = g.int()?;
-                        } else {
-                            retry.backoff_minutes =
-                                serde_json::from_value(g.v.clone()).map_err(|_| {
-                                    ApiError::field(&g.path, "must be a list of numbers of minutes")
-                                })?;
+                    let known = ["max_attempts", "backoff_minutes", "retry_reported_failures"];
+                    for (k, g) in fields(&f.path, f.object()?, &known)? {
+                        match k {
+                            "max_attempts" => retry.max_attempts = g.int()?,
+                            "retry_reported_failures" => {
+                                retry.retry_reported_failures = g.bool()?
+                            }
+                            _ => {
+                                retry.backoff_minutes = serde_json::from_value(g.v.clone())
+                                    .map_err(|_| {
+                                        ApiError::field(
+                                            &g.path,
+                                            "must be a list of numbers of minutes",
+                                        )
+                                    })?;
+                            }
                         }
                     }
                 }
@@ -304,10 +318,23 @@ fn apply_body(
                 _ => {
                     return Err(ApiError::field(
                         f.path,
-                        "must be \"skip\", \"once\", \"all\" or {\"policy\", \"max\"}",
+                        "must be \"run_once_if_missed\", \"skip_missed\", \"replay_all\" \
+                         (or \"once\", \"skip\", \"all\", or {\"policy\", \"max\"})",
                     ))
                 }
             },
+            "catch_up_max" => spec.catch_up_max = f.int()?,
+            "on_success_fire" => spec.on_success_fire = f.opt_str()?,
+            "required_payload_keys" => {
+                spec.required_payload_keys = if f.v.is_null() {
+                    None
+                } else {
+                    Some(serde_json::from_value(f.v.clone()).map_err(|_| {
+                        ApiError::field(&f.path, "must be a list of strings (or null)")
+                    })?)
+                }
+            }
+            "require_payload_override" => spec.require_payload_override = f.bool()?,
             _ => spec.overlap = f.str()?,
         }
     }
@@ -628,27 +655,77 @@ pub(super) async fn fire(
             _ => {}
         }
     }
+    let overridden = over.is_some();
+    let cue_payload = cue
+        .get("payload")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let payload = over.map(|o| {
         if strategy == "replace" {
             Value::Object(o)
         } else {
-            let mut base = cue
-                .get("payload")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
+            let mut base = cue_payload.clone();
             base.extend(o);
             Value::Object(base)
         }
     });
+    if cue.get("require_payload_override") == Some(&Value::Bool(true)) && !overridden {
+        return Err(ApiError::bad_request(
+            "payload_override_required",
+            "this cue requires a payload_override on every manual fire (require_payload_override)",
+        ));
+    }
+    if let Some(Value::Array(keys)) = cue.get("required_payload_keys") {
+        let have = payload
+            .as_ref()
+            .and_then(Value::as_object)
+            .unwrap_or(&cue_payload);
+        let missing: Vec<&str> = keys
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|k| !have.contains_key(*k))
+            .collect();
+        if !missing.is_empty() {
+            return Err(ApiError::bad_request(
+                "missing_payload_keys",
+                format!(
+                    "the payload lacks the keys this cue requires (required_payload_keys): {}",
+                    missing.join(", ")
+                ),
+            )
+            .with("missing_keys", missing));
+        }
+    }
+    // The request a key was first used with, to refuse the same key with another one.
+    let mut request = body.clone();
+    request.remove("idempotency_key");
+    let digest = crate::signing::sha256_hex(
+        crate::signing::canonical_json(&Value::Object(request)).as_bytes(),
+    );
     let now = st.engine.clock().now();
     let fired = st
         .engine
         .store()
         .write_async(move |c| {
-            store::fire_at(c, &id, payload.as_ref(), send_at, key.as_deref(), now)
+            let fire_key = key.as_deref().map(|key| store::FireKey {
+                key,
+                request: &digest,
+            });
+            store::fire_at(c, &id, payload.as_ref(), send_at, fire_key, now)
         })
         .await?;
+    if fired.conflicting {
+        return Err(ApiError::conflict(
+            "idempotency_key_conflict",
+            format!(
+                "this idempotency_key was used within the last 24 hours for execution {} with another \
+                 request; use a new key, or send the same request to get that execution",
+                fired.id
+            ),
+        )
+        .with("execution_id", fired.id.clone()));
+    }
     // Read before it is dispatched: the answer shows the execution as it was created.
     let exec = st
         .engine
@@ -698,13 +775,25 @@ fn cue_schema() -> Value {
         "retry": obj(json!({
             "max_attempts": {"type": "integer"},
             "backoff_minutes": {"type": "array", "items": {"type": "number"}},
+            "retry_reported_failures": {
+                "type": "boolean",
+                "description": "Whether reported failures are retried too (by default they are final)",
+            },
         })),
         "verification": or_null(obj(json!({"mode": {"enum": crate::model::VERIFICATION_MODES}}))),
         "overlap": {"enum": ["skip", "allow"]},
-        "catch_up": obj(json!({
-            "policy": {"enum": ["skip", "once", "all"]},
-            "max": {"type": "integer"},
-        })),
+        "catch_up": {"enum": ["run_once_if_missed", "skip_missed", "replay_all"]},
+        "catch_up_max": {"type": "integer", "description": "The most missed ticks replay_all runs"},
+        "on_success_fire": {
+            "type": ["string", "null"],
+            "description": "The cue fired (triggered_by chain) when an execution of this one succeeds",
+        },
+        "required_payload_keys": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "Keys a manual fire's payload must have",
+        },
+        "require_payload_override": {"type": "boolean"},
         "on_failure": obj(json!({
             "pause": {"type": "boolean"},
             "email": {"type": "boolean"},
@@ -760,6 +849,7 @@ fn cue_body_schema(creating: bool) -> Value {
         "retry": or_null(obj_some(json!({
             "max_attempts": {"type": "integer", "minimum": 0, "maximum": 10},
             "backoff_minutes": {"type": "array", "maxItems": 10, "items": {"type": "number", "minimum": 0}},
+            "retry_reported_failures": {"type": "boolean", "default": false},
         }), &[])),
         "delivery": obj_some(json!({
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
@@ -782,13 +872,24 @@ fn cue_body_schema(creating: bool) -> Value {
             "consecutive_failures": {"type": "integer", "minimum": 1, "maximum": 10_000},
         }), &[])),
         "catch_up": {"anyOf": [
-            {"enum": ["skip", "once", "all"]},
+            {"enum": ["run_once_if_missed", "skip_missed", "replay_all", "skip", "once", "all"]},
             obj_some(json!({
-                "policy": {"enum": ["skip", "once", "all"]},
+                "policy": {"enum": ["run_once_if_missed", "skip_missed", "replay_all", "skip", "once", "all"]},
                 "max": {"type": "integer", "minimum": 1, "maximum": 100_000},
             }), &[]),
         ]},
+        "catch_up_max": {"type": "integer", "minimum": 1, "maximum": 100_000},
         "overlap": {"enum": ["skip", "allow"]},
+        "on_success_fire": {
+            "type": ["string", "null"],
+            "description": "One of your cues (cue_…) to fire when an execution of this one succeeds; no loops",
+        },
+        "required_payload_keys": {
+            "type": ["array", "null"],
+            "maxItems": 50,
+            "items": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+        "require_payload_override": {"type": "boolean"},
     });
     if creating {
         obj_some(props, &["name", "schedule"])
@@ -870,6 +971,14 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
                 json!({"payload_override": {"note": "by hand"}}),
             )
             .answers(200, "The execution it created (or the one an idempotency key names)", r("FiredExecution"))
+            .describe(
+                "A cue with `require_payload_override` takes only fires with a `payload_override`; one with \
+                 `required_payload_keys` only fires whose payload (after the override) has those keys. The \
+                 same `idempotency_key` within 24 hours gives the same execution back; with another request \
+                 it is a 409 `idempotency_key_conflict` naming that execution (`execution_id`).",
+            )
+            .errors(400, &["payload_override_required", "missing_payload_keys"])
+            .errors(409, &["idempotency_key_conflict"])
             .errors(404, not_found),
         get("/v1/cues/{id}/executions", "listCueExecutions", "A cue's executions, newest first", executions)
             .answers(200, "A page of executions", page("executions", r("Execution")))

@@ -84,11 +84,11 @@ pub(super) fn filter_from(
     let triggered_by = match q.str("triggered_by") {
         None => None,
         Some("scheduled" | "schedule") => Some("schedule".to_string()),
-        Some(t @ ("manual_fire" | "replay")) => Some(t.to_string()),
+        Some(t @ ("manual_fire" | "replay" | "chain")) => Some(t.to_string()),
         Some(t) => {
             return Err(ApiError::field(
                 "query.triggered_by",
-                format!("{t:?} is not one of scheduled, manual_fire, replay"),
+                format!("{t:?} is not one of scheduled, manual_fire, replay, chain"),
             ))
         }
     };
@@ -148,6 +148,7 @@ const OUTCOME_FIELDS: &[&str] = &[
     "result_type",
     "summary",
     "artifacts",
+    "retry",
 ];
 
 fn check_result_url(url: Option<&str>, field: &str) -> ApiResult<()> {
@@ -302,12 +303,10 @@ pub(super) async fn verify(
             "is longer than 500 characters",
         ));
     }
-    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     let valid = v.valid;
     let state = st
         .engine
-        .store()
-        .write_async(move |c| store::verify(c, &owner, &eid, v.valid, v.reason.as_deref(), now))
+        .verify(&user.id, &id, v.valid, v.reason)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("invalid_state"))?;
     ok(
@@ -425,8 +424,13 @@ fn execution_schema() -> Value {
             "cue_name": {"type": "string"},
             "scheduled_for": instant(),
             "status": {"enum": status::ALL},
-            "triggered_by": {"enum": ["scheduled", "manual_fire", "replay"]},
+            "triggered_by": {"enum": ["scheduled", "manual_fire", "replay", "chain"]},
             "replay_of": text_or_null(),
+            "chain_parent_id": {
+                "type": ["string", "null"],
+                "description": "The execution whose success fired this one (on_success_fire)",
+            },
+            "chain_depth": {"type": "integer", "minimum": 0},
             "idempotency_key": {"type": "string"},
             "payload": {"type": ["object", "null"]},
             "attempts": {"type": "integer", "minimum": 0},
@@ -481,6 +485,8 @@ fn execution_schema() -> Value {
             "http_status",
             "response_body",
             "transport",
+            "chain_parent_id",
+            "chain_depth",
         ],
     )
 }
@@ -586,6 +592,16 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
         });
         m.insert("result".into(), text.clone());
         m.insert("error".into(), text);
+        m.insert(
+            "retry".into(),
+            json!({
+                "type": "boolean",
+                "description": "With success false: this was a failed run (a crash, an exception), to be \
+                    retried by the cue's retry policy like a failed delivery. Without it a reported failure \
+                    is the handler's verdict and final (unless the cue sets retry.retry_reported_failures). \
+                    For worker executions.",
+            }),
+        );
     }
     let outcome_state = json!({"enum": crate::model::OUTCOME_STATES});
     let list = filters(
@@ -619,7 +635,8 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
             outcome,
         )
         .describe(
-            "A worker's report completes its claim; a failure may schedule a retry (`next_retry`).",
+            "A worker's report completes its claim. A reported failure is final; one sent with \
+             `retry: true` (a failed run) follows the cue's retry policy (`next_retry`).",
         )
         .body_example(
             obj_some(outcome_props, &["success"]),

@@ -296,6 +296,8 @@ pub struct ApiError {
     code: String,
     message: String,
     details: Vec<(String, String)>,
+    /// More members of the error object (`execution_id` of a conflicting fire, …).
+    extra: Map<String, Value>,
 }
 
 impl ApiError {
@@ -305,7 +307,14 @@ impl ApiError {
             code: code.to_string(),
             message: message.into(),
             details: Vec::new(),
+            extra: Map::new(),
         }
+    }
+
+    /// Adds a member to the error object.
+    fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.extra.insert(key.into(), value.into());
+        self
     }
 
     /// A 422 naming the field at fault (`body.retry.max_attempts`, `query.limit`, …).
@@ -316,6 +325,7 @@ impl ApiError {
             code: "validation_error".into(),
             message: format!("{field}: {message}"),
             details: vec![(field, message)],
+            extra: Map::new(),
         }
     }
 
@@ -403,6 +413,9 @@ impl IntoResponse for ApiError {
                 .iter()
                 .map(|(f, m)| json!({"field": f, "message": m}))
                 .collect();
+        }
+        if let Some(e) = error.as_object_mut() {
+            e.extend(self.extra);
         }
         json_response(self.status, &json!({ "error": error }))
     }

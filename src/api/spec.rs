@@ -383,6 +383,15 @@ fn error_schema() -> Value {
             "description": "For validation errors: the field at fault (`body.retry.max_attempts`, `query.limit`, ...) and what is wrong with it",
             "items": obj(json!({"field": {"type": "string"}, "message": {"type": "string"}})),
         },
+        "execution_id": {
+            "type": "string",
+            "description": "`idempotency_key_conflict`: the execution the key was first used for",
+        },
+        "missing_keys": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "`missing_payload_keys`: the required keys the payload lacks",
+        },
     }), &["code", "message", "status"])}))
 }
 

@@ -402,13 +402,7 @@ impl Engine {
 
     /// Hands executions to their transport: the local queue, or the webhook sender.
     pub fn dispatch(&self, ready: Vec<Ready>) {
-        match runtime() {
-            Ok(rt) => {
-                let _guard = rt.enter();
-                self.inner.dispatch(ready);
-            }
-            Err(e) => self.inner.problem(format!("cannot dispatch: {e}")),
-        }
+        self.inner.dispatch_anywhere(ready);
     }
 
     /// Puts a cue's next tick on the timer.
@@ -536,16 +530,47 @@ impl Engine {
             .inner
             .store
             .write_async(move |c| match workers::report(c, &o, &id, &outcome, now)? {
-                Some(w) => Ok(Reported::Worker(w)),
-                None => Ok(Reported::Recorded(store::report_outcome(
-                    c, &o, &id, &outcome, now,
-                )?)),
+                Some(w) => Ok((Reported::Worker(w), None)),
+                None => {
+                    let (state, chained) = store::report_outcome(c, &o, &id, &outcome, now)?;
+                    Ok((Reported::Recorded(state), chained))
+                }
             })
             .await?;
+        let (done, chained) = done;
         if let Reported::Worker(w) = &done {
-            self.inner.finished(execution_id, w.finished);
+            self.inner.finished(execution_id, w.finished.clone());
         }
+        self.chained(chained);
         Ok(done)
+    }
+
+    /// Settles a reported outcome's verification (`valid` or not, with a reason); a success that
+    /// was waiting for its verdict fires the cue it chains to. Returns the outcome state.
+    pub async fn verify(
+        &self,
+        owner: &str,
+        execution_id: &str,
+        valid: bool,
+        reason: Option<String>,
+    ) -> Result<String> {
+        self.check_open()?;
+        let now = self.inner.clock.now();
+        let (o, id) = (owner.to_string(), execution_id.to_string());
+        let (state, chained) = self
+            .inner
+            .store
+            .write_async(move |c| store::verify(c, &o, &id, valid, reason.as_deref(), now))
+            .await?;
+        self.chained(chained);
+        Ok(state)
+    }
+
+    /// Puts a chained execution (`on_success_fire`) on its way, once its transaction committed.
+    fn chained(&self, chained: Option<store::Chained>) {
+        if let Some(c) = chained {
+            self.dispatch(vec![(c.id, c.transport)]);
+        }
     }
 
     /// Records a worker's heartbeat; a new worker, or one back from being reported offline, has
@@ -731,6 +756,7 @@ impl Engine {
             })?;
         let mut refused = Vec::new();
         let mut retries = Vec::new();
+        let mut chained = Vec::new();
         for (id, r) in results {
             match r {
                 Ok(Finished::RetryAt(at)) => {
@@ -746,11 +772,15 @@ impl Engine {
                     kind: TimerKind::Deadline,
                     id,
                 }),
-                Ok(Finished::Done) => {}
+                Ok(Finished::Done(Some(c))) => chained.push((c.id, c.transport)),
+                Ok(Finished::Done(None)) => {}
                 Err(e) => refused.push((id, e)),
             }
         }
         self.inner.add_timers(retries);
+        if !chained.is_empty() {
+            self.dispatch(chained);
+        }
         self.claimed(&jobs);
         if jobs.is_empty() && max > 0 && !timeout.is_zero() {
             return Ok((refused, self.claim_many(max, timeout)?));
@@ -1110,14 +1140,19 @@ impl Inner {
     }
 
     /// Schedules what follows a recorded attempt.
-    fn finished(&self, execution_id: &str, finished: Finished) {
+    fn finished(self: &Arc<Self>, execution_id: &str, finished: Finished) {
         let kind = match finished {
             Finished::RetryAt(at) => {
                 self.metrics.retry_scheduled();
                 Some((at, TimerKind::Retry))
             }
             Finished::AwaitOutcome(at) => Some((at, TimerKind::Deadline)),
-            Finished::Done => None,
+            Finished::Done(chained) => {
+                if let Some(c) = chained {
+                    self.dispatch_anywhere(vec![(c.id, c.transport)]);
+                }
+                None
+            }
         };
         if let Some((at, kind)) = kind {
             self.add_timers([Timer {
@@ -1125,6 +1160,17 @@ impl Inner {
                 kind,
                 id: execution_id.to_string(),
             }]);
+        }
+    }
+
+    /// [`Inner::dispatch`] from any thread (a handler's report comes from a Python thread).
+    fn dispatch_anywhere(self: &Arc<Self>, ready: Vec<Ready>) {
+        match runtime() {
+            Ok(rt) => {
+                let _guard = rt.enter();
+                self.dispatch(ready);
+            }
+            Err(e) => self.problem(format!("cannot dispatch: {e}")),
         }
     }
 

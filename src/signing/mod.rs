@@ -61,6 +61,12 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     mac
 }
 
+/// The lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&Sha256::digest(bytes))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -72,6 +72,15 @@ pub struct CueSpec {
     /// Reported failures in a row that raise a `consecutive_failures` alert.
     #[serde(default = "default_alert_streak")]
     pub alert_consecutive_failures: i64,
+    /// The owner's cue to fire when an execution of this one succeeds.
+    #[serde(default)]
+    pub on_success_fire: Option<String>,
+    /// Keys a manual fire's payload must have (after `payload_override` is applied).
+    #[serde(default)]
+    pub required_payload_keys: Option<Vec<String>>,
+    /// Whether a manual fire must carry a `payload_override`.
+    #[serde(default)]
+    pub require_payload_override: bool,
 }
 
 /// Retry policy: after the first try fails, up to `max_attempts` retries, `backoff_minutes` apart
@@ -83,6 +92,10 @@ pub struct RetrySpec {
     pub max_attempts: i64,
     #[serde(default = "default_backoff")]
     pub backoff_minutes: Vec<f64>,
+    /// Whether a reported failure (`success: false`) is retried too. By default it is final: it is
+    /// the handler's verdict, while a failed delivery (or an exception) is retried.
+    #[serde(default)]
+    pub retry_reported_failures: bool,
 }
 
 fn default_transport() -> String {
@@ -159,6 +172,10 @@ struct Def {
     on_failure_webhook: Option<String>,
     claim_timeout_seconds: i64,
     alert_consecutive_failures: i64,
+    on_success_fire: Option<String>,
+    required_payload_keys: Option<String>,
+    require_payload_override: bool,
+    retry_reported_failures: bool,
 }
 
 impl Def {
@@ -202,7 +219,15 @@ impl CueSpec {
             &["local", "webhook", "worker"],
         )?;
         one_of("overlap", &self.overlap, &["skip", "allow"])?;
-        one_of("catch_up", &self.catch_up, &["skip", "once", "all"])?;
+        let catch_up = catch_up_policy(&self.catch_up).ok_or_else(|| {
+            Error::invalid(
+                "catch_up",
+                format!(
+                    "{:?} is not one of run_once_if_missed, skip_missed, replay_all (or once, skip, all)",
+                    self.catch_up
+                ),
+            )
+        })?;
         if !(1..=100_000).contains(&self.catch_up_max) {
             return Err(Error::invalid(
                 "catch_up_max",
@@ -271,7 +296,33 @@ impl CueSpec {
         let retry = self.retry.clone().unwrap_or(RetrySpec {
             max_attempts: 3,
             backoff_minutes: default_backoff(),
+            retry_reported_failures: false,
         });
+        let on_success_fire = match self.on_success_fire.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(id) if id.len() > 64 || !id.starts_with("cue_") => {
+                return Err(Error::invalid(
+                    "on_success_fire",
+                    format!("{id:?} is not a cue id (cue_...)"),
+                ))
+            }
+            Some(id) => Some(id.to_string()),
+        };
+        let required_payload_keys = match &self.required_payload_keys {
+            None => None,
+            Some(keys) => {
+                if keys.len() > 50 || keys.iter().any(|k| k.is_empty() || k.len() > 255) {
+                    return Err(Error::invalid(
+                        "required_payload_keys",
+                        "must be at most 50 keys of 1 to 255 characters",
+                    ));
+                }
+                let mut unique = keys.clone();
+                unique.sort();
+                unique.dedup();
+                Some(serde_json::to_string(&unique)?)
+            }
+        };
         if !(0..=10).contains(&retry.max_attempts) {
             return Err(Error::invalid(
                 "retry.max_attempts",
@@ -345,7 +396,7 @@ impl CueSpec {
             deadline: self.outcome_deadline_seconds,
             verification_mode: self.verification_mode.clone().filter(|m| m != "none"),
             overlap: self.overlap.clone(),
-            catch_up: self.catch_up.clone(),
+            catch_up: catch_up.to_string(),
             catch_up_max: self.catch_up_max,
             on_failure_pause: self.on_failure_pause,
             callback_url,
@@ -357,8 +408,32 @@ impl CueSpec {
             on_failure_webhook,
             claim_timeout_seconds: self.claim_timeout_seconds,
             alert_consecutive_failures: self.alert_consecutive_failures,
+            on_success_fire,
+            required_payload_keys,
+            require_payload_override: self.require_payload_override,
+            retry_reported_failures: retry.retry_reported_failures,
         };
         Ok((def, schedule))
+    }
+}
+
+/// A catch-up policy in the store's words (`once`, `skip`, `all`) from either vocabulary: the
+/// hosted service's (`run_once_if_missed`, `skip_missed`, `replay_all`) or ours.
+pub fn catch_up_policy(name: &str) -> Option<&'static str> {
+    match name {
+        "once" | "run_once_if_missed" => Some("once"),
+        "skip" | "skip_missed" => Some("skip"),
+        "all" | "replay_all" => Some("all"),
+        _ => None,
+    }
+}
+
+/// A stored catch-up policy as the hosted service names it.
+pub fn catch_up_name(policy: &str) -> &'static str {
+    match policy {
+        "skip" => "skip_missed",
+        "all" => "replay_all",
+        _ => "run_once_if_missed",
     }
 }
 
@@ -442,6 +517,8 @@ pub struct Policy {
     /// Whether alerting has anything to track for this cue's next success: a failure streak
     /// to reset or an open failure alert to close.
     pub alert_state: bool,
+    /// Whether reported failures are retried like failed runs.
+    pub retry_reported_failures: bool,
 }
 
 /// Loads a cue's retry, verification and failure policy.
@@ -449,7 +526,7 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
     let row = conn
         .prepare_cached(
             "SELECT status, schedule_type, retry_max_attempts, retry_backoff_minutes, verification_mode,
-                    on_failure_pause, failure_streak != 0 OR alerting != 0
+                    on_failure_pause, failure_streak != 0 OR alerting != 0, retry_reported_failures
              FROM cues WHERE id = ?1",
         )?
         .query_row([id], |r| {
@@ -461,6 +538,7 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, bool>(5)?,
                 r.get::<_, bool>(6)?,
+                r.get::<_, bool>(7)?,
             ))
         })
         .optional()?;
@@ -472,6 +550,7 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
         verification_mode,
         on_failure_pause,
         alert_state,
+        retry_reported_failures,
     )) = row
     else {
         return Ok(None);
@@ -485,6 +564,7 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
         verification_mode,
         on_failure_pause,
         alert_state,
+        retry_reported_failures,
     }))
 }
 
@@ -516,7 +596,8 @@ const DEF_COLUMNS: &str = "id, name, description, transport, schedule_type, sche
     schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
     verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, status, next_run,
     callback_url, callback_method, callback_headers, delivery_timeout_seconds, signature_scheme,
-    on_failure_email, on_failure_webhook, claim_timeout_seconds, alert_consecutive_failures";
+    on_failure_email, on_failure_webhook, claim_timeout_seconds, alert_consecutive_failures,
+    on_success_fire, required_payload_keys, require_payload_override, retry_reported_failures";
 
 /// A stored definition: (id, definition, status, next_run).
 type Stored = (String, Def, String, Option<Millis>);
@@ -557,6 +638,10 @@ fn def_from_row(r: &Row<'_>) -> rusqlite::Result<Stored> {
             on_failure_webhook: r.get(26)?,
             claim_timeout_seconds: r.get(27)?,
             alert_consecutive_failures: r.get(28)?,
+            on_success_fire: r.get(29)?,
+            required_payload_keys: r.get(30)?,
+            require_payload_override: r.get(31)?,
+            retry_reported_failures: r.get(32)?,
         },
         r.get(18)?,
         r.get(19)?,
@@ -587,6 +672,7 @@ pub fn spec_of(conn: &Connection, owner: &str, id: &str) -> Result<CueSpec> {
         retry: Some(RetrySpec {
             max_attempts: d.max_attempts,
             backoff_minutes: serde_json::from_str(&d.backoff)?,
+            retry_reported_failures: d.retry_reported_failures,
         }),
         outcome_deadline_seconds: d.deadline,
         verification_mode: d.verification_mode,
@@ -603,14 +689,59 @@ pub fn spec_of(conn: &Connection, owner: &str, id: &str) -> Result<CueSpec> {
         on_failure_webhook: d.on_failure_webhook,
         claim_timeout_seconds: d.claim_timeout_seconds,
         alert_consecutive_failures: d.alert_consecutive_failures,
+        on_success_fire: d.on_success_fire,
+        required_payload_keys: d
+            .required_payload_keys
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()?,
+        require_payload_override: d.require_payload_override,
     })
+}
+
+/// Refuses an `on_success_fire` target that is not one of the owner's cues, or that would close a
+/// loop back to `this` cue (None: a cue not stored yet, which nothing can point to).
+fn check_chain(conn: &Connection, owner: &str, this: Option<&str>, target: &str) -> Result<()> {
+    let next_of = |id: &str| -> Result<Option<Option<String>>> {
+        Ok(conn
+            .prepare_cached("SELECT on_success_fire FROM cues WHERE id = ?1 AND owner = ?2")?
+            .query_row(params![id, owner], |r| r.get::<_, Option<String>>(0))
+            .optional()?)
+    };
+    if next_of(target)?.is_none() {
+        return Err(Error::invalid(
+            "on_success_fire",
+            format!("there is no cue {target:?} (of this account) to fire"),
+        ));
+    }
+    let Some(this) = this else {
+        return Ok(());
+    };
+    let mut path = vec![this.to_string()];
+    let mut at = Some(target.to_string());
+    while let Some(id) = at {
+        if path.contains(&id) {
+            path.push(id);
+            return Err(Error::invalid(
+                "on_success_fire",
+                format!("would make a loop: {}", path.join(" -> ")),
+            ));
+        }
+        at = next_of(&id)?.flatten();
+        path.push(id);
+    }
+    Ok(())
 }
 
 /// Stores `spec` under its name: creates the cue, or updates it in place when the program states
 /// it again (a changed schedule restarts it from now; an unchanged one keeps its place).
 pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Result<Upserted> {
     let (def, schedule) = spec.validate()?;
-    match load_def(conn, owner, "name", &def.name)? {
+    let existing = load_def(conn, owner, "name", &def.name)?;
+    if let Some(target) = &def.on_success_fire {
+        check_chain(conn, owner, existing.as_ref().map(|e| e.0.as_str()), target)?;
+    }
+    match existing {
         None => {
             if let Some(at) = def.at {
                 Schedule::once(at, &def.timezone, now)?;
@@ -640,6 +771,9 @@ pub fn update(
     let (def, schedule) = spec.validate()?;
     let existing =
         load_def(conn, owner, "id", id)?.ok_or_else(|| Error::CueNotFound(id.to_string()))?;
+    if let Some(target) = &def.on_success_fire {
+        check_chain(conn, owner, Some(id), target)?;
+    }
     if existing.1.transport != def.transport {
         return Err(Error::invalid(
             "transport",
@@ -691,7 +825,8 @@ fn apply(
             status = ?18, next_run = ?19, updated_at = ?20, callback_url = ?22, callback_method = ?23,
             callback_headers = ?24, delivery_timeout_seconds = ?25, signature_scheme = ?26,
             on_failure_email = ?27, on_failure_webhook = ?28, claim_timeout_seconds = ?29,
-            alert_consecutive_failures = ?30
+            alert_consecutive_failures = ?30, on_success_fire = ?31, required_payload_keys = ?32,
+            require_payload_override = ?33, retry_reported_failures = ?34
          WHERE id = ?1",
         params![
             id, def.description, def.transport, def.schedule_type, def.cron, def.at, def.every_ms, def.timezone,
@@ -699,7 +834,8 @@ fn apply(
             def.catch_up, def.catch_up_max, def.on_failure_pause, status, next_run, now, def.name,
             def.callback_url, def.callback_method, def.callback_headers, def.delivery_timeout_seconds,
             def.signature_scheme, def.on_failure_email, def.on_failure_webhook, def.claim_timeout_seconds,
-            def.alert_consecutive_failures
+            def.alert_consecutive_failures, def.on_success_fire, def.required_payload_keys,
+            def.require_payload_override, def.retry_reported_failures
         ],
     )?;
     Ok(Upserted {
@@ -724,9 +860,10 @@ fn insert(
             outcome_deadline_seconds, verification_mode, overlap_policy, catch_up_policy, catch_up_max,
             on_failure_pause, next_run, created_at, updated_at, callback_url, callback_method, callback_headers,
             delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, claim_timeout_seconds,
-            alert_consecutive_failures)
+            alert_consecutive_failures, on_success_fire, required_payload_keys, require_payload_override,
+            retry_reported_failures)
          VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-            ?21, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+            ?21, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
     )?;
     stmt.execute(params![
         id,
@@ -758,7 +895,11 @@ fn insert(
         def.on_failure_email,
         def.on_failure_webhook,
         def.claim_timeout_seconds,
-        def.alert_consecutive_failures
+        def.alert_consecutive_failures,
+        def.on_success_fire,
+        def.required_payload_keys,
+        def.require_payload_override,
+        def.retry_reported_failures
     ])
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _)
@@ -784,6 +925,9 @@ pub fn insert_many(
         if let Some(at) = def.at {
             Schedule::once(at, &def.timezone, now)?;
         }
+        if let Some(target) = &def.on_success_fire {
+            check_chain(conn, owner, None, target)?;
+        }
         let id = new_id("cue", now);
         let next_run = first_fire(&schedule, now);
         insert(conn, owner, &id, &def, next_run, now)?;
@@ -800,7 +944,8 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                 verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, next_run, last_run,
                 run_count, fired_count, created_at, updated_at, callback_url, callback_method, callback_headers,
                 delivery_timeout_seconds, signature_scheme, on_failure_email, on_failure_webhook, owner,
-                claim_timeout_seconds, alert_consecutive_failures
+                claim_timeout_seconds, alert_consecutive_failures, on_success_fire, required_payload_keys,
+                require_payload_override, retry_reported_failures
          FROM cues WHERE id = ?1",
         [id],
         |r| {
@@ -824,7 +969,13 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                 "retry": {
                     "max_attempts": r.get::<_, i64>(11)?,
                     "backoff_minutes": serde_json::from_str::<Value>(&backoff).unwrap_or(Value::Null),
+                    "retry_reported_failures": r.get::<_, bool>(38)?,
                 },
+                "on_success_fire": r.get::<_, Option<String>>(35)?,
+                "required_payload_keys": r
+                    .get::<_, Option<String>>(36)?
+                    .and_then(|k| serde_json::from_str::<Value>(&k).ok()),
+                "require_payload_override": r.get::<_, bool>(37)?,
                 "outcome_deadline_seconds": r.get::<_, Option<i64>>(13)?,
                 "verification": r.get::<_, Option<String>>(14)?.map(|m| json!({"mode": m})),
                 "overlap": r.get::<_, String>(15)?,
@@ -925,6 +1076,11 @@ pub fn delete(conn: &Connection, id: &str) -> Result<()> {
         [id],
     )?;
     conn.execute("DELETE FROM executions WHERE cue_id = ?1", [id])?;
+    // A cue that chained to this one chains to nothing now.
+    conn.execute(
+        "UPDATE cues SET on_success_fire = NULL WHERE on_success_fire = ?1",
+        [id],
+    )?;
     Ok(())
 }
 

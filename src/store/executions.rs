@@ -73,13 +73,27 @@ pub struct ReportedOutcome {
     /// When the handler really started, if later than the claim (claims come in batches).
     #[serde(default)]
     pub started_at: Option<Millis>,
+    /// A failure that is a failed run rather than the handler's verdict (an exception, a crash,
+    /// no handler): retried by the cue's retry policy. A plain reported failure is final unless the
+    /// cue opts in (`retry.retry_reported_failures`).
+    #[serde(default)]
+    pub retry: bool,
+}
+
+/// An execution a chain step (`on_success_fire`) created, to hand to its transport once the
+/// transaction that created it commits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chained {
+    pub id: String,
+    pub transport: String,
 }
 
 /// What completing an attempt decided.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Finished {
-    /// The execution is final (success or failure).
-    Done,
+    /// The execution is final (success or failure), and the chained execution its success
+    /// started, if any.
+    Done(Option<Chained>),
     /// The attempt failed; a retry is due at this instant.
     RetryAt(Millis),
     /// Delivered; the handler's outcome is due by this instant.
@@ -493,7 +507,10 @@ pub fn complete(
         o.traceback,
         o.started_at
     ])?;
-    if !o.success && attempt - 1 < cue.max_attempts {
+    // One rule for failures: a failed run (`retry`) is retried like a failed delivery; a reported
+    // failure is the handler's verdict and final, unless the cue retries those too.
+    let retried = o.retry || cue.retry_reported_failures;
+    if !o.success && retried && attempt - 1 < cue.max_attempts {
         // The report of a failed try that will be retried stays on its attempt: nothing is lost.
         conn.prepare_cached(
             "UPDATE attempts SET outcome = ?3 WHERE execution_id = ?1 AND number = ?2",
@@ -565,7 +582,45 @@ pub fn complete(
             now,
         )?;
     }
-    Ok(Finished::Done)
+    let chained = if is_success_state(new_state) {
+        chain_after(conn, execution_id, now)?
+    } else {
+        None
+    };
+    Ok(Finished::Done(chained))
+}
+
+/// A webhook execution delivered with success whose handler then reports a failure over the API:
+/// the handler's verdict is final, so the execution fails, and so does a one-shot cue (it was
+/// `completed` by the delivery); a recurring cue with `on_failure.pause` pauses. Executions not
+/// delivered yet are left as they are (their delivery decides).
+fn failed_after_delivery(conn: &Connection, cue_id: &str, id: &str, now: Millis) -> Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE executions SET status = 'failed', updated_at = ?2 WHERE id = ?1 AND status = 'success'",
+        )?
+        .execute(params![id, now])?;
+    let Some(cue) = cues::load_policy(conn, cue_id)? else {
+        return Ok(());
+    };
+    if changed == 0 {
+        return Ok(());
+    }
+    let (to, from) = match (cue.one_shot, cue.on_failure_pause) {
+        (true, _) => ("failed", "('active', 'completed')"),
+        (false, true) => ("paused", "('active')"),
+        (false, false) => return Ok(()),
+    };
+    conn.execute(
+        &format!("UPDATE cues SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status IN {from}"),
+        params![cue_id, to, now],
+    )?;
+    Ok(())
+}
+
+/// Whether an outcome state is a success that chains (`on_success_fire`).
+fn is_success_state(state: &str) -> bool {
+    matches!(state, "reported_success" | "verified_success")
 }
 
 /// A reported outcome as kept on the attempt it ended.
@@ -743,23 +798,36 @@ pub struct Fired {
     pub id: String,
     /// False when an earlier fire with the same idempotency key is returned instead.
     pub created: bool,
+    /// True when that earlier fire was made with another request (`id` is the earlier one): the
+    /// key cannot be used again for something else.
+    pub conflicting: bool,
     pub scheduled_for: Millis,
     /// Set when the fire was sent for later: it is dispatched at this instant.
     pub later: Option<Millis>,
     pub transport: String,
 }
 
+/// How long an idempotency key of a manual fire is remembered.
+pub const FIRE_KEY_TTL_MS: Millis = 24 * 3600 * 1000;
+
+/// An idempotency key of a manual fire, and a digest of the request it came with.
+pub struct FireKey<'a> {
+    pub key: &'a str,
+    pub request: &'a str,
+}
+
 /// Creates an execution outside the schedule, now or at `send_at` (when that is in the future),
-/// with `payload` instead of the cue's. With an `idempotency_key`, a second fire with the same
-/// key returns the first execution.
+/// with `payload` instead of the cue's. With an idempotency key, a second fire with the same key
+/// within a day returns the first execution (`conflicting` when it came with another request).
 pub fn fire_at(
     conn: &Connection,
     cue_id: &str,
     payload: Option<&Value>,
     send_at: Option<Millis>,
-    key: Option<&str>,
+    fire_key: Option<FireKey<'_>>,
     now: Millis,
 ) -> Result<Fired> {
+    let key = fire_key.as_ref().map(|k| k.key);
     let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
     let payload = match payload {
         Some(p) if p.is_object() && !cues::has_nul(p) => p.to_string(),
@@ -773,17 +841,25 @@ pub fn fire_at(
     if let Some(k) = &stored_key {
         let found = conn
             .prepare_cached(
-                "SELECT id, scheduled_for, next_retry FROM executions
-                 WHERE cue_id = ?1 AND triggered_by = 'manual_fire' AND idempotency_key = ?2",
+                "SELECT id, scheduled_for, next_retry, fire_request FROM executions
+                 WHERE cue_id = ?1 AND triggered_by = 'manual_fire' AND idempotency_key = ?2 AND created_at > ?3
+                 ORDER BY created_at DESC LIMIT 1",
             )?
-            .query_row(params![cue.id, k], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Millis>(1)?, r.get(2)?))
+            .query_row(params![cue.id, k, now - FIRE_KEY_TTL_MS], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Millis>(1)?,
+                    r.get(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
             })
             .optional()?;
-        if let Some((id, scheduled_for, later)) = found {
+        if let Some((id, scheduled_for, later, request)) = found {
+            let asked = fire_key.as_ref().map(|k| k.request);
             return Ok(Fired {
                 id,
                 created: false,
+                conflicting: request.is_some() && request.as_deref() != asked,
                 scheduled_for,
                 later,
                 transport: cue.transport,
@@ -805,15 +881,23 @@ pub fn fire_at(
         now,
     )?
     .ok_or_else(|| Error::Conflict("could not create the execution".into()))?;
-    if stored_key.is_none() || later.is_some() {
+    if stored_key.is_none() || later.is_some() || fire_key.is_some() {
         conn.execute(
-            "UPDATE executions SET idempotency_key = COALESCE(?3, ?2), next_retry = ?4 WHERE id = ?1",
-            params![id, format!("{}:fire:{id}", cue.id), stored_key, later],
+            "UPDATE executions SET idempotency_key = COALESCE(?3, ?2), next_retry = ?4, fire_request = ?5
+             WHERE id = ?1",
+            params![
+                id,
+                format!("{}:fire:{id}", cue.id),
+                stored_key,
+                later,
+                fire_key.as_ref().map(|k| k.request)
+            ],
         )?;
     }
     Ok(Fired {
         id,
         created: true,
+        conflicting: false,
         scheduled_for,
         later,
         transport: cue.transport,
@@ -828,6 +912,101 @@ pub fn fire_now(
     now: Millis,
 ) -> Result<String> {
     Ok(fire_at(conn, cue_id, payload, None, None, now)?.id)
+}
+
+/// Chains deeper than this are not followed (loops are refused when a cue is stored; this bounds
+/// what a long chain can do).
+pub const MAX_CHAIN_DEPTH: i64 = 100;
+
+/// After execution `parent` succeeded: fires the cue its cue chains to (`on_success_fire`), once.
+/// The step is an execution like any other (`triggered_by: "chain"`, with `chain_parent_id` and
+/// `chain_depth`); one that cannot run — its cue paused or finished, a payload it requires, a chain
+/// too deep — is recorded as `skipped` with the reason. Returns the execution to dispatch.
+pub(crate) fn chain_after(conn: &Connection, parent: &str, now: Millis) -> Result<Option<Chained>> {
+    let found = conn
+        .prepare_cached(
+            "SELECT c.on_success_fire, e.chain_depth FROM executions e JOIN cues c ON c.id = e.cue_id
+             WHERE e.id = ?1 AND c.on_success_fire IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.chain_parent_id = e.id)",
+        )?
+        .query_row([parent], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .optional()?;
+    let Some((target, depth)) = found else {
+        return Ok(None);
+    };
+    let Some(cue) = cues::load(conn, &target)? else {
+        return Ok(None);
+    };
+    let depth = depth + 1;
+    let required: Option<(bool, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT require_payload_override, required_payload_keys FROM cues WHERE id = ?1",
+        )?
+        .query_row([&target], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (needs_override, keys) = required.unwrap_or((false, None));
+    let missing: Vec<String> = keys
+        .as_deref()
+        .and_then(|k| serde_json::from_str::<Vec<String>>(k).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| {
+            serde_json::from_str::<Value>(&cue.payload)
+                .ok()
+                .and_then(|p| p.get(k).map(|_| ()))
+                .is_none()
+        })
+        .collect();
+    let why_not = if cue.status != "active" {
+        Some(format!(
+            "cue is {}: the chain step from {parent} did not run",
+            cue.status
+        ))
+    } else if depth > MAX_CHAIN_DEPTH {
+        Some(format!(
+            "the chain from {parent} is deeper than {MAX_CHAIN_DEPTH} steps"
+        ))
+    } else if needs_override {
+        Some(format!(
+            "the cue requires a payload_override, which a chain step from {parent} does not carry"
+        ))
+    } else if !missing.is_empty() {
+        Some(format!(
+            "the cue's payload lacks the keys it requires ({}): the chain step from {parent} did not run",
+            missing.join(", ")
+        ))
+    } else {
+        None
+    };
+    let state = if why_not.is_some() {
+        status::SKIPPED
+    } else {
+        status::PENDING
+    };
+    let key = format!("{}:chain:{parent}", cue.id);
+    let Some(id) = insert_execution(
+        conn,
+        &cue,
+        now,
+        state,
+        "chain",
+        why_not.as_deref(),
+        &cue.payload,
+        Some(key),
+        None,
+        now,
+    )?
+    else {
+        return Ok(None);
+    };
+    conn.prepare_cached(
+        "UPDATE executions SET chain_parent_id = ?2, chain_depth = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, parent, depth])?;
+    Ok(why_not.is_none().then_some(Chained {
+        id,
+        transport: cue.transport,
+    }))
 }
 
 /// Runs an execution again as a new execution with the same payload.
@@ -938,7 +1117,8 @@ const EXEC_COLUMNS: &str = "e.id, e.cue_id, c.name, e.scheduled_for, e.status, e
     e.outcome_success, e.outcome_result, e.outcome_error, e.outcome_metadata, e.outcome_recorded_at, e.outcome_state,
     e.outcome_deadline_at, e.outcome_timeout_at, e.evidence_external_id, e.evidence_result_url, e.evidence_result_ref,
     e.evidence_result_type, e.evidence_summary, e.evidence_validation_state, e.evidence_produced_at,
-    e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at, e.http_status, e.response_body, c.transport";
+    e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at, e.http_status, e.response_body, c.transport,
+    e.chain_parent_id, e.chain_depth";
 
 fn parse_json(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -997,11 +1177,13 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
         "http_status": r.get::<_, Option<i64>>(34)?,
         "response_body": r.get::<_, Option<String>>(35)?,
         "transport": r.get::<_, String>(36)?,
+        "chain_parent_id": r.get::<_, Option<String>>(37)?,
+        "chain_depth": r.get::<_, i64>(38)?,
     }))
 }
 
 /// What can create an execution.
-pub const TRIGGERS: &[&str] = &["schedule", "manual_fire", "replay"];
+pub const TRIGGERS: &[&str] = &["schedule", "manual_fire", "replay", "chain"];
 
 fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
     let mut sql =
@@ -1208,6 +1390,7 @@ pub fn delivered(
              WHERE id = ?1",
         )?
         .execute(params![execution_id, now, a.http_status, a.response_body, deadline])?;
+        let mut chained = None;
         match &a.inline {
             Some(o) => {
                 let state =
@@ -1215,14 +1398,24 @@ pub fn delivered(
                 if !o.success || cue.alert_state || state == "verification_failed" {
                     alerts::outcome_reported(conn, &cue.id, execution_id, o.success, &state, now)?;
                 }
+                if is_success_state(&state) {
+                    chained = chain_after(conn, execution_id, now)?;
+                }
             }
             // A 2xx closes an incident of failed deliveries; one opened by reported outcomes
             // waits for a successful report.
             None if cue.alert_state => alerts::delivered_again(conn, &cue.id, execution_id, now)?,
             None => {}
         }
-        finish_cue(conn, &cue, true, now)?;
-        return Ok(deadline.map_or(Finished::Done, Finished::AwaitOutcome));
+        // Delivered, and the receiver's answer said the work failed: the handler's verdict is
+        // final (not retried), and the execution is failed like any reported failure.
+        let reported_ok = a.inline.as_ref().is_none_or(|o| o.success);
+        if !reported_ok {
+            conn.prepare_cached("UPDATE executions SET status = 'failed' WHERE id = ?1")?
+                .execute([execution_id])?;
+        }
+        finish_cue(conn, &cue, reported_ok, now)?;
+        return Ok(deadline.map_or(Finished::Done(chained), Finished::AwaitOutcome));
     }
     let error = a.error.as_deref().unwrap_or("delivery failed");
     if !a.gone && attempt - 1 < cue.max_attempts {
@@ -1252,7 +1445,7 @@ pub fn delivered(
         error,
         now,
     )?;
-    Ok(Finished::Done)
+    Ok(Finished::Done(None))
 }
 
 /// Moves an outcome reported during attempt `attempt` onto that attempt's record and clears it
@@ -1409,14 +1602,14 @@ pub mod conflict {
 }
 
 /// Records the outcome a handler reports over the API (once: a second report is a conflict).
-/// Returns the outcome state.
+/// Returns the outcome state, and the chained execution a success started.
 pub fn report(
     conn: &Connection,
     owner: &str,
     id: &str,
     o: &ReportedOutcome,
     now: Millis,
-) -> Result<String> {
+) -> Result<(String, Option<Chained>)> {
     check_outcome(o)?;
     let (cue_id, _, mode, recorded, _) = owned(conn, owner, id)?;
     if recorded.is_some() {
@@ -1424,7 +1617,15 @@ pub fn report(
     }
     let state = write_outcome(conn, id, mode.as_deref(), o, now)?;
     alerts::outcome_reported(conn, &cue_id, id, o.success, &state, now)?;
-    Ok(state)
+    if !o.success {
+        failed_after_delivery(conn, &cue_id, id, now)?;
+    }
+    let chained = if is_success_state(&state) {
+        chain_after(conn, id, now)?
+    } else {
+        None
+    };
+    Ok((state, chained))
 }
 
 /// Evidence appended after the outcome: given fields replace, `metadata` keys are merged and
@@ -1529,7 +1730,7 @@ pub fn verify(
     valid: bool,
     reason: Option<&str>,
     now: Millis,
-) -> Result<String> {
+) -> Result<(String, Option<Chained>)> {
     let (_, _, _, _, state) = owned(conn, owner, id)?;
     let state = state.unwrap_or_default();
     let allowed = match state.as_str() {
@@ -1561,7 +1762,13 @@ pub fn verify(
          WHERE id = ?1",
         params![id, new_state, validation, note, now],
     )?;
-    Ok(new_state.into())
+    // A success that was waiting for its verdict chains now (one chain per execution).
+    let chained = if valid {
+        chain_after(conn, id, now)?
+    } else {
+        None
+    };
+    Ok((new_state.into(), chained))
 }
 
 /// Parks a reported outcome for manual verification.

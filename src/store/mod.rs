@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-pub use cues::due_index;
+pub use cues::{catch_up_name, due_index};
 pub use cues::{
     delete as delete_cue, insert_many as insert_cues, list_ids as list_cue_ids, page as cue_page,
     resolve as resolve_cue, set_status as set_cue_status, spec_of, target as cue_target,
@@ -36,8 +36,8 @@ pub use executions::{
     append_evidence, check_outcome, claim, complete, conflict, count as count_executions,
     deadline_due, delivered, fire_at, fire_due, fire_now, get as get_execution,
     list as list_executions, pause, recover, replay, report as report_outcome, resume, retry_due,
-    stats as cue_stats, verification_pending, verify, Claimed, Evidence, ExecutionFilter, Finished,
-    FireResult, Fired, Recovered, ReportedOutcome,
+    stats as cue_stats, verification_pending, verify, Chained, Claimed, Evidence, ExecutionFilter,
+    Finished, FireKey, FireResult, Fired, Recovered, ReportedOutcome,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_alerts.sql"),
     include_str!("migrations/0006_worker_offline.sql"),
     include_str!("migrations/0007_claim_order.sql"),
+    include_str!("migrations/0008_chains_failures.sql"),
 ];
 
 /// The schema version this build writes.

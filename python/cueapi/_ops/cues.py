@@ -37,6 +37,7 @@ def cues_create(
     on_success_fire: str | None = None,
     required_payload_keys: list[str] | None = None,
     require_payload_override: bool | None = None,
+    catch_up_max: int | None = None,
 ) -> Operation[Cue]:
     """Creates a cue: on a ``cron`` schedule (in ``timezone``), once ``at`` an instant, or
     ``every`` interval (``"30s"``, ``"5m"``; a cueapi extension). A ``callback`` URL makes it a
@@ -69,6 +70,7 @@ def cues_create(
             delivery=_mapping(delivery, "delivery"),
             alerts=_mapping(alerts, "alerts"),
             catch_up=catch_up,
+            catch_up_max=catch_up_max,
             overlap=overlap,
             verification=_mapping(verification, "verification"),
             on_success_fire=on_success_fire,
@@ -115,6 +117,7 @@ def cues_update(
     on_success_fire: str | None = None,
     required_payload_keys: list[str] | None = None,
     require_payload_override: bool | None = None,
+    catch_up_max: int | None = None,
 ) -> Operation[Cue]:
     """Changes the given fields of a cue; the others stay as they are. ``timezone`` alone moves
     the current schedule to that zone."""
@@ -128,6 +131,7 @@ def cues_update(
         delivery=_mapping(delivery, "delivery"),
         alerts=_mapping(alerts, "alerts"),
         catch_up=catch_up,
+        catch_up_max=catch_up_max,
         overlap=overlap,
         verification=_mapping(verification, "verification"),
         on_success_fire=on_success_fire,

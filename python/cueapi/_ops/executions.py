@@ -104,8 +104,11 @@ def executions_report_outcome(
     result_type: str | None = None,
     summary: str | None = None,
     artifacts: list[Any] | None = None,
+    retry: bool | None = None,
 ) -> Operation[dict[str, Any]]:
-    """Reports what the work did (once per execution), with the evidence behind it."""
+    """Reports what the work did (once per execution), with the evidence behind it. A reported
+    failure is final; ``retry=True`` (a cueapi extension) says the run itself failed (a crash),
+    so that the cue's retry policy runs it again."""
     body: dict[str, Any] = {"success": _bool(success, "success")}
     body.update(
         _given(
@@ -118,6 +121,7 @@ def executions_report_outcome(
             result_type=result_type,
             summary=summary,
             artifacts=None if artifacts is None else list(artifacts),
+            retry=retry,
         )
     )
     path = f"/v1/executions/{_id(execution_id, 'execution_id')}/outcome"

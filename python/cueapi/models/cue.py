@@ -44,6 +44,7 @@ class Retry(BaseModel):
 
     max_attempts: int = 3
     backoff_minutes: list[int | float] = Field(default_factory=_default_backoff)
+    retry_reported_failures: bool = False
 
 
 class OnFailure(BaseModel):
@@ -108,7 +109,8 @@ class Cue(BaseModel):
     on_failure: OnFailure | None = None
     delivery: DeliveryConfig | None = None
     alerts: AlertConfig | None = None
-    catch_up: str | dict[str, Any] | None = None
+    catch_up: str | None = None
+    catch_up_max: int | None = None
     overlap: str | None = None
     verification: VerificationConfig | None = None
     on_success_fire: str | None = None
