@@ -773,11 +773,17 @@ def test_verification(client: CueAPI, server: Server) -> None:
         "outcome_state": "verification_pending",
     }
     out = client.executions.mark_verified(good["id"])
-    assert out == {"execution_id": good["id"], "outcome_state": "verified_success", "valid": True}
+    assert out == {
+        "execution_id": good["id"],
+        "outcome_state": "verified_success",
+        "valid": True,
+        "reason": None,
+    }
     assert server.execution(good["id"])["outcome_state"] == "verified_success"
 
     out = client.executions.mark_verified(bad["id"], valid=False, reason="numbers do not add up")
     assert out["outcome_state"] == "verification_failed" and out["valid"] is False
+    assert out["reason"] == "numbers do not add up"
     stored = server.execution(bad["id"])
     assert stored["outcome_state"] == "verification_failed"
     assert "numbers do not add up" in stored["outcome"]["summary"]

@@ -903,6 +903,7 @@ BAD_QUERIES: list[tuple[str, dict[str, str], int, str, str | None]] = [
     ("/v1/cues/{cue}/executions", {"limit": "abc"}, 422, "validation_error", "query.limit"),
     ("/v1/cues/{cue}/executions", {"days": "x"}, 422, "validation_error", "query.days"),
     ("/v1/cues/{cue}/executions", {"has_evidence": "maybe"}, 422, "validation_error", "query.has_evidence"),
+    ("/v1/cues/{cue}/executions", {"triggered_by": "chained"}, 422, "validation_error", "query.triggered_by"),
     ("/v1/cues/{cue}/executions", {"status": "a", "status__in": "b"}, 400, "conflicting_filters", None),
 ]
 
@@ -1624,7 +1625,12 @@ def test_verify(server: Server, cue: dict[str, Any], pending: dict[str, Any]) ->
     outcome(server, yes["id"], success=True, summary="did it")
     r = server.call("POST", f"/v1/executions/{yes['id']}/verify")
     assert r.status_code == 200, r.text
-    assert r.json()["outcome_state"] == "verified_success"
+    assert r.json() == {
+        "execution_id": yes["id"],
+        "outcome_state": "verified_success",
+        "valid": True,
+        "reason": None,
+    }
     assert server.execution(yes["id"])["outcome_state"] == "verified_success"
     verified = server.execution(yes["id"])
     assert_error(
@@ -1636,6 +1642,13 @@ def test_verify(server: Server, cue: dict[str, Any], pending: dict[str, Any]) ->
     outcome(server, no["id"], success=True, summary="did it")
     r = server.call("POST", f"/v1/executions/{no['id']}/verify", {"valid": False, "reason": "not in the CRM"})
     assert r.status_code == 200, r.text
+    # The answer says the reason back, as the hosted service's does.
+    assert r.json() == {
+        "execution_id": no["id"],
+        "outcome_state": "verification_failed",
+        "valid": False,
+        "reason": "not in the CRM",
+    }
     ex = server.execution(no["id"])
     assert ex["outcome_state"] == "verification_failed"
     assert ex["outcome"]["summary"] == "did it | verification rejected: not in the CRM"
@@ -1776,5 +1789,8 @@ def test_execution_list_filters(server: Server, receiver: Receiver) -> None:
     assert ids(triggered_by="manual_fire") == everything
     assert ids(triggered_by="replay") == [r1]
     assert ids(triggered_by="scheduled") == []
+    # `chain` (a step of a chain of cues) is a value the filter knows, with or without such steps.
+    assert ids(triggered_by="chain") == []
+    assert ids(f"/v1/cues/{a['id']}/executions", triggered_by="chain") == []
     assert ids(f"/v1/cues/{b['id']}/executions", triggered_by="replay") == [r1]
     assert ids(f"/v1/cues/{a['id']}/executions", triggered_by="replay") == []

@@ -556,3 +556,9 @@ def test_worker_claim_cycle(cli: Run, server: Server) -> None:
     out = ok(cli("executions", "heartbeat", execution_id, "--worker-id", "w1"))
     assert out.startswith(f"Heartbeat acknowledged: {execution_id}")
     assert server.execution(execution_id)["status"] == "delivering"
+    # Who holds the claim: it shows `claimed_by_worker`, kept once the outcome is in.
+    assert fields(ok(cli("executions", "get", execution_id)))["Claimed by"] == "w1"
+    out = ok(cli("executions", "report-outcome", execution_id, "--success"))
+    assert out.strip() == f"Outcome recorded: {execution_id}"
+    f = fields(ok(cli("executions", "get", execution_id)))
+    assert (f["Status"], f["Claimed by"]) == ("success", "w1")

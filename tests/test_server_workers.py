@@ -656,6 +656,47 @@ def test_a_long_job_on_a_live_worker_is_not_timed_out(
     assert attempts(ex) == [(1, "success")]
 
 
+def test_an_execution_names_the_worker_holding_or_last_holding_its_claim(
+    srv: Server, clock: cueapi.ManualClock, beacon: Receiver, receiver: Receiver
+) -> None:
+    """`claimed_by_worker` and `claimed_at` (what the official clients show as "Claimed by"): the
+    worker holding the claim, kept once its outcome is recorded; none once a claim is released
+    (the attempt log keeps who held it) until the next claim."""
+
+    def claim_fields(eid: str) -> tuple[str | None, datetime | None]:
+        ex = srv.execution(eid)
+        (listed_ex,) = [e for e in srv.call("GET", "/v1/executions").json()["executions"] if e["id"] == eid]
+        assert (listed_ex["claimed_by_worker"], listed_ex["claimed_at"]) == (
+            ex["claimed_by_worker"],
+            ex["claimed_at"],
+        )
+        return ex["claimed_by_worker"], None if ex["claimed_at"] is None else instant(ex["claimed_at"])
+
+    done, dropped = job(srv, "a"), job(srv, "a", retry={"max_attempts": 1})
+    assert claim_fields(done) == claim_fields(dropped) == (None, None)
+    clock.advance(5)
+    claimed(srv, done, "w1")
+    assert claim_fields(done) == ("w1", at(5))
+    clock.advance(5)
+    assert report(srv, done, success=True).status_code == 200
+    assert claim_fields(done) == ("w1", at(5))
+
+    claimed(srv, dropped, "w2")
+    assert claim_fields(dropped) == ("w2", at(10))
+    advance(srv, clock, beacon, LEASE + 1)  # w2 never heard from: released
+    ex = settled(srv, dropped, "pending")
+    assert attempts(ex) == [(1, "abandoned")] and ex["attempt_log"][0]["claimed_by"] == "w2"
+    assert claim_fields(dropped) == (None, None)
+    claimed(srv, dropped, "w3")
+    assert claim_fields(dropped) == ("w3", at(LEASE + 11))
+
+    # Webhook deliveries are no worker's claims.
+    hook = srv.cue(name="hooked", schedule=FAR, callback={"url": receiver.url + "/hook"})
+    sent = fire(srv, hook)
+    settled(srv, sent, "success")
+    assert claim_fields(sent) == (None, None)
+
+
 def test_a_released_claim_without_retries_left_fails(
     srv: Server, clock: cueapi.ManualClock, beacon: Receiver
 ) -> None:

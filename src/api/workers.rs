@@ -278,7 +278,7 @@ pub(super) fn schemas() -> Vec<(&'static str, Value)> {
         "scheduled_for": instant(),
         "attempt": {"type": "integer", "minimum": 1},
         "idempotency_key": {"type": "string", "description": "The same across retries of one occurrence"},
-        "triggered_by": {"enum": ["scheduled", "manual_fire", "replay"]},
+        "triggered_by": {"enum": crate::public::TRIGGERS},
         "lease_seconds": {"type": "integer"},
         "lease_expires_at": instant(),
     }));

@@ -924,7 +924,7 @@ pub struct ExecutionFilter {
     pub has_evidence: Option<bool>,
     #[serde(default)]
     pub result_type: Option<String>,
-    /// `schedule`, `manual_fire` or `replay`.
+    /// `schedule`, `manual_fire`, `replay` or `chain`.
     #[serde(default)]
     pub triggered_by: Option<String>,
     #[serde(default)]
@@ -938,7 +938,9 @@ const EXEC_COLUMNS: &str = "e.id, e.cue_id, c.name, e.scheduled_for, e.status, e
     e.outcome_success, e.outcome_result, e.outcome_error, e.outcome_metadata, e.outcome_recorded_at, e.outcome_state,
     e.outcome_deadline_at, e.outcome_timeout_at, e.evidence_external_id, e.evidence_result_url, e.evidence_result_ref,
     e.evidence_result_type, e.evidence_summary, e.evidence_validation_state, e.evidence_produced_at,
-    e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at, e.http_status, e.response_body, c.transport";
+    e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at, e.http_status, e.response_body, c.transport,
+    (SELECT a.claimed_by FROM attempts a WHERE c.transport = 'worker' AND a.execution_id = e.id
+        AND a.number = e.attempts AND a.status != 'abandoned'), e.claimed_at";
 
 fn parse_json(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -971,6 +973,9 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
     let has_evidence = evidence
         .as_object()
         .is_some_and(|m| m.values().any(|v| !v.is_null()));
+    // The worker whose claim is the latest attempt, while it runs and after it ended with an
+    // outcome; none once that claim was released (the attempt log keeps who held it).
+    let claimer: Option<String> = r.get(37)?;
     Ok(json!({
         "id": r.get::<_, String>(0)?,
         "cue_id": r.get::<_, String>(1)?,
@@ -997,11 +1002,13 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
         "http_status": r.get::<_, Option<i64>>(34)?,
         "response_body": r.get::<_, Option<String>>(35)?,
         "transport": r.get::<_, String>(36)?,
+        "claimed_by_worker": claimer,
+        "claimed_at": claimer.as_ref().and(r.get::<_, Option<i64>>(38)?),
     }))
 }
 
 /// What can create an execution.
-pub const TRIGGERS: &[&str] = &["schedule", "manual_fire", "replay"];
+pub const TRIGGERS: &[&str] = &["schedule", "manual_fire", "replay", "chain"];
 
 fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
     let mut sql =
