@@ -1340,7 +1340,8 @@ def test_errors_from_the_live_server(client: CueAPI, server: Server) -> None:
         stranger.cues.list()
     e = auth.value
     assert (e.status, e.status_code, e.code, e.message) == (401, 401, "invalid_api_key", "Invalid API key")
-    assert e.body == {"error": {"code": "invalid_api_key", "message": "Invalid API key", "status": 401}}
+    error = {"code": "invalid_api_key", "message": "Invalid API key", "status": 401}
+    assert e.body == {"error": error, "detail": {"error": error}}
     assert (
         str(e) == "Invalid API key"
         and repr(e) == "AuthenticationError(message='Invalid API key', status_code=401)"

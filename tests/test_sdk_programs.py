@@ -180,7 +180,8 @@ def test_error_handling(live: Server) -> None:
             r"CueNotFoundError 404 cue_not_found",
             r"execution: CueNotFoundError 404",
             r"ValueError: Either 'cron' or 'at' must be provided.*",
-            r"InvalidScheduleError 400 invalid_schedule body=\['error'\]",
+            # The envelope, mirrored under `detail` for FastAPI-shaped clients.
+            r"InvalidScheduleError 400 invalid_schedule body=\['detail', 'error'\]",
             r"bad zone: InvalidScheduleError 422",
             r"duplicate: CueAPIError 409 duplicate_cue_name",
             r"second outcome: CueAPIError 409 outcome_already_recorded",

@@ -37,11 +37,13 @@ PUBLIC_URL = "https://93.184.216.34/hook"  # a public address: no DNS needed, ne
 def assert_error(
     r: httpx.Response, status: int, code: str | None = None, field: str | None = None
 ) -> dict[str, Any]:
-    """The reference's error envelope, with the exact status (and code, and field for a 422)."""
+    """The reference's error envelope, with the exact status (and code, and field for a 422), and
+    the same error mirrored under ``detail.error`` (where the official CLI reads it)."""
     assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
     assert r.headers.get("content-type", "").startswith("application/json"), r.headers
     body = r.json()
-    assert list(body) == ["error"], body
+    assert set(body) == {"error", "detail"}, body
+    assert body["detail"] == {"error": body["error"]}, body
     err = body["error"]
     assert isinstance(err.get("message"), str) and err["message"], err
     assert isinstance(err.get("code"), str) and err["code"], err
@@ -294,6 +296,8 @@ def test_me_describes_the_caller(server: Server, other: str) -> None:
     assert body["api_key_prefix"] == server.key[:12]
     assert body["active_cues"] == 1
     assert body["has_webhook_secret"] is True
+    # Nothing is capped: said in words (the official CLI prints "1 / unlimited"), never null.
+    assert body["active_cue_limit"] == body["monthly_execution_limit"] == "unlimited"
     theirs = server.call("GET", "/v1/auth/me", key=other).json()
     assert theirs["email"] == "other@example.com" and theirs["active_cues"] == 0
 

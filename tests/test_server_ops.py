@@ -450,7 +450,7 @@ def test_usage_counts_this_months_cues_executions_and_outcomes(
     }
     assert u["executions"] == {
         "used": 3,
-        "limit": 0,
+        "limit": 2**31 - 1,  # a number for clients that compute with it; `unlimited` says what it means
         "unlimited": True,
         "remaining": None,
         "percent_used": 0,
@@ -518,13 +518,12 @@ def test_a_key_gets_its_limit_then_429_with_headers_and_refusals_do_not_count(tm
         for _ in range(5):
             r = server.call("GET", "/v1/cues")
             assert r.status_code == 429
-            assert r.json() == {
-                "error": {
-                    "code": "rate_limit_exceeded",
-                    "message": "Too many requests. Retry after 20 seconds.",
-                    "status": 429,
-                }
+            error = {
+                "code": "rate_limit_exceeded",
+                "message": "Too many requests. Retry after 20 seconds.",
+                "status": 429,
             }
+            assert r.json() == {"error": error, "detail": {"error": error}}
             assert r.headers["retry-after"] == "20"
             assert limit_headers(r) == (3, 0, epoch + 60)
         # Writes are limited alike, and a refused one changes nothing.

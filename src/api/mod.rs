@@ -289,7 +289,9 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// An error answer in the reference's envelope: `{"error": {"code", "message", "status"}}`, with
-/// `details` (field and message) for validation errors.
+/// `details` (field and message) for validation errors. The same object is mirrored under
+/// `detail.error`, where FastAPI-shaped clients (the official CLI) look for it; the official SDK
+/// and worker read the top-level `error`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -404,7 +406,10 @@ impl IntoResponse for ApiError {
                 .map(|(f, m)| json!({"field": f, "message": m}))
                 .collect();
         }
-        json_response(self.status, &json!({ "error": error }))
+        json_response(
+            self.status,
+            &json!({ "error": error.clone(), "detail": { "error": error } }),
+        )
     }
 }
 

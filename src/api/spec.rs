@@ -372,18 +372,28 @@ pub(super) fn page(key: &str, item: Value) -> Value {
     }))
 }
 
-/// The error envelope.
+/// The error envelope: the error under `error`, mirrored under `detail.error`.
 fn error_schema() -> Value {
-    obj(json!({"error": obj_some(json!({
-        "code": {"type": "string", "description": "A stable, machine-readable code"},
-        "message": {"type": "string"},
-        "status": {"type": "integer", "description": "The HTTP status, repeated"},
-        "details": {
-            "type": "array",
-            "description": "For validation errors: the field at fault (`body.retry.max_attempts`, `query.limit`, ...) and what is wrong with it",
-            "items": obj(json!({"field": {"type": "string"}, "message": {"type": "string"}})),
-        },
-    }), &["code", "message", "status"])}))
+    let error = obj_some(
+        json!({
+            "code": {"type": "string", "description": "A stable, machine-readable code"},
+            "message": {"type": "string"},
+            "status": {"type": "integer", "description": "The HTTP status, repeated"},
+            "details": {
+                "type": "array",
+                "description": "For validation errors: the field at fault (`body.retry.max_attempts`, `query.limit`, ...) and what is wrong with it",
+                "items": obj(json!({"field": {"type": "string"}, "message": {"type": "string"}})),
+            },
+        }),
+        &["code", "message", "status"],
+    );
+    let mut out = obj(json!({
+        "error": error,
+        "detail": obj(json!({"error": error})),
+    }));
+    out["properties"]["detail"]["description"] =
+        json!("The same error again, where FastAPI-shaped clients (the official CLI) read it");
+    out
 }
 
 // -- the document ------------------------------------------------------------------------------
@@ -423,7 +433,8 @@ pub(super) fn document(routes: &[Route]) -> Value {
             "version": VERSION,
             "summary": "Accountable scheduled work: cues fire on schedule, every run is recorded with its outcome and evidence",
             "description": "The HTTP API of `cueapi serve`, compatible with the CueAPI reference server. \
-                Errors use the envelope `{\"error\": {\"code\", \"message\", \"status\", \"details\"?}}`; \
+                Errors use the envelope `{\"error\": {\"code\", \"message\", \"status\", \"details\"?}}`, \
+                mirrored under `detail.error` for FastAPI-shaped clients; \
                 each error answer below lists the codes it carries. Instants are ISO-8601 UTC.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
