@@ -601,6 +601,52 @@ def test_forwarded_for_is_trusted_only_when_asked(tmp_path: Path) -> None:
         plain.app.close()
 
 
+def test_a_workers_reports_are_never_refused_nor_counted(tmp_path: Path) -> None:
+    """Outcomes, execution heartbeats and worker heartbeats with a valid key pass a spent
+    allowance and take nothing from it (the official worker drops a refused outcome for good);
+    without a valid key they count against the address like anything else."""
+    server, clock = limited(tmp_path, 4)
+    try:
+        spec = {
+            "name": "job",
+            "transport": "worker",
+            "schedule": {"type": "once", "at": "2099-01-01T00:00:00Z"},
+        }
+        cue = server.call("POST", "/v1/cues", {**spec, "overlap": "allow", "payload": {"task": "t"}}).json()
+        e1, e2 = (server.call("POST", f"/v1/cues/{cue['id']}/fire").json()["id"] for _ in range(2))
+        assert server.call("POST", f"/v1/executions/{e1}/claim", {"worker_id": "w1"}).status_code == 200
+        assert server.call("GET", "/v1/cues").status_code == 429  # four spent: nothing else goes
+        for _ in range(5):
+            r = server.call("POST", "/v1/worker/heartbeat", {"worker_id": "w1", "handlers": ["t"]})
+            assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers, r.text
+            r = server.call("POST", f"/v1/executions/{e1}/heartbeat", headers={"X-Worker-Id": "w1"})
+            assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers, r.text
+        r = server.call("POST", f"/v1/executions/{e1}/outcome", {"success": True, "result": "one"})
+        assert r.status_code == 200 and r.json()["outcome_recorded"] is True, r.text
+        r = server.call("POST", f"/v1/executions/{e2}/outcome", {"success": True, "result": "two"})
+        assert r.status_code == 200, r.text
+        # A report refused for what it says still answers as it should (a second outcome: 409).
+        r = server.call("POST", f"/v1/executions/{e1}/outcome", {"success": False})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "outcome_already_recorded"
+        # None of them was counted: 15 s on (a quarter of the minute), exactly one request is back.
+        clock.advance(15)
+        got = [server.call("GET", f"/v1/executions/{e}") for e in (e1, e2)]
+        assert [r.status_code for r in got] == [200, 429]
+        assert got[0].json()["outcome"]["result"] == "one"
+        clock.advance(15)
+        assert server.execution(e2)["outcome"]["result"] == "two"
+        # Without a valid key, the address's allowance is spent as anywhere (401s, then 429).
+        wrong = "cue_sk_" + "2" * 32
+        codes = [
+            server.call("POST", f"/v1/executions/{e1}/outcome", {"success": True}, key=wrong).status_code
+            for _ in range(5)
+        ]
+        assert codes == [401, 401, 401, 401, 429]
+        assert sample(scrape(server), "cueapi_rate_limited_total") == 3
+    finally:
+        server.app.close()
+
+
 def test_limiting_off_sends_no_headers(tmp_path: Path) -> None:
     server = start_server(tmp_path / "off.db", rate_limit_per_minute=0)
     try:

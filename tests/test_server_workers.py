@@ -350,6 +350,68 @@ def test_claimable_for_a_worker_lists_only_what_it_can_handle(srv: Server, clock
     assert listed_ids(srv, worker_id="unregistered") == [ea, eb, en]
 
 
+def test_unfiltered_the_tasks_live_workers_run_come_first_in_turns(
+    srv: Server, clock: cueapi.ManualClock, other: str
+) -> None:
+    """The official daemon lists without a filter and reads the first page only: what a live
+    worker of the caller runs is listed first, the oldest of each such task before the second
+    oldest of any; the rest follows, oldest first. Nothing is left out."""
+    b = worker_cue(srv, "b")  # nobody runs b
+    bs = []
+    for _ in range(60):
+        bs.append(fire(srv, b))
+        clock.advance(1)
+    a1, a2, a3, c1, none = jobs(srv, clock, "a", "a", "a", "c", None)
+    # No worker yet: oldest first, as before.
+    assert listed_ids(srv) == bs[:50]
+    # Another user's worker, and a worker that never said what it runs, change nothing.
+    beat(srv, "theirs", ["c"], key=other)
+    beat(srv, "anything")
+    assert listed_ids(srv) == bs[:50]
+
+    beat(srv, "wa", ["a", "zzz"])
+    beat(srv, "wc", ["c"])
+    # In turns: the oldest a, the oldest c, then the second a (the only c is taken), ...
+    assert listed_ids(srv) == [a1, c1, a2, a3, *bs[:46]]
+    assert listed_ids(srv, limit=3) == [a1, c1, a2]
+    assert listed_ids(srv, limit=100) == [a1, c1, a2, a3, *bs, none]
+    # Filters read as before: oldest first among what they select.
+    assert listed_ids(srv, task="a") == [a1, a2, a3]
+    assert listed_ids(srv, task="b", limit=2) == bs[:2]
+    assert listed_ids(srv, worker_id="wc") == [c1, none]
+    assert listed_ids(srv, worker_id="wa", task="c") == []
+
+    # A worker silent past the worker timeout no longer counts: c waits behind the backlog again.
+    clock.advance(TIMEOUT - 60)
+    beat(srv, "wa", ["a"])
+    clock.advance(61)
+    assert listed_ids(srv, limit=5) == [a1, a2, a3, *bs[:2]]
+    # Claimed, an execution leaves the listing; the next of its task moves up.
+    claimed(srv, a1, "wa")
+    assert listed_ids(srv, limit=3) == [a2, a3, bs[0]]
+
+
+def test_unfiltered_a_backlog_of_one_handled_task_does_not_hide_another(
+    srv: Server, clock: cueapi.ManualClock
+) -> None:
+    """Two workers, two tasks, one page: 120 executions of one task queued before one of the
+    other still leave the other on the first page, next to the first of the backlog."""
+    busy = worker_cue(srv, "busy")
+    backlog = []
+    for _ in range(120):
+        backlog.append(fire(srv, busy))
+        clock.advance(1)
+    rare = job(srv, "rare")
+    beat(srv, "w-busy", ["busy"])
+    beat(srv, "w-rare", ["rare"])
+    page = listed_ids(srv)
+    assert page == [backlog[0], rare, *backlog[1:49]]
+    # The worker running the rare task, reading the page as the daemon does, claims it at once.
+    mine = next(e for e in listed(srv) if e["task"] == "rare")
+    assert claimed(srv, mine["execution_id"], "w-rare")["task"] == "rare"
+    assert listed_ids(srv, limit=100) == backlog[:100]
+
+
 def test_a_fire_sent_for_later_is_not_claimable_before_its_time(
     srv: Server, clock: cueapi.ManualClock, beacon: Receiver
 ) -> None:

@@ -242,8 +242,16 @@ impl Route {
             "tags": [self.tag],
             "responses": responses,
         });
-        if let Some(d) = self.description {
-            op["description"] = d.into();
+        let mut text: Vec<&str> = self.description.into_iter().collect();
+        if super::limit::is_report(&self.method, self.path) {
+            text.push(
+                "With a valid key this is never refused by the rate limit, nor counted against it: \
+                 a worker's report is never dropped (requests without a valid key count against the \
+                 client address as everywhere).",
+            );
+        }
+        if !text.is_empty() {
+            op["description"] = text.join("\n\n").into();
         }
         if !params.is_empty() {
             op["parameters"] = params.into();
@@ -549,6 +557,21 @@ mod tests {
                 ["properties"]["error"]["properties"]["code"]["enum"]
                 .clone()
         };
+        // A worker's reports say that the limit spares them.
+        for (path, m) in [
+            ("/v1/executions/{id}/outcome", "post"),
+            ("/v1/executions/{id}/heartbeat", "post"),
+            ("/v1/worker/heartbeat", "post"),
+        ] {
+            let text = op(path, m)["description"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            assert!(text.contains("never refused by the rate limit"), "{path}");
+        }
+        assert!(op("/v1/executions/claim", "post")
+            .get("description")
+            .is_none());
         let health = op("/health", "get");
         assert!(health["responses"].get("401").is_none());
         assert!(health["responses"].get("429").is_none());

@@ -125,10 +125,12 @@ pub(super) async fn claimable(
             check_name(&format!("query.{name}"), v)?;
         }
     }
+    let (_, live_ms) = st.engine.worker_timing();
     let filter = ClaimFilter {
         task: q.str("task").map(str::to_string),
         worker_id: q.str("worker_id").map(str::to_string),
         limit: q.int("limit", 50, 1, 100)?,
+        live_ms,
     };
     let now = st.engine.clock().now();
     let mut list = st

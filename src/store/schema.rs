@@ -13,6 +13,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_alerts.sql"),
     include_str!("migrations/0006_worker_offline.sql"),
     include_str!("migrations/0007_claim_order.sql"),
+    // 0008 is issue 10's other half (chains and the failure rule), merged beside this one.
+    include_str!("migrations/0009_waiting_by_task.sql"),
 ];
 
 /// The schema version this build writes.
