@@ -1322,6 +1322,90 @@ def test_delete(server: Server, cue: dict[str, Any]) -> None:
     assert server.call("POST", "/v1/cues", {"name": cue["name"], **WORKER}).status_code == 201
 
 
+CONFIRM = {"X-Confirm-Destructive": "true"}
+
+
+def bulk_delete(
+    server: Server, body: Any = None, *, headers: dict[str, str] = CONFIRM, **kw: Any
+) -> httpx.Response:
+    return server.call("POST", "/v1/cues/bulk-delete", body, headers=headers, **kw)
+
+
+def test_bulk_delete(server: Server, other: str) -> None:
+    a, b, c = worker_cue(server, "a"), worker_cue(server, "b"), worker_cue(server, "c")
+    ex = fire(server, a["id"])
+    r = server.call("POST", "/v1/cues", {"name": "theirs", **WORKER}, key=other)
+    assert r.status_code == 201, r.text
+    theirs = r.json()
+    r = bulk_delete(server, {"ids": [c["id"], "cue_nope", a["id"], theirs["id"], c["id"]]})
+    assert r.status_code == 200, r.text
+    # Each list in the order of the request; unknown, another user's and repeated ids are skipped.
+    assert r.json() == {"deleted": [c["id"], a["id"]], "skipped": ["cue_nope", theirs["id"], c["id"]]}
+    assert [x["id"] for x in snapshot(server)["cues"]] == [b["id"]]
+    # As the single DELETE: the history goes, and the names are free again.
+    assert_error(server.call("GET", f"/v1/executions/{ex['id']}"), 404, "execution_not_found")
+    assert snapshot(server)["executions"] == []
+    assert server.call("POST", "/v1/cues", {"name": "a", **WORKER}).status_code == 201
+    assert [x["id"] for x in snapshot(server, key=other)["cues"]] == [theirs["id"]]
+    # The other user cannot delete ours either.
+    r = bulk_delete(server, {"ids": [b["id"]]}, key=other)
+    assert r.status_code == 200 and r.json() == {"deleted": [], "skipped": [b["id"]]}
+    assert server.call("GET", f"/v1/cues/{b['id']}").status_code == 200
+    # 100 ids is the most.
+    r = bulk_delete(server, {"ids": [b["id"]] + [f"cue_{n}" for n in range(99)]})
+    assert r.status_code == 200 and r.json()["deleted"] == [b["id"]] and len(r.json()["skipped"]) == 99
+
+
+@pytest.mark.parametrize("confirm", [None, "", "false", "yes", "1"])
+def test_bulk_delete_needs_confirmation(server: Server, cue: dict[str, Any], confirm: str | None) -> None:
+    before = snapshot(server)
+    headers = {} if confirm is None else {"X-Confirm-Destructive": confirm}
+    r = bulk_delete(server, {"ids": [cue["id"]]}, headers=headers)
+    err = assert_error(r, 400, "confirmation_required")
+    assert "X-Confirm-Destructive: true" in err["message"]
+    assert snapshot(server) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        (None, 422, "validation_error", "body"),
+        ({}, 422, "validation_error", "body.ids"),
+        ({"ids": None}, 422, "validation_error", "body.ids"),
+        ({"ids": []}, 422, "validation_error", "body.ids"),
+        ({"ids": [f"cue_{n}" for n in range(101)]}, 422, "validation_error", "body.ids"),
+        ({"ids": "CUE"}, 422, "validation_error", "body.ids"),
+        ({"ids": ["CUE", 5]}, 422, "validation_error", "body.ids.1"),
+        ({"ids": ["CUE"], "force": True}, 422, "validation_error", "body.force"),
+        (["CUE"], 422, "validation_error", "body"),
+        (b"{not json", 400, "invalid_json", None),
+    ],
+)
+def test_bad_bulk_delete_is_refused_and_deletes_nothing(
+    server: Server, cue: dict[str, Any], body: Any, status: int, code: str, field: str | None
+) -> None:
+    before = snapshot(server)
+
+    def named(v: Any) -> Any:  # the existing cue's id where the case says CUE
+        if isinstance(v, dict):
+            return {k: named(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [named(x) for x in v]
+        return cue["id"] if v == "CUE" else v
+
+    if isinstance(body, bytes):
+        r = server.call(
+            "POST",
+            "/v1/cues/bulk-delete",
+            content=body,
+            headers={**CONFIRM, "Content-Type": "application/json"},
+        )
+    else:
+        r = bulk_delete(server, named(body))
+    assert_error(r, status, code, field)
+    assert snapshot(server) == before
+
+
 def test_fire_response_and_payload_override(server: Server) -> None:
     c = worker_cue(server, "f", payload={"a": 1, "b": {"x": 1}})
     ex = fire(server, c["id"])

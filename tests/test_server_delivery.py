@@ -544,6 +544,30 @@ def test_a_tick_committed_ahead_goes_out_at_its_instant(
     assert timed.call("GET", f"/v1/cues/{cue['id']}").json()["status"] == "completed"
 
 
+@pytest.mark.parametrize("how", ["delete", "bulk-delete"])
+def test_a_deleted_cue_never_fires_again(
+    timed: Server, now_clock: cueapi.ManualClock, receiver: Receiver, beacon: Receiver, how: str
+) -> None:
+    """Deleting a cue (one, or in bulk) drops its next tick: a minute later, with the engine past
+    two of its instants, nothing went out for it, while a cue kept beside it fired."""
+    every_minute = {"type": "recurring", "cron": "* * * * *"}
+    gone = timed.cue(name="gone", schedule=every_minute, callback={"url": receiver.url + "/gone"})
+    kept = timed.cue(name="kept", schedule=every_minute, callback={"url": receiver.url + "/kept"})
+    if how == "delete":
+        r = timed.call("DELETE", f"/v1/cues/{gone['id']}")
+        assert r.status_code == 204, r.text
+    else:
+        r = timed.call(
+            "POST", "/v1/cues/bulk-delete", {"ids": [gone["id"]]}, headers={"X-Confirm-Destructive": "true"}
+        )
+        assert r.status_code == 200 and r.json() == {"deleted": [gone["id"]], "skipped": []}, r.text
+    advance(timed, now_clock, beacon, 120)
+    wait_for(lambda: hooks(receiver, "/kept"), what="the kept cue's tick")
+    assert hooks(receiver, "/gone") == []
+    names = [c["name"] for c in timed.call("GET", "/v1/cues").json()["cues"]]
+    assert [n for n in names if not n.startswith("beacon-")] == [kept["name"]]
+
+
 def test_closing_with_a_tick_held_for_its_instant_loses_nothing(
     tmp_path: Path, now_clock: cueapi.ManualClock, receiver: Receiver
 ) -> None:

@@ -7,21 +7,6 @@ use serde_json::json;
 use super::{ok, read_object, ApiError, ApiResult, AppState, Auth};
 use crate::store::{alerts, users};
 
-fn confirmed(headers: &HeaderMap) -> ApiResult<()> {
-    let yes = headers
-        .get("x-confirm-destructive")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    if yes {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "confirmation_required",
-            "This replaces a credential at once; send the header X-Confirm-Destructive: true to confirm",
-        ))
-    }
-}
-
 pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiResult {
     if !st.opts.allow_register {
         return Err(ApiError::new(
@@ -101,7 +86,10 @@ async fn rotate(
     name: &str,
     revoked: &str,
 ) -> ApiResult {
-    confirmed(headers)?;
+    super::confirmed(
+        headers,
+        "This replaces a credential at once; send the header X-Confirm-Destructive: true to confirm",
+    )?;
     let now = st.engine.clock().now();
     let fresh = st
         .engine

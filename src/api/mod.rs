@@ -609,6 +609,20 @@ impl Query {
     }
 }
 
+/// A destructive request goes ahead only with the header `X-Confirm-Destructive: true`; without
+/// it, 400 `confirmation_required` with `message` (what it would do, and how to confirm).
+fn confirmed(headers: &HeaderMap, message: &str) -> ApiResult<()> {
+    let yes = headers
+        .get("x-confirm-destructive")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if yes {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("confirmation_required", message))
+    }
+}
+
 /// The authenticated user of a request.
 struct Auth(User);
 
