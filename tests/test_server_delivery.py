@@ -246,8 +246,23 @@ def test_sha256_signature_scheme(server: Server, receiver: Receiver) -> None:
     forged = req.body.replace(b'"attempt": 1', b'"attempt": 2')
     assert forged != req.body
     assert not cueapi.verify_webhook(forged, req.headers["x-cueapi-signature"], server.secret)
-    # The Standard Webhooks trio still comes along.
+    # The Standard Webhooks trio still comes along, and so do the headers every delivery carries
+    # whatever its scheme (as the README's signing section lists them).
     assert verify_webhook_headers(req.body, req.headers, server.secret)
+    always = {
+        "x-cueapi-timestamp",
+        "x-cueapi-execution-id",
+        "x-cueapi-cue-id",
+        "x-cueapi-scheduled-for",
+        "x-cueapi-attempt",
+        "x-cueapi-idempotency-key",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert always <= set(req.headers), req.headers
+    assert req.headers["x-cueapi-execution-id"] == eid and req.headers["content-type"] == "application/json"
+    assert req.headers["user-agent"].startswith("cueapi/")
 
 
 # -- the retry ladder --------------------------------------------------------------------------------
