@@ -80,6 +80,8 @@ def test_every_operation_has_an_id_a_summary_and_documented_errors(doc: dict[str
             ("post", "/v1/worker/heartbeat"),
         )
         assert ("never refused by the rate limit" in op.get("description", "")) == report, where
+    claimable = doc["paths"]["/v1/executions/claimable"]["get"]
+    assert "live worker" in claimable["description"] and "Nothing is left out" in claimable["description"]
     public = sorted(f"{m.upper()} {p}" for m, p, op in ops if op["security"] == [])
     assert public == [
         "GET /health",

@@ -356,8 +356,16 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
             get(
                 "/v1/executions/claimable",
                 "listClaimable",
-                "Executions a worker may claim now, oldest first",
+                "Executions a worker may claim now",
                 claimable,
+            )
+            .describe(
+                "Filtered (`task`, `worker_id`): oldest first. Unfiltered, as the official daemon asks \
+                 (it reads the first page and skips tasks it has no handler for): the executions whose \
+                 task one of your live workers registered in its heartbeat come first, in turns by \
+                 task (the oldest of each such task before the second oldest of any), then everything \
+                 else, oldest first. Nothing is left out: a worker finds its own work on the first \
+                 page whatever else is queued.",
             )
             .query("task", "Only this task", name.clone())
             .query(
