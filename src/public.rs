@@ -109,6 +109,7 @@ pub fn execution(mut v: Value) -> Value {
             "last_attempt_at",
             "outcome_deadline_at",
             "outcome_timeout_at",
+            "claimed_at",
             "created_at",
             "updated_at",
         ],
@@ -122,6 +123,10 @@ pub fn execution(mut v: Value) -> Value {
     }
     v
 }
+
+/// What can create an execution, in the public vocabulary: a tick of the schedule, a fire by
+/// hand, a replay, or the successful outcome of the cue before it in a chain.
+pub const TRIGGERS: &[&str] = &["scheduled", "manual_fire", "replay", "chain"];
 
 /// What created an execution, in the public vocabulary (`scheduled` for the store's
 /// `schedule`).

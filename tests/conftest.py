@@ -205,7 +205,7 @@ class Receiver:
                 except OSError:
                     pass
 
-            do_POST = do_GET = do_PUT = do_PATCH = _any
+            do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _any
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -458,6 +458,36 @@ def test_head_only_flags_send_the_official_clis_requests(cli: CLI, receiver: Rec
     assert all(r.headers["authorization"] == f"Bearer {cli.key}" for r in requests)
 
 
+def test_bulk_delete_falls_back_to_one_at_a_time_on_a_server_without_the_route(
+    cli: CLI, receiver: Receiver
+) -> None:
+    """`cueapi serve` has `POST /v1/cues/bulk-delete`; an older server answers 405, and the
+    command then deletes the cues one by one with the same outcome per id."""
+
+    def answer(r: Any) -> tuple[int, dict[str, str], bytes, float]:
+        def error(status: int, code: str) -> tuple[int, dict[str, str], bytes, float]:
+            body = {"error": {"code": code, "message": code, "status": status}}
+            return status, {"Content-Type": "application/json"}, json.dumps(body).encode(), 0.0
+
+        if r.path == "/v1/cues/bulk-delete":
+            return error(405, "method_not_allowed")
+        if (r.method, r.path) == ("DELETE", "/v1/cues/cue_a"):
+            return 204, {}, b"", 0.0
+        return error(404, "cue_not_found")
+
+    receiver.answer = answer
+    proc = cli("--json", "--base-url", receiver.url, "bulk-delete", "cue_a", "cue_b", "cue_a", "-y")
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout) == {"deleted": ["cue_a"], "skipped": ["cue_b"]}
+    assert proc.stderr.strip() == "Error: 1 not found: cue_b"
+    sent = [(r.method, r.path) for r in receiver.wait(3)]
+    assert sent == [
+        ("POST", "/v1/cues/bulk-delete"),
+        ("DELETE", "/v1/cues/cue_a"),
+        ("DELETE", "/v1/cues/cue_b"),
+    ]
+
+
 def test_tables_align_by_visible_width_and_colour_only_on_a_terminal(cli: CLI, user: Server) -> None:
     short = user.cue(
         name="a",

@@ -587,19 +587,32 @@ def test_fire(client: CueAPI, server: Server, stub: Receiver) -> None:
 
 
 def test_bulk_delete(client: CueAPI, server: Server) -> None:
-    cue = worker_cue(client, "kept", "t")
+    kept, one, two = (worker_cue(client, name, "t") for name in ("kept", "one", "two"))
+    fired = client.cues.fire(one.id)
+    other_key, _ = server.register("other@example.com")
+    theirs = server.call(
+        "POST",
+        "/v1/cues",
+        {"name": "theirs", "transport": "worker", "schedule": {"type": "once", "at": "2099-01-01T00:00:00Z"}},
+        key=other_key,
+    ).json()
     # Client-side limits, checked before any request.
     with pytest.raises(ValueError, match="at least one"):
         client.cues.bulk_delete([])
     with pytest.raises(ValueError, match="Max 100 IDs"):
         client.cues.bulk_delete([f"cue_{n}" for n in range(101)])
-    # POST /v1/cues/bulk-delete is not served yet (a later issue): today the server answers 405,
-    # which the client raises as the SDK does, the base CueAPIError; nothing is deleted.
-    with pytest.raises(CueAPIError) as info:
-        client.cues.bulk_delete([cue.id])
-    assert type(info.value) is CueAPIError and info.value.status_code == 405
-    assert info.value.code == "method_not_allowed"
-    assert stored_cue(server, cue.id)["id"] == cue.id
+    assert server.call("GET", f"/v1/cues/{one.id}").status_code == 200
+
+    # Each cue of the caller goes with its history; unknown ids, another user's cue and a repeat
+    # are skipped. Both lists keep the order of the request.
+    out = client.cues.bulk_delete([two.id, "cue_missing", one.id, theirs["id"], two.id])
+    assert out == {"deleted": [two.id, one.id], "skipped": ["cue_missing", theirs["id"], two.id]}
+    assert [c.id for c in client.cues.list().cues] == [kept.id]
+    assert server.call("GET", f"/v1/executions/{fired['id']}").status_code == 404
+    assert server.call("GET", f"/v1/cues/{theirs['id']}", key=other_key).status_code == 200
+    # Nothing of the caller's left to delete: everything is skipped, nothing changes.
+    assert client.cues.bulk_delete([one.id]) == {"deleted": [], "skipped": [one.id]}
+    assert [c.id for c in client.cues.list().cues] == [kept.id]
 
 
 # -- executions ------------------------------------------------------------------------------------
@@ -773,11 +786,17 @@ def test_verification(client: CueAPI, server: Server) -> None:
         "outcome_state": "verification_pending",
     }
     out = client.executions.mark_verified(good["id"])
-    assert out == {"execution_id": good["id"], "outcome_state": "verified_success", "valid": True}
+    assert out == {
+        "execution_id": good["id"],
+        "outcome_state": "verified_success",
+        "valid": True,
+        "reason": None,
+    }
     assert server.execution(good["id"])["outcome_state"] == "verified_success"
 
     out = client.executions.mark_verified(bad["id"], valid=False, reason="numbers do not add up")
     assert out["outcome_state"] == "verification_failed" and out["valid"] is False
+    assert out["reason"] == "numbers do not add up"
     stored = server.execution(bad["id"])
     assert stored["outcome_state"] == "verification_failed"
     assert "numbers do not add up" in stored["outcome"]["summary"]
@@ -1334,7 +1353,8 @@ def test_errors_from_the_live_server(client: CueAPI, server: Server) -> None:
         stranger.cues.list()
     e = auth.value
     assert (e.status, e.status_code, e.code, e.message) == (401, 401, "invalid_api_key", "Invalid API key")
-    assert e.body == {"error": {"code": "invalid_api_key", "message": "Invalid API key", "status": 401}}
+    error = {"code": "invalid_api_key", "message": "Invalid API key", "status": 401}
+    assert e.body == {"error": error, "detail": {"error": error}}
     assert (
         str(e) == "Invalid API key"
         and repr(e) == "AuthenticationError(message='Invalid API key', status_code=401)"

@@ -23,7 +23,6 @@ from cueapi import (
     ConflictError,
     CueAPI,
     CueAPIConnectionError,
-    CueAPIError,
     CueAPIServerError,
     CueLimitExceededError,
     CueNotFoundError,
@@ -132,9 +131,11 @@ def test_cues(server: Server, stub: Receiver) -> None:
             assert server.call("GET", f"/v1/cues/{once.id}").status_code == 404
             with pytest.raises(CueNotFoundError):
                 await client.cues.get(once.id)
-            with pytest.raises(CueAPIError) as info:  # no bulk-delete route yet (a later issue): 405
-                await client.cues.bulk_delete([cue.id])
-            assert type(info.value) is CueAPIError and info.value.status_code == 405
+            assert await client.cues.bulk_delete([once.id, cue.id]) == {
+                "deleted": [cue.id],
+                "skipped": [once.id],
+            }
+            assert server.call("GET", f"/v1/cues/{cue.id}").status_code == 404
 
     asyncio.run(main())
 

@@ -290,6 +290,7 @@ def test_handle(pair: tuple[SDK, CueAPI], server: Server) -> None:
     moving = {
         *("id", "execution_id", "idempotency_key", "created_at", "updated_at", "scheduled_for"),
         *("started_at", "delivered_at", "last_attempt_at", "attempt_log", "recorded_at", "produced_at"),
+        "claimed_at",
     }
 
     def settled(execution: dict[str, Any]) -> Any:

@@ -117,6 +117,77 @@ def test_history_command(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "cue not found" in bad.stderr
 
 
+def history(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cueapi.cli", "history", "--db", str(db), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def sections(stdout: str) -> dict[str, list[str]]:
+    """``history``'s output on a server database: each ``== title ==`` line and the lines under it."""
+    out: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in stdout.splitlines():
+        if line.startswith("== "):
+            current = out.setdefault(line, [])
+        elif line.strip():
+            current.append(line)
+    return out
+
+
+def test_history_of_a_server_database_shows_each_users_cues_under_their_email(tmp_path: Path) -> None:
+    import cueapi
+
+    db = tmp_path / "server.db"
+    s = start_server(db)  # its user is owner@example.com
+    try:
+        other, _ = s.register("other@example.com")
+        s.register("idle@example.com")
+        worker = {"transport": "worker", "schedule": {"type": "recurring", "cron": "0 3 * * *"}}
+        mine = s.cue(name="nightly-report", **worker)
+        theirs = s.call("POST", "/v1/cues", {"name": "their-sync", **worker}, key=other).json()
+        assert s.call("POST", f"/v1/cues/{mine['id']}/fire").status_code == 200
+        assert s.call("POST", f"/v1/cues/{theirs['id']}/fire", key=other).status_code == 200
+        # While the server holds the database, the command says why it cannot read it, and how else.
+        busy = history(db)
+        assert busy.returncode == 2 and busy.stdout == "", busy
+        assert "cannot read the history" in busy.stderr and "cueapi executions list" in busy.stderr
+    finally:
+        s.app.close()
+    with cueapi.App(db) as app:  # an embedded App's own cue in the same file
+        app.cue("0 4 * * *", name="local-job")(lambda ctx: None)
+        app.fire("local-job")
+
+    out = history(db)
+    assert out.returncode == 0, out.stderr
+    got = sections(out.stdout)
+    assert list(got) == [
+        "== idle@example.com: 0 cues ==",
+        "== other@example.com: 1 cue ==",
+        "== owner@example.com: 1 cue ==",
+        "== local (cues of an embedded App, no server user): 1 cue ==",
+    ]
+    assert got["== idle@example.com: 0 cues =="] == []
+    for title, name in [
+        ("== other@example.com: 1 cue ==", "their-sync"),
+        ("== owner@example.com: 1 cue ==", "nightly-report"),
+        ("== local (cues of an embedded App, no server user): 1 cue ==", "local-job"),
+    ]:
+        cue_line, run_line = got[title]
+        assert cue_line.startswith(name) and " active " in cue_line, got
+        assert f" {name} " in run_line and " pending " in run_line and "tries 0" in run_line, got
+
+    only = history(db, "--cue", "their-sync")
+    assert only.returncode == 0, only.stderr
+    assert list(sections(only.stdout)) == ["== other@example.com: 1 cue =="]
+    assert history(db, "--cue", theirs["id"]).stdout == only.stdout
+    missing = history(db, "--cue", "nope")
+    assert missing.returncode == 2 and "cue not found: nope" in missing.stderr and missing.stdout == ""
+
+
 def free_port() -> int:
     """A port nothing listens on now (the README's blocks name fixed ports; tests may not)."""
     with socket.socket() as sock:

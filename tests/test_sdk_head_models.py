@@ -214,6 +214,8 @@ def test_every_execution_answer_reads_as_the_head_sdks_execution(server: Server)
             assert ex.outcome_state is None or ex.outcome_state in OUTCOME_STATES
         by_trigger = {HeadExecution.model_validate(a).triggered_by for a in answers}
         assert {"manual_fire", "chain", "replay"} <= by_trigger
+        own = HeadExecution.model_validate(client.executions.get(fired["id"]))
+        assert own.claimed_by_worker == "w-head" and own.claimed_at is not None
         chained = client.executions.list(triggered_by="chain")["executions"]
         (step,) = [HeadExecution.model_validate(e) for e in chained]
         assert step.chain_parent_id == fired["id"] and step.chain_depth == 1

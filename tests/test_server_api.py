@@ -37,11 +37,13 @@ PUBLIC_URL = "https://93.184.216.34/hook"  # a public address: no DNS needed, ne
 def assert_error(
     r: httpx.Response, status: int, code: str | None = None, field: str | None = None
 ) -> dict[str, Any]:
-    """The reference's error envelope, with the exact status (and code, and field for a 422)."""
+    """The reference's error envelope, with the exact status (and code, and field for a 422), and
+    the same error mirrored under ``detail.error`` (where the official CLI reads it)."""
     assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
     assert r.headers.get("content-type", "").startswith("application/json"), r.headers
     body = r.json()
-    assert list(body) == ["error"], body
+    assert set(body) == {"error", "detail"}, body
+    assert body["detail"] == {"error": body["error"]}, body
     err = body["error"]
     assert isinstance(err.get("message"), str) and err["message"], err
     assert isinstance(err.get("code"), str) and err["code"], err
@@ -294,6 +296,8 @@ def test_me_describes_the_caller(server: Server, other: str) -> None:
     assert body["api_key_prefix"] == server.key[:12]
     assert body["active_cues"] == 1
     assert body["has_webhook_secret"] is True
+    # Nothing is capped: said in words (the official CLI prints "1 / unlimited"), never null.
+    assert body["active_cue_limit"] == body["monthly_execution_limit"] == "unlimited"
     theirs = server.call("GET", "/v1/auth/me", key=other).json()
     assert theirs["email"] == "other@example.com" and theirs["active_cues"] == 0
 
@@ -903,6 +907,7 @@ BAD_QUERIES: list[tuple[str, dict[str, str], int, str, str | None]] = [
     ("/v1/cues/{cue}/executions", {"limit": "abc"}, 422, "validation_error", "query.limit"),
     ("/v1/cues/{cue}/executions", {"days": "x"}, 422, "validation_error", "query.days"),
     ("/v1/cues/{cue}/executions", {"has_evidence": "maybe"}, 422, "validation_error", "query.has_evidence"),
+    ("/v1/cues/{cue}/executions", {"triggered_by": "chained"}, 422, "validation_error", "query.triggered_by"),
     ("/v1/cues/{cue}/executions", {"status": "a", "status__in": "b"}, 400, "conflicting_filters", None),
 ]
 
@@ -1320,6 +1325,90 @@ def test_delete(server: Server, cue: dict[str, Any]) -> None:
     assert server.call("POST", "/v1/cues", {"name": cue["name"], **WORKER}).status_code == 201
 
 
+CONFIRM = {"X-Confirm-Destructive": "true"}
+
+
+def bulk_delete(
+    server: Server, body: Any = None, *, headers: dict[str, str] = CONFIRM, **kw: Any
+) -> httpx.Response:
+    return server.call("POST", "/v1/cues/bulk-delete", body, headers=headers, **kw)
+
+
+def test_bulk_delete(server: Server, other: str) -> None:
+    a, b, c = worker_cue(server, "a"), worker_cue(server, "b"), worker_cue(server, "c")
+    ex = fire(server, a["id"])
+    r = server.call("POST", "/v1/cues", {"name": "theirs", **WORKER}, key=other)
+    assert r.status_code == 201, r.text
+    theirs = r.json()
+    r = bulk_delete(server, {"ids": [c["id"], "cue_nope", a["id"], theirs["id"], c["id"]]})
+    assert r.status_code == 200, r.text
+    # Each list in the order of the request; unknown, another user's and repeated ids are skipped.
+    assert r.json() == {"deleted": [c["id"], a["id"]], "skipped": ["cue_nope", theirs["id"], c["id"]]}
+    assert [x["id"] for x in snapshot(server)["cues"]] == [b["id"]]
+    # As the single DELETE: the history goes, and the names are free again.
+    assert_error(server.call("GET", f"/v1/executions/{ex['id']}"), 404, "execution_not_found")
+    assert snapshot(server)["executions"] == []
+    assert server.call("POST", "/v1/cues", {"name": "a", **WORKER}).status_code == 201
+    assert [x["id"] for x in snapshot(server, key=other)["cues"]] == [theirs["id"]]
+    # The other user cannot delete ours either.
+    r = bulk_delete(server, {"ids": [b["id"]]}, key=other)
+    assert r.status_code == 200 and r.json() == {"deleted": [], "skipped": [b["id"]]}
+    assert server.call("GET", f"/v1/cues/{b['id']}").status_code == 200
+    # 100 ids is the most.
+    r = bulk_delete(server, {"ids": [b["id"]] + [f"cue_{n}" for n in range(99)]})
+    assert r.status_code == 200 and r.json()["deleted"] == [b["id"]] and len(r.json()["skipped"]) == 99
+
+
+@pytest.mark.parametrize("confirm", [None, "", "false", "yes", "1"])
+def test_bulk_delete_needs_confirmation(server: Server, cue: dict[str, Any], confirm: str | None) -> None:
+    before = snapshot(server)
+    headers = {} if confirm is None else {"X-Confirm-Destructive": confirm}
+    r = bulk_delete(server, {"ids": [cue["id"]]}, headers=headers)
+    err = assert_error(r, 400, "confirmation_required")
+    assert "X-Confirm-Destructive: true" in err["message"]
+    assert snapshot(server) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        (None, 422, "validation_error", "body"),
+        ({}, 422, "validation_error", "body.ids"),
+        ({"ids": None}, 422, "validation_error", "body.ids"),
+        ({"ids": []}, 422, "validation_error", "body.ids"),
+        ({"ids": [f"cue_{n}" for n in range(101)]}, 422, "validation_error", "body.ids"),
+        ({"ids": "CUE"}, 422, "validation_error", "body.ids"),
+        ({"ids": ["CUE", 5]}, 422, "validation_error", "body.ids.1"),
+        ({"ids": ["CUE"], "force": True}, 422, "validation_error", "body.force"),
+        (["CUE"], 422, "validation_error", "body"),
+        (b"{not json", 400, "invalid_json", None),
+    ],
+)
+def test_bad_bulk_delete_is_refused_and_deletes_nothing(
+    server: Server, cue: dict[str, Any], body: Any, status: int, code: str, field: str | None
+) -> None:
+    before = snapshot(server)
+
+    def named(v: Any) -> Any:  # the existing cue's id where the case says CUE
+        if isinstance(v, dict):
+            return {k: named(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [named(x) for x in v]
+        return cue["id"] if v == "CUE" else v
+
+    if isinstance(body, bytes):
+        r = server.call(
+            "POST",
+            "/v1/cues/bulk-delete",
+            content=body,
+            headers={**CONFIRM, "Content-Type": "application/json"},
+        )
+    else:
+        r = bulk_delete(server, named(body))
+    assert_error(r, status, code, field)
+    assert snapshot(server) == before
+
+
 def test_fire_response_and_payload_override(server: Server) -> None:
     c = worker_cue(server, "f", payload={"a": 1, "b": {"x": 1}})
     ex = fire(server, c["id"])
@@ -1632,7 +1721,12 @@ def test_verify(server: Server, cue: dict[str, Any], pending: dict[str, Any]) ->
     outcome(server, yes["id"], success=True, summary="did it")
     r = server.call("POST", f"/v1/executions/{yes['id']}/verify")
     assert r.status_code == 200, r.text
-    assert r.json()["outcome_state"] == "verified_success"
+    assert r.json() == {
+        "execution_id": yes["id"],
+        "outcome_state": "verified_success",
+        "valid": True,
+        "reason": None,
+    }
     assert server.execution(yes["id"])["outcome_state"] == "verified_success"
     verified = server.execution(yes["id"])
     assert_error(
@@ -1644,6 +1738,13 @@ def test_verify(server: Server, cue: dict[str, Any], pending: dict[str, Any]) ->
     outcome(server, no["id"], success=True, summary="did it")
     r = server.call("POST", f"/v1/executions/{no['id']}/verify", {"valid": False, "reason": "not in the CRM"})
     assert r.status_code == 200, r.text
+    # The answer says the reason back, as the hosted service's does.
+    assert r.json() == {
+        "execution_id": no["id"],
+        "outcome_state": "verification_failed",
+        "valid": False,
+        "reason": "not in the CRM",
+    }
     ex = server.execution(no["id"])
     assert ex["outcome_state"] == "verification_failed"
     assert ex["outcome"]["summary"] == "did it | verification rejected: not in the CRM"
@@ -1784,5 +1885,8 @@ def test_execution_list_filters(server: Server, receiver: Receiver) -> None:
     assert ids(triggered_by="manual_fire") == everything
     assert ids(triggered_by="replay") == [r1]
     assert ids(triggered_by="scheduled") == []
+    # `chain` (a step of a chain of cues) is a value the filter knows, with or without such steps.
+    assert ids(triggered_by="chain") == []
+    assert ids(f"/v1/cues/{a['id']}/executions", triggered_by="chain") == []
     assert ids(f"/v1/cues/{b['id']}/executions", triggered_by="replay") == [r1]
     assert ids(f"/v1/cues/{a['id']}/executions", triggered_by="replay") == []

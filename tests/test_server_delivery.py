@@ -246,8 +246,23 @@ def test_sha256_signature_scheme(server: Server, receiver: Receiver) -> None:
     forged = req.body.replace(b'"attempt": 1', b'"attempt": 2')
     assert forged != req.body
     assert not cueapi.verify_webhook(forged, req.headers["x-cueapi-signature"], server.secret)
-    # The Standard Webhooks trio still comes along.
+    # The Standard Webhooks trio still comes along, and so do the headers every delivery carries
+    # whatever its scheme (as the README's signing section lists them).
     assert verify_webhook_headers(req.body, req.headers, server.secret)
+    always = {
+        "x-cueapi-timestamp",
+        "x-cueapi-execution-id",
+        "x-cueapi-cue-id",
+        "x-cueapi-scheduled-for",
+        "x-cueapi-attempt",
+        "x-cueapi-idempotency-key",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert always <= set(req.headers), req.headers
+    assert req.headers["x-cueapi-execution-id"] == eid and req.headers["content-type"] == "application/json"
+    assert req.headers["user-agent"].startswith("cueapi/")
 
 
 # -- the retry ladder --------------------------------------------------------------------------------
@@ -542,6 +557,30 @@ def test_a_tick_committed_ahead_goes_out_at_its_instant(
     assert got.headers["x-cueapi-execution-id"] == eid
     assert [a["status"] for a in ex["attempt_log"]] == ["success"]
     assert timed.call("GET", f"/v1/cues/{cue['id']}").json()["status"] == "completed"
+
+
+@pytest.mark.parametrize("how", ["delete", "bulk-delete"])
+def test_a_deleted_cue_never_fires_again(
+    timed: Server, now_clock: cueapi.ManualClock, receiver: Receiver, beacon: Receiver, how: str
+) -> None:
+    """Deleting a cue (one, or in bulk) drops its next tick: a minute later, with the engine past
+    two of its instants, nothing went out for it, while a cue kept beside it fired."""
+    every_minute = {"type": "recurring", "cron": "* * * * *"}
+    gone = timed.cue(name="gone", schedule=every_minute, callback={"url": receiver.url + "/gone"})
+    kept = timed.cue(name="kept", schedule=every_minute, callback={"url": receiver.url + "/kept"})
+    if how == "delete":
+        r = timed.call("DELETE", f"/v1/cues/{gone['id']}")
+        assert r.status_code == 204, r.text
+    else:
+        r = timed.call(
+            "POST", "/v1/cues/bulk-delete", {"ids": [gone["id"]]}, headers={"X-Confirm-Destructive": "true"}
+        )
+        assert r.status_code == 200 and r.json() == {"deleted": [gone["id"]], "skipped": []}, r.text
+    advance(timed, now_clock, beacon, 120)
+    wait_for(lambda: hooks(receiver, "/kept"), what="the kept cue's tick")
+    assert hooks(receiver, "/gone") == []
+    names = [c["name"] for c in timed.call("GET", "/v1/cues").json()["cues"]]
+    assert [n for n in names if not n.startswith("beacon-")] == [kept["name"]]
 
 
 def test_closing_with_a_tick_held_for_its_instant_loses_nothing(

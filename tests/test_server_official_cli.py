@@ -4,11 +4,12 @@ binary, run in a subprocess with only its base URL pointed at our server
 (`CUEAPI_API_BASE=<url>/v1`, `CUEAPI_API_KEY=<key>`, a throw-away config directory), drives every
 scheduler command it has; each test checks the exit code, what it prints and the server's state.
 
-What the CLI cannot show us, whichever server it talks to: it looks for an error's message under
-`detail.error.message` (FastAPI's raw shape), while the reference server and ours answer
-`{"error": {...}}`, so a refused request prints only `Failed (HTTP n)`; and its tables are too
-narrow for our ids (30 characters for a cue, 31 for an execution; the reference's cue ids are 16 but
-its execution ids are 36-character UUIDs), so an id runs into the next column."""
+The CLI looks for an error's message under `detail.error.message` (FastAPI's raw shape), where the
+reference server has none: ours mirrors its `{"error": {...}}` there, so a refused request prints
+the server's message, not just `Failed (HTTP n)`. What it cannot show us, whichever server it talks
+to: its tables are too narrow for our ids (30 characters for a cue, 31 for an execution; the
+reference's cue ids are 16 but its execution ids are 36-character UUIDs), so an id runs into the
+next column."""
 
 from __future__ import annotations
 
@@ -151,9 +152,10 @@ def test_whoami_shows_the_account(cli: Run, server: Server, receiver: Receiver) 
     f = fields(ok(cli("whoami")))
     assert f["Email"] == "owner@example.com"
     assert f["Plan"] == "Self-hosted"
-    # No limits on a self-hosted server: /auth/me says null, which this CLI prints as "None".
-    assert f["Active cues"].startswith("1 / ")
-    assert f["Executions"].startswith("0 / ")
+    # No limits on a self-hosted server: /auth/me says "unlimited", which this CLI prints as it is
+    # (null printed as "1 / None").
+    assert f["Active cues"] == "1 / unlimited"
+    assert f["Executions"] == "0 / unlimited this month"
     assert f["API base"] == server.url + "/v1"
 
 
@@ -237,13 +239,28 @@ def test_create_a_worker_cue(cli: Run, server: Server) -> None:
     assert c["next_run"].endswith("T03:00:00Z")
 
 
-def test_create_refused_prints_only_the_status(cli: Run, server: Server, receiver: Receiver) -> None:
-    """The CLI reads an error's message from `detail.error.message`; ours (like the reference's)
-    is at `error.message`, so it prints the status alone. Nothing is created."""
+def test_create_refused_prints_the_servers_message(cli: Run, server: Server, receiver: Receiver) -> None:
+    """The CLI reads an error's message from `detail.error.message`, where ours mirrors the
+    envelope: it prints the server's own words. Nothing is created."""
+
+    def message(body: dict[str, Any]) -> str:
+        """What the server answers the same create with, in the error envelope."""
+        r = server.call("POST", "/v1/cues", body)
+        assert r.status_code >= 400 and r.json()["detail"] == {"error": r.json()["error"]}, r.text
+        return str(r.json()["error"]["message"])
+
+    def body(name: str, cron: str) -> dict[str, Any]:
+        schedule = {"type": "recurring", "cron": cron}
+        return {"name": name, "schedule": schedule, "callback": {"url": receiver.url, "method": "POST"}}
+
     proc = cli("create", "--name", "bad", "--cron", "not a cron", "--url", receiver.url)
-    fails(proc, "Failed (HTTP 400)")
+    bad = message(body("bad", "not a cron"))
+    assert "not a cron" in bad
+    fails(proc, bad)
     webhook_cue(cli, server, receiver, name="taken")
-    fails(cli("create", "--name", "taken", "--cron", "0 2 * * *", "--url", receiver.url), "Failed (HTTP 409)")
+    taken = message(body("taken", "0 2 * * *"))
+    assert "taken" in taken
+    fails(cli("create", "--name", "taken", "--cron", "0 2 * * *", "--url", receiver.url), taken)
     assert [c["name"] for c in server.call("GET", "/v1/cues").json()["cues"]] == ["taken"]
     # The CLI's own checks come before any request.
     proc = cli("create", "--name", "x", "--cron", "0 2 * * *")
@@ -505,7 +522,8 @@ def test_usage(cli: Run, server: Server, receiver: Receiver) -> None:
     assert f == {
         "Plan": "Self-hosted",
         "Active cues": "1 / unlimited",
-        "Executions": "0 / 0 (0.0%)",
+        # It computes a percentage from this limit, so it is a number: the largest 32-bit one.
+        "Executions": "0 / 2,147,483,647 (0.0%)",
         "Rate limit": "1000000 req/min",
     }
 
@@ -556,3 +574,9 @@ def test_worker_claim_cycle(cli: Run, server: Server) -> None:
     out = ok(cli("executions", "heartbeat", execution_id, "--worker-id", "w1"))
     assert out.startswith(f"Heartbeat acknowledged: {execution_id}")
     assert server.execution(execution_id)["status"] == "delivering"
+    # Who holds the claim: it shows `claimed_by_worker`, kept once the outcome is in.
+    assert fields(ok(cli("executions", "get", execution_id)))["Claimed by"] == "w1"
+    out = ok(cli("executions", "report-outcome", execution_id, "--success"))
+    assert out.strip() == f"Outcome recorded: {execution_id}"
+    f = fields(ok(cli("executions", "get", execution_id)))
+    assert (f["Status"], f["Claimed by"]) == ("success", "w1")

@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cueapi
 import pytest
 
 from tests.conftest import Server, wait_for
@@ -70,7 +73,7 @@ class Daemon:
         self.proc.wait(30)
 
 
-Start = Callable[[str, Handlers], Daemon]
+Start = Callable[..., Daemon]
 
 
 @pytest.fixture
@@ -83,8 +86,9 @@ def live(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 def daemon(live: Server, tmp_path: Path) -> Iterator[Start]:
-    """``daemon(worker_id, handlers)`` starts `cueapi-worker start` against ``live``; every daemon
-    (and any handler still running) is killed at teardown, and its log printed."""
+    """``daemon(worker_id, handlers, server=live, **config)`` starts `cueapi-worker start` against
+    ``server`` (``config`` replaces settings of its YAML); every daemon (and any handler still
+    running) is killed at teardown, and its log printed."""
     assert WORKER_BIN.exists(), "run `make develop`: it installs the official worker into .venv-worker"
     home = tmp_path / "worker-home"
     home.mkdir()
@@ -97,16 +101,18 @@ def daemon(live: Server, tmp_path: Path) -> Iterator[Start]:
     }
     started: list[Daemon] = []
 
-    def start(worker_id: str, handlers: Handlers) -> Daemon:
+    def start(worker_id: str, handlers: Handlers, server: Server | None = None, **settings: Any) -> Daemon:
+        s = server or live
         config = {
-            "api_key": live.key,
-            "api_base": live.url,
+            "api_key": s.key,
+            "api_base": s.url,
             "worker_id": worker_id,
             "poll_interval": 0.2,
             "heartbeat_interval": 0.5,
             "max_concurrent": 4,
             "handler_timeout": 60,
             "handlers": handlers,
+            **settings,
         }
         path = tmp_path / f"{worker_id}.yaml"
         path.write_text(yaml_text(config))
@@ -362,3 +368,78 @@ def test_a_killed_worker_s_job_goes_to_another_worker(live: Server, daemon: Star
     assert held_for.total_seconds() >= LEASE
     gone = listed_worker(live, "w-first")
     assert gone is not None and gone["heartbeat_status"] != "active" and gone["claims"] in (0, [])
+
+
+def test_its_own_task_is_claimed_within_a_poll_whatever_else_is_queued(live: Server, daemon: Start) -> None:
+    """The daemon lists `GET /v1/executions/claimable` without a filter, reads the first page (50)
+    and skips tasks it has no handler for. 60 executions of a task nobody runs, queued first,
+    would hide its own execution for good; the server lists the tasks of its live workers first,
+    so its own is claimed at the next poll and done within about one poll interval of being due."""
+    poll = 2.0
+    d = daemon("w-own", {"mine": "echo mine"}, poll_interval=poll)
+    listed_when(live, "w-own", lambda w: w["handlers"] == ["mine"], "the daemon's first heartbeat")
+    foreign = worker_cue(live, "foreign", {"task": "theirs"}, overlap="allow")
+    queued = [fire(live, foreign) for _ in range(60)]
+    eid = fire(live, worker_cue(live, "own", {"task": "mine"}))
+    ex = live.execution(eid)
+    due = instant(ex["scheduled_for"])
+
+    ex = settled(live, eid, "success", "failed", timeout=poll * 3 + 10)
+    assert ex["status"] == "success" and ex["outcome"]["result"] == "mine\n", (ex, d.output())
+    assert ex["claimed_by_worker"] == "w-own"
+    # Claimed at its first poll after it was due (a poll, a claim: well under a second on top) ...
+    waited = instant(ex["claimed_at"]) - due
+    assert waited.total_seconds() <= poll + 1.0, (waited, d.output())
+    # ... and done soon after (a shell, an echo, one report).
+    took = instant(ex["outcome"]["recorded_at"]) - due
+    assert took.total_seconds() <= poll + 2.5, (took, d.output())
+    # The others wait as they were: nobody claimed them, and they are all still listed.
+    r = live.call("GET", "/v1/executions/claimable", params={"limit": 100})
+    assert sorted(e["execution_id"] for e in r.json()["executions"]) == sorted(queued)
+    assert d.proc.poll() is None, d.output()
+
+
+def test_every_outcome_is_recorded_under_a_tiny_rate_limit(tmp_path: Path, daemon: Start) -> None:
+    """The daemon drops a request refused with 429 and never sends an outcome again. Outcomes,
+    execution heartbeats and worker heartbeats are never refused (nor counted) for a valid key:
+    with an allowance of 10 requests (the clock stands still, so none comes back), spent on the
+    setup, the daemon's first poll and its four claims, every outcome is still recorded while its
+    later polls are refused."""
+    clock = cueapi.ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
+    app = cueapi.App(tmp_path / "tight.db", clock=clock, workers=2)
+    url = app.serve("127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=10)
+    key, secret = app.create_user("owner@example.com")
+    s = Server(app, url, key, secret, tmp_path / "tight.db")
+    try:
+        cue = worker_cue(s, "tight", {"task": "job"}, overlap="allow")
+        ids = [fire(s, cue) for _ in range(4)]  # 5 requests spent
+        d = daemon("w-tight", {"job": "echo ok"}, server=s, max_concurrent=4)
+
+        def metric(pattern: str) -> int:
+            text = s.call("GET", "/metrics", key=None).text  # never limited
+            m = re.search(pattern, text, re.M)
+            return int(m.group(1)) if m else 0
+
+        wait_for(
+            lambda: metric(r'^cueapi_outcomes_total\{state="reported_success"\} (\d+)$') == 4,
+            30,
+            "4 outcomes",
+        )
+        # The limit does bite: the daemon's next poll is refused (and it waits the Retry-After).
+        wait_for(lambda: "Rate limited (get_claimable)" in d.output(), 30, "a refused poll")
+        assert metric(r"^cueapi_rate_limited_total (\d+)$") >= 1
+        assert s.call("GET", "/v1/cues").status_code == 429
+        # Heartbeats too, while everything else is refused.
+        beat = s.call("POST", "/v1/worker/heartbeat", {"worker_id": "w-other", "handlers": ["x"]})
+        assert beat.status_code == 200, beat.text
+        clock.advance(60)  # a whole allowance again, to read what was recorded
+        for eid in ids:
+            ex = s.execution(eid)
+            assert (ex["status"], ex["outcome"]["result"], ex["claimed_by_worker"]) == (
+                "success",
+                "ok\n",
+                "w-tight",
+            )
+        assert d.proc.poll() is None, d.output()
+    finally:
+        app.close()

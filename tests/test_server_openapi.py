@@ -51,7 +51,7 @@ def test_the_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
 
 def test_every_operation_has_an_id_a_summary_and_documented_errors(doc: dict[str, Any]) -> None:
     ops = list(operations(doc))
-    assert len(ops) == 40
+    assert len(ops) == 41
     ids = [op["operationId"] for _, _, op in ops]
     assert len(set(ids)) == len(ids)
     for method, path, op in ops:
@@ -73,6 +73,15 @@ def test_every_operation_has_an_id_a_summary_and_documented_errors(doc: dict[str
         assert ("401" in op["responses"]) == takes_key, where
         exempt = path in ("/health", "/status", "/v1/info", "/metrics", "/openapi.json")
         assert ("429" in op["responses"]) != exempt, where
+        # A worker's reports are spared by the limiter when the key is valid, and say so.
+        report = (method, path) in (
+            ("post", "/v1/executions/{id}/outcome"),
+            ("post", "/v1/executions/{id}/heartbeat"),
+            ("post", "/v1/worker/heartbeat"),
+        )
+        assert ("never refused by the rate limit" in op.get("description", "")) == report, where
+    claimable = doc["paths"]["/v1/executions/claimable"]["get"]
+    assert "live worker" in claimable["description"] and "Nothing is left out" in claimable["description"]
     public = sorted(f"{m.upper()} {p}" for m, p, op in ops if op["security"] == [])
     assert public == [
         "GET /health",

@@ -450,7 +450,7 @@ def test_usage_counts_this_months_cues_executions_and_outcomes(
     }
     assert u["executions"] == {
         "used": 3,
-        "limit": 0,
+        "limit": 2**31 - 1,  # a number for clients that compute with it; `unlimited` says what it means
         "unlimited": True,
         "remaining": None,
         "percent_used": 0,
@@ -518,13 +518,12 @@ def test_a_key_gets_its_limit_then_429_with_headers_and_refusals_do_not_count(tm
         for _ in range(5):
             r = server.call("GET", "/v1/cues")
             assert r.status_code == 429
-            assert r.json() == {
-                "error": {
-                    "code": "rate_limit_exceeded",
-                    "message": "Too many requests. Retry after 20 seconds.",
-                    "status": 429,
-                }
+            error = {
+                "code": "rate_limit_exceeded",
+                "message": "Too many requests. Retry after 20 seconds.",
+                "status": 429,
             }
+            assert r.json() == {"error": error, "detail": {"error": error}}
             assert r.headers["retry-after"] == "20"
             assert limit_headers(r) == (3, 0, epoch + 60)
         # Writes are limited alike, and a refused one changes nothing.
@@ -600,6 +599,52 @@ def test_forwarded_for_is_trusted_only_when_asked(tmp_path: Path) -> None:
         assert plain.call("GET", "/v1/cues", key=None, headers=b).status_code == 429
     finally:
         plain.app.close()
+
+
+def test_a_workers_reports_are_never_refused_nor_counted(tmp_path: Path) -> None:
+    """Outcomes, execution heartbeats and worker heartbeats with a valid key pass a spent
+    allowance and take nothing from it (the official worker drops a refused outcome for good);
+    without a valid key they count against the address like anything else."""
+    server, clock = limited(tmp_path, 4)
+    try:
+        spec = {
+            "name": "job",
+            "transport": "worker",
+            "schedule": {"type": "once", "at": "2099-01-01T00:00:00Z"},
+        }
+        cue = server.call("POST", "/v1/cues", {**spec, "overlap": "allow", "payload": {"task": "t"}}).json()
+        e1, e2 = (server.call("POST", f"/v1/cues/{cue['id']}/fire").json()["id"] for _ in range(2))
+        assert server.call("POST", f"/v1/executions/{e1}/claim", {"worker_id": "w1"}).status_code == 200
+        assert server.call("GET", "/v1/cues").status_code == 429  # four spent: nothing else goes
+        for _ in range(5):
+            r = server.call("POST", "/v1/worker/heartbeat", {"worker_id": "w1", "handlers": ["t"]})
+            assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers, r.text
+            r = server.call("POST", f"/v1/executions/{e1}/heartbeat", headers={"X-Worker-Id": "w1"})
+            assert r.status_code == 200 and "x-ratelimit-limit" not in r.headers, r.text
+        r = server.call("POST", f"/v1/executions/{e1}/outcome", {"success": True, "result": "one"})
+        assert r.status_code == 200 and r.json()["outcome_recorded"] is True, r.text
+        r = server.call("POST", f"/v1/executions/{e2}/outcome", {"success": True, "result": "two"})
+        assert r.status_code == 200, r.text
+        # A report refused for what it says still answers as it should (a second outcome: 409).
+        r = server.call("POST", f"/v1/executions/{e1}/outcome", {"success": False})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "outcome_already_recorded"
+        # None of them was counted: 15 s on (a quarter of the minute), exactly one request is back.
+        clock.advance(15)
+        got = [server.call("GET", f"/v1/executions/{e}") for e in (e1, e2)]
+        assert [r.status_code for r in got] == [200, 429]
+        assert got[0].json()["outcome"]["result"] == "one"
+        clock.advance(15)
+        assert server.execution(e2)["outcome"]["result"] == "two"
+        # Without a valid key, the address's allowance is spent as anywhere (401s, then 429).
+        wrong = "cue_sk_" + "2" * 32
+        codes = [
+            server.call("POST", f"/v1/executions/{e1}/outcome", {"success": True}, key=wrong).status_code
+            for _ in range(5)
+        ]
+        assert codes == [401, 401, 401, 401, 429]
+        assert sample(scrape(server), "cueapi_rate_limited_total") == 3
+    finally:
+        server.app.close()
 
 
 def test_limiting_off_sends_no_headers(tmp_path: Path) -> None:

@@ -350,6 +350,68 @@ def test_claimable_for_a_worker_lists_only_what_it_can_handle(srv: Server, clock
     assert listed_ids(srv, worker_id="unregistered") == [ea, eb, en]
 
 
+def test_unfiltered_the_tasks_live_workers_run_come_first_in_turns(
+    srv: Server, clock: cueapi.ManualClock, other: str
+) -> None:
+    """The official daemon lists without a filter and reads the first page only: what a live
+    worker of the caller runs is listed first, the oldest of each such task before the second
+    oldest of any; the rest follows, oldest first. Nothing is left out."""
+    b = worker_cue(srv, "b")  # nobody runs b
+    bs = []
+    for _ in range(60):
+        bs.append(fire(srv, b))
+        clock.advance(1)
+    a1, a2, a3, c1, none = jobs(srv, clock, "a", "a", "a", "c", None)
+    # No worker yet: oldest first, as before.
+    assert listed_ids(srv) == bs[:50]
+    # Another user's worker, and a worker that never said what it runs, change nothing.
+    beat(srv, "theirs", ["c"], key=other)
+    beat(srv, "anything")
+    assert listed_ids(srv) == bs[:50]
+
+    beat(srv, "wa", ["a", "zzz"])
+    beat(srv, "wc", ["c"])
+    # In turns: the oldest a, the oldest c, then the second a (the only c is taken), ...
+    assert listed_ids(srv) == [a1, c1, a2, a3, *bs[:46]]
+    assert listed_ids(srv, limit=3) == [a1, c1, a2]
+    assert listed_ids(srv, limit=100) == [a1, c1, a2, a3, *bs, none]
+    # Filters read as before: oldest first among what they select.
+    assert listed_ids(srv, task="a") == [a1, a2, a3]
+    assert listed_ids(srv, task="b", limit=2) == bs[:2]
+    assert listed_ids(srv, worker_id="wc") == [c1, none]
+    assert listed_ids(srv, worker_id="wa", task="c") == []
+
+    # A worker silent past the worker timeout no longer counts: c waits behind the backlog again.
+    clock.advance(TIMEOUT - 60)
+    beat(srv, "wa", ["a"])
+    clock.advance(61)
+    assert listed_ids(srv, limit=5) == [a1, a2, a3, *bs[:2]]
+    # Claimed, an execution leaves the listing; the next of its task moves up.
+    claimed(srv, a1, "wa")
+    assert listed_ids(srv, limit=3) == [a2, a3, bs[0]]
+
+
+def test_unfiltered_a_backlog_of_one_handled_task_does_not_hide_another(
+    srv: Server, clock: cueapi.ManualClock
+) -> None:
+    """Two workers, two tasks, one page: 120 executions of one task queued before one of the
+    other still leave the other on the first page, next to the first of the backlog."""
+    busy = worker_cue(srv, "busy")
+    backlog = []
+    for _ in range(120):
+        backlog.append(fire(srv, busy))
+        clock.advance(1)
+    rare = job(srv, "rare")
+    beat(srv, "w-busy", ["busy"])
+    beat(srv, "w-rare", ["rare"])
+    page = listed_ids(srv)
+    assert page == [backlog[0], rare, *backlog[1:49]]
+    # The worker running the rare task, reading the page as the daemon does, claims it at once.
+    mine = next(e for e in listed(srv) if e["task"] == "rare")
+    assert claimed(srv, mine["execution_id"], "w-rare")["task"] == "rare"
+    assert listed_ids(srv, limit=100) == backlog[:100]
+
+
 def test_a_fire_sent_for_later_is_not_claimable_before_its_time(
     srv: Server, clock: cueapi.ManualClock, beacon: Receiver
 ) -> None:
@@ -654,6 +716,47 @@ def test_a_long_job_on_a_live_worker_is_not_timed_out(
     ex = srv.execution(eid)
     assert ex["status"] == "success" and ex["outcome_state"] == "reported_success", ex
     assert attempts(ex) == [(1, "success")]
+
+
+def test_an_execution_names_the_worker_holding_or_last_holding_its_claim(
+    srv: Server, clock: cueapi.ManualClock, beacon: Receiver, receiver: Receiver
+) -> None:
+    """`claimed_by_worker` and `claimed_at` (what the official clients show as "Claimed by"): the
+    worker holding the claim, kept once its outcome is recorded; none once a claim is released
+    (the attempt log keeps who held it) until the next claim."""
+
+    def claim_fields(eid: str) -> tuple[str | None, datetime | None]:
+        ex = srv.execution(eid)
+        (listed_ex,) = [e for e in srv.call("GET", "/v1/executions").json()["executions"] if e["id"] == eid]
+        assert (listed_ex["claimed_by_worker"], listed_ex["claimed_at"]) == (
+            ex["claimed_by_worker"],
+            ex["claimed_at"],
+        )
+        return ex["claimed_by_worker"], None if ex["claimed_at"] is None else instant(ex["claimed_at"])
+
+    done, dropped = job(srv, "a"), job(srv, "a", retry={"max_attempts": 1})
+    assert claim_fields(done) == claim_fields(dropped) == (None, None)
+    clock.advance(5)
+    claimed(srv, done, "w1")
+    assert claim_fields(done) == ("w1", at(5))
+    clock.advance(5)
+    assert report(srv, done, success=True).status_code == 200
+    assert claim_fields(done) == ("w1", at(5))
+
+    claimed(srv, dropped, "w2")
+    assert claim_fields(dropped) == ("w2", at(10))
+    advance(srv, clock, beacon, LEASE + 1)  # w2 never heard from: released
+    ex = settled(srv, dropped, "pending")
+    assert attempts(ex) == [(1, "abandoned")] and ex["attempt_log"][0]["claimed_by"] == "w2"
+    assert claim_fields(dropped) == (None, None)
+    claimed(srv, dropped, "w3")
+    assert claim_fields(dropped) == ("w3", at(LEASE + 11))
+
+    # Webhook deliveries are no worker's claims.
+    hook = srv.cue(name="hooked", schedule=FAR, callback={"url": receiver.url + "/hook"})
+    sent = fire(srv, hook)
+    settled(srv, sent, "success")
+    assert claim_fields(sent) == (None, None)
 
 
 def test_a_released_claim_without_retries_left_fails(

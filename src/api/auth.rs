@@ -7,21 +7,6 @@ use serde_json::json;
 use super::{ok, read_object, ApiError, ApiResult, AppState, Auth};
 use crate::store::{alerts, users};
 
-fn confirmed(headers: &HeaderMap) -> ApiResult<()> {
-    let yes = headers
-        .get("x-confirm-destructive")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    if yes {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "confirmation_required",
-            "This replaces a credential at once; send the header X-Confirm-Destructive: true to confirm",
-        ))
-    }
-}
-
 pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiResult {
     if !st.opts.allow_register {
         return Err(ApiError::new(
@@ -70,9 +55,10 @@ pub(super) async fn me(State(st): State<AppState>, Auth(user): Auth) -> ApiResul
             "plan": "self-hosted",
             "active_cues": active,
             "cues": all,
-            "active_cue_limit": null,
+            // Nothing is capped: the word, which the official CLI prints as "3 / unlimited".
+            "active_cue_limit": "unlimited",
             "executions_this_month": executions,
-            "monthly_execution_limit": null,
+            "monthly_execution_limit": "unlimited",
             "has_webhook_secret": true,
             "alert_webhook_url": alert_url,
             "api_key_prefix": user.api_key_prefix,
@@ -100,7 +86,10 @@ async fn rotate(
     name: &str,
     revoked: &str,
 ) -> ApiResult {
-    confirmed(headers)?;
+    super::confirmed(
+        headers,
+        "This replaces a credential at once; send the header X-Confirm-Destructive: true to confirm",
+    )?;
     let now = st.engine.clock().now();
     let fresh = st
         .engine
@@ -267,9 +256,9 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
                     "plan": {"const": "self-hosted"},
                     "active_cues": {"type": "integer"},
                     "cues": {"type": "integer"},
-                    "active_cue_limit": {"type": "null"},
+                    "active_cue_limit": {"const": "unlimited", "description": "Nothing is capped on a self-hosted server"},
                     "executions_this_month": {"type": "integer"},
-                    "monthly_execution_limit": {"type": "null"},
+                    "monthly_execution_limit": {"const": "unlimited", "description": "Nothing is capped on a self-hosted server"},
                     "has_webhook_secret": {"const": true},
                     "alert_webhook_url": text_or_null(),
                     "api_key_prefix": {"type": "string"},

@@ -1,7 +1,8 @@
-//! `/v1/cues`: create, list, read, change (PATCH keeps what is not sent), delete, fire.
+//! `/v1/cues`: create, list, read, change (PATCH keeps what is not sent), delete (one or in bulk),
+//! fire.
 
 use axum::extract::{RawQuery, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
@@ -611,12 +612,57 @@ pub(super) async fn update(
 }
 
 pub(super) async fn delete(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
-    owned_cue(&st, &user.id, &id)?;
-    st.engine
-        .store()
-        .write_async(move |c| store::delete_cue(c, &id))
-        .await?;
+    let done = st.engine.delete_cues(&user.id, vec![id.clone()]).await?;
+    if done.deleted.is_empty() {
+        return Err(crate::Error::CueNotFound(id).into());
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The most cues one bulk delete takes.
+const MAX_BULK_DELETE: usize = 100;
+
+/// `POST /v1/cues/bulk-delete`: deletes each of the caller's cues named in `ids` as the single
+/// DELETE does; ids that name no cue of the caller (or name one again) are skipped. Both lists
+/// keep the order of the request.
+pub(super) async fn bulk_delete(
+    State(st): State<AppState>,
+    Auth(user): Auth,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
+    super::confirmed(
+        &headers,
+        "This deletes the cues and their history at once; send the header X-Confirm-Destructive: true to confirm",
+    )?;
+    let body = read_object(req, true).await?;
+    super::refuse_unknown(&body, &["ids"])?;
+    let list = match body.get("ids") {
+        None | Some(Value::Null) => return Err(ApiError::field("body.ids", "is required")),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(ApiError::field("body.ids", "must be a list of cue ids")),
+    };
+    if list.is_empty() || list.len() > MAX_BULK_DELETE {
+        return Err(ApiError::field(
+            "body.ids",
+            format!(
+                "must hold 1 to {MAX_BULK_DELETE} cue ids (got {})",
+                list.len()
+            ),
+        ));
+    }
+    let mut ids = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        match v.as_str() {
+            Some(id) => ids.push(id.to_string()),
+            None => return Err(ApiError::field(format!("body.ids.{i}"), "must be a string")),
+        }
+    }
+    let done = st.engine.delete_cues(&user.id, ids).await?;
+    ok(
+        StatusCode::OK,
+        json!({"deleted": done.deleted, "skipped": done.skipped}),
+    )
 }
 
 pub(super) async fn fire(
@@ -958,6 +1004,29 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
         super::spec::delete("/v1/cues/{id}", "deleteCue", "Delete a cue and its history", delete)
             .answers_empty(204, "Deleted")
             .errors(404, not_found),
+        post("/v1/cues/bulk-delete", "bulkDeleteCues", "Delete up to 100 cues and their history", bulk_delete)
+            .describe(
+                "Each cue is deleted as `DELETE /v1/cues/{id}` does; ids that name none of your cues \
+                 (or name one again) are skipped, not refused. Both lists keep the order of `ids`.",
+            )
+            .header(
+                "X-Confirm-Destructive",
+                "`true` to confirm: the cues and their history are deleted at once",
+                json!({"type": "string", "enum": ["true"]}),
+            )
+            .body_example(
+                super::spec::obj(json!({"ids": {
+                    "type": "array", "minItems": 1, "maxItems": MAX_BULK_DELETE,
+                    "items": {"type": "string"},
+                }})),
+                true,
+                json!({"ids": ["cue_01jz8k2x7q3m4n5p6r7s8t9v0w"]}),
+            )
+            .answers(200, "What was deleted and what was skipped", super::spec::obj(json!({
+                "deleted": {"type": "array", "items": {"type": "string"}},
+                "skipped": {"type": "array", "items": {"type": "string"}},
+            })))
+            .errors(400, &["confirmation_required"]),
         post("/v1/cues/{id}/fire", "fireCue", "Run a cue now (or at `send_at`), outside its schedule", fire)
             .body_example(
                 super::spec::obj_some(json!({

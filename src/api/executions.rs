@@ -84,11 +84,11 @@ pub(super) fn filter_from(
     let triggered_by = match q.str("triggered_by") {
         None => None,
         Some("scheduled" | "schedule") => Some("schedule".to_string()),
-        Some(t @ ("manual_fire" | "replay" | "chain")) => Some(t.to_string()),
+        Some(t) if crate::public::TRIGGERS.contains(&t) => Some(t.to_string()),
         Some(t) => {
             return Err(ApiError::field(
                 "query.triggered_by",
-                format!("{t:?} is not one of scheduled, manual_fire, replay, chain"),
+                format!("{t:?} is not one of {}", crate::public::TRIGGERS.join(", ")),
             ))
         }
     };
@@ -303,7 +303,7 @@ pub(super) async fn verify(
             "is longer than 500 characters",
         ));
     }
-    let valid = v.valid;
+    let (valid, reason) = (v.valid, v.reason.clone());
     let state = st
         .engine
         .verify(&user.id, &id, v.valid, v.reason)
@@ -311,7 +311,7 @@ pub(super) async fn verify(
         .map_err(|e| ApiError::from(e).conflict_code("invalid_state"))?;
     ok(
         StatusCode::OK,
-        json!({"execution_id": id, "outcome_state": state, "valid": valid}),
+        json!({"execution_id": id, "outcome_state": state, "valid": valid, "reason": reason}),
     )
 }
 
@@ -424,7 +424,7 @@ fn execution_schema() -> Value {
             "cue_name": {"type": "string"},
             "scheduled_for": instant(),
             "status": {"enum": status::ALL},
-            "triggered_by": {"enum": ["scheduled", "manual_fire", "replay", "chain"]},
+            "triggered_by": {"enum": crate::public::TRIGGERS},
             "replay_of": text_or_null(),
             "chain_parent_id": {
                 "type": ["string", "null"],
@@ -455,6 +455,16 @@ fn execution_schema() -> Value {
             "http_status": {"type": ["integer", "null"]},
             "response_body": text_or_null(),
             "transport": {"enum": ["webhook", "worker", "local"]},
+            "claimed_by_worker": {
+                "type": ["string", "null"],
+                "description": "The pull worker whose claim is the latest attempt: while it runs, and \
+                    after it ended with an outcome (null before any claim, for other transports, and \
+                    once a claim was released: the attempt log keeps who held it)",
+            },
+            "claimed_at": {
+                "type": ["string", "null"], "format": "date-time",
+                "description": "When that worker claimed it",
+            },
             "attempt_log": {
                 "type": "array",
                 "description": "Every attempt (when one execution is asked for)",
@@ -487,6 +497,8 @@ fn execution_schema() -> Value {
             "transport",
             "chain_parent_id",
             "chain_depth",
+            "claimed_by_worker",
+            "claimed_at",
         ],
     )
 }
@@ -546,7 +558,7 @@ pub(super) fn filters(route: super::spec::Route, default_limit: i64) -> super::s
         .query(
             "triggered_by",
             "Only those made this way",
-            json!({"enum": ["scheduled", "manual_fire", "replay"]}),
+            json!({"enum": crate::public::TRIGGERS}),
         )
         .query(
             "has_evidence",
@@ -717,6 +729,10 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
                 "execution_id": {"type": "string"},
                 "outcome_state": {"enum": ["verified_success", "verification_failed"]},
                 "valid": {"type": "boolean"},
+                "reason": {
+                    "type": ["string", "null"],
+                    "description": "The reason given (a rejection's is also kept in the evidence summary)",
+                },
             })),
         )
         .errors(404, not_found)

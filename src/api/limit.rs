@@ -2,6 +2,11 @@
 //! address for everything else (no key, or a key that matches no user: a stream of made-up keys
 //! cannot buy fresh allowances). `POST /v1/echo/{token}` always counts against the address.
 //!
+//! A worker's reports with a valid key are never refused nor counted ([`is_report`]): outcomes,
+//! execution heartbeats and worker heartbeats. The official worker drops a refused outcome and
+//! never sends it again, so refusing one loses a record of work done (and a refused heartbeat can
+//! cost a claim); their volume is bounded by the claims and fires the limit does count.
+//!
 //! The algorithm is GCRA (a token bucket kept as one instant per bucket, the "theoretical arrival
 //! time"): O(1) per request, a burst of up to N at once, then one request every 60/N s. Refused
 //! requests do not count. Time is the engine's clock, so tests move it by hand.
@@ -33,6 +38,21 @@ pub(super) const EXEMPT: &[&str] = &[
     "/metrics",
     "/openapi.json",
 ];
+
+/// Whether a request (or a route, by its path template) is a worker's report: an outcome
+/// (`POST /v1/executions/{id}/outcome`), an execution heartbeat (`POST
+/// /v1/executions/{id}/heartbeat`) or a worker heartbeat (`POST /v1/worker/heartbeat`). With a
+/// valid key these are never refused nor counted.
+pub(super) fn is_report(method: &Method, path: &str) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["", "v1", "worker", "heartbeat"] | ["", "v1", "executions", _, "outcome" | "heartbeat"]
+    ) && parts.get(3).is_some_and(|id| !id.is_empty())
+}
 
 /// The default limit of `cueapi serve`, per key (or address) and minute.
 pub const DEFAULT_PER_MINUTE: u32 = 1_200;
@@ -225,10 +245,14 @@ pub(super) async fn limit(State(st): State<AppState>, mut req: Request, next: Ne
     }
     let ip = Bucket::ip(client_ip(&req, st.opts.trust_forwarded_for));
     let echo = req.method() == Method::POST && req.uri().path().starts_with("/v1/echo/");
+    let report = is_report(req.method(), req.uri().path());
     let bucket = match bearer(req.headers()).map(str::to_string) {
         Some(token) if !echo => match st.engine.store().read(|c| users::by_key(c, &token)) {
             Ok(Some(user)) => {
                 req.extensions_mut().insert(Authenticated(Some(user)));
+                if report {
+                    return next.run(req).await;
+                }
                 Bucket::key(&token)
             }
             Ok(None) => {
@@ -327,6 +351,30 @@ mod tests {
             l.check(Bucket::ip(IpAddr::V4(Ipv4Addr::from(i))), T0 + 60_000);
         }
         assert!(l.buckets() <= MAX_BUCKETS);
+    }
+
+    #[test]
+    fn reports_are_outcomes_and_heartbeats_posted() {
+        let post = Method::POST;
+        for path in [
+            "/v1/executions/exec_1/outcome",
+            "/v1/executions/{id}/heartbeat",
+            "/v1/worker/heartbeat",
+        ] {
+            assert!(is_report(&post, path), "{path}");
+        }
+        for path in [
+            "/v1/executions//outcome",
+            "/v1/executions/exec_1/claim",
+            "/v1/executions/claim",
+            "/v1/executions/exec_1/outcome/x",
+            "/v1/worker/heartbeat/",
+            "/v1/workers",
+            "/v1/cues/cue_1/fire",
+        ] {
+            assert!(!is_report(&post, path), "{path}");
+        }
+        assert!(!is_report(&Method::GET, "/v1/executions/exec_1/outcome"));
     }
 
     #[test]

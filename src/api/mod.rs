@@ -289,7 +289,9 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// An error answer in the reference's envelope: `{"error": {"code", "message", "status"}}`, with
-/// `details` (field and message) for validation errors.
+/// `details` (field and message) for validation errors. The same object is mirrored under
+/// `detail.error`, where FastAPI-shaped clients (the official CLI) look for it; the official SDK
+/// and worker read the top-level `error`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -417,7 +419,10 @@ impl IntoResponse for ApiError {
         if let Some(e) = error.as_object_mut() {
             e.extend(self.extra);
         }
-        json_response(self.status, &json!({ "error": error }))
+        json_response(
+            self.status,
+            &json!({ "error": error.clone(), "detail": { "error": error } }),
+        )
     }
 }
 
@@ -614,6 +619,20 @@ impl Query {
                 format!("{v:?} is not true or false"),
             )),
         }
+    }
+}
+
+/// A destructive request goes ahead only with the header `X-Confirm-Destructive: true`; without
+/// it, 400 `confirmation_required` with `message` (what it would do, and how to confirm).
+fn confirmed(headers: &HeaderMap, message: &str) -> ApiResult<()> {
+    let yes = headers
+        .get("x-confirm-destructive")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if yes {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("confirmation_required", message))
     }
 }
 

@@ -242,8 +242,16 @@ impl Route {
             "tags": [self.tag],
             "responses": responses,
         });
-        if let Some(d) = self.description {
-            op["description"] = d.into();
+        let mut text: Vec<&str> = self.description.into_iter().collect();
+        if super::limit::is_report(&self.method, self.path) {
+            text.push(
+                "With a valid key this is never refused by the rate limit, nor counted against it: \
+                 a worker's report is never dropped (requests without a valid key count against the \
+                 client address as everywhere).",
+            );
+        }
+        if !text.is_empty() {
+            op["description"] = text.join("\n\n").into();
         }
         if !params.is_empty() {
             op["parameters"] = params.into();
@@ -372,27 +380,37 @@ pub(super) fn page(key: &str, item: Value) -> Value {
     }))
 }
 
-/// The error envelope.
+/// The error envelope: the error under `error`, mirrored under `detail.error`.
 fn error_schema() -> Value {
-    obj(json!({"error": obj_some(json!({
-        "code": {"type": "string", "description": "A stable, machine-readable code"},
-        "message": {"type": "string"},
-        "status": {"type": "integer", "description": "The HTTP status, repeated"},
-        "details": {
-            "type": "array",
-            "description": "For validation errors: the field at fault (`body.retry.max_attempts`, `query.limit`, ...) and what is wrong with it",
-            "items": obj(json!({"field": {"type": "string"}, "message": {"type": "string"}})),
-        },
-        "execution_id": {
-            "type": "string",
-            "description": "`idempotency_key_conflict`: the execution the key was first used for",
-        },
-        "missing_keys": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "`missing_payload_keys`: the required keys the payload lacks",
-        },
-    }), &["code", "message", "status"])}))
+    let error = obj_some(
+        json!({
+            "code": {"type": "string", "description": "A stable, machine-readable code"},
+            "message": {"type": "string"},
+            "status": {"type": "integer", "description": "The HTTP status, repeated"},
+            "details": {
+                "type": "array",
+                "description": "For validation errors: the field at fault (`body.retry.max_attempts`, `query.limit`, ...) and what is wrong with it",
+                "items": obj(json!({"field": {"type": "string"}, "message": {"type": "string"}})),
+            },
+            "execution_id": {
+                "type": "string",
+                "description": "`idempotency_key_conflict`: the execution the key was first used for",
+            },
+            "missing_keys": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "`missing_payload_keys`: the required keys the payload lacks",
+            },
+        }),
+        &["code", "message", "status"],
+    );
+    let mut out = obj(json!({
+        "error": error,
+        "detail": obj(json!({"error": error})),
+    }));
+    out["properties"]["detail"]["description"] =
+        json!("The same error again, where FastAPI-shaped clients (the official CLI) read it");
+    out
 }
 
 // -- the document ------------------------------------------------------------------------------
@@ -432,7 +450,8 @@ pub(super) fn document(routes: &[Route]) -> Value {
             "version": VERSION,
             "summary": "Accountable scheduled work: cues fire on schedule, every run is recorded with its outcome and evidence",
             "description": "The HTTP API of `cueapi serve`, compatible with the CueAPI reference server. \
-                Errors use the envelope `{\"error\": {\"code\", \"message\", \"status\", \"details\"?}}`; \
+                Errors use the envelope `{\"error\": {\"code\", \"message\", \"status\", \"details\"?}}`, \
+                mirrored under `detail.error` for FastAPI-shaped clients; \
                 each error answer below lists the codes it carries. Instants are ISO-8601 UTC.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
@@ -547,6 +566,21 @@ mod tests {
                 ["properties"]["error"]["properties"]["code"]["enum"]
                 .clone()
         };
+        // A worker's reports say that the limit spares them.
+        for (path, m) in [
+            ("/v1/executions/{id}/outcome", "post"),
+            ("/v1/executions/{id}/heartbeat", "post"),
+            ("/v1/worker/heartbeat", "post"),
+        ] {
+            let text = op(path, m)["description"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            assert!(text.contains("never refused by the rate limit"), "{path}");
+        }
+        assert!(op("/v1/executions/claim", "post")
+            .get("description")
+            .is_none());
         let health = op("/health", "get");
         assert!(health["responses"].get("401").is_none());
         assert!(health["responses"].get("429").is_none());

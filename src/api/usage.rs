@@ -1,9 +1,10 @@
 //! `GET /v1/usage`: the caller's cues, this month's executions and outcomes, and their rate limit,
 //! in the reference's shape. A self-hosted server has no plans: the plan is `self-hosted` and
-//! nothing is capped. The official CLI prints `limit` fields as they are, and computes a
-//! percentage from `executions.limit` (a number it compares with 0, so null or text would crash
-//! it): the cue limit is `"unlimited"`, the execution limit 0 — the value the CLI itself treats
-//! as "no percentage" — and both objects say `"unlimited": true` for programs.
+//! nothing is capped, and both objects say `"unlimited": true` for programs. The official CLI
+//! prints the cue limit as it is, so that is the word `"unlimited"`; it computes a percentage from
+//! `executions.limit` (comparing it with 0 and formatting it with thousands separators, so null or
+//! text would crash it, and 0 reads as "0 / 0 (0.0%)"), so that is [`UNLIMITED`], the largest
+//! 32-bit integer, which any client's integer type holds and nobody mistakes for a quota.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -14,6 +15,9 @@ use super::auth::month_start;
 use super::limit::Bucket;
 use super::{bearer, ok, ApiResult, AppState, Auth};
 use crate::store::ops;
+
+/// The number standing for "no limit" where a client needs a number (`executions.limit`).
+pub(super) const UNLIMITED: i64 = i32::MAX as i64;
 
 pub(super) async fn usage(
     State(st): State<AppState>,
@@ -64,7 +68,7 @@ pub(super) async fn usage(
             },
             "executions": {
                 "used": u.executions,
-                "limit": 0,
+                "limit": UNLIMITED,
                 "unlimited": true,
                 "remaining": Value::Null,
                 "percent_used": 0,
@@ -105,7 +109,7 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
         })),
         "executions": obj(json!({
             "used": count,
-            "limit": {"const": 0, "description": "0: no limit (what the official CLI reads as such)"},
+            "limit": {"const": UNLIMITED, "description": "No limit: the largest 32-bit integer, for clients that compute with it (`unlimited` says so)"},
             "unlimited": {"const": true},
             "remaining": {"type": "null"},
             "percent_used": {"const": 0},

@@ -125,10 +125,12 @@ pub(super) async fn claimable(
             check_name(&format!("query.{name}"), v)?;
         }
     }
+    let (_, live_ms) = st.engine.worker_timing();
     let filter = ClaimFilter {
         task: q.str("task").map(str::to_string),
         worker_id: q.str("worker_id").map(str::to_string),
         limit: q.int("limit", 50, 1, 100)?,
+        live_ms,
     };
     let now = st.engine.clock().now();
     let mut list = st
@@ -278,7 +280,7 @@ pub(super) fn schemas() -> Vec<(&'static str, Value)> {
         "scheduled_for": instant(),
         "attempt": {"type": "integer", "minimum": 1},
         "idempotency_key": {"type": "string", "description": "The same across retries of one occurrence"},
-        "triggered_by": {"enum": ["scheduled", "manual_fire", "replay"]},
+        "triggered_by": {"enum": crate::public::TRIGGERS},
         "lease_seconds": {"type": "integer"},
         "lease_expires_at": instant(),
     }));
@@ -354,8 +356,16 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
             get(
                 "/v1/executions/claimable",
                 "listClaimable",
-                "Executions a worker may claim now, oldest first",
+                "Executions a worker may claim now",
                 claimable,
+            )
+            .describe(
+                "Filtered (`task`, `worker_id`): oldest first. Unfiltered, as the official daemon asks \
+                 (it reads the first page and skips tasks it has no handler for): the executions whose \
+                 task one of your live workers registered in its heartbeat come first, in turns by \
+                 task (the oldest of each such task before the second oldest of any), then everything \
+                 else, oldest first. Nothing is left out: a worker finds its own work on the first \
+                 page whatever else is queued.",
             )
             .query("task", "Only this task", name.clone())
             .query(

@@ -42,6 +42,14 @@ pub enum Reported {
     Worker(workers::WorkerOutcome),
 }
 
+/// What [`Engine::delete_cues`] did, each list in the order the ids were given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedCues {
+    pub deleted: Vec<String>,
+    /// Not found, another owner's, or named again.
+    pub skipped: Vec<String>,
+}
+
 /// An execution ready to go out, with its cue's transport.
 pub type Ready = (String, String);
 
@@ -370,7 +378,40 @@ impl Engine {
     /// Deletes a cue and its history.
     pub fn delete(&self, cue_id: &str) -> Result<()> {
         let id = cue_id.to_string();
-        self.inner.store.write(move |c| store::delete_cue(c, &id))
+        self.inner.store.write(move |c| store::delete_cue(c, &id))?;
+        self.inner.timers.lock().forget_cues(&[cue_id.to_string()]);
+        Ok(())
+    }
+
+    /// Deletes `owner`'s cues among `ids`, each with its history as [`Engine::delete`] does, in
+    /// one transaction, and drops their ticks from the timer. Returns the ids deleted and those
+    /// skipped (not found, another owner's, or named again), each in the order given.
+    pub async fn delete_cues(&self, owner: &str, ids: Vec<String>) -> Result<DeletedCues> {
+        self.check_open()?;
+        let owner = owner.to_string();
+        let done = self
+            .inner
+            .store
+            .write_async(move |c| {
+                let mut out = DeletedCues::default();
+                for id in ids {
+                    let mine = match store::cue_json(c, &id) {
+                        Ok(v) => v.get("owner").and_then(Value::as_str) == Some(owner.as_str()),
+                        Err(Error::CueNotFound(_)) => false,
+                        Err(e) => return Err(e),
+                    };
+                    if mine {
+                        store::delete_cue(c, &id)?;
+                        out.deleted.push(id);
+                    } else {
+                        out.skipped.push(id);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        self.inner.timers.lock().forget_cues(&done.deleted);
+        Ok(done)
     }
 
     /// Runs a cue now, outside its schedule. Returns the execution id.

@@ -87,6 +87,15 @@ impl Timers {
         out
     }
 
+    /// Drops the ticks of these cues (deleted: their entries would only come due to find
+    /// nothing). Entries of other kinds are left to find their execution gone.
+    pub fn forget_cues(&mut self, ids: &[String]) {
+        if !ids.is_empty() {
+            self.heap
+                .retain(|t| !(t.0.kind == TimerKind::Cue && ids.contains(&t.0.id)));
+        }
+    }
+
     /// Removes and returns up to `max` entries due at or before `now`, earliest first.
     pub fn pop_due(&mut self, now: Millis, max: usize) -> Vec<Timer> {
         let mut out = Vec::new();
@@ -116,6 +125,35 @@ mod tests {
         let due: Vec<_> = t.pop_due(30, 10).into_iter().map(|t| t.id).collect();
         assert_eq!(due, ["a", "b", "c"]);
         assert_eq!(t.peek_at(), Some(40));
+    }
+
+    #[test]
+    fn forgets_the_ticks_of_deleted_cues_only() {
+        let mut t = Timers::default();
+        for (at, kind, id) in [
+            (10, TimerKind::Cue, "gone"),
+            (20, TimerKind::Cue, "kept"),
+            (30, TimerKind::Retry, "gone"),
+        ] {
+            t.push(Timer {
+                at,
+                kind,
+                id: id.into(),
+            });
+        }
+        t.forget_cues(&["gone".to_string()]);
+        let left: Vec<_> = t
+            .pop_due(100, 10)
+            .into_iter()
+            .map(|t| (t.kind, t.id))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (TimerKind::Cue, "kept".to_string()),
+                (TimerKind::Retry, "gone".to_string())
+            ]
+        );
     }
 
     #[test]

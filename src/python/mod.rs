@@ -361,10 +361,26 @@ impl NativeEngine {
         .map_err(to_pyerr)
     }
 
-    /// Every local cue in the public form, as a JSON list.
-    fn cues(&self, py: Python<'_>) -> PyResult<String> {
+    /// Who owns cues or is a server user, as a JSON list of `{"owner", "email"}` (users by email
+    /// first; then owners that are no user, such as the embedded App's own, with a null email).
+    fn owners(&self, py: Python<'_>) -> PyResult<String> {
         py.detach(|| {
-            let list = self.engine.cues(LOCAL_OWNER)?;
+            let list = self.engine.store().read(crate::store::users::owners)?;
+            let out: Vec<Value> = list
+                .into_iter()
+                .map(|(owner, email)| serde_json::json!({"owner": owner, "email": email}))
+                .collect();
+            Ok(Value::Array(out).to_string())
+        })
+        .map_err(to_pyerr)
+    }
+
+    /// Every cue of `owner` (the embedded App's own by default) in the public form, as a JSON
+    /// list.
+    #[pyo3(signature = (owner=None))]
+    fn cues(&self, py: Python<'_>, owner: Option<&str>) -> PyResult<String> {
+        py.detach(|| {
+            let list = self.engine.cues(owner.unwrap_or(LOCAL_OWNER))?;
             let out: Vec<Value> = list
                 .into_iter()
                 .map(|v| crate::public::cue(v, None))
@@ -454,11 +470,20 @@ impl NativeEngine {
         Ok((jobs.into_iter().map(Job::from).collect(), refused))
     }
 
-    /// Executions matching the filter in the public form, as a JSON list.
-    fn executions(&self, py: Python<'_>, filter_json: &str) -> PyResult<String> {
+    /// Executions of `owner`'s cues (the embedded App's own by default) matching the filter in
+    /// the public form, as a JSON list.
+    #[pyo3(signature = (filter_json, owner=None))]
+    fn executions(
+        &self,
+        py: Python<'_>,
+        filter_json: &str,
+        owner: Option<&str>,
+    ) -> PyResult<String> {
         let filter: ExecutionFilter = json_arg("filter", filter_json)?;
         py.detach(|| {
-            let list = self.engine.executions(LOCAL_OWNER, &filter)?;
+            let list = self
+                .engine
+                .executions(owner.unwrap_or(LOCAL_OWNER), &filter)?;
             let out: Vec<Value> = list.into_iter().map(crate::public::execution).collect();
             Ok(Value::Array(out).to_string())
         })

@@ -1103,7 +1103,7 @@ pub struct ExecutionFilter {
     pub has_evidence: Option<bool>,
     #[serde(default)]
     pub result_type: Option<String>,
-    /// `schedule`, `manual_fire` or `replay`.
+    /// `schedule`, `manual_fire`, `replay` or `chain`.
     #[serde(default)]
     pub triggered_by: Option<String>,
     #[serde(default)]
@@ -1118,7 +1118,8 @@ const EXEC_COLUMNS: &str = "e.id, e.cue_id, c.name, e.scheduled_for, e.status, e
     e.outcome_deadline_at, e.outcome_timeout_at, e.evidence_external_id, e.evidence_result_url, e.evidence_result_ref,
     e.evidence_result_type, e.evidence_summary, e.evidence_validation_state, e.evidence_produced_at,
     e.evidence_artifacts, e.evidence_metadata, e.created_at, e.updated_at, e.http_status, e.response_body, c.transport,
-    e.chain_parent_id, e.chain_depth";
+    (SELECT a.claimed_by FROM attempts a WHERE c.transport = 'worker' AND a.execution_id = e.id
+        AND a.number = e.attempts AND a.status != 'abandoned'), e.claimed_at, e.chain_parent_id, e.chain_depth";
 
 fn parse_json(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -1151,6 +1152,9 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
     let has_evidence = evidence
         .as_object()
         .is_some_and(|m| m.values().any(|v| !v.is_null()));
+    // The worker whose claim is the latest attempt, while it runs and after it ended with an
+    // outcome; none once that claim was released (the attempt log keeps who held it).
+    let claimer: Option<String> = r.get(37)?;
     Ok(json!({
         "id": r.get::<_, String>(0)?,
         "cue_id": r.get::<_, String>(1)?,
@@ -1177,8 +1181,10 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
         "http_status": r.get::<_, Option<i64>>(34)?,
         "response_body": r.get::<_, Option<String>>(35)?,
         "transport": r.get::<_, String>(36)?,
-        "chain_parent_id": r.get::<_, Option<String>>(37)?,
-        "chain_depth": r.get::<_, i64>(38)?,
+        "claimed_by_worker": claimer,
+        "claimed_at": claimer.as_ref().and(r.get::<_, Option<i64>>(38)?),
+        "chain_parent_id": r.get::<_, Option<String>>(39)?,
+        "chain_depth": r.get::<_, i64>(40)?,
     }))
 }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_worker_offline.sql"),
     include_str!("migrations/0007_claim_order.sql"),
     include_str!("migrations/0008_chains_failures.sql"),
+    include_str!("migrations/0009_waiting_by_task.sql"),
 ];
 
 /// The schema version this build writes.

@@ -151,6 +151,21 @@ pub fn count(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
 }
 
+/// Everyone who owns cues or is a user: each user by email, then owners of cues that are no user
+/// (the embedded App's `local` owner), by id. Returns (owner id, email).
+pub fn owners(conn: &Connection) -> Result<Vec<(String, Option<String>)>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, email FROM users
+         UNION ALL
+         SELECT DISTINCT owner, NULL FROM cues WHERE owner NOT IN (SELECT id FROM users)",
+    )?;
+    let mut out = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(String, Option<String>)>>>()?;
+    out.sort_by(|a, b| (a.1.is_none(), &a.1, &a.0).cmp(&(b.1.is_none(), &b.1, &b.0)));
+    Ok(out)
+}
+
 /// A user's cue counts by status and executions since an instant.
 pub fn usage(conn: &Connection, user_id: &str, since: Millis) -> Result<(i64, i64, i64)> {
     let (active, all): (i64, i64) = conn.query_row(

@@ -192,6 +192,9 @@ pub struct ClaimFilter {
     /// Only executions this worker has a handler for (by the task names it registered).
     pub worker_id: Option<String>,
     pub limit: i64,
+    /// How recently a worker must have been heard from to count as live (ms): without a filter,
+    /// the tasks live workers run are listed first.
+    pub live_ms: i64,
 }
 
 /// The claimable executions of an owner. Without an id, waiting executions are read in claim
@@ -211,19 +214,178 @@ fn claimable_sql(with_id: bool) -> String {
         )
     };
     format!(
-        "SELECT e.id, e.cue_id, c.name, {TASK} AS task, e.scheduled_for, e.payload, e.attempts + 1
+        "SELECT {}
          FROM {from}
          WHERE e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
            AND c.owner = ?1 AND c.transport = 'worker'
            AND (?3 IS NULL OR task = ?3)
            AND (?4 IS NULL OR task IS NULL OR task IN (SELECT value FROM json_each(?4)))
            {by_id}
-         ORDER BY e.scheduled_for, e.id LIMIT ?5"
+         ORDER BY e.scheduled_for, e.id LIMIT ?5",
+        waiting_columns()
     )
 }
 
-/// The owner's executions a worker may claim now, oldest first: due, waiting, of worker cues;
-/// every filter applies before the limit.
+/// The columns of a waiting execution (read by [`Waiting::read`]).
+fn waiting_columns() -> String {
+    format!("e.id, e.cue_id, c.name, {TASK} AS task, e.scheduled_for, e.payload, e.attempts + 1")
+}
+
+/// An owner's waiting executions of one task in claim order, read from the
+/// `executions_waiting_by_task` index (it stops at `limit` whatever else is queued).
+fn task_sql() -> String {
+    format!(
+        "SELECT {}
+         FROM executions e INDEXED BY executions_waiting_by_task CROSS JOIN cues c ON c.id = e.cue_id
+         WHERE {TASK} = ?3 AND e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
+           AND c.owner = ?1 AND c.transport = 'worker'
+         ORDER BY e.scheduled_for, e.id LIMIT ?4",
+        waiting_columns()
+    )
+}
+
+/// The owner's waiting executions whose task is none of `tasks` (a JSON list), in claim order.
+fn other_tasks_sql() -> String {
+    format!(
+        "SELECT {}
+         FROM executions e INDEXED BY executions_waiting CROSS JOIN cues c ON c.id = e.cue_id
+         WHERE e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
+           AND c.owner = ?1 AND c.transport = 'worker'
+           AND (task IS NULL OR task NOT IN (SELECT value FROM json_each(?3)))
+         ORDER BY e.scheduled_for, e.id LIMIT ?4",
+        waiting_columns()
+    )
+}
+
+/// An execution waiting for a claim, as the claimable listing shows it.
+#[derive(Debug, Clone)]
+struct Waiting {
+    id: String,
+    cue_id: String,
+    cue_name: String,
+    task: Option<String>,
+    scheduled_for: Millis,
+    payload: String,
+    attempt: i64,
+}
+
+impl Waiting {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Waiting> {
+        Ok(Waiting {
+            id: r.get(0)?,
+            cue_id: r.get(1)?,
+            cue_name: r.get(2)?,
+            task: r.get(3)?,
+            scheduled_for: r.get(4)?,
+            payload: r.get(5)?,
+            attempt: r.get(6)?,
+        })
+    }
+
+    fn json(self) -> Value {
+        json!({
+            "execution_id": self.id,
+            "cue_id": self.cue_id,
+            "cue_name": self.cue_name,
+            "task": self.task,
+            "scheduled_for": self.scheduled_for,
+            "payload": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
+            "attempt": self.attempt,
+        })
+    }
+}
+
+/// The oldest `limit` waiting executions of one task of an owner.
+fn waiting_of_task(
+    conn: &Connection,
+    owner: &str,
+    task: &str,
+    now: Millis,
+    limit: i64,
+) -> Result<Vec<Waiting>> {
+    let mut stmt = conn.prepare_cached(&task_sql())?;
+    let rows = stmt.query_map(params![owner, now, task, limit], Waiting::read)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The task names the owner's live workers (heard from within `live_ms`) registered, sorted.
+fn live_tasks(conn: &Connection, owner: &str, now: Millis, live_ms: i64) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT h.value FROM workers w, json_each(w.handlers) h
+         WHERE w.owner = ?1 AND w.handlers IS NOT NULL AND w.last_heartbeat > ?2 - ?3
+           AND w.offline_since IS NULL AND h.type = 'text'
+         ORDER BY h.value",
+    )?;
+    let rows = stmt.query_map(params![owner, now, live_ms], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The unfiltered listing: the executions whose task a live worker of the owner runs come first,
+/// taken in turns by task (the oldest of every such task, then the second oldest of each, ...),
+/// so that a worker reading only the first page — the official daemon, which never filters —
+/// finds its own work there whatever else is queued; then everything else, oldest first. Each
+/// task's executions are read from the task index, a first round `limit / tasks` deep and a second
+/// (only for tasks that filled the first) `limit` deep, so a page costs at most
+/// `tasks + limit²` rows however long the queue.
+fn handled_first(
+    conn: &Connection,
+    owner: &str,
+    f: &ClaimFilter,
+    now: Millis,
+) -> Result<Vec<Value>> {
+    let tasks = live_tasks(conn, owner, now, f.live_ms)?;
+    let limit = usize::try_from(f.limit).unwrap_or(0);
+    if tasks.is_empty() || limit == 0 {
+        let mut stmt = conn.prepare_cached(&claimable_sql(false))?;
+        let rows = stmt.query_map(
+            params![owner, now, None::<String>, None::<String>, f.limit],
+            Waiting::read,
+        )?;
+        return Ok(rows
+            .map(|r| r.map(Waiting::json))
+            .collect::<rusqlite::Result<_>>()?);
+    }
+    let depth = limit.div_ceil(tasks.len()).max(1);
+    let mut by_task = Vec::with_capacity(tasks.len());
+    let mut total = 0;
+    for t in &tasks {
+        let rows = waiting_of_task(conn, owner, t, now, depth as i64)?;
+        total += rows.len();
+        by_task.push(rows);
+    }
+    if total < limit && depth < limit {
+        for (t, rows) in tasks.iter().zip(by_task.iter_mut()) {
+            if rows.len() == depth {
+                *rows = waiting_of_task(conn, owner, t, now, f.limit)?;
+            }
+        }
+    }
+    let mut handled: Vec<(usize, Waiting)> = by_task
+        .into_iter()
+        .flat_map(|rows| rows.into_iter().enumerate())
+        .collect();
+    handled.sort_by(|(ra, a), (rb, b)| {
+        (ra, a.scheduled_for, &a.id).cmp(&(rb, b.scheduled_for, &b.id))
+    });
+    handled.truncate(limit);
+    let mut out: Vec<Value> = handled.into_iter().map(|(_, w)| w.json()).collect();
+    if out.len() < limit {
+        let names = Value::from(tasks).to_string();
+        let mut stmt = conn.prepare_cached(&other_tasks_sql())?;
+        let rows = stmt.query_map(
+            params![owner, now, names, (limit - out.len()) as i64],
+            Waiting::read,
+        )?;
+        for r in rows {
+            out.push(r?.json());
+        }
+    }
+    Ok(out)
+}
+
+/// The owner's executions a worker may claim now: due, waiting, of worker cues; every filter
+/// applies before the limit. With a filter (a task, or a worker's registered tasks), oldest
+/// first; without one, the tasks live workers run first (see [`handled_first`]).
 pub fn claimable(
     conn: &Connection,
     owner: &str,
@@ -234,20 +396,34 @@ pub fn claimable(
         Some(w) => handlers_of(conn, owner, w)?,
         None => None,
     };
+    if let Some(task) = &f.task {
+        if !handles(handlers.as_deref(), task) {
+            return Ok(Vec::new());
+        }
+        let rows = waiting_of_task(conn, owner, task, now, f.limit)?;
+        return Ok(rows.into_iter().map(Waiting::json).collect());
+    }
+    if f.worker_id.is_none() {
+        return handled_first(conn, owner, f, now);
+    }
     let mut stmt = conn.prepare_cached(&claimable_sql(false))?;
-    let rows = stmt.query_map(params![owner, now, f.task, handlers, f.limit], |r| {
-        let payload: String = r.get(5)?;
-        Ok(json!({
-            "execution_id": r.get::<_, String>(0)?,
-            "cue_id": r.get::<_, String>(1)?,
-            "cue_name": r.get::<_, String>(2)?,
-            "task": r.get::<_, Option<String>>(3)?,
-            "scheduled_for": r.get::<_, Millis>(4)?,
-            "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
-            "attempt": r.get::<_, i64>(6)?,
-        }))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let rows = stmt.query_map(
+        params![owner, now, None::<String>, handlers, f.limit],
+        Waiting::read,
+    )?;
+    Ok(rows
+        .map(|r| r.map(Waiting::json))
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether a worker with these registered handlers (a JSON list; None: it never said) runs `task`.
+fn handles(handlers: Option<&str>, task: &str) -> bool {
+    match handlers {
+        None => true,
+        Some(list) => serde_json::from_str::<Vec<String>>(list)
+            .map(|names| names.iter().any(|n| n == task))
+            .unwrap_or(false),
+    }
 }
 
 /// A claim a worker holds: the attempt, its task and when its lease ends.
@@ -291,12 +467,19 @@ pub fn claim_for(
             }
             found
         }
-        None => conn
-            .prepare_cached(&claimable_sql(false))?
-            .query_row(params![owner, now, task, handlers, 1], |r| {
-                Ok((r.get(0)?, r.get(3)?))
-            })
-            .optional()?,
+        None => match task {
+            Some(t) if handles(handlers.as_deref(), t) => waiting_of_task(conn, owner, t, now, 1)?
+                .into_iter()
+                .next()
+                .map(|w| (w.id, w.task)),
+            Some(_) => None,
+            None => conn
+                .prepare_cached(&claimable_sql(false))?
+                .query_row(params![owner, now, task, handlers, 1], |r| {
+                    Ok((r.get(0)?, r.get(3)?))
+                })
+                .optional()?,
+        },
     };
     let Some((id, task)) = found else {
         return Ok(None);

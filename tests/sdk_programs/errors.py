@@ -71,12 +71,8 @@ try:
     client.cues.bulk_delete([])
 except ValueError as e:
     print(f"bulk_delete([]): ValueError: {e}")
-try:
-    client.cues.bulk_delete([cue.id])
-    print("bulk_delete: done")
-except CueAPIError as e:
-    # `cueapi serve` has no bulk-delete route yet (a later issue): 405 for now.
-    print(f"bulk_delete: CueAPIError {e.status_code}")
+result = client.cues.bulk_delete([cue.id, "cue_missing"])
+print(f"bulk_delete: deleted {result['deleted'] == [cue.id]} skipped {result['skipped']}")
 
 try:
     client.agents.list()

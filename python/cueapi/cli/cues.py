@@ -307,8 +307,8 @@ def bulk_delete(ctx: Context) -> int:
     try:
         result = ctx.client.cues.bulk_delete(ids)
     except exc.CueAPIError as e:
-        # A server without POST /v1/cues/bulk-delete (cueapi serve has none yet): one at a time,
-        # with the same per-id outcome (deleted, or skipped when not found).
+        # A server without POST /v1/cues/bulk-delete (an old one; `cueapi serve` has it): one at
+        # a time, with the same per-id outcome (deleted, or skipped when not found).
         if e.status_code not in (404, 405) or e.code == "cue_not_found":
             raise
         result = {"deleted": [], "skipped": []}

@@ -4,13 +4,16 @@ local database, with their own error handling (a database or listening error exi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 
 from ..app import DEFAULT_RATE_LIMIT, MAX_RATE_LIMIT, App, _is_loopback
-from ..exceptions import CueAPIError
+from ..exceptions import CueAPIError, CueNotFoundError, DatabaseLockedError
+from ..models import Cue, Execution
+from ..models.lists import CUES, EXECUTIONS
 from .common import USAGE, CommandParser, add_command, add_group
 
 log = logging.getLogger("cueapi")
@@ -75,19 +78,54 @@ def _rate_limit(value: str) -> int:
     return n
 
 
+def _print_history(cues: list[Cue], executions: list[Execution]) -> None:
+    for cue in cues:
+        nxt = cue.next_run.isoformat() if cue.next_run else "-"
+        print(f"{cue.name:<28} {cue.status:<9} next {nxt}  runs {cue.run_count}")
+    print()
+    for ex in executions:
+        outcome = ex.outcome_state or "-"
+        note = ex.error_message or (ex.outcome.result if ex.outcome and ex.outcome.result else "")
+        print(
+            f"{ex.scheduled_for:%Y-%m-%d %H:%M:%S} {ex.cue_name:<24} {ex.status:<10} {outcome:<18} "
+            f"tries {ex.attempts}  {note}"
+        )
+
+
 def _history(args: argparse.Namespace) -> int:
-    with App(args.db) as app:
-        for cue in app.cues():
-            nxt = cue.next_run.isoformat() if cue.next_run else "-"
-            print(f"{cue.name:<28} {cue.status:<9} next {nxt}  runs {cue.run_count}")
-        print()
-        for ex in app.executions(cue=args.cue, limit=args.limit):
-            outcome = ex.outcome_state or "-"
-            note = ex.error_message or (ex.outcome.result if ex.outcome and ex.outcome.result else "")
-            print(
-                f"{ex.scheduled_for:%Y-%m-%d %H:%M:%S} {ex.cue_name:<24} {ex.status:<10} {outcome:<18} "
-                f"tries {ex.attempts}  {note}"
-            )
+    """An embedded App's database: its cues and executions. A server's: each user's, under the
+    user's email (then any cues an embedded App declared in the same file)."""
+    try:
+        app = App(args.db)
+    except DatabaseLockedError as exc:
+        print(
+            f"cueapi: cannot read the history: {exc}. A running `cueapi serve` (or another program) "
+            "holds this database; stop it first, or read the history over HTTP with "
+            "`cueapi executions list` (with each user's key).",
+            file=sys.stderr,
+        )
+        return USAGE
+    with app:
+        engine = app._native("history")
+        owners = json.loads(engine.owners())
+        if not any(o["email"] for o in owners):
+            _print_history(app.cues(), app.executions(cue=args.cue, limit=args.limit))
+            return 0
+        shown = 0
+        for o in owners:
+            cues = CUES.validate_json(engine.cues(o["owner"]))
+            if args.cue is not None:
+                cues = [c for c in cues if args.cue in (c.id, c.name)]
+                if not cues:
+                    continue
+            flt = {"cue_id": cues[0].id if args.cue is not None else None, "limit": args.limit}
+            runs = EXECUTIONS.validate_json(engine.executions(json.dumps(flt), o["owner"]))
+            title = o["email"] or f"{o['owner']} (cues of an embedded App, no server user)"
+            print(f"== {title}: {len(cues)} cue{'' if len(cues) == 1 else 's'} ==")
+            _print_history(cues, runs)
+            shown += 1
+        if args.cue is not None and not shown:
+            raise CueNotFoundError(f"cue not found: {args.cue}")
     return 0
 
 
@@ -251,7 +289,11 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
     create.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"))
 
     history = add_command(
-        sub, "history", _local(_history), "Print the cues and recent executions of a database.", remote=False
+        sub,
+        "history",
+        _local(_history),
+        "Print the cues and recent executions of a database (on a server's, each user's under their email).",
+        remote=False,
     )
     history.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file")
     history.add_argument("--cue", default=None, help="only this cue (id or name)")

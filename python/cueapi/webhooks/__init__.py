@@ -1,10 +1,10 @@
 """Receiving the webhooks cueapi sends.
 
-Every delivery is signed three ways (see the README's signing spec): the CueAPI ``v1=`` scheme
-(``X-CueAPI-Signature`` + ``X-CueAPI-Timestamp``), Standard Webhooks (``webhook-id``,
-``webhook-timestamp``, ``webhook-signature``), and, for cues that select it, the raw-body
-``sha256=`` scheme. The body is the canonical JSON Python's ``json.dumps(obj, sort_keys=True)``
-produces, and the signature covers exactly the bytes sent.
+Every delivery is signed twice (see the README's signing spec): always with Standard Webhooks
+(``webhook-id``, ``webhook-timestamp``, ``webhook-signature``), and with ``X-CueAPI-Signature`` in
+the cue's scheme — the CueAPI ``v1=`` scheme over ``X-CueAPI-Timestamp`` and the body, or, for cues
+that select it, the raw-body ``sha256=`` scheme. The body is the canonical JSON Python's
+``json.dumps(obj, sort_keys=True)`` produces, and the signature covers exactly the bytes sent.
 
 :func:`parse` verifies a request and returns a typed :class:`Delivery` (or raises
 :class:`~cueapi.exceptions.WebhookVerificationError` with a ``reason``); the Delivery answers with
