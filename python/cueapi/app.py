@@ -8,6 +8,7 @@ handlers run on an event loop: the App's own, or the caller's under :meth:`App.a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import ipaddress
@@ -18,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -447,6 +449,25 @@ class App:
             elif self._closed:
                 return
 
+    def _stop_own_loop(self) -> None:
+        """Stops the App's own event loop: async handlers still running past the close timeout
+        are cancelled (and wait for their cancellation) rather than destroyed pending; their runs
+        are recovered as interrupted when the database is next opened."""
+        loop = self._loop
+        assert loop is not None and self._own_loop_thread is not None
+
+        async def cancel_the_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError, TimeoutError, concurrent.futures.TimeoutError):
+                asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(timeout=5.0)
+            loop.call_soon_threadsafe(loop.stop)
+        self._own_loop_thread.join(timeout=5.0)
+
     def _start_own_loop(self) -> None:
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -514,18 +535,21 @@ class App:
             if self._closed:
                 return
             self._closed = True
+        deadline = time.monotonic() + timeout
         self._stopped.set()
         self._engine.stop_claims()
-        with self._idle:
-            self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
+        # The handler threads first: each finishes the batch it claimed (a claim that returned
+        # just now included) and hands its async jobs to the loop, so nothing claimed is left
+        # uncounted. Then the async handlers those started.
         for t in self._threads:
-            t.join(timeout=1.0)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=max(0.0, deadline - time.monotonic()))
+        if self._own_loop_thread is not None and self._loop is not None:
+            self._stop_own_loop()
         self._engine.close()
         if self._reporter is not None:
             self._reporter.join(timeout=5.0)
-        if self._own_loop_thread is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._own_loop_thread.join(timeout=5.0)
 
     def __enter__(self) -> App:
         return self
@@ -577,6 +601,7 @@ class App:
                 outcome = outcome_from_return(handler.func(ctx))
             except Exception as exc:
                 outcome = outcome_from_exception(exc)
+                _log_exception(job, exc)
         elif self._loop is None or self._loop.is_closed():
             outcome = {"success": False, "error": "no event loop to run an async handler", "retry": True}
         else:
@@ -619,6 +644,7 @@ class App:
                 outcome = outcome_from_return(result)
             except Exception as exc:
                 outcome = outcome_from_exception(exc)
+                _log_exception(job, exc)
             report = (job.execution_id, job.attempt, outcome_json(outcome, ctx, started))
             await asyncio.get_running_loop().run_in_executor(None, self._report_one, report)
         finally:
@@ -741,6 +767,21 @@ class App:
     def now(self) -> datetime:
         """The App's clock."""
         return datetime.fromtimestamp(self._engine.now_ms() / 1000, tz=timezone.utc)
+
+
+def _log_exception(job: _Job, exc: BaseException) -> None:
+    """Says on the console (the ``cueapi`` logger) that a handler raised: the run is recorded as a
+    failed attempt and retried by its cue's policy, but nobody reads the history as it happens."""
+    log.warning(
+        "%s (execution %s, attempt %d) raised %s: %s; the attempt failed and is retried as the "
+        "cue's retry policy says",
+        job.cue_name,
+        job.execution_id,
+        job.attempt,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
 
 
 def _positive_ms(seconds: float, name: str) -> int:

@@ -177,11 +177,18 @@ impl Server {
     /// Stops accepting connections and waits (up to 10 s) for requests in flight. Idempotent.
     /// Blocks: never call it on the runtime.
     pub fn stop(&self) {
+        self.stop_by(std::time::Instant::now() + Duration::from_secs(10));
+    }
+
+    /// [`Server::stop`], waiting for requests in flight until `deadline` at most (a shutdown
+    /// shares one deadline between the server and the engine).
+    pub fn stop_by(&self, deadline: std::time::Instant) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.lock().take() {
             if let Ok(rt) = crate::engine::Engine::shared_runtime() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
                 rt.block_on(async {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+                    let _ = tokio::time::timeout(left, task).await;
                 });
             }
         }
@@ -390,6 +397,22 @@ impl From<Error> for ApiError {
                 "unavailable",
                 e.to_string(),
             ),
+            Error::Storage(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::CannotOpen
+                ) =>
+            {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the database cannot be written now (a full disk or a read-only file); \
+                     nothing was changed, try again later",
+                )
+            }
             Error::Storage(_) | Error::Io(_) => {
                 tracing::error!("request failed: {e}");
                 ApiError::new(

@@ -20,6 +20,15 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const TRANSPORTS: [&str; 3] = ["webhook", "worker", "local"];
 const OPEN_STATUSES: [&str; 3] = ["pending", "delivering", "retrying"];
 
+/// What the store check writes: one row, rewritten, so the round trip needs a page written (an
+/// empty transaction commits even on a full disk).
+fn write_probe(c: &rusqlite::Connection) -> crate::Result<()> {
+    let now = crate::clock::system_now();
+    c.prepare_cached("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?1)")?
+        .execute([now])?;
+    Ok(())
+}
+
 /// A round trip through the store's single writer: it takes the database's write lock, runs `f`
 /// and commits, within [`STORE_TIMEOUT`]. Returns what `f` returned and how long it took, or why
 /// the store is not writable.
@@ -77,7 +86,7 @@ fn open_executions(st: &AppState) -> crate::Result<Vec<(&'static str, &'static s
 }
 
 pub(super) async fn health(State(st): State<AppState>) -> Response {
-    let store = through_writer(&st, |_| Ok(())).await;
+    let store = through_writer(&st, write_probe).await;
     let h = st.engine.health();
     let opt_iso = |ms: Option<i64>| ms.map_or(Value::Null, |m| Value::String(iso(m)));
     let mut failing = Vec::new();
@@ -148,7 +157,7 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
 }
 
 pub(super) async fn status(State(st): State<AppState>) -> Response {
-    let store = through_writer(&st, |_| Ok(())).await;
+    let store = through_writer(&st, write_probe).await;
     let h = st.engine.health();
     let reason = match (store, loop_status(&h)) {
         (Err(why), _) => Some(format!("the store is not writable: {why}")),

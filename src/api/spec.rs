@@ -189,6 +189,8 @@ impl Route {
         let mut all = self.errors.clone();
         if self.auth {
             all.push((401, "invalid_api_key"));
+            // A full disk or a read-only database file: nothing was changed.
+            all.push((503, "storage_unavailable"));
         }
         if self.limited() {
             all.push((429, "rate_limit_exceeded"));

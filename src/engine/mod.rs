@@ -11,7 +11,7 @@ mod notify;
 mod timer;
 mod webhook;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -109,6 +109,8 @@ struct Inner {
     /// Problems the engine met on its own threads, for the embedding program to report.
     problems: Mutex<VecDeque<String>>,
     problems_cv: Condvar,
+    /// When each kind of problem was last told, and how many like it were held back since.
+    told: Mutex<HashMap<String, (Instant, u64)>>,
     claims_open: AtomicBool,
     closed: AtomicBool,
     /// Wakes work held for a later instant when the engine closes.
@@ -216,6 +218,7 @@ impl Engine {
             ready_cv: Condvar::new(),
             problems: Mutex::new(VecDeque::new()),
             problems_cv: Condvar::new(),
+            told: Mutex::new(HashMap::new()),
             claims_open: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             closing: Notify::new(),
@@ -906,11 +909,23 @@ impl Engine {
         }
     }
 
+    /// How long closing waits for requests and deliveries in flight, together: well inside the
+    /// 10 s a container runtime gives a process between SIGTERM and SIGKILL.
+    pub const CLOSE_GRACE: Duration = Duration::from_secs(8);
+
     /// Stops the timer and the writer after everything already sent is committed. Idempotent.
     /// Blocks: never call it on the runtime.
     pub fn close(&self) {
+        self.close_by(Instant::now() + Self::CLOSE_GRACE);
+    }
+
+    /// [`Engine::close`], waiting for deliveries in flight until `deadline` at most.
+    pub fn close_by(&self, deadline: Instant) {
         self.stop_claims();
-        self.inner.closed.store(true, Ordering::SeqCst);
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            // Closed already (the drop after an explicit close): its grace period is spent.
+            return;
+        }
         self.inner.wake.notify_one();
         self.inner.closing.notify_waiters();
         self.inner.notify_wake.notify_one();
@@ -919,9 +934,9 @@ impl Engine {
                 let _ = rt.block_on(task);
             }
         }
-        // Deliveries in flight get a moment to record how they went; one still running after
-        // that is recorded as interrupted on the next open and retried.
-        let until = Instant::now() + Duration::from_secs(10);
+        // Deliveries in flight get until the deadline to record how they went; one still running
+        // after that is recorded as interrupted on the next open and retried.
+        let until = deadline;
         let mut g = self.inner.deliveries_lock.lock();
         while self.inner.deliveries.load(Ordering::SeqCst) > 0 {
             if self
@@ -957,10 +972,69 @@ const MAX_ROUND: usize = 256;
 
 /// Problems kept for the embedding program; beyond this the oldest are dropped (and counted).
 const MAX_PROBLEMS: usize = 1_000;
+/// The same kind of problem is told at most this often.
+const PROBLEM_EVERY: Duration = Duration::from_secs(60);
+/// Kinds of problem remembered at once (beyond this the memory starts afresh).
+const MAX_PROBLEM_KINDS: usize = 512;
+
+/// A problem's words with the ids it names masked (`exec_…`, `cue_…`) and digits dropped: what
+/// makes two problems the same kind.
+fn problem_kind(message: &str) -> String {
+    message
+        .split_whitespace()
+        .map(|w| {
+            if ["exec_", "cue_", "alrt_", "alert_", "usr_"]
+                .iter()
+                .any(|p| {
+                    w.trim_matches(|c: char| !c.is_alphanumeric())
+                        .starts_with(p)
+                })
+            {
+                "…"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .collect()
+}
 
 impl Inner {
     /// Records a problem met on an engine thread and wakes whoever reports them.
+    /// Tells the embedding program about a problem. The same kind of problem (the same words,
+    /// whatever ids it names) is told at most once a minute, with how many like it were held
+    /// back: a full disk fails every write, and one line a minute says so as well as thirty a
+    /// second would.
     fn problem(&self, message: String) {
+        let now = Instant::now();
+        let message = {
+            let mut told = self.told.lock();
+            if told.len() > MAX_PROBLEM_KINDS {
+                told.clear();
+            }
+            match told.get_mut(&problem_kind(&message)) {
+                Some((at, held)) if now.duration_since(*at) < PROBLEM_EVERY => {
+                    *held += 1;
+                    return;
+                }
+                Some((at, held)) => {
+                    let again = if *held > 0 {
+                        format!("{message} ({held} more like it in the last minute)")
+                    } else {
+                        message
+                    };
+                    (*at, *held) = (now, 0);
+                    again
+                }
+                None => {
+                    told.insert(problem_kind(&message), (now, 0));
+                    message
+                }
+            }
+        };
         tracing::error!("{message}");
         let mut q = self.problems.lock();
         if q.len() >= MAX_PROBLEMS {

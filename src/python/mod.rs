@@ -521,13 +521,16 @@ impl NativeEngine {
         self.engine.stop_claims();
     }
 
+    /// Stops serving and closes the engine, within one grace period for both (SIGTERM must end
+    /// the process well before a container runtime's kill).
     fn close(&self, py: Python<'_>) {
         let server = self.server.lock().take();
         py.detach(|| {
+            let deadline = std::time::Instant::now() + Engine::CLOSE_GRACE;
             if let Some(s) = server {
-                s.stop();
+                s.stop_by(deadline);
             }
-            self.engine.close();
+            self.engine.close_by(deadline);
         });
     }
 }

@@ -143,9 +143,14 @@ fn insert_execution(
     Ok((n == 1).then_some(id))
 }
 
+/// A run of the cue that is still going, for `overlap=skip`: one being delivered or run, or one
+/// queued that has not started yet. A run waiting for its retry (`retrying`, or `pending` again
+/// after a failed or interrupted attempt) is not running: later ticks go ahead.
 fn open_execution(conn: &Connection, cue_id: &str) -> Result<Option<String>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id FROM executions WHERE cue_id = ?1 AND status IN ('pending', 'delivering', 'retrying') LIMIT 1",
+        "SELECT id FROM executions
+         WHERE cue_id = ?1 AND status IN ('pending', 'delivering', 'retrying')
+           AND (status = 'delivering' OR (status = 'pending' AND attempts = 0)) LIMIT 1",
     )?;
     Ok(stmt.query_row([cue_id], |r| r.get(0)).optional()?)
 }
