@@ -24,6 +24,7 @@ pub mod clock;
 pub mod delivery;
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod public;
 pub mod schedule;

@@ -2,6 +2,7 @@ from collections.abc import Mapping
 from typing import Any, final
 
 __all__ = [
+    "LIMITS",
     "SCHEMA_VERSION",
     "Job",
     "ManualClock",
@@ -20,6 +21,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: int
+LIMITS: dict[str, Any]
 __version__: str
 
 def now_ms() -> int: ...
@@ -93,6 +95,10 @@ class NativeEngine:
         rate_limit_per_minute: int,
         trust_forwarded_for: bool,
     ) -> tuple[str, int]: ...
+    def set_delivery_limits(
+        self, max_in_flight: int, per_tenant: int, per_destination: int, max_timeout_ms: int
+    ) -> None: ...
+    def delivery_limits(self) -> tuple[int, int, int, int]: ...
     def stop_serving(self) -> None: ...
     def create_user(self, email: str) -> tuple[str, str]: ...
     def user_count(self) -> int: ...

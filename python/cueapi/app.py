@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from . import _cueapi
+from . import _cueapi, _limits
 from ._time import from_ms, to_ms
 from .exceptions import CueAPIError, EngineClosedError, ValidationError
 from .handler import Context, F, Handler, outcome_from_exception, outcome_from_return, outcome_json
@@ -38,8 +38,8 @@ log = logging.getLogger("cueapi")
 # `cueapi serve`'s rate limit per API key (or client address) and minute: twenty requests a second
 # sustained, with a burst of as many at once, is far above what people, the CLI, SDK scripts and
 # a few pull workers send, yet it stops one runaway client from taking the server's whole capacity.
-DEFAULT_RATE_LIMIT = 1200
-MAX_RATE_LIMIT = 1_000_000
+DEFAULT_RATE_LIMIT = _limits.RATE_LIMIT_PER_MINUTE
+MAX_RATE_LIMIT = _limits.MAX_RATE_LIMIT_PER_MINUTE
 
 # Most jobs one handler thread claims at once.
 _BATCH = 32
@@ -364,9 +364,13 @@ class App:
         allow_private_targets: bool = False,
         rate_limit_per_minute: int = DEFAULT_RATE_LIMIT,
         trust_forwarded_for: bool = False,
-        worker_lease_seconds: float = 300,
-        worker_timeout_seconds: float = 180,
-        realert_seconds: float = 3600,
+        worker_lease_seconds: float = _limits.WORKER_LEASE_SECONDS,
+        worker_timeout_seconds: float = _limits.WORKER_TIMEOUT_SECONDS,
+        realert_seconds: float = _limits.REALERT_SECONDS,
+        max_deliveries: int = _limits.MAX_DELIVERIES,
+        max_deliveries_per_tenant: int | None = None,
+        max_deliveries_per_destination: int | None = None,
+        max_delivery_timeout_seconds: float = _limits.MAX_DELIVERY_TIMEOUT_SECONDS,
     ) -> str:
         """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
         (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
@@ -378,7 +382,14 @@ class App:
         claim is released only when its lease (``worker_lease_seconds``, extended by execution
         heartbeats) has run out *and* the worker has not been heard from for
         ``worker_timeout_seconds``. The same alert for the same cue (or worker) within
-        ``realert_seconds`` counts as one. Starts the App."""
+        ``realert_seconds`` counts as one.
+
+        Webhook deliveries are fair: at most ``max_deliveries`` are in flight on the server, at
+        most ``max_deliveries_per_tenant`` of one user's and ``max_deliveries_per_destination`` to
+        one ``scheme://host:port`` of one user's (by default 64 and 32, or ``max_deliveries`` if
+        that is smaller), so a user whose endpoint hangs waits in their own queue while the others'
+        deliveries go out. No delivery takes longer than
+        ``max_delivery_timeout_seconds``, whatever its cue asks for. Starts the App."""
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValidationError("port must be an int between 0 and 65535")
         if (
@@ -392,13 +403,39 @@ class App:
         lease_ms = _positive_ms(worker_lease_seconds, "worker_lease_seconds")
         timeout_ms = _positive_ms(worker_timeout_seconds, "worker_timeout_seconds")
         realert_ms = _positive_ms(realert_seconds, "realert_seconds")
+        max_deliveries = _slot_count(max_deliveries, "max_deliveries")
+        per_tenant = _slot_count(
+            max_deliveries_per_tenant,
+            "max_deliveries_per_tenant",
+            min(_limits.MAX_DELIVERIES_PER_TENANT, max_deliveries),
+            max_deliveries,
+        )
+        per_destination = _slot_count(
+            max_deliveries_per_destination,
+            "max_deliveries_per_destination",
+            min(_limits.MAX_DELIVERIES_PER_DESTINATION, max_deliveries),
+            max_deliveries,
+        )
+        ceiling = _limits.DELIVERY_TIMEOUT_CEILING_SECONDS
+        if (
+            isinstance(max_delivery_timeout_seconds, bool)
+            or not isinstance(max_delivery_timeout_seconds, (int, float))
+            or not 1 <= max_delivery_timeout_seconds <= ceiling
+        ):
+            raise ValidationError(
+                f"max_delivery_timeout_seconds must be a number of seconds between 1 and {ceiling:g}"
+            )
         if allow_register is None:
             allow_register = _is_loopback(host)
         if self._closed:
             raise EngineClosedError("this App is closed")
+        native = self._native("serve")
+        native.set_delivery_limits(
+            max_deliveries, per_tenant, per_destination, round(max_delivery_timeout_seconds * 1000)
+        )
         # Serve first: that sets the outbound policy, which work recovered from the database
         # must already follow when the engine starts dispatching it.
-        bound_host, bound_port = self._native("serve").serve(
+        bound_host, bound_port = native.serve(
             host,
             port,
             allow_register=bool(allow_register),
@@ -782,6 +819,19 @@ def _log_exception(job: _Job, exc: BaseException) -> None:
         exc,
         exc_info=exc,
     )
+
+
+def _slot_count(n: int | None, name: str, default: int = 0, most: int | None = None) -> int:
+    """A number of delivery slots: ``default`` when None, else 1 to the engine's highest and no
+    more than ``most`` (the server's own limit, for a tenant's or a destination's)."""
+    if n is None:
+        return default
+    top = _limits.MAX_DELIVERY_SLOTS
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top:
+        raise ValidationError(f"{name} must be an int between 1 and {top}")
+    if most is not None and n > most:
+        raise ValidationError(f"{name} ({n}) cannot exceed max_deliveries ({most})")
+    return n
 
 
 def _positive_ms(seconds: float, name: str) -> int:

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from . import _cueapi
+from ._limits import CUT_TEXT, METADATA_BYTES
+
 _EVIDENCE_KEYS = ("external_id", "result_url", "result_ref", "result_type", "summary", "artifacts")
 _OUTCOME_KEYS = frozenset(("success", "result", "error", "metadata", "retry", *_EVIDENCE_KEYS))
 
@@ -117,7 +120,7 @@ def outcome_from_exception(exc: BaseException) -> dict[str, Any]:
     message = str(exc) or type(exc).__name__
     return {
         "success": False,
-        "error": f"{type(exc).__name__}: {message}"[:2000],
+        "error": f"{type(exc).__name__}: {message}"[: CUT_TEXT["error"]],
         "error_type": type(exc).__qualname__,
         "traceback": tb,
         # An exception is a failed run, not the handler's verdict: retried by the cue's policy.
@@ -128,6 +131,32 @@ def outcome_from_exception(exc: BaseException) -> dict[str, Any]:
             "traceback": tb,
         },
     }
+
+
+# A traceback longer than this keeps its end (where the exception is) when metadata must shrink.
+_TRACEBACK_KEEP = 4_000
+
+
+def _json_bytes(value: Any) -> int:
+    return len(_cueapi.canonical_json(json.dumps(value, default=str)).encode())
+
+
+def fit_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Outcome metadata within the engine's limit (``METADATA_BYTES`` of JSON, as the outcome
+    route takes it): a long traceback keeps its end; metadata still too large is replaced by a
+    note saying so, so that the verdict and the rest of the evidence are still recorded."""
+    try:
+        if _json_bytes(metadata) <= METADATA_BYTES:
+            return metadata
+    except (TypeError, ValueError):
+        return {"metadata_dropped": "not representable as JSON"}
+    trimmed = dict(metadata)
+    tb = trimmed.get("traceback")
+    if isinstance(tb, str) and len(tb) > _TRACEBACK_KEEP:
+        trimmed["traceback"] = "…" + tb[-_TRACEBACK_KEEP:]
+        if _json_bytes(trimmed) <= METADATA_BYTES:
+            return trimmed
+    return {"metadata_dropped": f"larger than the {METADATA_BYTES}-byte limit on outcome metadata"}
 
 
 def merge_evidence(outcome: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -147,6 +176,8 @@ def outcome_json(outcome: dict[str, Any], ctx: Context, started_ms: int) -> str:
     outcome = merge_evidence(outcome, ctx)
     outcome["started_at"] = started_ms
     try:
+        if isinstance(outcome.get("metadata"), dict):
+            outcome["metadata"] = fit_metadata(outcome["metadata"])
         return json.dumps(outcome)
     except (TypeError, ValueError) as exc:
         error = f"the outcome could not be recorded as JSON: {exc}"

@@ -31,6 +31,7 @@ from . import _cueapi
 from . import exceptions as exc
 from ._time import from_ms
 from .client import CueAPI
+from .handler import fit_metadata
 from .models import Cue
 
 log = logging.getLogger("cueapi")
@@ -40,9 +41,6 @@ log = logging.getLogger("cueapi")
 WORKER_HEARTBEAT_SECONDS = 30.0
 # The most a failed poll waits before the next one.
 MAX_POLL_BACKOFF = 30.0
-# The outcome route takes metadata up to 10 KiB; a traceback is cut to fit.
-_METADATA_LIMIT = 10_240
-_TRACEBACK_KEEP = 4_000
 # The embedded App's catch-up names, as the server shows them.
 _CATCH_UP = {"once": "run_once_if_missed", "skip": "skip_missed", "all": "replay_all"}
 _REPORT_KEYS = (
@@ -566,12 +564,6 @@ def _report_args(outcome: Mapping[str, Any]) -> dict[str, Any]:
         if key in args and not isinstance(args[key], str):
             args[key] = json.dumps(args[key], default=str)
     metadata = args.get("metadata")
-    if isinstance(metadata, dict) and len(json.dumps(metadata, default=str)) > _METADATA_LIMIT:
-        trimmed = dict(metadata)
-        tb = trimmed.get("traceback")
-        if isinstance(tb, str) and len(tb) > _TRACEBACK_KEEP:
-            trimmed["traceback"] = "…" + tb[-_TRACEBACK_KEEP:]
-        if len(json.dumps(trimmed, default=str)) > _METADATA_LIMIT:
-            trimmed = {"metadata_dropped": "larger than the server's 10 KiB limit"}
-        args["metadata"] = trimmed
+    if isinstance(metadata, dict):
+        args["metadata"] = fit_metadata(metadata)
     return args

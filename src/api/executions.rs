@@ -169,7 +169,7 @@ fn known_only(body: &Map<String, Value>, known: &[&str]) -> ApiResult<Value> {
 
 /// Free-text limits: longer text is cut (and the answer says so) rather than refused — an outcome
 /// report is evidence of work done, and losing it over the length of a message helps nobody.
-const TEXT_LIMITS: &[(&str, usize)] = &[("result", 2_000), ("error", 2_000), ("summary", 500)];
+const TEXT_LIMITS: &[(&str, usize)] = &crate::limits::CUT_TEXT;
 
 /// Makes free-text fields text (a JSON object or list given as `result` or `error` is kept as its
 /// canonical JSON) and cuts them to their limits. Returns the names of the fields cut.
@@ -208,10 +208,13 @@ pub(super) async fn outcome(
     let report: ReportedOutcome = typed(known_only(&body, OUTCOME_FIELDS)?)?;
     check_result_url(report.result_url.as_deref(), "body.result_url")?;
     if let Some(m) = &report.metadata {
-        if crate::signing::canonical_json(m).len() > 10_240 {
+        if crate::signing::canonical_json(m).len() > crate::limits::METADATA_BYTES {
             return Err(ApiError::bad_request(
                 "metadata_too_large",
-                "metadata is larger than 10240 bytes",
+                format!(
+                    "metadata is larger than {} bytes",
+                    crate::limits::METADATA_BYTES
+                ),
             ));
         }
     }
@@ -584,16 +587,29 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
         "type": "array", "items": {"enum": ["result", "error", "summary"]},
         "description": "Free-text fields that were cut to their limit",
     });
-    let url =
-        json!({"type": ["string", "null"], "maxLength": 2083, "description": "An http(s) URL"});
+    use crate::limits::{CUT_TEXT, EVIDENCE_TEXT, METADATA_BYTES, URL_CHARS};
+    let max = |field: &str| {
+        EVIDENCE_TEXT
+            .iter()
+            .chain(CUT_TEXT.iter())
+            .find(|(f, _)| *f == field)
+            .map_or(0, |(_, n)| *n)
+    };
+    let url = json!({"type": ["string", "null"], "maxLength": URL_CHARS, "description": "An http(s) URL"});
     let evidence_props = json!({
-        "external_id": {"type": ["string", "null"], "maxLength": 500},
+        "external_id": {"type": ["string", "null"], "maxLength": max("external_id")},
         "result_url": url,
-        "result_ref": {"type": ["string", "null"], "maxLength": 500},
-        "result_type": {"type": ["string", "null"], "maxLength": 100},
-        "summary": {"type": ["string", "null"], "description": "Cut to 500 characters"},
+        "result_ref": {"type": ["string", "null"], "maxLength": max("result_ref")},
+        "result_type": {"type": ["string", "null"], "maxLength": max("result_type")},
+        "summary": {
+            "type": ["string", "null"],
+            "description": format!("Cut to {} characters", max("summary")),
+        },
         "artifacts": {"type": ["array", "null"]},
-        "metadata": {"type": ["object", "null"], "description": "At most 10 KiB as JSON"},
+        "metadata": {
+            "type": ["object", "null"],
+            "description": format!("At most {METADATA_BYTES} bytes as JSON"),
+        },
     });
     let mut outcome_props = evidence_props.clone();
     if let Some(m) = outcome_props.as_object_mut() {

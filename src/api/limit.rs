@@ -55,9 +55,9 @@ pub(super) fn is_report(method: &Method, path: &str) -> bool {
 }
 
 /// The default limit of `cueapi serve`, per key (or address) and minute.
-pub const DEFAULT_PER_MINUTE: u32 = 1_200;
+pub const DEFAULT_PER_MINUTE: u32 = crate::limits::RATE_LIMIT_PER_MINUTE;
 /// The highest limit accepted.
-pub const MAX_PER_MINUTE: u32 = 1_000_000;
+pub const MAX_PER_MINUTE: u32 = crate::limits::MAX_RATE_LIMIT_PER_MINUTE;
 
 /// Busy buckets kept at most.
 const MAX_BUCKETS: usize = 100_000;

@@ -101,6 +101,10 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
     if fire_loop != "ok" {
         failing.push("fire_loop");
     }
+    let deliveries = delivery_check(&h);
+    if deliveries["status"] != "ok" {
+        failing.push("deliveries");
+    }
     let mut queue = Map::new();
     match open_executions(&st) {
         Ok(rows) => {
@@ -145,6 +149,7 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
                 "overdue_ms": h.overdue_ms(),
                 "last_fire_lag_ms": h.last_fire_lag_ms,
             },
+            "deliveries": deliveries,
         },
         "queue": queue,
     });
@@ -156,11 +161,43 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
     json_response(status, &body)
 }
 
+/// The delivery queue: the server's slots and the deliveries waiting for one; `stuck` once a
+/// delivery has waited longer than a delivery may take.
+fn delivery_check(h: &Health) -> Value {
+    let q = |q: &metrics::QueueHealth| json!({"waiting": q.waiting, "oldest_wait_ms": q.oldest_wait_ms});
+    let mut v = json!({
+        "status": if h.deliveries_stuck() { "stuck" } else { "ok" },
+        "slots": h.delivery_slots,
+        "slots_busy": h.delivery_slots_busy,
+        "waiting": h.server_queue.waiting,
+        "oldest_wait_ms": h.server_queue.oldest_wait_ms,
+        "stuck_after_ms": h.stuck_after_ms,
+        "behind_tenant_limit": q(&h.tenant_queue),
+        "behind_destination_limit": q(&h.destination_queue),
+    });
+    if h.deliveries_stuck() {
+        v["reason"] = stuck_reason(h).into();
+    }
+    v
+}
+
+fn stuck_reason(h: &Health) -> String {
+    format!(
+        "webhook deliveries cannot drain: all {} delivery slots are busy and a delivery has waited \
+         {:.1} s for one (longer than a delivery may take, {} s); see --max-deliveries and \
+         --max-delivery-timeout",
+        h.delivery_slots,
+        h.server_queue.oldest_wait_ms.unwrap_or(0) as f64 / 1000.0,
+        h.stuck_after_ms / 1000
+    )
+}
+
 pub(super) async fn status(State(st): State<AppState>) -> Response {
     let store = through_writer(&st, write_probe).await;
     let h = st.engine.health();
     let reason = match (store, loop_status(&h)) {
         (Err(why), _) => Some(format!("the store is not writable: {why}")),
+        (Ok(_), "ok") if h.deliveries_stuck() => Some(stuck_reason(&h)),
         (Ok(_), "ok") => None,
         (Ok(_), _) => Some(loop_reason(&h)),
     };
@@ -334,6 +371,44 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         h.deliveries_in_flight,
     );
     x.single(
+        "cueapi_delivery_slots",
+        "gauge",
+        "The server's webhook delivery slots (--max-deliveries).",
+        h.delivery_slots,
+    );
+    x.single(
+        "cueapi_delivery_slots_busy",
+        "gauge",
+        "Server delivery slots held by deliveries in flight.",
+        h.delivery_slots_busy,
+    );
+    let queues = [
+        ("server", h.server_queue),
+        ("tenant", h.tenant_queue),
+        ("destination", h.destination_queue),
+    ];
+    x.family(
+        "cueapi_deliveries_waiting",
+        "gauge",
+        "Deliveries waiting for a slot, by the limit they wait behind.",
+    );
+    for (limit, q) in queues {
+        x.sample("cueapi_deliveries_waiting", &[("limit", limit)], q.waiting);
+    }
+    x.family(
+        "cueapi_delivery_oldest_wait_seconds",
+        "gauge",
+        "How long the first delivery waiting behind each limit has waited (0 when none waits).",
+    );
+    for (limit, q) in queues {
+        let secs = q.oldest_wait_ms.unwrap_or(0) as f64 / 1000.0;
+        x.sample(
+            "cueapi_delivery_oldest_wait_seconds",
+            &[("limit", limit)],
+            secs,
+        );
+    }
+    x.single(
         "cueapi_local_queue_length",
         "gauge",
         "Executions of in-process handlers waiting for a handler thread.",
@@ -378,6 +453,10 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
 
 fn health_schema() -> Value {
     use super::spec::{instant, instant_or_null, obj, obj_some};
+    let own_queue = obj(json!({
+        "waiting": {"type": "integer", "description": "Deliveries waiting behind their own limit"},
+        "oldest_wait_ms": {"type": ["integer", "null"]},
+    }));
     let counts = obj(json!({
         "pending": {"type": "integer"},
         "delivering": {"type": "integer"},
@@ -387,7 +466,7 @@ fn health_schema() -> Value {
         "status": {"enum": ["healthy", "degraded"]},
         "version": {"type": "string"},
         "timestamp": instant(),
-        "failing": {"type": "array", "items": {"enum": ["store", "fire_loop"]}},
+        "failing": {"type": "array", "items": {"enum": ["store", "fire_loop", "deliveries"]}},
         "checks": obj(json!({
             "store": obj_some(json!({
                 "status": {"enum": ["ok", "error"]},
@@ -402,6 +481,18 @@ fn health_schema() -> Value {
                 "overdue_ms": {"type": "integer"},
                 "last_fire_lag_ms": {"type": ["integer", "null"]},
             })),
+            "deliveries": obj_some(json!({
+                "status": {"enum": ["ok", "stuck"]},
+                "slots": {"type": "integer", "description": "The server's delivery slots"},
+                "slots_busy": {"type": "integer"},
+                "waiting": {"type": "integer", "description": "Deliveries waiting for a server slot"},
+                "oldest_wait_ms": {"type": ["integer", "null"]},
+                "stuck_after_ms": {"type": "integer"},
+                "behind_tenant_limit": own_queue.clone(),
+                "behind_destination_limit": own_queue,
+                "reason": {"type": "string"},
+            }), &["status", "slots", "slots_busy", "waiting", "oldest_wait_ms", "stuck_after_ms",
+                  "behind_tenant_limit", "behind_destination_limit"]),
         })),
         "queue": obj_some(json!({
             "pending_webhooks": {"type": "integer"},
@@ -427,7 +518,10 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
                 health,
             )
             .public()
-            .describe("503 when the store cannot be written or the fire loop is not keeping up.")
+            .describe(
+                "503 when the store cannot be written, the fire loop is not keeping up, or webhook \
+                 deliveries wait for a slot longer than a delivery may take.",
+            )
             .answers(200, "Healthy", health_schema())
             .answers(
                 503,

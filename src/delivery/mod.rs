@@ -23,11 +23,11 @@ use crate::store::{Claimed, ReportedOutcome, Target};
 pub use ssrf::Policy;
 
 /// Longest callback URL accepted.
-const MAX_URL: usize = 2_083;
+const MAX_URL: usize = crate::limits::URL_CHARS;
 /// The part of a response body kept on the execution.
 const KEPT_BODY_CHARS: usize = 2_000;
 /// The part of a response body read at all (enough for an inline outcome with evidence).
-const READ_BODY_BYTES: usize = 64 * 1024;
+const READ_BODY_BYTES: usize = crate::limits::INLINE_OUTCOME_BYTES;
 /// `Retry-After` is honoured up to this long.
 pub const MAX_RETRY_AFTER_MS: i64 = 3_600_000;
 

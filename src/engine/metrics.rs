@@ -232,8 +232,26 @@ pub struct Health {
     pub last_fire_lag_ms: Option<i64>,
     /// Webhook deliveries started and not yet recorded (including those held for their instant).
     pub deliveries_in_flight: usize,
+    /// The server's delivery slots, and how many are taken.
+    pub delivery_slots: usize,
+    pub delivery_slots_busy: usize,
+    /// Deliveries waiting for a server slot (their tenant's and destination's slots held): the
+    /// queue every tenant shares.
+    pub server_queue: QueueHealth,
+    /// Deliveries waiting behind their own tenant's or destination's limit.
+    pub tenant_queue: QueueHealth,
+    pub destination_queue: QueueHealth,
+    /// A wait longer than this means the delivery queue fills faster than it drains.
+    pub stuck_after_ms: i64,
     /// Executions of the local transport waiting for a handler thread.
     pub local_queue: usize,
+}
+
+/// Deliveries waiting in one kind of queue, and how long the first of them has waited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueHealth {
+    pub waiting: usize,
+    pub oldest_wait_ms: Option<i64>,
 }
 
 impl Health {
@@ -244,6 +262,13 @@ impl Health {
             Some(at) => (self.now - at.max(self.last_wake.unwrap_or(at))).max(0),
             None => 0,
         }
+    }
+
+    /// Whether a delivery has waited for a server slot longer than a delivery may take.
+    pub fn deliveries_stuck(&self) -> bool {
+        self.server_queue
+            .oldest_wait_ms
+            .is_some_and(|w| w > self.stuck_after_ms)
     }
 
     /// Whether due work is waiting on a loop that does not wake.
@@ -311,6 +336,12 @@ mod tests {
             next_due,
             last_fire_lag_ms: None,
             deliveries_in_flight: 0,
+            delivery_slots: 512,
+            delivery_slots_busy: 0,
+            server_queue: QueueHealth::default(),
+            tenant_queue: QueueHealth::default(),
+            destination_queue: QueueHealth::default(),
+            stuck_after_ms: 60_000,
             local_queue: 0,
         };
         // Nothing due, or due in the future: fine however long the loop sleeps.

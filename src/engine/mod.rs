@@ -6,6 +6,7 @@
 //! that handler threads *pull* from ([`Engine::claim`], blocking without the GIL), run, and report
 //! back ([`Engine::complete`]). The heap and the queue are rebuilt from the store when it opens.
 
+mod fair;
 pub mod metrics;
 mod notify;
 mod timer;
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::clock::{Clock, Millis};
 use crate::delivery::{Deliverer, Policy};
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::new_id;
 use crate::store::workers::{self, LeaseCheck};
 use crate::store::{
@@ -64,8 +66,8 @@ pub struct Config {
     pub grace_ms: i64,
     /// How long a claim is held before it counts as abandoned.
     pub lease_ms: i64,
-    /// Webhook deliveries in flight at once.
-    pub max_deliveries: usize,
+    /// How many webhook deliveries are in flight at once, and how long one may take.
+    pub delivery: DeliveryLimits,
     /// Cue ticks and retries are committed up to this long before their instant and released
     /// at the instant itself, so the store's work is not part of the fire lag. A pause or change
     /// made inside this window applies from the following tick.
@@ -77,8 +79,81 @@ impl Default for Config {
         Config {
             grace_ms: 60_000,
             lease_ms: 300_000,
-            max_deliveries: 512,
+            delivery: DeliveryLimits::default(),
             fire_ahead_ms: 25,
+        }
+    }
+}
+
+/// Limits on webhook deliveries in flight (see `fair.rs`): the server's, each tenant's and each
+/// destination's (a tenant's `host:port`), and the longest a delivery may take whatever its cue
+/// asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryLimits {
+    pub max_in_flight: usize,
+    pub per_tenant: usize,
+    pub per_destination: usize,
+    pub max_timeout_ms: i64,
+}
+
+impl DeliveryLimits {
+    /// Checks the limits: each count between 1 and [`limits::MAX_DELIVERY_SLOTS`], a tenant's
+    /// and a destination's no larger than the server's, the timeout between 1 s and an hour.
+    pub fn validate(&self) -> Result<()> {
+        let count = |name: &'static str, n: usize| {
+            if (1..=limits::MAX_DELIVERY_SLOTS).contains(&n) {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    name,
+                    format!("must be between 1 and {}", limits::MAX_DELIVERY_SLOTS),
+                ))
+            }
+        };
+        count("max_deliveries", self.max_in_flight)?;
+        count("max_deliveries_per_tenant", self.per_tenant)?;
+        count("max_deliveries_per_destination", self.per_destination)?;
+        if self.per_tenant > self.max_in_flight || self.per_destination > self.max_in_flight {
+            return Err(Error::invalid(
+                "max_deliveries_per_tenant",
+                "a tenant's and a destination's limits cannot exceed the server's max_deliveries",
+            ));
+        }
+        if !(1_000..=limits::DELIVERY_TIMEOUT_CEILING_MS).contains(&self.max_timeout_ms) {
+            return Err(Error::invalid(
+                "max_delivery_timeout",
+                format!(
+                    "must be between 1 and {} seconds",
+                    limits::DELIVERY_TIMEOUT_CEILING_MS / 1000
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn caps(&self) -> fair::Caps {
+        fair::Caps {
+            server: self.max_in_flight,
+            tenant: self.per_tenant,
+            destination: self.per_destination,
+        }
+    }
+
+    /// How long a delivery waits for a server slot before `/health` calls the queue stuck: a
+    /// minute, or the longest a delivery may take if that is shorter (a slot frees within it,
+    /// so a wait longer than it means the queue fills faster than it drains).
+    pub fn stuck_after_ms(&self) -> i64 {
+        self.max_timeout_ms.min(60_000)
+    }
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        DeliveryLimits {
+            max_in_flight: limits::MAX_DELIVERIES,
+            per_tenant: limits::MAX_DELIVERIES_PER_TENANT,
+            per_destination: limits::MAX_DELIVERIES_PER_DESTINATION,
+            max_timeout_ms: limits::MAX_DELIVERY_TIMEOUT_MS,
         }
     }
 }
@@ -118,7 +193,9 @@ struct Inner {
     /// The SSRF guard every outbound request goes through.
     policy: Arc<Policy>,
     deliverer: OnceLock<std::result::Result<Deliverer, String>>,
-    delivery_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots of deliveries in flight, and the limits they were made with (replaced whole when
+    /// the limits change; deliveries keep the slots they hold).
+    lanes: parking_lot::RwLock<(Arc<fair::Lanes>, DeliveryLimits)>,
     /// Webhook deliveries started and not yet recorded; `close` waits for them.
     deliveries: AtomicUsize,
     deliveries_done: Condvar,
@@ -155,6 +232,7 @@ impl Engine {
     /// Opens the database, recovers work a previous process left in flight and rebuilds the timer.
     /// Nothing fires until [`Engine::start`].
     pub fn open(path: impl AsRef<Path>, clock: Clock, config: Config) -> Result<Engine> {
+        config.delivery.validate()?;
         let store = Store::open(path)?;
         store.write(metrics::install_outcome_counter)?;
         let now = clock.now();
@@ -197,7 +275,8 @@ impl Engine {
                 id: silence_id(&owner, &worker),
             });
         }
-        let slots = config.max_deliveries.max(1);
+        let lanes = Arc::new(fair::Lanes::new(config.delivery.caps()));
+        let limits = config.delivery;
         let notify_wake = Arc::new(Notify::new());
         let wake = Arc::clone(&notify_wake);
         store.on_notify(move || wake.notify_one());
@@ -224,7 +303,7 @@ impl Engine {
             closing: Notify::new(),
             policy: Arc::new(Policy::new(false)),
             deliverer: OnceLock::new(),
-            delivery_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            lanes: parking_lot::RwLock::new((lanes, limits)),
             deliveries: AtomicUsize::new(0),
             deliveries_done: Condvar::new(),
             deliveries_lock: Mutex::new(()),
@@ -866,6 +945,13 @@ impl Engine {
     /// The engine's state for health checks; never waits on the store.
     pub fn health(&self) -> metrics::Health {
         let snap = self.inner.metrics.snapshot();
+        let (lanes, limits) = self.inner.lanes.read().clone();
+        let (slots_busy, slots) = lanes.server_slots();
+        let waits = lanes.waits();
+        let queue = |q: fair::QueueStats| metrics::QueueHealth {
+            waiting: q.waiting,
+            oldest_wait_ms: q.oldest.map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+        };
         let running = !self.inner.closed.load(Ordering::SeqCst)
             && self
                 .loop_task
@@ -880,8 +966,30 @@ impl Engine {
             next_due: self.inner.timers.lock().peek_at(),
             last_fire_lag_ms: snap.last_lag_ms,
             deliveries_in_flight: self.inner.deliveries.load(Ordering::SeqCst),
+            delivery_slots: slots,
+            delivery_slots_busy: slots_busy,
+            server_queue: queue(waits.server),
+            tenant_queue: queue(waits.tenant),
+            destination_queue: queue(waits.destination),
+            stuck_after_ms: limits.stuck_after_ms(),
             local_queue: self.queued(),
         }
+    }
+
+    /// Sets the limits on webhook deliveries (see [`DeliveryLimits`]). Deliveries in flight
+    /// keep their slots; new ones queue under the new limits.
+    pub fn set_delivery_limits(&self, limits: DeliveryLimits) -> Result<()> {
+        limits.validate()?;
+        let mut cur = self.inner.lanes.write();
+        if cur.1 != limits {
+            *cur = (Arc::new(fair::Lanes::new(limits.caps())), limits);
+        }
+        Ok(())
+    }
+
+    /// The limits on webhook deliveries in force.
+    pub fn delivery_limits(&self) -> DeliveryLimits {
+        self.inner.lanes.read().1
     }
 
     /// Stops handing out work: blocked and future claims return `None`.
@@ -962,9 +1070,9 @@ impl Drop for Engine {
 }
 
 /// A remote worker's claim lasts this long unless extended by an execution heartbeat.
-pub const DEFAULT_WORKER_LEASE_MS: i64 = 300_000;
+pub const DEFAULT_WORKER_LEASE_MS: i64 = limits::WORKER_LEASE_MS;
 /// A worker not heard from for this long counts as gone (its expired claims are released).
-pub const DEFAULT_WORKER_TIMEOUT_MS: i64 = 180_000;
+pub const DEFAULT_WORKER_TIMEOUT_MS: i64 = limits::WORKER_TIMEOUT_MS;
 
 /// Timer entries acted on in the first round after a wait, and at most in any round.
 const FIRST_ROUND: usize = 8;
@@ -1003,6 +1111,15 @@ fn problem_kind(message: &str) -> String {
 }
 
 impl Inner {
+    /// The delivery slots in force.
+    fn lanes(&self) -> Arc<fair::Lanes> {
+        Arc::clone(&self.lanes.read().0)
+    }
+
+    /// The longest a delivery may take now.
+    fn max_delivery_timeout_ms(&self) -> i64 {
+        self.lanes.read().1.max_timeout_ms
+    }
     /// Records a problem met on an engine thread and wakes whoever reports them.
     /// Tells the embedding program about a problem. The same kind of problem (the same words,
     /// whatever ids it names) is told at most once a minute, with how many like it were held
@@ -1152,14 +1269,15 @@ impl Inner {
         let lease = self.config.lease_ms;
         // Webhook executions fired here are claimed in the same transaction, as many as there
         // are free delivery slots: their requests go out without another trip to the writer.
-        let free = self.delivery_slots.available_permits();
+        let lanes = self.lanes();
+        let free = lanes.server_free();
         let instants = metrics::release_instants(&due);
         let batch = due.clone();
         let whole = self
             .store
             .write_async(move |c| {
                 let (ready, later) = act_on_all(c, &batch, as_of, rules)?;
-                let (ready, sends) = webhook::claim_ready(c, ready, as_of, lease, free)?;
+                let (ready, sends) = webhook::claim_ready(c, ready, as_of, lease, free, &lanes)?;
                 Ok((ready, later, sends))
             })
             .await;

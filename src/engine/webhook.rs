@@ -14,6 +14,7 @@ use crate::delivery::{Attempt, Deliverer, Request};
 use crate::error::{Error, Result};
 use crate::store::{self, Claimed, Target};
 
+use super::fair::{self, Lanes, Slot};
 use super::{Inner, Ready};
 
 /// The worker name attempts of the webhook transport are claimed under.
@@ -21,20 +22,56 @@ const SENDER: &str = "webhook";
 /// Results written in one writer operation at most.
 const RECORD_BATCH: usize = 256;
 
-/// A claimed attempt and where it goes.
-pub(super) type Send = (Claimed, Option<Target>);
+/// A claimed attempt, where it goes, and the delivery slots it holds (none when it has no
+/// callback URL and fails without a request).
+pub(super) type Send = (Claimed, Option<Target>, Option<Slot>);
+
+/// What became of an execution the webhook transport tried to claim.
+enum Claim {
+    Sent(Box<Send>),
+    /// Its tenant's, destination's or the server's slots are taken: wait for them, then claim.
+    Wait(Target),
+    /// No longer pending (sent, cancelled or deleted meanwhile).
+    Gone,
+}
+
+/// Claims one pending execution if its slots are free now, in the current writer operation.
+fn claim_if_free(
+    c: &Connection,
+    id: &str,
+    now: Millis,
+    lease: i64,
+    lanes: &Lanes,
+) -> Result<Claim> {
+    let Some(cue_id) = store::pending_cue(c, id)? else {
+        return Ok(Claim::Gone);
+    };
+    let target = store::cue_target(c, &cue_id)?;
+    let slot = match &target {
+        Some(t) => match lanes.try_take(&t.owner, &fair::destination(&t.url)) {
+            Some(slot) => Some(slot),
+            None => return Ok(target.map_or(Claim::Gone, Claim::Wait)),
+        },
+        None => None,
+    };
+    Ok(match store::claim(c, id, SENDER, now, lease, false)? {
+        Some(job) => Claim::Sent(Box::new((job, target, slot))),
+        None => Claim::Gone,
+    })
+}
 
 /// A finished attempt waiting to be recorded: (execution id, attempt, how it went, when).
 pub(super) type Finished = (String, i64, Attempt, Millis);
 
-/// Claims up to `free` of the ready webhook executions in the current writer operation; returns
-/// the executions left to dispatch and the claimed attempts.
+/// Claims up to `free` of the ready webhook executions whose slots are free, in the current
+/// writer operation; returns the executions left to dispatch and the claimed attempts.
 pub(super) fn claim_ready(
     c: &Connection,
     ready: Vec<Ready>,
     now: Millis,
     lease: i64,
     mut free: usize,
+    lanes: &Lanes,
 ) -> Result<(Vec<Ready>, Vec<Send>)> {
     let mut rest = Vec::with_capacity(ready.len());
     let mut sends = Vec::new();
@@ -43,10 +80,13 @@ pub(super) fn claim_ready(
             rest.push((id, transport));
             continue;
         }
-        if let Some(job) = store::claim(c, &id, SENDER, now, lease, false)? {
-            let target = store::cue_target(c, &job.cue_id)?;
-            sends.push((job, target));
-            free -= 1;
+        match claim_if_free(c, &id, now, lease, lanes)? {
+            Claim::Sent(job) => {
+                sends.push(*job);
+                free -= 1;
+            }
+            Claim::Wait(_) => rest.push((id, transport)),
+            Claim::Gone => {}
         }
     }
     Ok((rest, sends))
@@ -77,43 +117,73 @@ impl Inner {
         self.deliveries_done.notify_all();
     }
 
-    /// Starts delivering one pending execution: claims it, then sends it. Must run inside the
+    /// Starts delivering one pending execution: claims it at once if its slots are free, else
+    /// waits for them (in its tenant's queue, then its destination's, then the server's) and
+    /// claims it then, so its attempt starts when its request goes out. Must run inside the
     /// runtime's context.
     pub(super) fn spawn_delivery(self: &Arc<Self>, execution_id: String) {
         self.deliveries.fetch_add(1, Ordering::SeqCst);
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let Ok(_slot) = Arc::clone(&me.delivery_slots).acquire_owned().await else {
-                return me.delivery_done(1);
-            };
-            match me.claim_one(&execution_id).await {
-                Ok(Some(job)) => me.send(job).await,
-                Ok(None) => me.delivery_done(1),
+            let job = match me.claim_or_wait(&execution_id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return me.delivery_done(1),
                 Err(e) => {
                     if !me.closed.load(Ordering::SeqCst) {
                         me.problem(format!("claiming {execution_id} for delivery failed: {e}"));
                     }
-                    me.delivery_done(1);
+                    return me.delivery_done(1);
                 }
-            }
-        });
-    }
-
-    /// Sends an attempt claimed already. Must run inside the runtime's context.
-    pub(super) fn spawn_send(self: &Arc<Self>, job: Send) {
-        self.deliveries.fetch_add(1, Ordering::SeqCst);
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
-            let Ok(_slot) = Arc::clone(&me.delivery_slots).acquire_owned().await else {
-                return me.delivery_done(1);
             };
             me.send(job).await;
         });
     }
 
-    async fn claim_one(&self, execution_id: &str) -> Result<Option<Send>> {
+    /// Sends an attempt claimed already (with its slots). Must run inside the runtime's context.
+    pub(super) fn spawn_send(self: &Arc<Self>, job: Send) {
+        self.deliveries.fetch_add(1, Ordering::SeqCst);
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.send(job).await });
+    }
+
+    async fn claim_or_wait(&self, execution_id: &str) -> Result<Option<Send>> {
         if self.closed.load(Ordering::SeqCst) {
             // Left pending: the next open sends it.
+            return Ok(None);
+        }
+        let lanes = self.lanes();
+        let (id, now, lease) = (
+            execution_id.to_string(),
+            self.clock.now(),
+            self.config.lease_ms,
+        );
+        let first = {
+            let lanes = Arc::clone(&lanes);
+            self.store
+                .write_async(move |c| claim_if_free(c, &id, now, lease, &lanes))
+                .await?
+        };
+        let target = match first {
+            Claim::Sent(job) => return Ok(Some(*job)),
+            Claim::Gone => return Ok(None),
+            Claim::Wait(target) => target,
+        };
+        // Closing stops the wait: the execution stays pending and the next open sends it.
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let destination = fair::destination(&target.url);
+        let slot = tokio::select! {
+            slot = lanes.take(&target.owner, &destination) => slot,
+            _ = &mut closing => None,
+        };
+        let Some(slot) = slot else {
+            return Ok(None);
+        };
+        if self.closed.load(Ordering::SeqCst) {
             return Ok(None);
         }
         let (id, now, lease) = (
@@ -127,13 +197,17 @@ impl Inner {
                     return Ok(None);
                 };
                 let target = store::cue_target(c, &job.cue_id)?;
-                Ok(Some((job, target)))
+                Ok(Some((job, target, Some(slot))))
             })
             .await
     }
 
     /// Sends one claimed attempt and hands its result to the recorder.
-    async fn send(self: &Arc<Self>, (job, target): Send) {
+    async fn send(self: &Arc<Self>, (job, target, slot): Send) {
+        let target = target.map(|mut t| {
+            t.timeout_ms = t.timeout_ms.min(self.max_delivery_timeout_ms());
+            t
+        });
         let attempt = match (&target, self.deliverer()) {
             (None, _) => Attempt {
                 error: Some("the cue has no callback URL".into()),
@@ -145,6 +219,7 @@ impl Inner {
             },
             (Some(t), Ok(d)) => d.send(Request(&job), t, self.clock.now()).await,
         };
+        drop(slot);
         self.metrics.delivery(&attempt);
         let done = (job.execution_id, job.attempt, attempt, self.clock.now());
         if self.recorder().send(done).is_err() {

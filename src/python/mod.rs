@@ -291,6 +291,38 @@ impl NativeEngine {
         Ok((addr.ip().to_string(), addr.port()))
     }
 
+    /// Sets the limits on webhook deliveries: in flight on the server, per tenant and per
+    /// destination, and the longest one may take.
+    #[pyo3(signature = (max_in_flight, per_tenant, per_destination, max_timeout_ms))]
+    fn set_delivery_limits(
+        &self,
+        max_in_flight: usize,
+        per_tenant: usize,
+        per_destination: usize,
+        max_timeout_ms: i64,
+    ) -> PyResult<()> {
+        self.engine
+            .set_delivery_limits(crate::engine::DeliveryLimits {
+                max_in_flight,
+                per_tenant,
+                per_destination,
+                max_timeout_ms,
+            })
+            .map_err(to_pyerr)
+    }
+
+    /// The limits on webhook deliveries in force: (in flight, per tenant, per destination,
+    /// longest delivery in ms).
+    fn delivery_limits(&self) -> (usize, usize, usize, i64) {
+        let l = self.engine.delivery_limits();
+        (
+            l.max_in_flight,
+            l.per_tenant,
+            l.per_destination,
+            l.max_timeout_ms,
+        )
+    }
+
     /// Stops serving HTTP, letting requests in flight finish. Idempotent.
     fn stop_serving(&self, py: Python<'_>) {
         let server = self.server.lock().take();
@@ -788,6 +820,27 @@ fn _send_test_email(py: Python<'_>, to: &str, subject: &str, body: &str) -> PyRe
     })
 }
 
+/// `crate::limits` as a dict: each number by name, and the text limits as `cut_text` and
+/// `evidence_text` (field → characters).
+fn limits_dict(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    use pyo3::types::PyDict;
+    let d = PyDict::new(py);
+    for (k, v) in crate::limits::numbers() {
+        d.set_item(k, v)?;
+    }
+    for (name, table) in [
+        ("cut_text", &crate::limits::CUT_TEXT[..]),
+        ("evidence_text", &crate::limits::EVIDENCE_TEXT[..]),
+    ] {
+        let t = PyDict::new(py);
+        for (field, n) in table {
+            t.set_item(field, n)?;
+        }
+        d.set_item(name, t)?;
+    }
+    Ok(d)
+}
+
 #[pymodule]
 fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
@@ -804,6 +857,7 @@ fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;
     m.add_function(wrap_pyfunction!(_send_test_email, m)?)?;
     m.add("SCHEMA_VERSION", crate::store::SCHEMA_VERSION)?;
+    m.add("LIMITS", limits_dict(m.py())?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     if m.py().version_info() < (3, 10) {
         return Err(PyRuntimeError::new_err("cueapi needs Python 3.10 or later"));

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::new_id;
 
 /// Same trouble within this long is the same alert (unless a `recovered` notice closed it).
-pub const DEFAULT_REALERT_MS: i64 = 3_600_000;
+pub const DEFAULT_REALERT_MS: i64 = crate::limits::REALERT_MS;
 
 /// Alert kinds.
 pub mod kind {

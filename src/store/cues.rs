@@ -1131,6 +1131,8 @@ pub struct Target {
     pub timeout_ms: i64,
     pub scheme: String,
     pub secret: String,
+    /// The cue's owner: deliveries are queued per owner.
+    pub owner: String,
 }
 
 /// The delivery target of a cue: its callback and its owner's signing secret. (Two plain
@@ -1158,7 +1160,7 @@ pub fn target(conn: &Connection, cue_id: &str) -> Result<Option<Target>> {
     };
     let secret: Option<String> = conn
         .prepare_cached("SELECT webhook_secret FROM users WHERE id = ?1")?
-        .query_row([owner], |r| r.get(0))
+        .query_row([&owner], |r| r.get(0))
         .optional()?;
     Ok(Some(Target {
         url,
@@ -1167,5 +1169,6 @@ pub fn target(conn: &Connection, cue_id: &str) -> Result<Option<Target>> {
         timeout_ms: timeout * 1000,
         scheme,
         secret: secret.unwrap_or_default(),
+        owner,
     }))
 }

@@ -337,6 +337,14 @@ pub fn fire_due(
     }))
 }
 
+/// The cue of an execution still pending (`None` once it is claimed, finished or gone).
+pub fn pending_cue(conn: &Connection, execution_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT cue_id FROM executions WHERE id = ?1 AND status = 'pending'")?
+        .query_row([execution_id], |r| r.get(0))
+        .optional()?)
+}
+
 /// Claims a pending execution for `worker`: its attempt starts now.
 pub fn claim(
     conn: &Connection,
@@ -454,16 +462,21 @@ fn running(
 
 /// Validates an outcome report without touching the store.
 pub fn check_outcome(o: &ReportedOutcome) -> Result<()> {
-    let limits: [(&'static str, &Option<String>, usize); 7] = [
-        ("result", &o.result, 2_000),
-        ("error", &o.error, 2_000),
-        ("external_id", &o.external_id, 500),
-        ("result_url", &o.result_url, 2_083),
-        ("result_ref", &o.result_ref, 500),
-        ("result_type", &o.result_type, 100),
-        ("summary", &o.summary, 500),
+    let texts = [
+        ("result", &o.result),
+        ("error", &o.error),
+        ("summary", &o.summary),
+        ("external_id", &o.external_id),
+        ("result_url", &o.result_url),
+        ("result_ref", &o.result_ref),
+        ("result_type", &o.result_type),
     ];
-    for (field, value, max) in limits {
+    for (field, value) in texts {
+        let max = crate::limits::CUT_TEXT
+            .iter()
+            .chain(crate::limits::EVIDENCE_TEXT.iter())
+            .find(|(f, _)| *f == field)
+            .map_or(usize::MAX, |(_, n)| *n);
         if value.as_ref().is_some_and(|v| v.chars().count() > max) {
             return Err(Error::invalid(
                 field,
@@ -475,8 +488,14 @@ pub fn check_outcome(o: &ReportedOutcome) -> Result<()> {
         if !m.is_object() {
             return Err(Error::invalid("metadata", "must be a JSON object"));
         }
-        if serde_json::to_string(m)?.len() > 64 * 1024 {
-            return Err(Error::invalid("metadata", "is larger than 64 KiB"));
+        if crate::signing::canonical_json(m).len() > crate::limits::METADATA_BYTES {
+            return Err(Error::invalid(
+                "metadata",
+                format!(
+                    "is larger than {} bytes (as JSON)",
+                    crate::limits::METADATA_BYTES
+                ),
+            ));
         }
     }
     if o.artifacts.as_ref().is_some_and(|a| !a.is_array()) {

@@ -35,9 +35,9 @@ pub use cues::{
 pub use executions::{
     append_evidence, check_outcome, claim, complete, conflict, count as count_executions,
     deadline_due, delivered, fire_at, fire_due, fire_now, get as get_execution,
-    list as list_executions, pause, recover, replay, report as report_outcome, resume, retry_due,
-    stats as cue_stats, verification_pending, verify, Chained, Claimed, Evidence, ExecutionFilter,
-    Finished, FireKey, FireResult, Fired, Recovered, ReportedOutcome,
+    list as list_executions, pause, pending_cue, recover, replay, report as report_outcome, resume,
+    retry_due, stats as cue_stats, verification_pending, verify, Chained, Claimed, Evidence,
+    ExecutionFilter, Finished, FireKey, FireResult, Fired, Recovered, ReportedOutcome,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, TypedDict, cast
 from urllib.parse import urlsplit
 
+from .._limits import CUT_TEXT, EVIDENCE_TEXT, INLINE_OUTCOME_BYTES, METADATA_BYTES
 from ..exceptions import ValidationError
 
 if sys.version_info >= (3, 11):
@@ -26,13 +27,13 @@ Scheme = Literal["v1", "standard", "sha256"]
 
 # Free text the server cuts rather than refuses (as POST /v1/executions/{id}/outcome does): an
 # outcome is evidence of work done, and losing it over the length of a message helps nobody.
-_CUT = {"result": 2_000, "error": 2_000, "summary": 500}
+_CUT = CUT_TEXT
 # Text the server refuses beyond these lengths (in characters). An inline outcome that breaks a
 # limit would be dropped without a word, so `outcome()` refuses it here, where it can be seen.
-_LIMITS = {"external_id": 500, "result_url": 2_083, "result_ref": 500, "result_type": 100}
-# The server reads the first 64 KiB of a delivery's answer: a longer inline outcome is cut short,
+_LIMITS = EVIDENCE_TEXT
+# The server reads the first part of a delivery's answer: a longer inline outcome is cut short,
 # is no longer JSON, and is not recorded.
-MAX_INLINE_BYTES = 64 * 1024
+MAX_INLINE_BYTES = INLINE_OUTCOME_BYTES
 
 
 class OutcomeFields(TypedDict, total=False):
@@ -190,6 +191,10 @@ class Delivery:
             size = len(json.dumps(body, separators=(",", ":"), allow_nan=False))
         except (TypeError, ValueError) as e:
             raise ValidationError(f"the outcome is not JSON: {e}") from e
+        if "metadata" in body:
+            meta = len(json.dumps(body["metadata"], separators=(",", ":"), ensure_ascii=False).encode())
+            if meta > METADATA_BYTES:
+                raise _invalid("metadata", f"is {meta} bytes as JSON; the limit is {METADATA_BYTES}")
         if size > MAX_INLINE_BYTES:
             raise ValidationError(
                 f"the outcome is {size} bytes as JSON and the server reads the first "
