@@ -338,6 +338,30 @@ mod tests {
     }
 
     #[test]
+    fn real_time_is_a_starred_or_whole_range_minute_or_hour() {
+        for expr in [
+            "*/15 * * * *",
+            "0 * * * *",
+            "0-59/15 1 * * *",
+            "0/15 1 * * *",
+            "0 0-23 * * *",
+            "0 */2 * * *",
+        ] {
+            assert!(Cron::parse(expr).unwrap().follows_real_time(), "{expr}");
+        }
+        for expr in [
+            "30 1 * * *",
+            "0,30 1 * * *",
+            "5-59/15 1 * * *",
+            "0 1-3 * * *",
+            "@daily",
+            "0 9 * * *",
+        ] {
+            assert!(!Cron::parse(expr).unwrap().follows_real_time(), "{expr}");
+        }
+    }
+
+    #[test]
     fn the_search_stops_at_the_horizon() {
         let cron = Cron::parse("0 0 1 1 * 0 2075").unwrap();
         assert!(cron.next_wall(at("2025-08-14 00:00:00")).is_some());

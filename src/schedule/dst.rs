@@ -1,11 +1,17 @@
 //! Wall-clock time in a zone and the daylight-saving rule (Vixie cron's).
 //!
-//! Cron fields are matched against the wall clock of the cue's zone, then mapped to UTC:
-//! - a wall time that does not exist (spring forward) fires at the first instant after the gap;
-//!   several such times collapse into that one firing;
-//! - a wall time that happens twice (fall back) fires once, at its first occurrence.
+//! A cron schedule names wall times; a zone maps each wall time to none (inside a spring-forward
+//! gap), one, or two instants (inside a fall-back fold). Which instants fire depends on what the
+//! schedule says:
+//! - a schedule that names **fixed wall times** (minute and hour fields both plain values, lists or
+//!   partial ranges: `30 2 * * *`, `0,30 1-3 * * *`) fires once for each: at the first occurrence
+//!   of a repeated time, and at the end of the gap for a time that is skipped (several skipped
+//!   times collapse into that one firing);
+//! - a schedule whose minute or hour field is a **wildcard** (`*`, `*/15`, or a step over the whole
+//!   field such as `0-59/15`) follows real time: it fires in both occurrences of a repeated hour,
+//!   and wall times inside a gap simply do not occur.
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::cron::Cron;
@@ -13,6 +19,8 @@ use crate::clock::Millis;
 
 const SECOND: i64 = 1_000;
 const HOUR: i64 = 3_600 * SECOND;
+/// Longer than any fold (Antarctica/Troll's two hours are the longest in use).
+const FOLD_WINDOW: i64 = 4 * HOUR;
 
 /// The UTC offset of `tz` at `instant`, in milliseconds.
 pub(super) fn offset_ms(tz: Tz, instant: Millis) -> i64 {
@@ -79,14 +87,58 @@ fn gap_end(tz: Tz, wall: NaiveDateTime) -> Millis {
     hi - hi.rem_euclid(SECOND)
 }
 
-/// The first fire time of `cron` in `tz` strictly after `after`, by the rule of this module.
-pub(super) fn next_fire(cron: &Cron, tz: Tz, after: Millis) -> Option<Millis> {
-    let mut wall = to_wall(tz, after);
-    loop {
-        wall = cron.next_wall(wall)?;
-        let t = wall_to_utc(tz, wall);
-        if t > after {
-            return Some(t);
+/// The first instant after `from` (up to `to`) at which the offset of `tz` falls, if it does:
+/// the start of a fold.
+fn fold_start(tz: Tz, from: Millis, to: Millis) -> Option<Millis> {
+    let before = offset_ms(tz, from);
+    if offset_ms(tz, to) >= before {
+        return None;
+    }
+    let (mut lo, mut hi) = (from, to);
+    while hi - lo > SECOND {
+        let mid = lo + (hi - lo) / 2;
+        if offset_ms(tz, mid) == before {
+            lo = mid;
+        } else {
+            hi = mid;
         }
     }
+    Some(hi - hi.rem_euclid(SECOND))
+}
+
+/// The first fire time of `cron` in `tz` strictly after `after`, by the rule of this module.
+pub(super) fn next_fire(cron: &Cron, tz: Tz, after: Millis) -> Option<Millis> {
+    let real_time = cron.follows_real_time();
+    let mut wall = to_wall(tz, after);
+    let ahead = loop {
+        wall = cron.next_wall(wall)?;
+        match instants(tz, wall) {
+            (Some(first), _) if first > after => break first,
+            (Some(_), Some(second)) if real_time && second > after => break second,
+            (None, _) if !real_time => {
+                let end = gap_end(tz, wall);
+                if end > after {
+                    break end;
+                }
+            }
+            _ => {}
+        }
+    };
+    if !real_time {
+        return Some(ahead);
+    }
+    // A schedule that follows real time also fires in the second occurrence of a fold that
+    // starts before `ahead`: its wall times come back, and may match again.
+    let Some(start) = fold_start(tz, after, ahead.min(after + FOLD_WINDOW)) else {
+        return Some(ahead);
+    };
+    let fold_wall = to_wall(tz, start);
+    let back = cron.next_wall(fold_wall - TimeDelta::milliseconds(1));
+    let again = back
+        .and_then(|w| match instants(tz, w) {
+            (Some(_), Some(second)) if second > after => Some(second),
+            _ => None,
+        })
+        .filter(|t| *t < ahead);
+    Some(again.unwrap_or(ahead))
 }

@@ -7,7 +7,7 @@
 //! day-of-month OR day-of-week when both are restricted. The rooms:
 //! - [`grammar`] — croniter's grammar and the caps on an expression;
 //! - [`cron`] — a parsed expression and the walk over wall-clock time to its next match;
-//! - [`dst`] — wall time in a zone and the daylight-saving rule;
+//! - [`dst`] — wall time in a zone and the daylight-saving rule (Vixie cron's);
 //! - [`describe`] — a schedule in words.
 //!
 //! # Deliberate deviations from croniter
@@ -22,6 +22,7 @@
 //! - an expression longer than [`MAX_EXPRESSION_LEN`] bytes, or with more than [`MAX_LIST_ITEMS`]
 //!   list items in a field, is refused;
 //! - whitespace around a macro is ignored (croniter refuses `" @daily"`);
+//! - the daylight-saving rule of [`dst`].
 
 mod cron;
 mod describe;
@@ -439,6 +440,27 @@ mod tests {
         assert_eq!(
             s.next_after(utc("2025-08-14T13:18:00Z")),
             Some(utc("2025-08-15T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn every_15_minutes_follows_real_time_through_fall_back() {
+        // 2026-11-01 in New York: 01:00-01:59 happens at 05:00Z (EDT) and again at 06:00Z (EST).
+        let s = Schedule::cron("*/15 * * * *", "America/New_York", 0).unwrap();
+        let fires = s.preview(utc("2026-11-01T04:50:00Z"), 10);
+        let expected: Vec<Millis> = (0..10)
+            .map(|i| utc("2026-11-01T05:00:00Z") + i * 15 * 60 * SECOND)
+            .collect();
+        assert_eq!(fires, expected);
+        // Spring forward: 02:00-02:59 does not exist, so nothing fires in it.
+        let fires = s.preview(utc("2026-03-08T06:40:00Z"), 3);
+        assert_eq!(
+            fires,
+            [
+                utc("2026-03-08T06:45:00Z"),
+                utc("2026-03-08T07:00:00Z"),
+                utc("2026-03-08T07:15:00Z")
+            ]
         );
     }
 
