@@ -106,22 +106,34 @@ fn fold_start(tz: Tz, from: Millis, to: Millis) -> Option<Millis> {
     Some(hi - hi.rem_euclid(SECOND))
 }
 
-/// The first fire time of `cron` in `tz` strictly after `after`, by the rule of this module.
+/// The first fire time of `cron` in `tz` strictly after `after`, by the rule of this module. The
+/// walk takes a few steps per gap or fold, however fine the schedule (a match every second).
 pub(super) fn next_fire(cron: &Cron, tz: Tz, after: Millis) -> Option<Millis> {
     let real_time = cron.follows_real_time();
     let mut wall = to_wall(tz, after);
+    let just_before = |t: NaiveDateTime| t - TimeDelta::milliseconds(1);
     let ahead = loop {
         wall = cron.next_wall(wall)?;
         match instants(tz, wall) {
             (Some(first), _) if first > after => break first,
             (Some(_), Some(second)) if real_time && second > after => break second,
+            (Some(first), Some(second)) => {
+                // A repeated time whose first occurrence has passed (`after` is in the second):
+                // so has every later time of the fold, so the walk resumes at its end.
+                if let Some(start) = fold_start(tz, first, second) {
+                    let end = to_wall(tz, start) + TimeDelta::milliseconds(second - first);
+                    wall = wall.max(just_before(end));
+                }
+            }
             (None, _) if !real_time => {
                 let end = gap_end(tz, wall);
                 if end > after {
                     break end;
                 }
             }
-            _ => {}
+            // A real-time schedule skips the wall times of a gap: the walk resumes at its end.
+            (None, _) => wall = wall.max(just_before(to_wall(tz, gap_end(tz, wall)))),
+            (Some(_), None) => {}
         }
     };
     if !real_time {
@@ -132,8 +144,7 @@ pub(super) fn next_fire(cron: &Cron, tz: Tz, after: Millis) -> Option<Millis> {
     let Some(start) = fold_start(tz, after, ahead.min(after + FOLD_WINDOW)) else {
         return Some(ahead);
     };
-    let fold_wall = to_wall(tz, start);
-    let back = cron.next_wall(fold_wall - TimeDelta::milliseconds(1));
+    let back = cron.next_wall(just_before(to_wall(tz, start)));
     let again = back
         .and_then(|w| match instants(tz, w) {
             (Some(_), Some(second)) if second > after => Some(second),
@@ -141,4 +152,38 @@ pub(super) fn next_fire(cron: &Cron, tz: Tz, after: Millis) -> Option<Millis> {
         })
         .filter(|t| *t < ahead);
     Some(again.unwrap_or(ahead))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    fn utc(s: &str) -> Millis {
+        DateTime::parse_from_rfc3339(s).map_or(i64::MIN, |d| d.timestamp_millis())
+    }
+
+    #[test]
+    fn a_fold_or_gap_of_second_matches_is_crossed_at_once() {
+        // Every second of 01:xx, named as fixed times, from inside New York's second 01:00-01:59.
+        let explicit: Vec<String> = (0..60).map(|m| m.to_string()).collect();
+        let fixed = Cron::parse(&format!("{} 1 * * * *", explicit.join(","))).unwrap();
+        let tz: Tz = "America/New_York".parse().unwrap();
+        assert!(!fixed.follows_real_time());
+        assert_eq!(
+            next_fire(&fixed, tz, utc("2026-11-01T06:00:01Z")),
+            Some(utc("2026-11-02T06:00:00Z"))
+        );
+        // Every second, following real time, across Troll's two-hour gap (01:00 UTC: +00 -> +02).
+        let every = Cron::parse("* * * * * *").unwrap();
+        let troll: Tz = "Antarctica/Troll".parse().unwrap();
+        assert_eq!(
+            next_fire(&every, troll, utc("2026-03-29T00:59:59Z")),
+            Some(utc("2026-03-29T01:00:00Z"))
+        );
+        assert_eq!(
+            next_fire(&every, troll, utc("2026-03-29T00:59:58.5Z")),
+            Some(utc("2026-03-29T00:59:59Z"))
+        );
+    }
 }
