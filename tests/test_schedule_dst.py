@@ -11,6 +11,9 @@ engine on a manual clock.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -400,3 +403,13 @@ def test_the_engine_fires_by_the_rule(
         for name, want in expected.items():
             assert ticks(app, name) == want, name
         assert all(e.status != "missed" for e in app.executions(limit=1000))
+
+
+def test_the_readme_example_prints_what_it_says() -> None:
+    """README "Schedules": the daylight-saving example runs and prints its comments."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "quarterly = " in b]
+    out = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    promised = [line.removeprefix("# ") for line in example.splitlines() if line.startswith("# [")]
+    assert out.stdout.splitlines() == promised
