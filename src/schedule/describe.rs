@@ -19,16 +19,15 @@ fn field(bits: u64, lo: u32, size: u32) -> String {
 
 /// Like [`field`], but never `*` (a day field that selects every day beside a restricted one).
 fn restricted(values: &[u32], lo: u32, size: u32) -> String {
-    if let [first, second, ..] = values[..] {
+    if let [first, second, .., last] = values[..] {
         let step = second - first;
-        let regular = values.windows(2).all(|w| w[1] - w[0] == step);
-        if regular
-            && step > 1
-            && first == 0
-            && values.len() > 2
-            && values[values.len() - 1] + step >= size
-        {
-            return format!("*/{step}");
+        if step > 1 && values.windows(2).all(|w| w[1] - w[0] == step) {
+            // `*/n` counts from the field's first value; croner's years start long before 1970.
+            return if first == 0 && last + step >= size && lo != FIRST_YEAR {
+                format!("*/{step}")
+            } else {
+                format!("{}-{}/{step}", first + lo, last + lo)
+            };
         }
     }
     let mut items = Vec::new();
@@ -134,6 +133,8 @@ mod tests {
         assert_eq!(text("0 0 * * L5,1#2"), "0 0 0 * * 1#2,5L");
         assert_eq!(text("0 0 W15 * *"), "0 0 0 15W * *");
         assert_eq!(text("0 0 1 1 * 0 2030"), "0 0 0 1 1 * 2030");
+        assert_eq!(text("0 0 1 1 * 0 */4"), "0 0 0 1 1 * 1970-2098/4");
+        assert_eq!(text("5/15 * * * *"), "0 5-50/15 * * * *");
         assert_eq!(text("0 0 * * FRI-MON"), "0 0 0 * * 0,1,5,6");
         let words = describe(&Cron::parse("*/15 9-17 * * MON-FRI").unwrap()).unwrap();
         assert!(
