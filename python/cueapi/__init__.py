@@ -60,13 +60,15 @@ from .models import (
     WorkerList,
 )
 from .payload import CuePayload
-from .schedule import ManualClock, Schedule
+from .schedule import MAX_CRON_LENGTH, MAX_CRON_LIST_ITEMS, ManualClock, Schedule
 from .webhooks import verify_webhook
 
 # The embedded App's earlier name for the outcome record.
 ExecutionOutcome = OutcomeDetail
 
 __all__ = [
+    "MAX_CRON_LENGTH",
+    "MAX_CRON_LIST_ITEMS",
     "SCHEMA_VERSION",
     "Agent",
     "AgentList",

@@ -1,5 +1,5 @@
 from collections.abc import Mapping
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 __all__ = [
     "LIMITS",
@@ -127,6 +127,10 @@ class NativeEngine:
 
 @final
 class Schedule:
+    MAX_CRON_LENGTH: ClassVar[int]
+    MAX_CRON_LIST_ITEMS: ClassVar[int]
+    FIRST_INSTANT_MS: ClassVar[int]
+    LAST_INSTANT_MS: ClassVar[int]
     def __new__(
         cls,
         cron: str | None = None,

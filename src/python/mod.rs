@@ -567,7 +567,8 @@ impl NativeEngine {
     }
 }
 
-/// A validated schedule, for inspection: next fire times and a description.
+/// A validated schedule, for inspection: next fire times and a description. Parsing and the
+/// walks over time run detached from the interpreter.
 #[pyclass(name = "Schedule", module = "cueapi._cueapi", frozen)]
 struct PySchedule {
     schedule: Schedule,
@@ -575,9 +576,23 @@ struct PySchedule {
 
 #[pymethods]
 impl PySchedule {
+    /// The longest cron expression accepted, in bytes.
+    #[classattr]
+    const MAX_CRON_LENGTH: usize = schedule::MAX_EXPRESSION_LEN;
+    /// The most list items one cron field may have.
+    #[classattr]
+    const MAX_CRON_LIST_ITEMS: usize = schedule::MAX_LIST_ITEMS;
+    /// The earliest instant a schedule deals in (UTC milliseconds).
+    #[classattr]
+    const FIRST_INSTANT_MS: Millis = schedule::FIRST_INSTANT;
+    /// The latest instant a schedule deals in (UTC milliseconds).
+    #[classattr]
+    const LAST_INSTANT_MS: Millis = schedule::LAST_INSTANT;
+
     #[new]
     #[pyo3(signature = (cron=None, *, every=None, at=None, timezone="UTC", now_ms=None))]
     fn new(
+        py: Python<'_>,
         cron: Option<&str>,
         every: Option<&str>,
         at: Option<&str>,
@@ -585,38 +600,45 @@ impl PySchedule {
         now_ms: Option<Millis>,
     ) -> PyResult<Self> {
         let now = now_ms.unwrap_or_else(system_now);
-        let schedule = match (cron, every, at) {
-            (Some(c), None, None) => Schedule::cron(c, timezone, now),
-            (None, Some(e), None) => {
-                schedule::parse_every(e).and_then(|ms| Schedule::every(ms, timezone))
-            }
-            (None, None, Some(a)) => schedule::parse_timezone(timezone)
-                .and_then(|tz| schedule::parse_instant(a, tz))
-                .and_then(|ms| Schedule::once(ms, timezone, now)),
-            _ => Err(Error::InvalidSchedule(
-                "give exactly one of a cron expression, `every` or `at`".into(),
-            )),
-        }
-        .map_err(to_pyerr)?;
+        let schedule = py
+            .detach(|| match (cron, every, at) {
+                (Some(c), None, None) => Schedule::cron(c, timezone, now),
+                (None, Some(e), None) => {
+                    schedule::parse_every(e).and_then(|ms| Schedule::every(ms, timezone))
+                }
+                (None, None, Some(a)) => schedule::parse_timezone(timezone)
+                    .and_then(|tz| schedule::parse_instant(a, tz))
+                    .and_then(|ms| Schedule::once(ms, timezone, now)),
+                _ => Err(Error::InvalidSchedule(
+                    "give exactly one of a cron expression, `every` or `at`".into(),
+                )),
+            })
+            .map_err(to_pyerr)?;
         Ok(PySchedule { schedule })
     }
 
     /// The first fire time strictly after `after_ms`, in UTC milliseconds.
-    fn next_after(&self, after_ms: Millis) -> Option<Millis> {
-        self.schedule.next_after(after_ms)
+    fn next_after(&self, py: Python<'_>, after_ms: Millis) -> Option<Millis> {
+        py.detach(|| self.schedule.next_after(after_ms))
     }
 
     /// The next `n` fire times after `after_ms` as (UTC milliseconds, ISO-8601 in the zone).
-    fn preview(&self, n: usize, after_ms: Millis) -> PyResult<Vec<(Millis, String)>> {
+    fn preview(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        after_ms: Millis,
+    ) -> PyResult<Vec<(Millis, String)>> {
         if n > 10_000 {
             return Err(to_pyerr(Error::invalid("n", "must be at most 10000")));
         }
-        Ok(self
-            .schedule
-            .preview(after_ms, n)
-            .into_iter()
-            .map(|t| (t, schedule::format_instant(t, self.schedule.tz)))
-            .collect())
+        Ok(py.detach(|| {
+            self.schedule
+                .preview(after_ms, n)
+                .into_iter()
+                .map(|t| (t, schedule::format_instant(t, self.schedule.tz)))
+                .collect()
+        }))
     }
 
     fn describe(&self) -> String {

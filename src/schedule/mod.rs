@@ -1,33 +1,57 @@
 //! Schedules: cron expressions with time zones, one-shot instants and fixed intervals.
 //!
-//! This is the only module that knows the cron library. Cron expressions follow croniter (and so
-//! the CueAPI server): five fields `minute hour day-of-month month day-of-week`, an optional sixth
-//! field for **seconds** and an optional seventh for the **year** (both trailing, as croniter reads
-//! them), Sunday as 0 or 7, names (`MON`, `JAN`), `@hourly`-style macros, `L`, `W` and `#`, and
-//! day-of-month OR day-of-week when both are restricted.
+//! This is the only module that knows cron. Cron expressions follow croniter (and so the CueAPI
+//! server): five fields `minute hour day-of-month month day-of-week`, an optional sixth field for
+//! **seconds** and an optional seventh for the **year** (both trailing, as croniter reads them),
+//! Sunday as 0 or 7, names (`MON`, `JAN`), `@hourly`-style macros, `L`, `W` and `#`, and
+//! day-of-month OR day-of-week when both are restricted. The rooms:
+//! - [`grammar`] — croniter's grammar and the caps on an expression;
+//! - [`cron`] — a parsed expression and the walk over wall-clock time to its next match;
+//! - [`dst`] — wall time in a zone and the daylight-saving rule (Vixie cron's);
+//! - [`describe`] — a schedule in words.
 //!
-//! # Daylight saving time
+//! # Deliberate deviations from croniter
 //!
-//! Cron fields are matched against the wall clock of the cue's time zone, then mapped to UTC:
-//! - a wall time that does not exist (spring forward) fires at the first instant after the gap;
-//!   several such times collapse into that one firing;
-//! - a wall time that happens twice (fall back) fires once, at its first occurrence.
+//! Each is in the README ("Schedules") with its reason:
+//! - a range whose two ends are the same value (`5-5`, `MON-MON`) is that one value (croniter reads
+//!   the whole field: every minute);
+//! - `R` (random values) is refused (croniter draws a new value every time it reads the schedule);
+//! - when both day fields are restricted, `W`, `#` and `L` (day-of-week) are refused, and so is `#`
+//!   or `L` beside plain weekdays or `*` in one field (croniter reads such a schedule by one field
+//!   alone, silently dropping the other);
+//! - an expression longer than [`MAX_EXPRESSION_LEN`] bytes, or with more than [`MAX_LIST_ITEMS`]
+//!   list items in a field, is refused;
+//! - whitespace around a macro is ignored (croniter refuses `" @daily"`);
+//! - the daylight-saving rule of [`dst`].
+
+mod cron;
+mod describe;
+mod dst;
+mod grammar;
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime};
 use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds, Year};
-use croner::Cron;
 use parking_lot::Mutex;
 
+pub use self::cron::Cron;
+pub use self::dst::wall_to_utc;
+pub use self::grammar::{MAX_EXPRESSION_LEN, MAX_LIST_ITEMS};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
 
 const SECOND: i64 = 1_000;
 const HOUR: i64 = 3_600 * SECOND;
+
+/// The earliest instant a schedule deals in: 0001-01-02T00:00:00Z (a day after the first instant
+/// Python's `datetime` can show, so that it shows in every zone).
+pub const FIRST_INSTANT: Millis = -62_135_510_400_000;
+/// The latest: 9999-12-30T00:00:00Z. A one-shot time past it is refused, and no fire time is
+/// given after it.
+pub const LAST_INSTANT: Millis = 253_402_128_000_000;
 
 /// What kind of schedule a cue has, with its parsed form.
 #[derive(Clone, Debug)]
@@ -51,161 +75,22 @@ pub struct Schedule {
 
 /// Parses an IANA time zone name (case-insensitive).
 pub fn parse_timezone(name: &str) -> Result<Tz> {
+    let shown: String = name.chars().take(80).collect();
     Tz::from_str(name)
         .or_else(|_| Tz::from_str_insensitive(name))
-        .map_err(|_| Error::InvalidSchedule(format!("unknown time zone {name:?} (expected an IANA name such as \"Europe/Paris\" or \"UTC\")")))
-}
-
-/// Rewrites a croniter-style expression into croner's layout (seconds first, year last).
-fn croner_layout(expr: &str) -> Result<String> {
-    let trimmed = expr.trim();
-    if trimmed.is_empty() {
-        return Err(Error::InvalidSchedule("empty cron expression".into()));
-    }
-    if let Some(name) = trimmed.strip_prefix('@') {
-        let base = match name.to_ascii_lowercase().as_str() {
-            "yearly" | "annually" => "0 0 1 1 *",
-            "monthly" => "0 0 1 * *",
-            "weekly" => "0 0 * * 0",
-            "daily" | "midnight" => "0 0 * * *",
-            "hourly" => "0 * * * *",
-            _ => {
-                return Err(Error::InvalidSchedule(format!(
-                    "unknown cron macro {trimmed:?} (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)"
-                )))
-            }
-        };
-        return Ok(format!("0 {base}"));
-    }
-    let mut f: Vec<&str> = trimmed.split_whitespace().collect();
-    // croniter reads a day field that lists every day as `*` when the other day field is written
-    // with a `*` (`*/15`), so that the other field alone decides; otherwise both count (OR).
-    if f.len() >= 5 {
-        let (dom, dow) = (f[2], f[4]);
-        if dow.contains('*') && covers_all(dom, 1, 31, &[]) {
-            f[2] = "*";
-        }
-        if dom.contains('*') && covers_all(dow, 0, 7, &DAY_NAMES) {
-            f[4] = "*";
-        }
-    }
-    match f.len() {
-        5 => Ok(format!("0 {}", f.join(" "))),
-        6 => Ok(format!("{} {}", f[5], f[..5].join(" "))),
-        7 => Ok(format!("{} {} {}", f[5], f[..5].join(" "), f[6])),
-        n => Err(Error::InvalidSchedule(format!(
-            "cron expression {trimmed:?} has {n} fields; expected 5 (minute hour day-of-month month day-of-week), optionally followed by seconds and year"
-        ))),
-    }
-}
-
-const DAY_NAMES: [(&str, u32); 7] = [
-    ("SUN", 0),
-    ("MON", 1),
-    ("TUE", 2),
-    ("WED", 3),
-    ("THU", 4),
-    ("FRI", 5),
-    ("SAT", 6),
-];
-
-/// Whether a plain cron field (numbers, names, `*`, ranges, steps, lists) selects every value of
-/// `lo..=hi` (for day-of-week, where `hi` is 7, 7 is Sunday again). Fields with `L`, `W`, `#` or
-/// `?` never do.
-fn covers_all(field: &str, lo: u32, hi: u32, names: &[(&str, u32)]) -> bool {
-    let value = |t: &str| -> Option<u32> {
-        t.parse().ok().or_else(|| {
-            names
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(t))
-                .map(|(_, v)| *v)
-        })
-    };
-    let top = if hi == 7 { 6 } else { hi };
-    let mut seen = vec![false; top as usize + 1];
-    for item in field.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => match s.parse::<usize>() {
-                Ok(n) if n > 0 => (r, Some(n)),
-                _ => return false,
-            },
-            None => (item, None),
-        };
-        let bounds = if range == "*" {
-            Some((lo, hi))
-        } else if let Some((x, y)) = range.split_once('-') {
-            value(x).zip(value(y))
-        } else {
-            // `5/10` runs from 5 to the top; a lone `5` is just 5.
-            value(range).map(|v| (v, if step.is_some() { hi } else { v }))
-        };
-        let Some((a, b)) = bounds.filter(|(a, b)| lo <= *a && a <= b && *b <= hi) else {
-            return false;
-        };
-        for v in (a..=b).step_by(step.unwrap_or(1)) {
-            let slot = if hi == 7 { v % 7 } else { v };
-            seen[slot as usize] = true;
-        }
-    }
-    seen[lo as usize..].iter().all(|s| *s)
-}
-
-const FIELD_NAMES: [&str; 7] = [
-    "minute",
-    "hour",
-    "day-of-month",
-    "month",
-    "day-of-week",
-    "second",
-    "year",
-];
-
-fn croner_parser() -> CronParser {
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .year(Year::Optional)
-        .sloppy_ranges(true)
-        .build()
-}
-
-fn parse_cron(expr: &str) -> Result<Cron> {
-    let layout = croner_layout(expr)?;
-    croner_parser().parse(&layout).map_err(|e| {
-        let field = bad_field(expr)
-            .map(|f| format!(" (in the {f} field)"))
-            .unwrap_or_default();
-        Error::InvalidSchedule(format!(
-            "invalid cron expression {:?}{field}: {e}",
-            expr.trim()
-        ))
-    })
-}
-
-/// Names the first field that fails on its own, every other field being `*`.
-fn bad_field(expr: &str) -> Option<&'static str> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    (0..fields.len()).find_map(|i| {
-        let probe: Vec<&str> = (0..fields.len())
-            .map(|j| if i == j { fields[j] } else { "*" })
-            .collect();
-        let layout = croner_layout(&probe.join(" ")).ok()?;
-        croner_parser()
-            .parse(&layout)
-            .is_err()
-            .then(|| FIELD_NAMES.get(i).copied())
-            .flatten()
-    })
+        .map_err(|_| Error::InvalidSchedule(format!("unknown time zone {shown:?} (expected an IANA name such as \"Europe/Paris\" or \"UTC\")")))
 }
 
 /// Parses an interval such as `30s`, `5m`, `1h`, `1d` or `1h30m`. The minimum is one second.
 pub fn parse_every(text: &str) -> Result<i64> {
+    let shown: String = text.chars().take(80).collect();
     let bad = || {
         Error::InvalidSchedule(format!(
-            "invalid interval {text:?}: expected a number and a unit (s, m, h, d), e.g. \"30s\", \"5m\", \"1h30m\""
+            "invalid interval {shown:?}: expected a number and a unit (s, m, h, d), e.g. \"30s\", \"5m\", \"1h30m\""
         ))
     };
     let t = text.trim().to_ascii_lowercase();
-    if t.is_empty() {
+    if t.is_empty() || t.len() > 64 {
         return Err(bad());
     }
     let mut total: i64 = 0;
@@ -234,23 +119,44 @@ pub fn parse_every(text: &str) -> Result<i64> {
     }
     if total < SECOND {
         return Err(Error::InvalidSchedule(format!(
-            "interval {text:?} is shorter than one second"
+            "interval {shown:?} is shorter than one second"
         )));
     }
     if total > 366 * 24 * HOUR {
         return Err(Error::InvalidSchedule(format!(
-            "interval {text:?} is longer than a year"
+            "interval {shown:?} is longer than a year"
         )));
     }
     Ok(total)
 }
 
-/// Parses an ISO-8601 instant. A value without an offset is read as wall time in `tz`
-/// (with the DST policy of this module).
+/// Parses an ISO-8601 instant. A value without an offset is read as wall time in `tz` (a skipped
+/// time moves to the end of the gap, a repeated one takes its first occurrence). Instants outside
+/// [`FIRST_INSTANT`]..=[`LAST_INSTANT`] are refused.
 pub fn parse_instant(text: &str, tz: Tz) -> Result<Millis> {
     let t = text.trim();
+    let shown: String = t.chars().take(80).collect();
+    let parsed = parse_any_instant(t, tz).ok_or_else(|| {
+        Error::InvalidSchedule(format!(
+            "invalid time {shown:?}: expected ISO-8601 such as \"2026-12-01T09:30:00\" or \"2026-12-01T09:30:00+01:00\""
+        ))
+    })?;
+    if !(FIRST_INSTANT..=LAST_INSTANT).contains(&parsed) {
+        return Err(Error::InvalidSchedule(format!(
+            "time {shown:?} is out of range: times from {} to {} are accepted",
+            format_utc(FIRST_INSTANT),
+            format_utc(LAST_INSTANT)
+        )));
+    }
+    Ok(parsed)
+}
+
+fn parse_any_instant(t: &str, tz: Tz) -> Option<Millis> {
+    if t.len() > 64 {
+        return None;
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Ok(dt.timestamp_millis());
+        return Some(dt.timestamp_millis());
     }
     for fmt in [
         "%Y-%m-%dT%H:%M:%S%.f%:z",
@@ -258,7 +164,7 @@ pub fn parse_instant(text: &str, tz: Tz) -> Result<Millis> {
         "%Y-%m-%dT%H:%M%:z",
     ] {
         if let Ok(dt) = DateTime::parse_from_str(t, fmt) {
-            return Ok(dt.timestamp_millis());
+            return Some(dt.timestamp_millis());
         }
     }
     for fmt in [
@@ -268,79 +174,17 @@ pub fn parse_instant(text: &str, tz: Tz) -> Result<Millis> {
         "%Y-%m-%d %H:%M",
     ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
-            return Ok(wall_to_utc(tz, n));
+            return Some(wall_to_utc(tz, n));
         }
     }
-    Err(Error::InvalidSchedule(format!(
-        "invalid time {text:?}: expected ISO-8601 such as \"2026-12-01T09:30:00\" or \"2026-12-01T09:30:00+01:00\""
-    )))
-}
-
-fn offset_ms(tz: Tz, instant: Millis) -> i64 {
-    match Utc.timestamp_millis_opt(instant) {
-        LocalResult::Single(u) => {
-            i64::from(
-                tz.offset_from_utc_datetime(&u.naive_utc())
-                    .fix()
-                    .local_minus_utc(),
-            ) * SECOND
-        }
-        _ => 0,
-    }
-}
-
-fn to_wall(tz: Tz, instant: Millis) -> NaiveDateTime {
-    DateTime::from_timestamp_millis(instant)
-        .unwrap_or_default()
-        .with_timezone(&tz)
-        .naive_local()
-}
-
-/// Maps a wall time in `tz` to UTC by the DST policy: a skipped time moves to the end of the gap,
-/// a repeated time takes its first occurrence.
-pub fn wall_to_utc(tz: Tz, wall: NaiveDateTime) -> Millis {
-    match tz.from_local_datetime(&wall) {
-        LocalResult::Single(dt) => dt.timestamp_millis(),
-        LocalResult::Ambiguous(a, b) => a.timestamp_millis().min(b.timestamp_millis()),
-        LocalResult::None => gap_end(tz, wall),
-    }
-}
-
-/// The first instant whose wall time is later than `wall`, for a `wall` inside a DST gap:
-/// that is the instant of the transition, whose wall time is the end of the gap.
-fn gap_end(tz: Tz, wall: NaiveDateTime) -> Millis {
-    let as_utc = wall.and_utc().timestamp_millis();
-    let before = offset_ms(tz, as_utc - 36 * HOUR);
-    let after = offset_ms(tz, as_utc + 36 * HOUR);
-    let (mut lo, mut hi) = (as_utc - before.max(after), as_utc - before.min(after));
-    // Invariant: wall(lo) <= wall, wall(hi) > wall. Bisect to the second.
-    if to_wall(tz, hi) <= wall {
-        return hi;
-    }
-    while hi - lo > SECOND {
-        let mid = lo + (hi - lo) / 2;
-        if to_wall(tz, mid) > wall {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    hi - hi.rem_euclid(SECOND)
+    None
 }
 
 impl Schedule {
     /// A cron schedule in the zone `tz`. Fails with a clear message on a bad field, an unknown
-    /// zone, or an expression that can never fire.
+    /// zone, or an expression that never fires after `now` (within croniter's 50 years).
     pub fn cron(expr: &str, tz: &str, now: Millis) -> Result<Schedule> {
-        let tz = parse_timezone(tz)?;
-        let cron = parse_cron(expr)?;
-        let s = Schedule {
-            kind: Kind::Cron {
-                expr: expr.trim().to_string(),
-                cron: Box::new(cron),
-            },
-            tz,
-        };
+        let s = Schedule::cron_unchecked(expr, tz)?;
         if s.next_after(now).is_none() {
             return Err(Error::InvalidSchedule(format!(
                 "cron expression {:?} never fires",
@@ -348,6 +192,17 @@ impl Schedule {
             )));
         }
         Ok(s)
+    }
+
+    fn cron_unchecked(expr: &str, tz: &str) -> Result<Schedule> {
+        let cron = Cron::parse(expr)?;
+        Ok(Schedule {
+            kind: Kind::Cron {
+                expr: expr.trim().to_string(),
+                cron: Box::new(cron),
+            },
+            tz: parse_timezone(tz)?,
+        })
     }
 
     /// A stored cron schedule (valid when it was stored), parsed once per process: firing reads a
@@ -360,7 +215,7 @@ impl Schedule {
         if let Some(s) = cache.lock().get(&key) {
             return Ok(s.clone());
         }
-        let s = Schedule::cron(expr, tz, 0)?;
+        let s = Schedule::cron_unchecked(expr, tz)?;
         let mut c = cache.lock();
         if c.len() >= 4_096 {
             c.clear();
@@ -406,31 +261,22 @@ impl Schedule {
         })
     }
 
-    /// The first fire time strictly after `after`, or `None` if the schedule never fires again.
+    /// The first fire time strictly after `after`, or `None` if the schedule never fires again
+    /// (no fire time is given past [`LAST_INSTANT`]).
     pub fn next_after(&self, after: Millis) -> Option<Millis> {
-        match &self.kind {
+        let next = match &self.kind {
             Kind::Once { at } => (*at > after).then_some(*at),
             Kind::Every { every_ms } => after.checked_add(*every_ms),
             Kind::Cron { cron, .. } => {
-                let mut cand = to_wall(self.tz, after);
-                // Each step moves the wall-clock candidate forward; a handful is enough except
-                // around DST folds, where earlier wall times map to instants already passed.
-                for _ in 0..10_000 {
-                    let m = cron.find_next_occurrence(&cand, false).ok()?;
-                    let utc = wall_to_utc(self.tz, m);
-                    if utc > after {
-                        return Some(utc);
-                    }
-                    cand = m;
-                }
-                None
+                dst::next_fire(cron, self.tz, after.clamp(FIRST_INSTANT - 1, LAST_INSTANT))
             }
-        }
+        };
+        next.filter(|t| *t <= LAST_INSTANT)
     }
 
     /// The next `n` fire times after `after`.
     pub fn preview(&self, after: Millis, n: usize) -> Vec<Millis> {
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(1_024));
         let mut t = after;
         while out.len() < n {
             match self.next_after(t) {
@@ -448,7 +294,10 @@ impl Schedule {
     pub fn describe(&self) -> String {
         let zone = self.tz.name();
         match &self.kind {
-            Kind::Cron { expr, cron } => format!("{} ({zone}) [{expr}]", cron.describe()),
+            Kind::Cron { expr, cron } => {
+                let words = describe::describe(cron).unwrap_or_else(|| "On a cron schedule".into());
+                format!("{words} ({zone}) [{expr}]")
+            }
             Kind::Once { at } => format!("once, at {}", format_instant(*at, self.tz)),
             Kind::Every { every_ms } => format!("every {}", describe_duration(*every_ms)),
         }
@@ -548,11 +397,12 @@ mod tests {
             s.next_after(utc("2026-01-01T00:00:00Z")),
             Some(utc("2026-01-01T00:00:30Z"))
         );
-        let y = Schedule::cron("0 0 1 1 * 0 2030", "UTC", 0).unwrap();
-        assert_eq!(
-            y.next_after(utc("2026-01-01T00:00:00Z")),
-            Some(utc("2030-01-01T00:00:00Z"))
-        );
+        let now = utc("2026-01-01T00:00:00Z");
+        let y = Schedule::cron("0 0 1 1 * 0 2030", "UTC", now).unwrap();
+        assert_eq!(y.next_after(now), Some(utc("2030-01-01T00:00:00Z")));
+        // Like croniter, the next fire is looked for at most 50 years ahead.
+        assert!(Schedule::cron("0 0 1 1 * 0 2080", "UTC", now).is_err());
+        assert!(Schedule::cron_stored("0 0 1 1 * 0 2080", "UTC").is_ok());
     }
 
     #[test]
@@ -576,21 +426,62 @@ mod tests {
 
     #[test]
     fn a_full_day_field_beside_a_starred_one_counts_as_star_like_croniter() {
-        assert!(covers_all("0-6", 0, 7, &DAY_NAMES));
-        assert!(covers_all("SUN-SAT", 0, 7, &DAY_NAMES));
-        assert!(covers_all("1-7", 0, 7, &DAY_NAMES));
-        assert!(covers_all("*/1", 1, 31, &[]));
-        assert!(covers_all("1-15,16-31", 1, 31, &[]));
-        assert!(!covers_all("1-5", 0, 7, &DAY_NAMES));
-        assert!(!covers_all("*/2", 0, 7, &DAY_NAMES));
-        assert!(!covers_all("5#2", 0, 7, &DAY_NAMES));
-        assert!(!covers_all("L", 1, 31, &[]));
         // 2025-08-14 is a Thursday: `*/15` alone decides, so the next fire is the 16th.
-        let s = Schedule::cron("0 0 */15 * 0-6", "UTC", 0).unwrap();
+        for expr in ["0 0 */15 * 0-6", "0 0 */15 * SUN-SAT", "0 0 */15 * 1-7"] {
+            let s = Schedule::cron(expr, "UTC", 0).unwrap();
+            assert_eq!(
+                s.next_after(utc("2025-08-14T13:18:00Z")),
+                Some(utc("2025-08-16T00:00:00Z")),
+                "{expr}"
+            );
+        }
+        // Without a `*` beside it, a full day field stays restricted: either one decides.
+        let s = Schedule::cron("0 0 1,16,31 * 0-6", "UTC", 0).unwrap();
         assert_eq!(
             s.next_after(utc("2025-08-14T13:18:00Z")),
-            Some(utc("2025-08-16T00:00:00Z"))
+            Some(utc("2025-08-15T00:00:00Z"))
         );
+    }
+
+    #[test]
+    fn every_15_minutes_follows_real_time_through_fall_back() {
+        // 2026-11-01 in New York: 01:00-01:59 happens at 05:00Z (EDT) and again at 06:00Z (EST).
+        let s = Schedule::cron("*/15 * * * *", "America/New_York", 0).unwrap();
+        let fires = s.preview(utc("2026-11-01T04:50:00Z"), 10);
+        let expected: Vec<Millis> = (0..10)
+            .map(|i| utc("2026-11-01T05:00:00Z") + i * 15 * 60 * SECOND)
+            .collect();
+        assert_eq!(fires, expected);
+        // Spring forward: 02:00-02:59 does not exist, so nothing fires in it.
+        let fires = s.preview(utc("2026-03-08T06:40:00Z"), 3);
+        assert_eq!(
+            fires,
+            [
+                utc("2026-03-08T06:45:00Z"),
+                utc("2026-03-08T07:00:00Z"),
+                utc("2026-03-08T07:15:00Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn out_of_range_instants_are_refused_and_never_given() {
+        let tz = parse_timezone("UTC").unwrap();
+        for bad in [
+            "+10000-01-01T00:00:00",
+            "9999-12-31T00:00:00Z",
+            "-0001-01-01T00:00:00",
+        ] {
+            let e = parse_instant(bad, tz).unwrap_err().to_string();
+            assert!(e.contains("out of range"), "{bad}: {e}");
+        }
+        let s = Schedule::cron("* * * * *", "Pacific/Kiritimati", 0).unwrap();
+        assert_eq!(s.next_after(LAST_INSTANT), None);
+        let s = Schedule::cron("* * * * *", "UTC", 0).unwrap();
+        assert_eq!(s.next_after(i64::MIN), Some(FIRST_INSTANT));
+        let e = Schedule::every(1_000, "UTC").unwrap();
+        assert_eq!(e.next_after(LAST_INSTANT), None);
+        assert_eq!(e.next_after(i64::MAX), None);
     }
 
     #[test]
