@@ -4,6 +4,7 @@ server's maximum; /health says when the queue every tenant shares cannot drain."
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import threading
@@ -32,7 +33,8 @@ class Hanging:
         self.open: list[socket.socket] = []
         self.accepted = 0
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self) -> None:
         while True:
@@ -72,6 +74,10 @@ class Hanging:
             for c in self.open:
                 c.close()
             self.open = []
+        # close() alone does not wake a thread blocked in accept() on Linux; shutdown() does.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(timeout=10)
         self.sock.close()
 
 

@@ -6,6 +6,7 @@ nothing committed is lost, and everything recovers when space returns."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -35,12 +36,14 @@ def test_a_full_disk_shows_on_health_and_in_one_log_line_and_recovers(tmp_path: 
             text=True,
             preexec_fn=_ignore_sigxfsz,
         ) as proc,
+        contextlib.ExitStack() as stack,  # left first: the client closed, the server killed
     ):
+        stack.callback(proc.kill)  # a failed assertion must not leave the server running
         assert proc.stderr is not None
         found = re.search(r"listening on (http://\S+)", proc.stderr.readline())
         assert found
         url = found.group(1)
-        http = httpx.Client(base_url=url, timeout=30)
+        http = stack.enter_context(httpx.Client(base_url=url, timeout=30))
         key = http.post("/v1/auth/register", json={"email": "full@example.com"}).json()["api_key"]
         auth = {"Authorization": f"Bearer {key}"}
         # Worker cues firing every second: each tick writes an execution.
@@ -60,8 +63,10 @@ def test_a_full_disk_shows_on_health_and_in_one_log_line_and_recovers(tmp_path: 
         wait_for(lambda: http.get("/v1/executions", headers=auth).json()["total"] >= 40, what="ticks")
         before = http.get("/v1/executions", headers=auth, params={"limit": 1}).json()["total"]
         try:
-            largest = max(os.path.getsize(p) for p in tmp_path.glob("full.db*"))
-            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (largest, resource.RLIM_INFINITY))
+            # Writes at offsets past the smallest file fail: the WAL (reset by a checkpoint or not)
+            # and the database both reach that quickly, as on a disk with no block left.
+            smallest = min(os.path.getsize(p) for p in tmp_path.glob("full.db*") if os.path.getsize(p))
+            resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (smallest, resource.RLIM_INFINITY))
 
             def degraded() -> httpx.Response | None:
                 r = http.get("/health")
