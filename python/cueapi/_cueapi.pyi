@@ -28,7 +28,13 @@ def sign_v1(secret: str, timestamp: int, body: bytes) -> str: ...
 def sign_sha256(secret: str, body: bytes) -> str: ...
 def sign_standard(secret: str, id: str, timestamp: int, body: bytes) -> str: ...
 def check_signature(
-    secret: str, body: bytes, signature: str, timestamp: str | None, now_s: int, tolerance_s: int
+    secret: str,
+    body: bytes,
+    signature: str,
+    timestamp: str | None,
+    now_s: int,
+    tolerance_s: int,
+    allow_sha256: bool,
 ) -> str | None: ...
 def check_standard(
     secret: str, body: bytes, id: str, timestamp: str, signatures: str, now_s: int, tolerance_s: int
@@ -40,6 +46,7 @@ def verify_webhook(
     timestamp: str | int | None = None,
     *,
     tolerance: int = 300,
+    allow_sha256: bool = False,
 ) -> bool: ...
 def _send_test_email(to: str, subject: str, body: str) -> None: ...
 

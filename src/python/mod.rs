@@ -621,10 +621,19 @@ fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String 
     signing::sign_standard(secret, id, timestamp, body)
 }
 
-/// Checks a CueAPI signature (`v1=…` with its timestamp, or `sha256=…`) in constant time.
-/// Returns why it fails (`missing`, `timestamp`, `mismatch`), or `None` when it verifies.
+fn schemes(allow_sha256: bool) -> signing::Schemes {
+    if allow_sha256 {
+        signing::Schemes::V1OrSha256
+    } else {
+        signing::Schemes::V1Only
+    }
+}
+
+/// Checks a CueAPI signature (`v1=…` with its timestamp, or `sha256=…` when `allow_sha256`) in
+/// constant time. Returns why it fails (`missing`, `scheme`, `timestamp`, `mismatch`), or `None`
+/// when it verifies.
 #[pyfunction]
-#[pyo3(signature = (secret, body, signature, timestamp, now_s, tolerance_s))]
+#[pyo3(signature = (secret, body, signature, timestamp, now_s, tolerance_s, allow_sha256))]
 fn check_signature(
     secret: &str,
     body: &[u8],
@@ -632,16 +641,30 @@ fn check_signature(
     timestamp: Option<&str>,
     now_s: i64,
     tolerance_s: i64,
+    allow_sha256: bool,
 ) -> Option<&'static str> {
-    signing::verify_cueapi_any(secret, body, signature, timestamp, now_s, tolerance_s)
-        .err()
-        .map(reason)
+    let schemes = schemes(allow_sha256);
+    signing::verify_cueapi_any(
+        secret,
+        body,
+        signature,
+        timestamp,
+        now_s,
+        tolerance_s,
+        schemes,
+    )
+    .err()
+    .map(reason)
 }
 
 /// True when `signature` (an `X-CueAPI-Signature` value: `v1=<hex>` with its
-/// `X-CueAPI-Timestamp`, or `sha256=<hex>`) signs `payload` with `secret`.
+/// `X-CueAPI-Timestamp`, or — only with `allow_sha256=True` — `sha256=<hex>`) signs `payload`
+/// with `secret`.
 ///
-/// The official SDK's arguments, in its order. `payload` is the raw body (`bytes` or `str`), or
+/// The official SDK's arguments, in its order. `sha256=` signs no time, so a captured one never
+/// expires: it is refused unless asked for (the official SDK refuses it too), and never taken
+/// over a body shaped like a `v1` message (`"<ts>." + body`), so a `v1` signature cannot pass
+/// for one. `payload` is the raw body (`bytes` or `str`), or
 /// the parsed body (a dict), which is checked in its canonical form. The raw bytes are checked
 /// first; only when they fail and are JSON in another form than the canonical one is the
 /// canonical re-serialisation checked too. `v1` timestamps more than `tolerance` seconds away
@@ -649,13 +672,14 @@ fn check_signature(
 /// malformed signature or timestamp (it returns False); an empty or non-string secret raises
 /// `ValidationError`, since every signature would verify against an empty key.
 #[pyfunction]
-#[pyo3(signature = (payload, signature, secret, timestamp=None, *, tolerance=300))]
+#[pyo3(signature = (payload, signature, secret, timestamp=None, *, tolerance=300, allow_sha256=false))]
 fn verify_webhook(
     payload: &Bound<'_, PyAny>,
     signature: &Bound<'_, PyAny>,
     secret: &Bound<'_, PyAny>,
     timestamp: Option<&Bound<'_, PyAny>>,
     tolerance: i64,
+    allow_sha256: bool,
 ) -> PyResult<bool> {
     let secret = match secret.cast::<PyString>() {
         Ok(s) => s.to_str()?,
@@ -693,8 +717,12 @@ fn verify_webhook(
         },
     };
     let now_s = system_now().div_euclid(1000);
+    let schemes = schemes(allow_sha256);
     let check = |body: &[u8]| {
-        signing::verify_cueapi_any(secret, body, signature, timestamp, now_s, tolerance).is_ok()
+        signing::verify_cueapi_any(
+            secret, body, signature, timestamp, now_s, tolerance, schemes,
+        )
+        .is_ok()
     };
     if let Ok(bytes) = payload.cast::<PyBytes>() {
         return Ok(check(bytes.as_bytes()));
@@ -743,6 +771,7 @@ fn check_standard(
 fn reason(e: signing::VerifyError) -> &'static str {
     match e {
         signing::VerifyError::Missing => "missing",
+        signing::VerifyError::Scheme => "scheme",
         signing::VerifyError::Timestamp => "timestamp",
         signing::VerifyError::Mismatch => "mismatch",
     }
