@@ -2,6 +2,9 @@ from collections.abc import Mapping
 from typing import Any, final
 
 __all__ = [
+    "BODY_TIMEOUT_SECONDS",
+    "HEADER_TIMEOUT_SECONDS",
+    "MAX_CONNECTIONS",
     "SCHEMA_VERSION",
     "Job",
     "ManualClock",
@@ -20,6 +23,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: int
+HEADER_TIMEOUT_SECONDS: float
+BODY_TIMEOUT_SECONDS: float
+MAX_CONNECTIONS: int
 __version__: str
 
 def now_ms() -> int: ...
@@ -99,6 +105,10 @@ class NativeEngine:
         realert_ms: int,
         rate_limit_per_minute: int,
         trust_forwarded_for: bool,
+        header_timeout_ms: int,
+        body_timeout_ms: int,
+        max_connections: int,
+        max_connections_per_address: int | None,
     ) -> tuple[str, int]: ...
     def stop_serving(self) -> None: ...
     def create_user(self, email: str) -> tuple[str, str]: ...

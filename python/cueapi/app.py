@@ -38,6 +38,10 @@ log = logging.getLogger("cueapi")
 # a few pull workers send, yet it stops one runaway client from taking the server's whole capacity.
 DEFAULT_RATE_LIMIT = 1200
 MAX_RATE_LIMIT = 1_000_000
+# `cueapi serve`'s connection limits, defined in Rust (src/api/conn.rs).
+DEFAULT_HEADER_TIMEOUT = _cueapi.HEADER_TIMEOUT_SECONDS
+DEFAULT_BODY_TIMEOUT = _cueapi.BODY_TIMEOUT_SECONDS
+DEFAULT_MAX_CONNECTIONS = _cueapi.MAX_CONNECTIONS
 
 # Most jobs one handler thread claims at once.
 _BATCH = 32
@@ -365,11 +369,18 @@ class App:
         worker_lease_seconds: float = 300,
         worker_timeout_seconds: float = 180,
         realert_seconds: float = 3600,
+        header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_address: int | None = None,
     ) -> str:
         """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
         (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
-        default only on a loopback address; ``allow_private_targets`` lets callbacks reach
-        loopback and private networks (local development and tests only). Each API key (and each
+        default only on a loopback address. ``header_timeout_seconds`` (also the idle keep-alive
+        timeout), ``body_timeout_seconds``, ``max_connections`` and ``max_connections_per_address``
+        (``None``: a quarter of the cap, or all of it with ``trust_forwarded_for``) bound what a
+        connection may hold before it is authenticated. ``allow_private_targets`` lets callbacks
+        reach loopback and private networks (local development and tests only). Each API key (and each
         client address, for requests without a valid key) may make ``rate_limit_per_minute``
         requests a minute (0: no limit); ``trust_forwarded_for`` takes the client address from the
         last ``X-Forwarded-For`` entry (only behind a reverse proxy that sets it). A pull worker's
@@ -390,6 +401,11 @@ class App:
         lease_ms = _positive_ms(worker_lease_seconds, "worker_lease_seconds")
         timeout_ms = _positive_ms(worker_timeout_seconds, "worker_timeout_seconds")
         realert_ms = _positive_ms(realert_seconds, "realert_seconds")
+        header_ms = _positive_ms(header_timeout_seconds, "header_timeout_seconds")
+        body_ms = _positive_ms(body_timeout_seconds, "body_timeout_seconds")
+        _count(max_connections, "max_connections")
+        if max_connections_per_address is not None:
+            _count(max_connections_per_address, "max_connections_per_address")
         if allow_register is None:
             allow_register = _is_loopback(host)
         if self._closed:
@@ -406,6 +422,10 @@ class App:
             worker_lease_ms=lease_ms,
             worker_timeout_ms=timeout_ms,
             realert_ms=realert_ms,
+            header_timeout_ms=header_ms,
+            body_timeout_ms=body_ms,
+            max_connections=max_connections,
+            max_connections_per_address=max_connections_per_address,
         )
         self.start()
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -752,6 +772,11 @@ def _positive_ms(seconds: float, name: str) -> int:
     ):
         raise ValidationError(f"{name} must be a number of seconds between 0.001 and 2592000")
     return round(seconds * 1000)
+
+
+def _count(n: object, name: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000:
+        raise ValidationError(f"{name} must be an int between 1 and 1000000")
 
 
 def _is_loopback(host: str) -> bool:

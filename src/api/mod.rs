@@ -2,16 +2,20 @@
 //!
 //! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`], [`echo`]; [`ops`] for
 //! health, status, info and metrics; [`limit`] for rate limiting; [`spec`] for the route table and
-//! the OpenAPI document made from it); this file holds what they share:
+//! the OpenAPI document made from it; [`conn`] for connections — the accept loop, its caps and
+//! timeouts — and [`intake`] for what a request may send before its key is known); this file holds
+//! what they share:
 //! the server's start and graceful stop, the error envelope, the body and query readers (every
 //! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
 //! JSON forms of instants.
 
 mod alerts;
 mod auth;
+pub mod conn;
 mod cues;
 mod echo;
 mod executions;
+mod intake;
 pub mod limit;
 mod ops;
 mod spec;
@@ -22,12 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use parking_lot::Mutex;
@@ -64,6 +67,8 @@ pub struct Options {
     /// Whether the client address of per-address limits is the last `X-Forwarded-For` entry
     /// (behind a reverse proxy that appends it) instead of the peer.
     pub trust_forwarded_for: bool,
+    /// What connections may do before authentication: timeouts and caps.
+    pub limits: conn::Limits,
 }
 
 impl Default for Options {
@@ -76,6 +81,7 @@ impl Default for Options {
             worker_lease_ms: 0,
             worker_timeout_ms: 0,
             realert_ms: 0,
+            limits: conn::Limits::default(),
         }
     }
 }
@@ -86,6 +92,9 @@ struct AppState {
     opts: Arc<Options>,
     limiter: Arc<limit::Limiter>,
     echoes: Arc<echo::Echoes>,
+    limits: Arc<conn::Limits>,
+    public_bodies: Arc<intake::PublicBodies>,
+    budget: Arc<intake::Budget>,
 }
 
 /// A running server.
@@ -140,28 +149,21 @@ impl Server {
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| format!("http://{addr}"));
         engine.set_public_url(public);
+        let (limits, behind_proxy) = (opts.limits.clone(), opts.trust_forwarded_for);
         let state = AppState {
             engine,
             limiter: Arc::new(limit::Limiter::new(opts.rate_limit_per_minute)),
             echoes: Arc::new(echo::Echoes::default()),
+            limits: Arc::new(limits.clone()),
+            public_bodies: Arc::new(intake::PublicBodies::new(&routes())),
+            budget: Arc::new(intake::Budget::default()),
             opts: Arc::new(opts),
         };
         let app = router(state);
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let _guard = rt.enter();
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let task = rt.spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!("the HTTP server stopped: {e}");
-            }
-        });
+        let task = rt.spawn(conn::serve(listener, app, limits, behind_proxy, stopped));
         Ok(Server {
             addr,
             stop,
@@ -219,46 +221,14 @@ fn router(state: AppState) -> Router {
         .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Outermost last: every body is read before a request can be refused.
+        // Outermost last: the key is looked up and the body read (or drained) before a request
+        // can be refused, so a refusal never leaves a body unread on a keep-alive connection.
         .layer(middleware::from_fn_with_state(state.clone(), limit::limit))
-        .layer(middleware::from_fn(read_whole_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            intake::intake,
+        ))
         .with_state(state)
-}
-
-/// Reads every request body before routing (up to [`MAX_BODY`]): a request refused early (a bad
-/// key, an unknown route) must not leave its body unread on a keep-alive connection, or the
-/// client's next request on it goes unanswered.
-async fn read_whole_body(req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        let mut r = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("Request body exceeds {MAX_BODY} bytes"),
-        )
-        .into_response();
-        // The rest of the body is not read: the connection cannot be reused.
-        r.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        r
-    };
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large();
-    }
-    match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(_) => too_large(),
-    }
 }
 
 /// A path id. One that is not valid UTF-8 cannot name anything: it reads as an id that matches
@@ -459,7 +429,7 @@ fn with_truncated(mut out: Value, cut: &[&str]) -> ApiResult {
 /// (422). An empty
 /// body reads as `None`.
 async fn read_body(req: Request) -> ApiResult<Option<Value>> {
-    // `read_whole_body` has read it already, within the limit: this only takes the bytes.
+    // The intake has read it already, within the limit: this only takes the bytes.
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;

@@ -231,7 +231,7 @@ impl NativeEngine {
     }
 
     /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
-    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms, realert_ms))]
+    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms, realert_ms, header_timeout_ms, body_timeout_ms, max_connections, max_connections_per_address))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
@@ -245,6 +245,10 @@ impl NativeEngine {
         worker_lease_ms: i64,
         worker_timeout_ms: i64,
         realert_ms: i64,
+        header_timeout_ms: u64,
+        body_timeout_ms: u64,
+        max_connections: usize,
+        max_connections_per_address: Option<usize>,
     ) -> PyResult<(String, u16)> {
         let mut slot = self.server.lock();
         if slot.is_some() {
@@ -267,6 +271,18 @@ impl NativeEngine {
                 ),
             )));
         }
+        if header_timeout_ms == 0 || body_timeout_ms == 0 || max_connections == 0 {
+            return Err(to_pyerr(Error::invalid(
+                "connection limits",
+                "the header and body timeouts and the connection cap must be positive",
+            )));
+        }
+        if max_connections_per_address == Some(0) {
+            return Err(to_pyerr(Error::invalid(
+                "max_connections_per_address",
+                "must be positive",
+            )));
+        }
         let opts = crate::api::Options {
             allow_register,
             allow_private_targets,
@@ -275,6 +291,12 @@ impl NativeEngine {
             worker_lease_ms,
             worker_timeout_ms,
             realert_ms,
+            limits: crate::api::conn::Limits {
+                header_timeout: Duration::from_millis(header_timeout_ms),
+                body_timeout: Duration::from_millis(body_timeout_ms),
+                max_connections,
+                max_connections_per_address,
+            },
         };
         let engine = std::sync::Arc::clone(&self.engine);
         let server = py
@@ -830,6 +852,14 @@ fn _cueapi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;
     m.add_function(wrap_pyfunction!(_send_test_email, m)?)?;
     m.add("SCHEMA_VERSION", crate::store::SCHEMA_VERSION)?;
+    // `cueapi serve`'s connection limits by default (src/api/conn.rs).
+    let limits = crate::api::conn::Limits::default();
+    m.add(
+        "HEADER_TIMEOUT_SECONDS",
+        limits.header_timeout.as_secs_f64(),
+    )?;
+    m.add("BODY_TIMEOUT_SECONDS", limits.body_timeout.as_secs_f64())?;
+    m.add("MAX_CONNECTIONS", limits.max_connections)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     if m.py().version_info() < (3, 10) {
         return Err(PyRuntimeError::new_err("cueapi needs Python 3.10 or later"));

@@ -56,7 +56,7 @@ def serve(
 ) -> Iterator[Child]:
     """Runs ``python -m cueapi serve --db DB --port 0 ARGS`` and yields it once it listens; kills
     it afterwards."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cueapi", "serve", "--db", str(db), "--port", "0", *args],
         env=full_env,

@@ -10,7 +10,15 @@ import os
 import sys
 from collections.abc import Callable
 
-from ..app import DEFAULT_RATE_LIMIT, MAX_RATE_LIMIT, App, _is_loopback
+from ..app import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RATE_LIMIT,
+    MAX_RATE_LIMIT,
+    App,
+    _is_loopback,
+)
 from ..exceptions import CueAPIError, CueNotFoundError, DatabaseLockedError
 from ..models import Cue, Execution
 from ..models.lists import CUES, EXECUTIONS
@@ -56,6 +64,26 @@ def _env_seconds(name: str, default: float) -> float:
     if not 0 < seconds <= 30 * 86400:
         raise SystemExit(f"cueapi: {name}={value!r} must be between 0 and 2592000 seconds")
     return seconds
+
+
+def _env_count(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return _count(value)
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"cueapi: {name}={value!r}: {exc}") from None
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= n <= 1_000_000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000000")
+    return n
 
 
 def _env_rate_limit() -> int:
@@ -160,6 +188,22 @@ def _serve(args: argparse.Namespace) -> int:
             ),
             rate_limit_per_minute=rate,
             trust_forwarded_for=forwarded,
+            header_timeout_seconds=(
+                args.header_timeout
+                if args.header_timeout is not None
+                else _env_seconds("CUEAPI_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT)
+            ),
+            body_timeout_seconds=(
+                args.body_timeout
+                if args.body_timeout is not None
+                else _env_seconds("CUEAPI_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)
+            ),
+            max_connections=(
+                args.max_connections or _env_count("CUEAPI_MAX_CONNECTIONS") or DEFAULT_MAX_CONNECTIONS
+            ),
+            max_connections_per_address=(
+                args.max_connections_per_address or _env_count("CUEAPI_MAX_CONNECTIONS_PER_ADDRESS")
+            ),
         )
     except BaseException:
         app.close()
@@ -232,6 +276,39 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
     reg = serve.add_mutually_exclusive_group()
     reg.add_argument("--allow-register", dest="allow_register", action="store_true", default=None)
     reg.add_argument("--no-register", dest="allow_register", action="store_false")
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a connection must send a request's headers within this long of opening or of its last "
+        "answer; also the idle keep-alive timeout "
+        f"(env CUEAPI_HEADER_TIMEOUT_SECONDS, default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a request's body must arrive within this long of its headers "
+        f"(env CUEAPI_BODY_TIMEOUT_SECONDS, default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections served at once, at most half the open-file limit "
+        f"(env CUEAPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections one client address (IPv6: /64) may hold (env CUEAPI_MAX_CONNECTIONS_PER_ADDRESS, "
+        "default a quarter of --max-connections, or all of them with --trust-forwarded-for)",
+    )
     serve.add_argument(
         "--allow-private-targets",
         action="store_true",
