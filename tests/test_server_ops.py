@@ -256,7 +256,7 @@ def test_info_describes_the_server(server: Server) -> None:
         "authorization_backend": "per_user_api_key",
         "authentication_paths": {"per_user_api_key": True, "internal_token_with_on_behalf_of": False},
         "disabled_primitives": ["device_code", "quotas"],
-        "registration": "open",
+        "registration": "local",
         "rate_limit": {"requests_per_minute": 1_000_000},
     }
 

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from . import _cueapi
 from ._time import from_ms, to_ms
@@ -362,21 +362,27 @@ class App:
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
-        allow_register: bool | None = None,
+        allow_register: bool | Literal["local"] | None = None,
         allow_private_targets: bool = False,
         rate_limit_per_minute: int = DEFAULT_RATE_LIMIT,
         trust_forwarded_for: bool = False,
         worker_lease_seconds: float = 300,
         worker_timeout_seconds: float = 180,
         realert_seconds: float = 3600,
+        public_url: str | None = None,
         header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT,
         body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_connections_per_address: int | None = None,
     ) -> str:
         """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
-        (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
-        default only on a loopback address. ``header_timeout_seconds`` (also the idle keep-alive
+        (``port=0`` picks a free port). Registration (``POST /v1/auth/register``): ``True`` opens
+        it to anyone (their email addresses unverified: never sent alert email), ``False`` closes
+        it, ``"local"`` opens it to clients on this machine only (a loopback peer, no address
+        forwarded from elsewhere, a ``Host`` naming the server by address, ``localhost`` or
+        ``public_url``); ``None`` means ``"local"`` on a loopback address and closed on any other.
+        ``public_url`` (else ``CUEAPI_PUBLIC_URL``) is the base of alert emails' links.
+        ``header_timeout_seconds`` (also the idle keep-alive
         timeout), ``body_timeout_seconds``, ``max_connections`` and ``max_connections_per_address``
         (``None``: a quarter of the cap, or all of it with ``trust_forwarded_for``) bound what a
         connection may hold before it is authenticated. ``allow_private_targets`` lets callbacks
@@ -406,8 +412,16 @@ class App:
         _count(max_connections, "max_connections")
         if max_connections_per_address is not None:
             _count(max_connections_per_address, "max_connections_per_address")
+        if public_url is not None and not isinstance(public_url, str):
+            raise ValidationError("public_url must be a URL string")
         if allow_register is None:
-            allow_register = _is_loopback(host)
+            registration = "local" if _is_loopback(host) else "closed"
+        elif allow_register == "local":
+            registration = "local"
+        elif isinstance(allow_register, bool):
+            registration = "open" if allow_register else "closed"
+        else:
+            raise ValidationError("allow_register must be True, False, 'local' or None")
         if self._closed:
             raise EngineClosedError("this App is closed")
         # Serve first: that sets the outbound policy, which work recovered from the database
@@ -415,7 +429,8 @@ class App:
         bound_host, bound_port = self._native("serve").serve(
             host,
             port,
-            allow_register=bool(allow_register),
+            registration=registration,
+            public_url=public_url,
             allow_private_targets=bool(allow_private_targets),
             rate_limit_per_minute=rate_limit_per_minute,
             trust_forwarded_for=bool(trust_forwarded_for),

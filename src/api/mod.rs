@@ -44,14 +44,19 @@ use crate::error::Error;
 use crate::public::{iso, iso_fields};
 use crate::store::users::{self, User};
 
+pub use auth::Registration;
+
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Whether `POST /v1/auth/register` creates users.
-    pub allow_register: bool,
+    /// Who may create a user with `POST /v1/auth/register`.
+    pub registration: Registration,
+    /// The server's public base URL (`CUEAPI_PUBLIC_URL` when unset): the links of alert
+    /// emails, and a `Host` registration accepts.
+    pub public_url: Option<String>,
     /// Whether callbacks may point at loopback and private networks (development and tests).
     pub allow_private_targets: bool,
     /// How long a remote worker's claim lasts unless extended (ms; 0 keeps the engine's default).
@@ -74,7 +79,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            allow_register: false,
+            registration: Registration::Closed,
+            public_url: None,
             allow_private_targets: false,
             rate_limit_per_minute: limit::DEFAULT_PER_MINUTE,
             trust_forwarded_for: false,
@@ -144,9 +150,19 @@ impl Server {
                 .store()
                 .write(move |c| crate::store::alerts::set_realert_ms(c, ms))?;
         }
-        let public = std::env::var("CUEAPI_PUBLIC_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
+        let mut opts = opts;
+        if opts
+            .public_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            opts.public_url = std::env::var("CUEAPI_PUBLIC_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty());
+        }
+        let public = opts
+            .public_url
+            .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         engine.set_public_url(public);
         let (limits, behind_proxy) = (opts.limits.clone(), opts.trust_forwarded_for);
@@ -425,16 +441,32 @@ fn with_truncated(mut out: Value, cut: &[&str]) -> ApiResult {
     ok(StatusCode::OK, out)
 }
 
-/// Parses the (already read) request body: UTF-8 and valid JSON (400), no integer wider than 64 bits
-/// (422). An empty
-/// body reads as `None`.
+/// Parses the (already read) request body: sent as JSON (`Content-Type: application/json`, or
+/// another `application/…+json`; else 415), UTF-8 and valid JSON (400), no integer wider than 64
+/// bits (422). An empty body reads as `None`, whatever its type.
+///
+/// The media type is required because a browser page of any origin may send a `text/plain` (or
+/// untyped) body without asking the server first: a JSON body arriving that way did not come from
+/// a client of this API, and is refused before it can register a user or change anything.
 async fn read_body(req: Request) -> ApiResult<Option<Value>> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(json_media_type);
     // The intake has read it already, within the limit: this only takes the bytes.
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
+    }
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON, with Content-Type: application/json",
+        ));
     }
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("invalid_json", "Request body is not valid UTF-8"))?;
@@ -451,6 +483,18 @@ async fn read_body(req: Request) -> ApiResult<Option<Value>> {
         ));
     }
     Ok(Some(v))
+}
+
+/// Whether a `Content-Type` value is JSON: `application/json` or `application/<x>+json`, any
+/// parameters (`charset`) aside.
+fn json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
 /// The first integer literal of a JSON text that fits neither `i64` nor `u64` (it would be read
@@ -664,7 +708,31 @@ fn parse_time(field: &str, v: &Value) -> ApiResult<Millis> {
 
 #[cfg(test)]
 mod tests {
-    use super::wide_integer;
+    use super::{json_media_type, wide_integer};
+
+    #[test]
+    fn json_bodies_are_declared_json() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/merge-patch+json",
+        ] {
+            assert!(json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "text/plain; charset=application/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "application/+json",
+            "json",
+            "",
+        ] {
+            assert!(!json_media_type(no), "{no}");
+        }
+    }
 
     #[test]
     fn wide_integers_are_found_outside_strings_only() {

@@ -176,7 +176,11 @@ pub(super) async fn info(State(st): State<AppState>) -> Response {
                 "internal_token_with_on_behalf_of": false,
             },
             "disabled_primitives": ["device_code", "quotas"],
-            "registration": if st.opts.allow_register { "open" } else { "closed" },
+            "registration": match st.opts.registration {
+                super::Registration::Closed => "closed",
+                super::Registration::Local => "local",
+                super::Registration::Open => "open",
+            },
             "rate_limit": {"requests_per_minute": st.limiter.per_minute()},
         }),
     )
@@ -452,7 +456,7 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
                         "internal_token_with_on_behalf_of": {"type": "boolean"},
                     })),
                     "disabled_primitives": {"type": "array", "items": {"type": "string"}},
-                    "registration": {"enum": ["open", "closed"]},
+                    "registration": {"enum": ["open", "local", "closed"], "description": "Who may register: anyone, clients on the server's machine, nobody"},
                     "rate_limit": obj(json!({
                         "requests_per_minute": {"type": ["integer", "null"]},
                     })),

@@ -9,7 +9,8 @@
 //!
 //! What every route shares is added here rather than repeated: a route that takes the key can
 //! answer 401 `invalid_api_key`; one the rate limiter counts, 429 `rate_limit_exceeded`; one that
-//! reads a JSON body, 400 `invalid_json` and 422 `validation_error`; one that takes a body without a key, 503 `server_busy` (the budget of such
+//! reads a JSON body, 400 `invalid_json`, 415 `unsupported_media_type` and 422
+//! `validation_error`; one that takes a body without a key, 503 `server_busy` (the budget of such
 //! bodies is spent); every route, 408 `request_timeout` and 413 `request_too_large` (bodies are
 //! read before the route runs, see [`super::intake`]). Schemas are plain JSON Schema (2020-12,
 //! the dialect of OpenAPI 3.1) written with `json!`; the shared ones (the error envelope, the
@@ -210,6 +211,7 @@ impl Route {
         }
         if self.json_body {
             all.push((400, "invalid_json"));
+            all.push((415, "unsupported_media_type"));
             all.push((422, "validation_error"));
         }
         if self.body.is_some() && !self.auth {

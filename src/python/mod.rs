@@ -231,14 +231,15 @@ impl NativeEngine {
     }
 
     /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
-    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms, realert_ms, header_timeout_ms, body_timeout_ms, max_connections, max_connections_per_address))]
+    #[pyo3(signature = (host, port, *, registration, public_url, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms, realert_ms, header_timeout_ms, body_timeout_ms, max_connections, max_connections_per_address))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
         py: Python<'_>,
         host: &str,
         port: u16,
-        allow_register: bool,
+        registration: &str,
+        public_url: Option<String>,
         allow_private_targets: bool,
         rate_limit_per_minute: u32,
         trust_forwarded_for: bool,
@@ -283,8 +284,15 @@ impl NativeEngine {
                 "must be positive",
             )));
         }
+        let Some(registration) = crate::api::Registration::parse(registration) else {
+            return Err(to_pyerr(Error::invalid(
+                "registration",
+                "must be closed, local or open",
+            )));
+        };
         let opts = crate::api::Options {
-            allow_register,
+            registration,
+            public_url,
             allow_private_targets,
             rate_limit_per_minute,
             trust_forwarded_for,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_claim_order.sql"),
     include_str!("migrations/0008_chains_failures.sql"),
     include_str!("migrations/0009_waiting_by_task.sql"),
+    include_str!("migrations/0010_email_verified.sql"),
 ];
 
 /// The schema version this build writes.

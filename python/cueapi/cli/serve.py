@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Literal
 
 from ..app import (
     DEFAULT_BODY_TIMEOUT,
@@ -86,6 +87,25 @@ def _count(value: str) -> int:
     return n
 
 
+_REGISTRATION = {"open": "open", "local": "local", "closed": "closed", **dict.fromkeys(_TRUE, "open")}
+_REGISTRATION.update(dict.fromkeys(_FALSE, "closed"))
+
+
+def _registration(args: argparse.Namespace) -> str:
+    """closed, local or open: the flag, else CUEAPI_ALLOW_REGISTER, else local on a loopback host."""
+    if args.allow_register is not None:
+        return str(args.allow_register)
+    value = os.environ.get("CUEAPI_ALLOW_REGISTER", "").strip()
+    if value:
+        word = _REGISTRATION.get(value.lower())
+        if word is None:
+            raise SystemExit(
+                f"cueapi: CUEAPI_ALLOW_REGISTER={value!r} is not open, local, closed, true or false"
+            )
+        return word
+    return "local" if _is_loopback(args.host) else "closed"
+
+
 def _env_rate_limit() -> int:
     value = os.environ.get("CUEAPI_RATE_LIMIT", "").strip()
     if not value:
@@ -158,11 +178,8 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    allow_register = args.allow_register
-    if allow_register is None:
-        allow_register = _env_flag("CUEAPI_ALLOW_REGISTER")
-    if allow_register is None:
-        allow_register = _is_loopback(args.host)
+    registration = _registration(args)
+    allow_register: bool | Literal["local"] = "local" if registration == "local" else registration == "open"
     private = args.allow_private_targets or bool(_env_flag("CUEAPI_ALLOW_PRIVATE_TARGETS"))
     forwarded = args.trust_forwarded_for or bool(_env_flag("CUEAPI_TRUST_FORWARDED_FOR"))
     rate = args.rate_limit if args.rate_limit is not None else _env_rate_limit()
@@ -188,6 +205,7 @@ def _serve(args: argparse.Namespace) -> int:
             ),
             rate_limit_per_minute=rate,
             trust_forwarded_for=forwarded,
+            public_url=args.public_url or None,
             header_timeout_seconds=(
                 args.header_timeout
                 if args.header_timeout is not None
@@ -210,7 +228,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise
     notes = [
         f"db {os.path.abspath(args.db)}",
-        f"registration {'open' if allow_register else 'closed'}",
+        "registration "
+        + {"open": "open to anyone", "local": "open to this machine's clients", "closed": "closed"}[
+            registration
+        ],
         f"rate limit {f'{rate}/min per key' if rate else 'off'}",
     ]
     if forwarded:
@@ -222,7 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"cueapi serve: listening on {url} ({'; '.join(notes)})", file=sys.stderr, flush=True)
     if app.user_count() == 0:
         how = []
-        if allow_register:
+        if registration != "closed":
             body = '{"email": "you@example.com"}'
             how.append(
                 f"  curl -s -X POST {url}/v1/auth/register -H 'Content-Type: application/json' -d '{body}'"
@@ -274,8 +295,27 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
     serve.add_argument("--host", default=os.environ.get("CUEAPI_HOST", "127.0.0.1"), help="env CUEAPI_HOST")
     serve.add_argument("--port", type=int, default=None, help="env CUEAPI_PORT (default 8000; 0 picks one)")
     reg = serve.add_mutually_exclusive_group()
-    reg.add_argument("--allow-register", dest="allow_register", action="store_true", default=None)
-    reg.add_argument("--no-register", dest="allow_register", action="store_false")
+    reg.add_argument(
+        "--allow-register",
+        dest="allow_register",
+        nargs="?",
+        const="open",
+        default=None,
+        choices=["open", "local"],
+        help="who may POST /v1/auth/register: anyone (open, the default of the bare flag; their "
+        "addresses get no alert email) or clients on this machine (local, the default on a loopback "
+        "host) (env CUEAPI_ALLOW_REGISTER: open, local, closed)",
+    )
+    reg.add_argument(
+        "--no-register", dest="allow_register", action="store_const", const="closed", help="nobody registers"
+    )
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        metavar="URL",
+        help="the server's public base URL: alert emails' links, and a Host local registration accepts "
+        "(env CUEAPI_PUBLIC_URL)",
+    )
     serve.add_argument(
         "--header-timeout",
         type=float,
