@@ -276,7 +276,7 @@ mod tests {
         let files = open_file_limit();
         let l = Limits::default();
         let (cap, share) = l.effective(false);
-        assert!(cap <= DEFAULT_MAX_CONNECTIONS && cap >= 1);
+        assert!((1..=DEFAULT_MAX_CONNECTIONS).contains(&cap));
         if let Some(n) = files {
             assert!(cap <= n / 2);
         }
