@@ -171,7 +171,11 @@ def test_an_idle_flood_cannot_take_the_last_file_descriptor(tmp_path: Path) -> N
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
 
-    with serve(tmp_path / "fd.db", preexec_fn=low_limit) as child, sockets(child, 500, "127.0.0.2") as flood:
+    # A long header timeout, so that only the caps (not the timeout) decide what the flood holds.
+    with (
+        serve(tmp_path / "fd.db", "--header-timeout", "120", preexec_fn=low_limit) as child,
+        sockets(child, 500, "127.0.0.2") as flood,
+    ):
         assert psutil.Process(child.proc.pid).rlimit(psutil.RLIMIT_NOFILE) == (512, 512)
         for _ in range(5):
             assert healthy(child)
