@@ -67,16 +67,15 @@ REFUSED = [
     ("metadata.google.internal", "cloud metadata name"),
     ("user:secret@93.184.216.34", "credentials in the URL"),
 ]
-# The IPv4-translated range (::ffff:0:0/96, SIIT): not yet refused by the guard
-# (src/delivery/ssrf.rs, which classifies ::ffff:a.b.c.d and ::/96 but not ::ffff:0:a.b.c.d).
+# The IPv4-translated range (::ffff:0:0/96, SIIT): a translator turns these into the IPv4 address
+# they carry.
 TRANSLATED = [
     ("[::ffff:0:127.0.0.1]", "IPv4-translated loopback"),
     ("[::ffff:0:7f00:1]", "IPv4-translated loopback, hex"),
     ("[::ffff:0:a00:1]", "IPv4-translated private"),
+    ("[::ffff:0:a9fe:a9fe]", "IPv4-translated metadata"),
+    ("[::ffff:0:808:808]", "IPv4-translated public: only reachable through a translator"),
 ]
-OPEN_GAP = pytest.mark.xfail(
-    strict=True, reason="::ffff:0:0/96 is not classified by src/delivery/ssrf.rs (delivery's owner to fix)"
-)
 PUBLIC = ["93.184.216.34", "[2606:4700::1111]", "8.8.8.8"]
 
 
@@ -117,7 +116,7 @@ def check_refused_everywhere(s: Server, host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "why"), REFUSED + [pytest.param(h, w, marks=OPEN_GAP) for h, w in TRANSLATED]
+    ("host", "why"), REFUSED + TRANSLATED
 )
 def test_every_spelling_of_a_forbidden_address_is_refused_when_stored(
     strict: Server, host: str, why: str
