@@ -11,8 +11,9 @@ Adapted only where the article names its host and secrets:
 
 The webhook receiver checks signatures with one of two verifiers, chosen by ``VERIFIER`` (or the
 ``WEBHOOK_VERIFIER`` environment variable): ``"cueapi"`` (default) uses ``cueapi.verify_webhook``,
-which accepts the ``v1=`` scheme every cue is signed with (``X-CueAPI-Signature`` +
-``X-CueAPI-Timestamp``) as well as ``sha256=``; ``"article"`` uses the article's hand-written
+which accepts the ``v1=`` scheme cues are signed with by default (``X-CueAPI-Signature`` +
+``X-CueAPI-Timestamp``; ``sha256=`` signs no time, so it takes that only when asked with
+``allow_sha256=True``); ``"article"`` uses the article's hand-written
 ``verify_signature``, which checks ``sha256=<hex HMAC(secret, raw body)>`` only — create the cue
 with ``"delivery": {"signature_scheme": "sha256"}`` for it.
 
@@ -131,8 +132,7 @@ def verify_signature(payload: bytes, signature: str | None) -> bool:
 
 
 def verify_signature_cueapi(payload: bytes, signature: str | None) -> bool:
-    """The same check with cueapi's verifier: ``v1=`` with ``X-CueAPI-Timestamp`` (±300 s), or
-    ``sha256=``."""
+    """The same check with cueapi's verifier: ``v1=`` with ``X-CueAPI-Timestamp`` (±300 s)."""
     secret = os.getenv("WEBHOOK_SECRET") or ""
     return cueapi.verify_webhook(payload, signature, secret, request.headers.get("X-CueAPI-Timestamp"))
 
@@ -141,7 +141,7 @@ VERIFIERS: dict[str, Callable[[bytes, str | None], bool]] = {
     "article": verify_signature,
     "cueapi": verify_signature_cueapi,
 }
-# Which verifier the /sync route uses: "cueapi" (v1= and sha256=) or "article" (sha256= only).
+# Which verifier the /sync route uses: "cueapi" (v1=) or "article" (sha256= only).
 VERIFIER = os.getenv("WEBHOOK_VERIFIER", "cueapi")
 
 

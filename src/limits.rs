@@ -49,6 +49,13 @@ pub const MAX_DELIVERY_SLOTS: usize = 65_536;
 /// The highest maximum delivery timeout an operator may set (what a cue may ask for).
 pub const DELIVERY_TIMEOUT_CEILING_MS: i64 = 3_600_000;
 
+/// `cueapi serve`'s connections before authentication: how long a connection has to send a
+/// request's headers (also the idle keep-alive timeout), how long its body may take, and how many
+/// connections are served at once.
+pub const HEADER_TIMEOUT_MS: i64 = 10_000;
+pub const BODY_TIMEOUT_MS: i64 = 30_000;
+pub const MAX_CONNECTIONS: usize = 1_024;
+
 /// Every single-number limit above by name, for the Python package (which gets the text
 /// limits as `cut_text` and `evidence_text`).
 pub fn numbers() -> Vec<(&'static str, i64)> {
@@ -76,5 +83,8 @@ pub fn numbers() -> Vec<(&'static str, i64)> {
         ("max_delivery_timeout_ms", MAX_DELIVERY_TIMEOUT_MS),
         ("max_delivery_slots", MAX_DELIVERY_SLOTS as i64),
         ("delivery_timeout_ceiling_ms", DELIVERY_TIMEOUT_CEILING_MS),
+        ("header_timeout_ms", HEADER_TIMEOUT_MS),
+        ("body_timeout_ms", BODY_TIMEOUT_MS),
+        ("max_connections", MAX_CONNECTIONS as i64),
     ]
 }

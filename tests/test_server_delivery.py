@@ -242,10 +242,16 @@ def test_sha256_signature_scheme(server: Server, receiver: Receiver) -> None:
     settled(server, eid, "success")
     # The seed article's receiver: HMAC-SHA256 of the raw body with the whole whsec_ secret.
     assert req.headers["x-cueapi-signature"] == sign_sha256(server.secret, req.body)
-    assert cueapi.verify_webhook(req.body, req.headers["x-cueapi-signature"], server.secret)
+    # Ours takes the timeless sha256 scheme only when asked for it.
+    assert cueapi.verify_webhook(
+        req.body, req.headers["x-cueapi-signature"], server.secret, allow_sha256=True
+    )
+    assert not cueapi.verify_webhook(req.body, req.headers["x-cueapi-signature"], server.secret)
     forged = req.body.replace(b'"attempt": 1', b'"attempt": 2')
     assert forged != req.body
-    assert not cueapi.verify_webhook(forged, req.headers["x-cueapi-signature"], server.secret)
+    assert not cueapi.verify_webhook(
+        forged, req.headers["x-cueapi-signature"], server.secret, allow_sha256=True
+    )
     # The Standard Webhooks trio still comes along, and so do the headers every delivery carries
     # whatever its scheme (as the README's signing section lists them).
     assert verify_webhook_headers(req.body, req.headers, server.secret)

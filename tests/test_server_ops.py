@@ -256,7 +256,7 @@ def test_info_describes_the_server(server: Server) -> None:
         "authorization_backend": "per_user_api_key",
         "authentication_paths": {"per_user_api_key": True, "internal_token_with_on_behalf_of": False},
         "disabled_primitives": ["device_code", "quotas"],
-        "registration": "open",
+        "registration": "local",
         "rate_limit": {"requests_per_minute": 1_000_000},
     }
 
@@ -842,6 +842,75 @@ def test_serve_refuses_bad_rate_limit_settings(
     )
     assert out.returncode != 0 and message in out.stderr, out.stderr
     assert not db.exists()
+
+
+def test_serve_takes_the_delivery_limits_from_its_flags_or_environment(tmp_path: Path) -> None:
+    def deliveries(url: str) -> dict[str, Any]:
+        d: dict[str, Any] = httpx.get(url + "/health", timeout=30).json()["checks"]["deliveries"]
+        return d
+
+    with serve_cli(
+        "--db",
+        str(tmp_path / "a.db"),
+        "--max-deliveries",
+        "8",
+        "--max-deliveries-per-tenant",
+        "4",
+        env={"CUEAPI_MAX_DELIVERIES_PER_DESTINATION": "2", "CUEAPI_MAX_DELIVERY_TIMEOUT_SECONDS": "5"},
+    ) as (url, _):
+        d = deliveries(url)
+        assert (d["slots"], d["tenant_slots"], d["destination_slots"], d["max_timeout_ms"]) == (8, 4, 2, 5000)
+        assert d["stuck_after_ms"] == 5000  # a wait longer than a delivery may take
+    # Defaults; a server smaller than a tenant's default share gives each tenant all of it; the
+    # flag wins over the environment.
+    with serve_cli(
+        "--db",
+        str(tmp_path / "b.db"),
+        "--max-deliveries",
+        "16",
+        env={"CUEAPI_MAX_DELIVERIES": "1"},
+    ) as (url, _):
+        d = deliveries(url)
+        assert (d["slots"], d["tenant_slots"], d["destination_slots"], d["max_timeout_ms"]) == (
+            16,
+            16,
+            16,
+            300_000,
+        )
+        assert d["stuck_after_ms"] == 60_000
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--max-deliveries", "0"], {}, "argument --max-deliveries: must be between 1 and 65536"),
+        (["--max-deliveries-per-tenant", "x"], {}, "'x' is not a whole number"),
+        (
+            [],
+            {"CUEAPI_MAX_DELIVERIES": "100000"},
+            "CUEAPI_MAX_DELIVERIES='100000': must be between 1 and 65536",
+        ),
+        (
+            ["--max-deliveries", "4", "--max-deliveries-per-destination", "8"],
+            {},
+            "--max-deliveries-per-destination (8) cannot exceed --max-deliveries (4)",
+        ),
+        (["--max-delivery-timeout", "7200"], {}, "--max-delivery-timeout must be between 1 and 3600 seconds"),
+        ([], {"CUEAPI_MAX_DELIVERY_TIMEOUT_SECONDS": "soon"}, "is not a number of seconds"),
+    ],
+)
+def test_serve_refuses_bad_delivery_limits(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    db = tmp_path / "bad.db"
+    out = subprocess.run(
+        [sys.executable, "-m", "cueapi.cli", "serve", "--db", str(db), "--port", "0", *args],
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and message in out.stderr, out.stderr
 
 
 def test_serve_help_lists_the_rate_limit_settings() -> None:

@@ -91,7 +91,12 @@ def test_sha256_scheme_of_the_article() -> None:
     # The article's own hand-written receiver check:
     expected = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(f"sha256={expected}", sig)
-    assert verify_webhook(raw, sig, SECRET)
+    # Ours takes the timeless scheme only when asked (as the official SDK, it refuses it by default).
+    assert verify_webhook(raw, sig, SECRET, allow_sha256=True)
+    assert verify_webhook(json.loads(raw), sig, SECRET, allow_sha256=True)
+    assert not verify_webhook(raw, sig, SECRET)
+    assert verify_webhook_headers(raw, {"X-CueAPI-Signature": sig}, SECRET, allow_sha256=True)
+    assert not verify_webhook_headers(raw, {"X-CueAPI-Signature": sig}, SECRET)
 
 
 def test_standard_webhooks_library_verifies_our_signature() -> None:

@@ -30,7 +30,13 @@ def sign_v1(secret: str, timestamp: int, body: bytes) -> str: ...
 def sign_sha256(secret: str, body: bytes) -> str: ...
 def sign_standard(secret: str, id: str, timestamp: int, body: bytes) -> str: ...
 def check_signature(
-    secret: str, body: bytes, signature: str, timestamp: str | None, now_s: int, tolerance_s: int
+    secret: str,
+    body: bytes,
+    signature: str,
+    timestamp: str | None,
+    now_s: int,
+    tolerance_s: int,
+    allow_sha256: bool,
 ) -> str | None: ...
 def check_standard(
     secret: str, body: bytes, id: str, timestamp: str, signatures: str, now_s: int, tolerance_s: int
@@ -42,6 +48,7 @@ def verify_webhook(
     timestamp: str | int | None = None,
     *,
     tolerance: int = 300,
+    allow_sha256: bool = False,
 ) -> bool: ...
 def _send_test_email(to: str, subject: str, body: str) -> None: ...
 
@@ -87,13 +94,18 @@ class NativeEngine:
         host: str,
         port: int,
         *,
-        allow_register: bool,
+        registration: str,
+        public_url: str | None,
         allow_private_targets: bool,
         worker_lease_ms: int,
         worker_timeout_ms: int,
         realert_ms: int,
         rate_limit_per_minute: int,
         trust_forwarded_for: bool,
+        header_timeout_ms: int,
+        body_timeout_ms: int,
+        max_connections: int,
+        max_connections_per_address: int | None,
     ) -> tuple[str, int]: ...
     def set_delivery_limits(
         self, max_in_flight: int, per_tenant: int, per_destination: int, max_timeout_ms: int

@@ -30,3 +30,9 @@ MAX_DELIVERIES_PER_DESTINATION: int = _L["max_deliveries_per_destination"]
 MAX_DELIVERY_TIMEOUT_SECONDS: float = _L["max_delivery_timeout_ms"] / 1000
 MAX_DELIVERY_SLOTS: int = _L["max_delivery_slots"]
 DELIVERY_TIMEOUT_CEILING_SECONDS: float = _L["delivery_timeout_ceiling_ms"] / 1000
+HEADER_TIMEOUT_SECONDS: float = _L["header_timeout_ms"] / 1000
+"""`cueapi serve`: how long a connection has to send a request's headers (and may stay idle)."""
+BODY_TIMEOUT_SECONDS: float = _L["body_timeout_ms"] / 1000
+"""`cueapi serve`: how long a request's body may take to arrive."""
+MAX_CONNECTIONS: int = _L["max_connections"]
+"""`cueapi serve`: connections served at once (at most half the open-file limit)."""

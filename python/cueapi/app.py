@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from . import _cueapi, _limits
 from ._time import from_ms, to_ms
@@ -40,6 +40,10 @@ log = logging.getLogger("cueapi")
 # a few pull workers send, yet it stops one runaway client from taking the server's whole capacity.
 DEFAULT_RATE_LIMIT = _limits.RATE_LIMIT_PER_MINUTE
 MAX_RATE_LIMIT = _limits.MAX_RATE_LIMIT_PER_MINUTE
+# `cueapi serve`'s connection limits (src/limits.rs).
+DEFAULT_HEADER_TIMEOUT = _limits.HEADER_TIMEOUT_SECONDS
+DEFAULT_BODY_TIMEOUT = _limits.BODY_TIMEOUT_SECONDS
+DEFAULT_MAX_CONNECTIONS = _limits.MAX_CONNECTIONS
 
 # Most jobs one handler thread claims at once.
 _BATCH = 32
@@ -360,7 +364,7 @@ class App:
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
-        allow_register: bool | None = None,
+        allow_register: bool | Literal["local"] | None = None,
         allow_private_targets: bool = False,
         rate_limit_per_minute: int = DEFAULT_RATE_LIMIT,
         trust_forwarded_for: bool = False,
@@ -371,11 +375,24 @@ class App:
         max_deliveries_per_tenant: int | None = None,
         max_deliveries_per_destination: int | None = None,
         max_delivery_timeout_seconds: float = _limits.MAX_DELIVERY_TIMEOUT_SECONDS,
+        public_url: str | None = None,
+        header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_address: int | None = None,
     ) -> str:
         """Serves the CueAPI-compatible HTTP API from this App's engine and returns its base URL
-        (``port=0`` picks a free port). Registration (``POST /v1/auth/register``) is open by
-        default only on a loopback address; ``allow_private_targets`` lets callbacks reach
-        loopback and private networks (local development and tests only). Each API key (and each
+        (``port=0`` picks a free port). Registration (``POST /v1/auth/register``): ``True`` opens
+        it to anyone (their email addresses unverified: never sent alert email), ``False`` closes
+        it, ``"local"`` opens it to clients on this machine only (a loopback peer, no address
+        forwarded from elsewhere, a ``Host`` naming the server by address, ``localhost`` or
+        ``public_url``); ``None`` means ``"local"`` on a loopback address and closed on any other.
+        ``public_url`` (else ``CUEAPI_PUBLIC_URL``) is the base of alert emails' links.
+        ``header_timeout_seconds`` (also the idle keep-alive
+        timeout), ``body_timeout_seconds``, ``max_connections`` and ``max_connections_per_address``
+        (``None``: a quarter of the cap, or all of it with ``trust_forwarded_for``) bound what a
+        connection may hold before it is authenticated. ``allow_private_targets`` lets callbacks
+        reach loopback and private networks (local development and tests only). Each API key (and each
         client address, for requests without a valid key) may make ``rate_limit_per_minute``
         requests a minute (0: no limit); ``trust_forwarded_for`` takes the client address from the
         last ``X-Forwarded-For`` entry (only behind a reverse proxy that sets it). A pull worker's
@@ -425,8 +442,21 @@ class App:
             raise ValidationError(
                 f"max_delivery_timeout_seconds must be a number of seconds between 1 and {ceiling:g}"
             )
+        header_ms = _positive_ms(header_timeout_seconds, "header_timeout_seconds")
+        body_ms = _positive_ms(body_timeout_seconds, "body_timeout_seconds")
+        _count(max_connections, "max_connections")
+        if max_connections_per_address is not None:
+            _count(max_connections_per_address, "max_connections_per_address")
+        if public_url is not None and not isinstance(public_url, str):
+            raise ValidationError("public_url must be a URL string")
         if allow_register is None:
-            allow_register = _is_loopback(host)
+            registration = "local" if _is_loopback(host) else "closed"
+        elif allow_register == "local":
+            registration = "local"
+        elif isinstance(allow_register, bool):
+            registration = "open" if allow_register else "closed"
+        else:
+            raise ValidationError("allow_register must be True, False, 'local' or None")
         if self._closed:
             raise EngineClosedError("this App is closed")
         native = self._native("serve")
@@ -438,13 +468,18 @@ class App:
         bound_host, bound_port = native.serve(
             host,
             port,
-            allow_register=bool(allow_register),
+            registration=registration,
+            public_url=public_url,
             allow_private_targets=bool(allow_private_targets),
             rate_limit_per_minute=rate_limit_per_minute,
             trust_forwarded_for=bool(trust_forwarded_for),
             worker_lease_ms=lease_ms,
             worker_timeout_ms=timeout_ms,
             realert_ms=realert_ms,
+            header_timeout_ms=header_ms,
+            body_timeout_ms=body_ms,
+            max_connections=max_connections,
+            max_connections_per_address=max_connections_per_address,
         )
         self.start()
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -843,6 +878,11 @@ def _positive_ms(seconds: float, name: str) -> int:
     ):
         raise ValidationError(f"{name} must be a number of seconds between 0.001 and 2592000")
     return round(seconds * 1000)
+
+
+def _count(n: object, name: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000:
+        raise ValidationError(f"{name} must be an int between 1 and 1000000")
 
 
 def _is_loopback(host: str) -> bool:

@@ -65,10 +65,14 @@ def install(app: FastAPI) -> FastAPI:
 
 
 def webhook(
-    secret: str | Iterable[str] | None = None, *, tolerance: int = 300, seen: SeenStore | None = None
+    secret: str | Iterable[str] | None = None,
+    *,
+    tolerance: int = 300,
+    seen: SeenStore | None = None,
+    allow_sha256: bool = False,
 ) -> Callable[[Request], Awaitable[Delivery]]:
     """A dependency that verifies the request as a cueapi delivery (see
-    :func:`cueapi.webhooks.parse` for ``tolerance`` and ``seen``) and gives the
+    :func:`cueapi.webhooks.parse` for ``tolerance``, ``seen`` and ``allow_sha256``) and gives the
     :class:`~cueapi.webhooks.Delivery`: ``delivery: Annotated[Delivery, Depends(webhook())]``, in
     sync and async routes. Make it once (at import) and reuse it: each call makes a new one.
 
@@ -85,7 +89,7 @@ def webhook(
     (SQLite, which may wait for a lock) is consulted in a worker thread, off the event loop.
     """
     secrets = SecretSource(secret)
-    check_options(tolerance, seen)
+    check_options(tolerance, seen, allow_sha256)
     off_loop = seen is not None and not isinstance(seen, MemorySeen)
 
     async def cueapi_webhook(request: Request) -> Delivery:
@@ -96,9 +100,17 @@ def webhook(
         try:
             if off_loop:
                 return await run_in_threadpool(
-                    parse, body, request.headers, found, tolerance=tolerance, seen=seen
+                    parse,
+                    body,
+                    request.headers,
+                    found,
+                    tolerance=tolerance,
+                    seen=seen,
+                    allow_sha256=allow_sha256,
                 )
-            return parse(body, request.headers, found, tolerance=tolerance, seen=seen)
+            return parse(
+                body, request.headers, found, tolerance=tolerance, seen=seen, allow_sha256=allow_sha256
+            )
         except WebhookVerificationError as e:
             raise WebhookRejected(401, refusal(e)) from None
 

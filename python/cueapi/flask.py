@@ -59,11 +59,15 @@ class ViewDecorator(Protocol):
 
 
 def webhook(
-    secret: str | Iterable[str] | None = None, *, tolerance: int = 300, seen: SeenStore | None = None
+    secret: str | Iterable[str] | None = None,
+    *,
+    tolerance: int = 300,
+    seen: SeenStore | None = None,
+    allow_sha256: bool = False,
 ) -> ViewDecorator:
     """A view decorator that verifies the request as a cueapi delivery (see
-    :func:`cueapi.webhooks.parse` for ``tolerance`` and ``seen``) and calls the view with the
-    :class:`~cueapi.webhooks.Delivery` as its first argument (URL variables stay keyword
+    :func:`cueapi.webhooks.parse` for ``tolerance``, ``seen`` and ``allow_sha256``) and calls the
+    view with the :class:`~cueapi.webhooks.Delivery` as its first argument (URL variables stay keyword
     arguments). Put it under ``@app.route``; the view keeps its name. Async views work too.
 
     ``secret``: the ``whsec_…`` secret, or a list of them while rotating. A secret given but empty
@@ -78,7 +82,7 @@ def webhook(
     being :attr:`WebhookVerificationError.reason <cueapi.exceptions.WebhookVerificationError>`.
     """
     secrets = SecretSource(secret)
-    check_options(tolerance, seen)
+    check_options(tolerance, seen, allow_sha256)
 
     def verified() -> Delivery | flask.Response:
         found = secrets()
@@ -86,7 +90,12 @@ def webhook(
             return _answer(misconfigured(found), 503)
         try:
             return parse(
-                flask.request.get_data(), flask.request.headers, found, tolerance=tolerance, seen=seen
+                flask.request.get_data(),
+                flask.request.headers,
+                found,
+                tolerance=tolerance,
+                seen=seen,
+                allow_sha256=allow_sha256,
             )
         except WebhookVerificationError as e:
             return _answer(refusal(e), 401)

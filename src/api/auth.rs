@@ -1,20 +1,188 @@
 //! `/v1/auth`: registration, the caller's account, key and webhook-secret rotation.
+//!
+//! Who may register is a server setting ([`Registration`]): nobody, anyone, or — the default on a
+//! loopback address — only clients on the server's own machine. "On this machine" is checked, not
+//! assumed from where the server listens: the peer must be a loopback address, every address a
+//! reverse proxy reports (`X-Forwarded-For`, `X-Real-IP`, `Forwarded`) must be one too (a proxy on
+//! the same machine makes every peer loopback), and the `Host` must name this server by address,
+//! `localhost` or the public URL's host — a page whose own name resolves to 127.0.0.1 (DNS
+//! rebinding) sends its own name. The body must be `application/json` (see
+//! [`super::read_body`]), which a cross-site form or `fetch` cannot send without asking first.
+//! Addresses registered while registration is open to anyone are not verified, so alert email
+//! is never sent to them ([`users::mark_unverified`]).
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::{ok, read_object, ApiError, ApiResult, AppState, Auth};
 use crate::store::{alerts, users};
 
-pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiResult {
-    if !st.opts.allow_register {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "registration_closed",
-            "Registration is closed on this server; ask its operator for a key (`cueapi keys create`)",
+/// Who may create a user with `POST /v1/auth/register`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Nobody: users are created by the operator (`cueapi keys create`).
+    Closed,
+    /// Clients on the server's own machine only (the default on a loopback address).
+    Local,
+    /// Anyone who can reach the server; their email addresses are not verified.
+    Open,
+}
+
+impl Registration {
+    /// `closed`, `local` or `open`.
+    pub fn parse(word: &str) -> Option<Registration> {
+        match word {
+            "closed" => Some(Registration::Closed),
+            "local" => Some(Registration::Local),
+            "open" => Some(Registration::Open),
+            _ => None,
+        }
+    }
+}
+
+fn local_only(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "registration_local_only", message)
+}
+
+/// Refuses a registration that is not shown to come from this machine (see the module docs).
+fn check_local(req: &Request, public_host: Option<&str>) -> ApiResult<()> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !peer.is_some_and(is_loopback) {
+        return Err(local_only(
+            "Registration is open only to clients on this server's machine".into(),
         ));
     }
+    if let Some(hop) = forwarded_hops(req.headers()).find(|hop| !hop.is_some_and(is_loopback)) {
+        let from = hop.map_or_else(
+            || "an address it did not name".to_string(),
+            |ip| ip.to_string(),
+        );
+        return Err(local_only(format!(
+            "Registration is open only to clients on this server's machine, and a proxy forwarded this request from {from}; ask the operator for a key (`cueapi keys create`)"
+        )));
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(|h| host_allowed(h, public_host)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_host",
+            "The Host header names neither this server's address, localhost nor its public URL: \
+             a page served under another name (DNS rebinding) may not register",
+        ));
+    }
+    Ok(())
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Every client address a reverse proxy reported, in any of the usual headers; `None` for one
+/// that is not an address (`unknown`, an obfuscated name).
+fn forwarded_hops(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    let listed = |name: &'static str| {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| match v.to_str() {
+                Ok(text) => text.split(',').map(|s| Some(s.to_string())).collect(),
+                Err(_) => vec![None],
+            })
+            .map(|hop| hop.as_deref().and_then(hop_address))
+    };
+    let forwarded = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .flat_map(|v| match v.to_str() {
+            Ok(text) => text
+                .split(',')
+                .flat_map(|element| element.split(';'))
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| hop_address(v.trim().trim_matches('"')))
+                })
+                .collect(),
+            Err(_) => vec![None],
+        });
+    listed("x-forwarded-for")
+        .chain(listed("x-real-ip"))
+        .chain(forwarded)
+}
+
+/// The address in one hop: `192.0.2.1`, `192.0.2.1:443`, `2001:db8::1` or `[2001:db8::1]:443`.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .and_then(|h| h.parse().ok())
+        })
+}
+
+/// The host part of a `Host` value or URL authority, lower-cased, without port or trailing dot.
+fn host_part(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => a,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether a registration's `Host` is one this server answers to without DNS: an IP address,
+/// `localhost` (and its subdomains, which resolve to loopback by definition), or the host of the
+/// public URL.
+fn host_allowed(host: &str, public_host: Option<&str>) -> bool {
+    let h = host_part(host);
+    !h.is_empty()
+        && (h.parse::<IpAddr>().is_ok()
+            || h == "localhost"
+            || h.ends_with(".localhost")
+            || public_host.is_some_and(|p| host_part(p) == h))
+}
+
+/// The host of a URL (`https://cues.example.com:8443/base` → `cues.example.com:8443`).
+pub(super) fn url_authority(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!authority.is_empty()).then_some(authority)
+}
+
+pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiResult {
+    match st.opts.registration {
+        Registration::Closed => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "registration_closed",
+                "Registration is closed on this server; ask its operator for a key (`cueapi keys create`)",
+            ))
+        }
+        Registration::Local => {
+            check_local(&req, st.opts.public_url.as_deref().and_then(url_authority))?;
+        }
+        Registration::Open => {}
+    }
+    let verified = st.opts.registration != Registration::Open;
     let body = read_object(req, true).await?;
     let email = match body.get("email") {
         Some(serde_json::Value::String(s)) => s.clone(),
@@ -25,7 +193,13 @@ pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiRes
     let (user, key) = st
         .engine
         .store()
-        .write_async(move |c| users::create(c, &email, now))
+        .write_async(move |c| {
+            let (user, key) = users::create(c, &email, now)?;
+            if !verified {
+                users::mark_unverified(c, &user.id)?;
+            }
+            Ok((user, key))
+        })
         .await
         .map_err(|e| ApiError::from(e).conflict_code("duplicate_email"))?;
     ok(
@@ -236,7 +410,7 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
         vec![
             post("/v1/auth/register", "register", "Create a user and its API key", register)
                 .public()
-                .describe("Open only when the server allows it (by default on a loopback address); the key is shown once.")
+                .describe("Open only when the server allows it: by default, on a loopback address, only to clients on the server's machine (a loopback peer, no forwarded address from elsewhere, a Host naming the server by address, localhost or its public URL); the key is shown once. The body must be application/json.")
                 .body_example(
                     json!({"type": "object", "properties": {"email": {"type": "string", "format": "email"}},
                            "required": ["email"]}),
@@ -248,7 +422,7 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
                     "email": {"type": "string"},
                     "webhook_secret": secret,
                 })))
-                .errors(403, &["registration_closed"])
+                .errors(403, &["registration_closed", "registration_local_only", "invalid_host"])
                 .errors(409, &["duplicate_email"]),
             get("/v1/auth/me", "getMe", "Your account", me)
                 .answers(200, "The account", obj(json!({
@@ -302,4 +476,76 @@ pub(super) fn routes() -> Vec<super::spec::Route> {
                 .errors(400, &["confirmation_required"]),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hops(pairs: &[(&str, &str)]) -> Vec<Option<IpAddr>> {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        forwarded_hops(&h).collect()
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn every_forwarded_address_is_read() {
+        assert_eq!(hops(&[]), vec![]);
+        assert_eq!(
+            hops(&[("x-forwarded-for", "127.0.0.1, 203.0.113.9:443")]),
+            vec![ip("127.0.0.1"), ip("203.0.113.9")]
+        );
+        assert_eq!(hops(&[("x-real-ip", "::1")]), vec![ip("::1")]);
+        assert_eq!(
+            hops(&[(
+                "forwarded",
+                r#"for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711""#
+            )]),
+            vec![ip("192.0.2.60"), ip("2001:db8:cafe::17")]
+        );
+        assert_eq!(
+            hops(&[("forwarded", "for=unknown"), ("x-forwarded-for", "_hidden")]),
+            vec![None, None]
+        );
+    }
+
+    #[test]
+    fn hosts_that_need_no_dns_are_allowed() {
+        for yes in [
+            "127.0.0.1:8000",
+            "[::1]:8000",
+            "localhost",
+            "LOCALHOST:8000",
+            "app.localhost:1",
+            "10.1.2.3",
+            "cues.example.com:8443",
+            "cues.example.com.",
+        ] {
+            assert!(host_allowed(yes, Some("cues.example.com:8443")), "{yes}");
+        }
+        for no in [
+            "evil.example",
+            "evil.example:8000",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "",
+            "cues.example.com.evil",
+        ] {
+            assert!(!host_allowed(no, Some("cues.example.com")), "{no}");
+        }
+        assert!(!host_allowed("cues.example.com", None));
+        assert_eq!(
+            url_authority("https://u:p@cues.example.com:8443/base?x"),
+            Some("cues.example.com:8443")
+        );
+    }
 }

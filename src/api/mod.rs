@@ -2,16 +2,20 @@
 //!
 //! One file per resource ([`auth`], [`cues`], [`executions`], [`usage`], [`echo`]; [`ops`] for
 //! health, status, info and metrics; [`limit`] for rate limiting; [`spec`] for the route table and
-//! the OpenAPI document made from it); this file holds what they share:
+//! the OpenAPI document made from it; [`conn`] for connections — the accept loop, its caps and
+//! timeouts — and [`intake`] for what a request may send before its key is known); this file holds
+//! what they share:
 //! the server's start and graceful stop, the error envelope, the body and query readers (every
 //! malformed input becomes a 4xx that says what is wrong, never a 500), authentication, and the
 //! JSON forms of instants.
 
 mod alerts;
 mod auth;
+pub mod conn;
 mod cues;
 mod echo;
 mod executions;
+mod intake;
 pub mod limit;
 mod ops;
 mod spec;
@@ -22,12 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use parking_lot::Mutex;
@@ -41,14 +44,19 @@ use crate::error::Error;
 use crate::public::{iso, iso_fields};
 use crate::store::users::{self, User};
 
+pub use auth::Registration;
+
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Whether `POST /v1/auth/register` creates users.
-    pub allow_register: bool,
+    /// Who may create a user with `POST /v1/auth/register`.
+    pub registration: Registration,
+    /// The server's public base URL (`CUEAPI_PUBLIC_URL` when unset): the links of alert
+    /// emails, and a `Host` registration accepts.
+    pub public_url: Option<String>,
     /// Whether callbacks may point at loopback and private networks (development and tests).
     pub allow_private_targets: bool,
     /// How long a remote worker's claim lasts unless extended (ms; 0 keeps the engine's default).
@@ -64,18 +72,22 @@ pub struct Options {
     /// Whether the client address of per-address limits is the last `X-Forwarded-For` entry
     /// (behind a reverse proxy that appends it) instead of the peer.
     pub trust_forwarded_for: bool,
+    /// What connections may do before authentication: timeouts and caps.
+    pub limits: conn::Limits,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            allow_register: false,
+            registration: Registration::Closed,
+            public_url: None,
             allow_private_targets: false,
             rate_limit_per_minute: limit::DEFAULT_PER_MINUTE,
             trust_forwarded_for: false,
             worker_lease_ms: 0,
             worker_timeout_ms: 0,
             realert_ms: 0,
+            limits: conn::Limits::default(),
         }
     }
 }
@@ -86,6 +98,9 @@ struct AppState {
     opts: Arc<Options>,
     limiter: Arc<limit::Limiter>,
     echoes: Arc<echo::Echoes>,
+    limits: Arc<conn::Limits>,
+    public_bodies: Arc<intake::PublicBodies>,
+    budget: Arc<intake::Budget>,
 }
 
 /// A running server.
@@ -135,33 +150,36 @@ impl Server {
                 .store()
                 .write(move |c| crate::store::alerts::set_realert_ms(c, ms))?;
         }
-        let public = std::env::var("CUEAPI_PUBLIC_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
+        let mut opts = opts;
+        if opts
+            .public_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+        {
+            opts.public_url = std::env::var("CUEAPI_PUBLIC_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty());
+        }
+        let public = opts
+            .public_url
+            .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         engine.set_public_url(public);
+        let (limits, behind_proxy) = (opts.limits.clone(), opts.trust_forwarded_for);
         let state = AppState {
             engine,
             limiter: Arc::new(limit::Limiter::new(opts.rate_limit_per_minute)),
             echoes: Arc::new(echo::Echoes::default()),
+            limits: Arc::new(limits.clone()),
+            public_bodies: Arc::new(intake::PublicBodies::new(&routes())),
+            budget: Arc::new(intake::Budget::default()),
             opts: Arc::new(opts),
         };
         let app = router(state);
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let _guard = rt.enter();
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let task = rt.spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!("the HTTP server stopped: {e}");
-            }
-        });
+        let task = rt.spawn(conn::serve(listener, app, limits, behind_proxy, stopped));
         Ok(Server {
             addr,
             stop,
@@ -226,46 +244,14 @@ fn router(state: AppState) -> Router {
         .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Outermost last: every body is read before a request can be refused.
+        // Outermost last: the key is looked up and the body read (or drained) before a request
+        // can be refused, so a refusal never leaves a body unread on a keep-alive connection.
         .layer(middleware::from_fn_with_state(state.clone(), limit::limit))
-        .layer(middleware::from_fn(read_whole_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            intake::intake,
+        ))
         .with_state(state)
-}
-
-/// Reads every request body before routing (up to [`MAX_BODY`]): a request refused early (a bad
-/// key, an unknown route) must not leave its body unread on a keep-alive connection, or the
-/// client's next request on it goes unanswered.
-async fn read_whole_body(req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        let mut r = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request_too_large",
-            format!("Request body exceeds {MAX_BODY} bytes"),
-        )
-        .into_response();
-        // The rest of the body is not read: the connection cannot be reused.
-        r.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        r
-    };
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large();
-    }
-    match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(_) => too_large(),
-    }
 }
 
 /// A path id. One that is not valid UTF-8 cannot name anything: it reads as an id that matches
@@ -478,16 +464,32 @@ fn with_truncated(mut out: Value, cut: &[&str]) -> ApiResult {
     ok(StatusCode::OK, out)
 }
 
-/// Parses the (already read) request body: UTF-8 and valid JSON (400), no integer wider than 64 bits
-/// (422). An empty
-/// body reads as `None`.
+/// Parses the (already read) request body: sent as JSON (`Content-Type: application/json`, or
+/// another `application/…+json`; else 415), UTF-8 and valid JSON (400), no integer wider than 64
+/// bits (422). An empty body reads as `None`, whatever its type.
+///
+/// The media type is required because a browser page of any origin may send a `text/plain` (or
+/// untyped) body without asking the server first: a JSON body arriving that way did not come from
+/// a client of this API, and is refused before it can register a user or change anything.
 async fn read_body(req: Request) -> ApiResult<Option<Value>> {
-    // `read_whole_body` has read it already, within the limit: this only takes the bytes.
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(json_media_type);
+    // The intake has read it already, within the limit: this only takes the bytes.
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
+    }
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON, with Content-Type: application/json",
+        ));
     }
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("invalid_json", "Request body is not valid UTF-8"))?;
@@ -504,6 +506,18 @@ async fn read_body(req: Request) -> ApiResult<Option<Value>> {
         ));
     }
     Ok(Some(v))
+}
+
+/// Whether a `Content-Type` value is JSON: `application/json` or `application/<x>+json`, any
+/// parameters (`charset`) aside.
+fn json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
 /// The first integer literal of a JSON text that fits neither `i64` nor `u64` (it would be read
@@ -717,7 +731,31 @@ fn parse_time(field: &str, v: &Value) -> ApiResult<Millis> {
 
 #[cfg(test)]
 mod tests {
-    use super::wide_integer;
+    use super::{json_media_type, wide_integer};
+
+    #[test]
+    fn json_bodies_are_declared_json() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/merge-patch+json",
+        ] {
+            assert!(json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "text/plain; charset=application/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "application/+json",
+            "json",
+            "",
+        ] {
+            assert!(!json_media_type(no), "{no}");
+        }
+    }
 
     #[test]
     fn wide_integers_are_found_outside_strings_only() {

@@ -9,8 +9,10 @@
 //!
 //! What every route shares is added here rather than repeated: a route that takes the key can
 //! answer 401 `invalid_api_key`; one the rate limiter counts, 429 `rate_limit_exceeded`; one that
-//! reads a JSON body, 400 `invalid_json` and 422 `validation_error`; every route, 413
-//! `request_too_large` (bodies are read before routing). Schemas are plain JSON Schema (2020-12,
+//! reads a JSON body, 400 `invalid_json`, 415 `unsupported_media_type` and 422
+//! `validation_error`; one that takes a body without a key, 503 `server_busy` (the budget of such
+//! bodies is spent); every route, 408 `request_timeout` and 413 `request_too_large` (bodies are
+//! read before the route runs, see [`super::intake`]). Schemas are plain JSON Schema (2020-12,
 //! the dialect of OpenAPI 3.1) written with `json!`; the shared ones (the error envelope, the
 //! resources) are components, referred to with [`r`].
 
@@ -179,6 +181,20 @@ impl Route {
         self
     }
 
+    /// Whether the route answers without a key.
+    pub(super) fn is_public(&self) -> bool {
+        !self.auth
+    }
+
+    /// Whether the route reads a request body.
+    pub(super) fn takes_body(&self) -> bool {
+        self.body.is_some()
+    }
+
+    pub(super) fn method(&self) -> &Method {
+        &self.method
+    }
+
     /// Whether the rate limiter counts requests to this route.
     fn limited(&self) -> bool {
         !super::limit::EXEMPT.contains(&self.path)
@@ -197,8 +213,13 @@ impl Route {
         }
         if self.json_body {
             all.push((400, "invalid_json"));
+            all.push((415, "unsupported_media_type"));
             all.push((422, "validation_error"));
         }
+        if self.body.is_some() && !self.auth {
+            all.push((503, "server_busy"));
+        }
+        all.push((408, "request_timeout"));
         all.push((413, "request_too_large"));
         let mut by = BTreeMap::<u16, Vec<&'static str>>::new();
         for (status, code) in all {

@@ -148,6 +148,12 @@ fn classify_v6(ip: Ipv6Addr) -> Option<(&'static str, bool)> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return classify_v4(v4);
     }
+    // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765): a translator on the path turns it into the
+    // IPv4 address it carries, so it is that address's class, and refused when that is public.
+    if in_v6(ip, [0, 0, 0, 0, 0xffff, 0, 0, 0], 96) {
+        let [.., a, b, c, d] = ip.octets();
+        return classify_v4(Ipv4Addr::new(a, b, c, d)).or(Some(("IPv4-translated", false)));
+    }
     if ip.is_unspecified() {
         return Some(("unspecified", false));
     }
@@ -228,6 +234,8 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a00:1",
         ] {
             assert!(refused(&strict, ip), "{ip} refused by default");
             assert!(!refused(&dev, ip), "{ip} allowed with allow_private");
@@ -248,6 +256,8 @@ mod tests {
             "2002::1",
             "2001:db8::1",
             "::ffff:169.254.169.254",
+            "::ffff:0:169.254.169.254",
+            "::ffff:0:808:808",
         ] {
             assert!(refused(&strict, ip), "{ip} refused by default");
             assert!(refused(&dev, ip), "{ip} refused even with allow_private");

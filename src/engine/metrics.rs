@@ -235,6 +235,10 @@ pub struct Health {
     /// The server's delivery slots, and how many are taken.
     pub delivery_slots: usize,
     pub delivery_slots_busy: usize,
+    /// The slots of one tenant and of one destination, and the longest a delivery may take.
+    pub tenant_slots: usize,
+    pub destination_slots: usize,
+    pub max_delivery_timeout_ms: i64,
     /// Deliveries waiting for a server slot (their tenant's and destination's slots held): the
     /// queue every tenant shares.
     pub server_queue: QueueHealth,
@@ -338,6 +342,9 @@ mod tests {
             deliveries_in_flight: 0,
             delivery_slots: 512,
             delivery_slots_busy: 0,
+            tenant_slots: 64,
+            destination_slots: 32,
+            max_delivery_timeout_ms: 300_000,
             server_queue: QueueHealth::default(),
             tenant_queue: QueueHealth::default(),
             destination_queue: QueueHealth::default(),

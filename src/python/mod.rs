@@ -231,20 +231,25 @@ impl NativeEngine {
     }
 
     /// Serves the HTTP API on `host:port` (0 picks a free port); returns the bound address.
-    #[pyo3(signature = (host, port, *, allow_register, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms, realert_ms))]
+    #[pyo3(signature = (host, port, *, registration, public_url, allow_private_targets, rate_limit_per_minute, trust_forwarded_for, worker_lease_ms, worker_timeout_ms, realert_ms, header_timeout_ms, body_timeout_ms, max_connections, max_connections_per_address))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
         py: Python<'_>,
         host: &str,
         port: u16,
-        allow_register: bool,
+        registration: &str,
+        public_url: Option<String>,
         allow_private_targets: bool,
         rate_limit_per_minute: u32,
         trust_forwarded_for: bool,
         worker_lease_ms: i64,
         worker_timeout_ms: i64,
         realert_ms: i64,
+        header_timeout_ms: u64,
+        body_timeout_ms: u64,
+        max_connections: usize,
+        max_connections_per_address: Option<usize>,
     ) -> PyResult<(String, u16)> {
         let mut slot = self.server.lock();
         if slot.is_some() {
@@ -267,14 +272,39 @@ impl NativeEngine {
                 ),
             )));
         }
+        if header_timeout_ms == 0 || body_timeout_ms == 0 || max_connections == 0 {
+            return Err(to_pyerr(Error::invalid(
+                "connection limits",
+                "the header and body timeouts and the connection cap must be positive",
+            )));
+        }
+        if max_connections_per_address == Some(0) {
+            return Err(to_pyerr(Error::invalid(
+                "max_connections_per_address",
+                "must be positive",
+            )));
+        }
+        let Some(registration) = crate::api::Registration::parse(registration) else {
+            return Err(to_pyerr(Error::invalid(
+                "registration",
+                "must be closed, local or open",
+            )));
+        };
         let opts = crate::api::Options {
-            allow_register,
+            registration,
+            public_url,
             allow_private_targets,
             rate_limit_per_minute,
             trust_forwarded_for,
             worker_lease_ms,
             worker_timeout_ms,
             realert_ms,
+            limits: crate::api::conn::Limits {
+                header_timeout: Duration::from_millis(header_timeout_ms),
+                body_timeout: Duration::from_millis(body_timeout_ms),
+                max_connections,
+                max_connections_per_address,
+            },
         };
         let engine = std::sync::Arc::clone(&self.engine);
         let server = py
@@ -678,10 +708,19 @@ fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String 
     signing::sign_standard(secret, id, timestamp, body)
 }
 
-/// Checks a CueAPI signature (`v1=…` with its timestamp, or `sha256=…`) in constant time.
-/// Returns why it fails (`missing`, `timestamp`, `mismatch`), or `None` when it verifies.
+fn schemes(allow_sha256: bool) -> signing::Schemes {
+    if allow_sha256 {
+        signing::Schemes::V1OrSha256
+    } else {
+        signing::Schemes::V1Only
+    }
+}
+
+/// Checks a CueAPI signature (`v1=…` with its timestamp, or `sha256=…` when `allow_sha256`) in
+/// constant time. Returns why it fails (`missing`, `scheme`, `timestamp`, `mismatch`), or `None`
+/// when it verifies.
 #[pyfunction]
-#[pyo3(signature = (secret, body, signature, timestamp, now_s, tolerance_s))]
+#[pyo3(signature = (secret, body, signature, timestamp, now_s, tolerance_s, allow_sha256))]
 fn check_signature(
     secret: &str,
     body: &[u8],
@@ -689,16 +728,30 @@ fn check_signature(
     timestamp: Option<&str>,
     now_s: i64,
     tolerance_s: i64,
+    allow_sha256: bool,
 ) -> Option<&'static str> {
-    signing::verify_cueapi_any(secret, body, signature, timestamp, now_s, tolerance_s)
-        .err()
-        .map(reason)
+    let schemes = schemes(allow_sha256);
+    signing::verify_cueapi_any(
+        secret,
+        body,
+        signature,
+        timestamp,
+        now_s,
+        tolerance_s,
+        schemes,
+    )
+    .err()
+    .map(reason)
 }
 
 /// True when `signature` (an `X-CueAPI-Signature` value: `v1=<hex>` with its
-/// `X-CueAPI-Timestamp`, or `sha256=<hex>`) signs `payload` with `secret`.
+/// `X-CueAPI-Timestamp`, or — only with `allow_sha256=True` — `sha256=<hex>`) signs `payload`
+/// with `secret`.
 ///
-/// The official SDK's arguments, in its order. `payload` is the raw body (`bytes` or `str`), or
+/// The official SDK's arguments, in its order. `sha256=` signs no time, so a captured one never
+/// expires: it is refused unless asked for (the official SDK refuses it too), and never taken
+/// over a body shaped like a `v1` message (`"<ts>." + body`), so a `v1` signature cannot pass
+/// for one. `payload` is the raw body (`bytes` or `str`), or
 /// the parsed body (a dict), which is checked in its canonical form. The raw bytes are checked
 /// first; only when they fail and are JSON in another form than the canonical one is the
 /// canonical re-serialisation checked too. `v1` timestamps more than `tolerance` seconds away
@@ -706,13 +759,14 @@ fn check_signature(
 /// malformed signature or timestamp (it returns False); an empty or non-string secret raises
 /// `ValidationError`, since every signature would verify against an empty key.
 #[pyfunction]
-#[pyo3(signature = (payload, signature, secret, timestamp=None, *, tolerance=300))]
+#[pyo3(signature = (payload, signature, secret, timestamp=None, *, tolerance=300, allow_sha256=false))]
 fn verify_webhook(
     payload: &Bound<'_, PyAny>,
     signature: &Bound<'_, PyAny>,
     secret: &Bound<'_, PyAny>,
     timestamp: Option<&Bound<'_, PyAny>>,
     tolerance: i64,
+    allow_sha256: bool,
 ) -> PyResult<bool> {
     let secret = match secret.cast::<PyString>() {
         Ok(s) => s.to_str()?,
@@ -750,8 +804,12 @@ fn verify_webhook(
         },
     };
     let now_s = system_now().div_euclid(1000);
+    let schemes = schemes(allow_sha256);
     let check = |body: &[u8]| {
-        signing::verify_cueapi_any(secret, body, signature, timestamp, now_s, tolerance).is_ok()
+        signing::verify_cueapi_any(
+            secret, body, signature, timestamp, now_s, tolerance, schemes,
+        )
+        .is_ok()
     };
     if let Ok(bytes) = payload.cast::<PyBytes>() {
         return Ok(check(bytes.as_bytes()));
@@ -800,6 +858,7 @@ fn check_standard(
 fn reason(e: signing::VerifyError) -> &'static str {
     match e {
         signing::VerifyError::Missing => "missing",
+        signing::VerifyError::Scheme => "scheme",
         signing::VerifyError::Timestamp => "timestamp",
         signing::VerifyError::Mismatch => "mismatch",
     }

@@ -10,6 +10,14 @@
 //! - **Standard Webhooks**: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`
 //!   over `"<id>.<ts>." + body`, keyed by base64-decoding the part of the secret after `whsec_`.
 //! - **sha256** (the article's receiver): `X-CueAPI-Signature: sha256=<hex HMAC(secret, body)>`.
+//!
+//! `v1` and `sha256` share a key, and a `v1` message (`"<ts>." + body`) is itself a byte string a
+//! `sha256` signature could cover: a genuine `v1` signature S would verify as `sha256=S` over the
+//! bytes `"<ts>." + body`, with no timestamp to expire. So verification takes `sha256` only when
+//! the receiver asks for it ([`Schemes::V1OrSha256`]), and even then never over a body shaped
+//! like a `v1` message (digits, then a dot: something cueapi never sends under `sha256`, whose
+//! bodies are JSON objects or empty). Standard Webhooks is keyed differently and cannot be
+//! confused with either.
 
 use std::cell::RefCell;
 
@@ -109,11 +117,22 @@ pub fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Str
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }
 
+/// Which `X-CueAPI-Signature` schemes a receiver takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schemes {
+    /// `v1=` only, the scheme with a timestamp (what the official SDK's `verify_webhook` takes).
+    V1Only,
+    /// `v1=` and the timeless `sha256=`, for receivers of cues that chose `sha256`.
+    V1OrSha256,
+}
+
 /// Why a signature did not verify.
 #[derive(Debug, PartialEq, Eq)]
 pub enum VerifyError {
     /// No signature in a scheme we know.
     Missing,
+    /// A `sha256=` signature where the receiver takes `v1=` only.
+    Scheme,
     /// The timestamp is missing, malformed or outside the tolerance.
     Timestamp,
     /// The signature does not match.
@@ -166,8 +185,17 @@ pub fn verify_cueapi_any(
     timestamp: Option<&str>,
     now_s: i64,
     tolerance_s: i64,
+    schemes: Schemes,
 ) -> Result<(), VerifyError> {
-    match verify_cueapi(secret, body, signature, timestamp, now_s, tolerance_s) {
+    match verify_cueapi(
+        secret,
+        body,
+        signature,
+        timestamp,
+        now_s,
+        tolerance_s,
+        schemes,
+    ) {
         Err(VerifyError::Mismatch) => match recanonical(body) {
             Some(again) => verify_cueapi(
                 secret,
@@ -176,6 +204,7 @@ pub fn verify_cueapi_any(
                 timestamp,
                 now_s,
                 tolerance_s,
+                schemes,
             ),
             None => Err(VerifyError::Mismatch),
         },
@@ -194,8 +223,18 @@ fn recanonical(body: &[u8]) -> Option<String> {
     (again.as_bytes() != body).then_some(again)
 }
 
-/// Verifies a CueAPI signature header (`v1=…` with its timestamp, or `sha256=…`) over the raw
-/// `body` in constant time; `v1` also checks the timestamp is within `tolerance_s` of `now_s`.
+/// Whether `body` has the shape of a `v1` message, `"<ts>." + body` (an optional minus, digits,
+/// a dot): bytes a `v1` signature covers, which a `sha256` signature must never be taken for.
+fn is_v1_message(body: &[u8]) -> bool {
+    let digits = body.strip_prefix(b"-").unwrap_or(body);
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    n > 0 && digits.get(n) == Some(&b'.')
+}
+
+/// Verifies a CueAPI signature header (`v1=…` with its timestamp, or — when `schemes` takes it —
+/// `sha256=…`) over the raw `body` in constant time; `v1` also checks the timestamp is within
+/// `tolerance_s` of `now_s`. A `sha256` signature never verifies a body shaped like a `v1`
+/// message (see the module docs).
 pub fn verify_cueapi(
     secret: &str,
     body: &[u8],
@@ -203,9 +242,16 @@ pub fn verify_cueapi(
     timestamp: Option<&str>,
     now_s: i64,
     tolerance_s: i64,
+    schemes: Schemes,
 ) -> Result<(), VerifyError> {
     let sig = signature.trim();
     if let Some(hex_sig) = sig.strip_prefix("sha256=") {
+        if schemes == Schemes::V1Only {
+            return Err(VerifyError::Scheme);
+        }
+        if is_v1_message(body) {
+            return Err(VerifyError::Mismatch);
+        }
         return if ct_eq_hex(hmac(secret.as_bytes(), &[body]), hex_sig) {
             Ok(())
         } else {
@@ -278,11 +324,27 @@ mod tests {
         let body = br#"{"a": 1}"#;
         let v1 = sign_v1(secret, 1_700_000_000, body);
         assert_eq!(
-            verify_cueapi(secret, body, &v1, Some("1700000000"), 1_700_000_100, 300),
+            verify_cueapi(
+                secret,
+                body,
+                &v1,
+                Some("1700000000"),
+                1_700_000_100,
+                300,
+                Schemes::V1Only
+            ),
             Ok(())
         );
         assert_eq!(
-            verify_cueapi(secret, body, &v1, Some("1700000000"), 1_700_000_400, 300),
+            verify_cueapi(
+                secret,
+                body,
+                &v1,
+                Some("1700000000"),
+                1_700_000_400,
+                300,
+                Schemes::V1Only
+            ),
             Err(VerifyError::Timestamp)
         );
         assert_eq!(
@@ -292,12 +354,20 @@ mod tests {
                 &v1,
                 Some("1700000000"),
                 1_700_000_000,
-                300
+                300,
+                Schemes::V1Only
             ),
             Err(VerifyError::Mismatch)
         );
         let sha = sign_sha256(secret, body);
-        assert_eq!(verify_cueapi(secret, body, &sha, None, 0, 300), Ok(()));
+        assert_eq!(
+            verify_cueapi(secret, body, &sha, None, 0, 300, Schemes::V1OrSha256),
+            Ok(())
+        );
+        assert_eq!(
+            verify_cueapi(secret, body, &sha, None, 0, 300, Schemes::V1Only),
+            Err(VerifyError::Scheme)
+        );
         let std = sign_standard(secret, "msg_1", 1_700_000_000, body);
         assert_eq!(
             verify_standard(
@@ -322,6 +392,100 @@ mod tests {
                 300
             ),
             Err(VerifyError::Mismatch)
+        );
+    }
+
+    const SECRET: &str = "whsec_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_v1_signature_is_never_a_sha256_signature() {
+        let body = br#"{"attempt": 1, "payload": {}}"#;
+        let ts = 1_700_000_000;
+        let v1 = sign_v1(SECRET, ts, body);
+        let stolen = format!("sha256={}", &v1[3..]);
+        let mut message = format!("{ts}.").into_bytes();
+        message.extend_from_slice(body);
+        // The forgery: the v1 message as a body, the v1 hex as a sha256 signature. Refused by
+        // default (sha256 not asked for) and, when asked for, because of the body's shape.
+        for schemes in [Schemes::V1Only, Schemes::V1OrSha256] {
+            assert!(verify_cueapi(SECRET, &message, &stolen, None, ts, 300, schemes).is_err());
+            assert!(verify_cueapi_any(SECRET, &message, &stolen, None, ts, 300, schemes).is_err());
+        }
+        // The HMAC itself does match: only the rules above stand in the way.
+        assert_eq!(sign_sha256(SECRET, &message), stolen);
+        // Negative timestamps and leading zeros make v1 messages too.
+        for shaped in [&b"-5.{}"[..], b"0001.x", b"7."] {
+            assert!(is_v1_message(shaped), "{shaped:?}");
+            let sig = sign_sha256(SECRET, shaped);
+            assert_eq!(
+                verify_cueapi(SECRET, shaped, &sig, None, 0, 300, Schemes::V1OrSha256),
+                Err(VerifyError::Mismatch)
+            );
+        }
+        // What cueapi sends under sha256 (a JSON object, or nothing for GET) still verifies.
+        for legit in [&body[..], b"", b"5", b"-.5", b" 5.{}"] {
+            assert!(!is_v1_message(legit), "{legit:?}");
+            let sig = sign_sha256(SECRET, legit);
+            assert_eq!(
+                verify_cueapi(SECRET, legit, &sig, None, 0, 300, Schemes::V1OrSha256),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_refused_not_wrapped() {
+        let body = b"{}";
+        // now - ts wraps for a timestamp near now - 2^63 (and now + 2^63): the window must hold.
+        let nows = [0, 1_700_000_000, -1, i64::MAX, i64::MIN];
+        let stamps = [
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+            i64::MAX - 1,
+            -1_700_000_000,
+        ];
+        for now in nows {
+            for ts in stamps {
+                let expect = ts.abs_diff(now) <= 300;
+                let v1 = sign_v1(SECRET, ts, body);
+                let got = verify_cueapi(
+                    SECRET,
+                    body,
+                    &v1,
+                    Some(&ts.to_string()),
+                    now,
+                    300,
+                    Schemes::V1Only,
+                );
+                assert_eq!(got.is_ok(), expect, "v1 ts {ts} now {now}");
+                if !expect {
+                    assert_eq!(got, Err(VerifyError::Timestamp));
+                }
+                let std = sign_standard(SECRET, "m", ts, body);
+                let got = verify_standard(SECRET, body, "m", &ts.to_string(), &std, now, 300);
+                assert_eq!(got.is_ok(), expect, "standard ts {ts} now {now}");
+            }
+        }
+        // Even the widest tolerance does not span the whole range; a negative one admits nothing.
+        assert!(within(0, i64::MAX, i64::MAX));
+        assert!(within(i64::MIN, -1, i64::MAX));
+        assert!(!within(i64::MIN, i64::MAX, i64::MAX));
+        assert!(!within(i64::MIN, 0, i64::MAX));
+        assert!(!within(5, 5, -1));
+        // Beyond i64: not a timestamp at all.
+        let v1 = sign_v1(SECRET, 0, body);
+        assert_eq!(
+            verify_cueapi(
+                SECRET,
+                body,
+                &v1,
+                Some("9223372036854775808"),
+                0,
+                300,
+                Schemes::V1Only
+            ),
+            Err(VerifyError::Timestamp)
         );
     }
 }

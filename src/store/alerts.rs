@@ -19,6 +19,9 @@ use crate::model::new_id;
 /// Same trouble within this long is the same alert (unless a `recovered` notice closed it).
 pub const DEFAULT_REALERT_MS: i64 = crate::limits::REALERT_MS;
 
+/// Why an email notification was skipped for a user whose address nobody verified.
+const UNVERIFIED_EMAIL: &str = "the address was registered while registration was open to anyone and is not verified: alert email goes only to users the operator created (cueapi keys create) or who registered on the server's machine";
+
 /// Alert kinds.
 pub mod kind {
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
@@ -123,17 +126,31 @@ fn raise(conn: &Connection, a: Raise<'_>, now: Millis) -> Result<Option<String>>
         a.dedup_key,
         now
     ])?;
-    let user: Option<(String, Option<String>)> = conn
-        .prepare_cached("SELECT email, alert_webhook_url FROM users WHERE id = ?1")?
-        .query_row([a.owner], |r| Ok((r.get(0)?, r.get(1)?)))
+    let user: Option<(String, Option<String>, bool)> = conn
+        .prepare_cached("SELECT email, alert_webhook_url, email_verified FROM users WHERE id = ?1")?
+        .query_row([a.owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let mut channels: Vec<(&str, String)> = Vec::new();
-    if let Some((email, hook)) = user {
+    if let Some((email, hook, verified)) = user {
         if let Some(url) = hook {
             channels.push(("alert_webhook", url));
         }
-        if a.email {
+        if a.email && verified {
             channels.push(("email", email));
+        } else if a.email {
+            // Recorded, so the alert shows why nobody was emailed.
+            conn.prepare_cached(
+                "INSERT INTO notifications (id, alert_id, channel, target, status, next_attempt_at, last_error,
+                    created_at)
+                 VALUES (?1, ?2, 'email', ?3, 'skipped', ?4, ?5, ?4)",
+            )?
+            .execute(params![
+                new_id("notif", now),
+                id,
+                email,
+                now,
+                UNVERIFIED_EMAIL
+            ])?;
         }
     }
     if let Some(url) = a.cue_webhook {

@@ -7,6 +7,10 @@
 //!
 //! A lock file next to the database makes one process the owner of a database: work that a
 //! previous owner left in flight is known to be dead when the next owner opens it.
+//!
+//! The database holds webhook, alert and callback-header secrets in clear, so a database this
+//! store creates is readable by its owner only (0600, whatever the umask), and so are its lock
+//! file and SQLite's `-wal` and `-shm` files, which SQLite creates with the database's own mode.
 
 pub mod alerts;
 mod cues;
@@ -83,11 +87,9 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         let lock_path = lock_path_for(&path);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let lock = private(OpenOptions::new().create(true).truncate(false).write(true))
             .open(&lock_path)?;
+        owner_only(&lock)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -99,6 +101,7 @@ impl Store {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io(e)),
         }
+        create_private(&path)?;
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn, SCHEMA_VERSION)?;
@@ -211,6 +214,57 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// `opts` creating files readable and writable by their owner only (before the umask).
+fn private(opts: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts
+}
+
+/// Sets a file this store created to 0600 exactly: the umask may have taken bits from the mode
+/// it was created with, but cannot add any.
+fn owner_only(file: &File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata()?.permissions().mode() & 0o777 != 0o600 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
+/// Creates the database file, empty (which SQLite reads as an empty database) and 0600, when it
+/// does not exist yet: SQLite would create it 0644 less the umask, and gives its `-wal` and
+/// `-shm` files the database's mode. An existing database keeps its mode; one that others may
+/// read is reported once.
+fn create_private(path: &Path) -> Result<()> {
+    match private(OpenOptions::new().write(true).create_new(true)).open(path) {
+        Ok(file) => Ok(owner_only(&file)?),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        "{} is readable by others (mode {:o}) and holds webhook secrets in clear: chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

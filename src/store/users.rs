@@ -108,6 +108,16 @@ pub fn create(conn: &Connection, email: &str, now: Millis) -> Result<(User, Stri
     Ok((user, key))
 }
 
+/// Marks a user's email address as not verified (registered by anyone, over HTTP): alert email
+/// is never sent to it.
+pub fn mark_unverified(conn: &Connection, user_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET email_verified = 0 WHERE id = ?1",
+        [user_id],
+    )?;
+    Ok(())
+}
+
 /// The user an API key belongs to.
 pub fn by_key(conn: &Connection, key: &str) -> Result<Option<User>> {
     Ok(conn

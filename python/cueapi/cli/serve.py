@@ -9,8 +9,18 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Literal
 
-from ..app import DEFAULT_RATE_LIMIT, MAX_RATE_LIMIT, App, _is_loopback
+from .. import _limits
+from ..app import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RATE_LIMIT,
+    MAX_RATE_LIMIT,
+    App,
+    _is_loopback,
+)
 from ..exceptions import CueAPIError, CueNotFoundError, DatabaseLockedError
 from ..models import Cue, Execution
 from ..models.lists import CUES, EXECUTIONS
@@ -56,6 +66,59 @@ def _env_seconds(name: str, default: float) -> float:
     if not 0 < seconds <= 30 * 86400:
         raise SystemExit(f"cueapi: {name}={value!r} must be between 0 and 2592000 seconds")
     return seconds
+
+
+def _env_count(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return _count(value)
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"cueapi: {name}={value!r}: {exc}") from None
+
+
+def _count(value: str, most: int = 1_000_000) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= n <= most:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {most}")
+    return n
+
+
+def _slots(value: str) -> int:
+    return _count(value, _limits.MAX_DELIVERY_SLOTS)
+
+
+def _env_slots(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return _slots(value)
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"cueapi: {name}={value!r}: {exc}") from None
+
+
+_REGISTRATION = {"open": "open", "local": "local", "closed": "closed", **dict.fromkeys(_TRUE, "open")}
+_REGISTRATION.update(dict.fromkeys(_FALSE, "closed"))
+
+
+def _registration(args: argparse.Namespace) -> str:
+    """closed, local or open: the flag, else CUEAPI_ALLOW_REGISTER, else local on a loopback host."""
+    if args.allow_register is not None:
+        return str(args.allow_register)
+    value = os.environ.get("CUEAPI_ALLOW_REGISTER", "").strip()
+    if value:
+        word = _REGISTRATION.get(value.lower())
+        if word is None:
+            raise SystemExit(
+                f"cueapi: CUEAPI_ALLOW_REGISTER={value!r} is not open, local, closed, true or false"
+            )
+        return word
+    return "local" if _is_loopback(args.host) else "closed"
 
 
 def _env_rate_limit() -> int:
@@ -130,14 +193,29 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    allow_register = args.allow_register
-    if allow_register is None:
-        allow_register = _env_flag("CUEAPI_ALLOW_REGISTER")
-    if allow_register is None:
-        allow_register = _is_loopback(args.host)
+    registration = _registration(args)
+    allow_register: bool | Literal["local"] = "local" if registration == "local" else registration == "open"
     private = args.allow_private_targets or bool(_env_flag("CUEAPI_ALLOW_PRIVATE_TARGETS"))
     forwarded = args.trust_forwarded_for or bool(_env_flag("CUEAPI_TRUST_FORWARDED_FOR"))
     rate = args.rate_limit if args.rate_limit is not None else _env_rate_limit()
+    most = args.max_deliveries or _env_slots("CUEAPI_MAX_DELIVERIES") or _limits.MAX_DELIVERIES
+    per_tenant = args.max_deliveries_per_tenant or _env_slots("CUEAPI_MAX_DELIVERIES_PER_TENANT")
+    per_destination = args.max_deliveries_per_destination or _env_slots(
+        "CUEAPI_MAX_DELIVERIES_PER_DESTINATION"
+    )
+    for flag, n in (("tenant", per_tenant), ("destination", per_destination)):
+        if n is not None and n > most:
+            raise SystemExit(
+                f"cueapi: --max-deliveries-per-{flag} ({n}) cannot exceed --max-deliveries ({most})"
+            )
+    delivery_timeout = (
+        args.max_delivery_timeout
+        if args.max_delivery_timeout is not None
+        else _env_seconds("CUEAPI_MAX_DELIVERY_TIMEOUT_SECONDS", _limits.MAX_DELIVERY_TIMEOUT_SECONDS)
+    )
+    ceiling = _limits.DELIVERY_TIMEOUT_CEILING_SECONDS
+    if not 1 <= delivery_timeout <= ceiling:
+        raise SystemExit(f"cueapi: --max-delivery-timeout must be between 1 and {ceiling:g} seconds")
     app = App(args.db)
     try:
         url = app.serve(
@@ -148,25 +226,51 @@ def _serve(args: argparse.Namespace) -> int:
             worker_lease_seconds=(
                 args.worker_lease
                 if args.worker_lease is not None
-                else _env_seconds("CUEAPI_WORKER_LEASE_SECONDS", 300)
+                else _env_seconds("CUEAPI_WORKER_LEASE_SECONDS", _limits.WORKER_LEASE_SECONDS)
             ),
             worker_timeout_seconds=(
                 args.worker_timeout
                 if args.worker_timeout is not None
-                else _env_seconds("CUEAPI_WORKER_TIMEOUT_SECONDS", 180)
+                else _env_seconds("CUEAPI_WORKER_TIMEOUT_SECONDS", _limits.WORKER_TIMEOUT_SECONDS)
             ),
             realert_seconds=(
-                args.realert if args.realert is not None else _env_seconds("CUEAPI_REALERT_SECONDS", 3600)
+                args.realert
+                if args.realert is not None
+                else _env_seconds("CUEAPI_REALERT_SECONDS", _limits.REALERT_SECONDS)
             ),
             rate_limit_per_minute=rate,
             trust_forwarded_for=forwarded,
+            public_url=args.public_url or None,
+            header_timeout_seconds=(
+                args.header_timeout
+                if args.header_timeout is not None
+                else _env_seconds("CUEAPI_HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT)
+            ),
+            body_timeout_seconds=(
+                args.body_timeout
+                if args.body_timeout is not None
+                else _env_seconds("CUEAPI_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)
+            ),
+            max_connections=(
+                args.max_connections or _env_count("CUEAPI_MAX_CONNECTIONS") or DEFAULT_MAX_CONNECTIONS
+            ),
+            max_connections_per_address=(
+                args.max_connections_per_address or _env_count("CUEAPI_MAX_CONNECTIONS_PER_ADDRESS")
+            ),
+            max_deliveries=most,
+            max_deliveries_per_tenant=per_tenant,
+            max_deliveries_per_destination=per_destination,
+            max_delivery_timeout_seconds=delivery_timeout,
         )
     except BaseException:
         app.close()
         raise
     notes = [
         f"db {os.path.abspath(args.db)}",
-        f"registration {'open' if allow_register else 'closed'}",
+        "registration "
+        + {"open": "open to anyone", "local": "open to this machine's clients", "closed": "closed"}[
+            registration
+        ],
         f"rate limit {f'{rate}/min per key' if rate else 'off'}",
     ]
     if forwarded:
@@ -178,7 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"cueapi serve: listening on {url} ({'; '.join(notes)})", file=sys.stderr, flush=True)
     if app.user_count() == 0:
         how = []
-        if allow_register:
+        if registration != "closed":
             body = '{"email": "you@example.com"}'
             how.append(
                 f"  curl -s -X POST {url}/v1/auth/register -H 'Content-Type: application/json' -d '{body}'"
@@ -230,8 +334,93 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
     serve.add_argument("--host", default=os.environ.get("CUEAPI_HOST", "127.0.0.1"), help="env CUEAPI_HOST")
     serve.add_argument("--port", type=int, default=None, help="env CUEAPI_PORT (default 8000; 0 picks one)")
     reg = serve.add_mutually_exclusive_group()
-    reg.add_argument("--allow-register", dest="allow_register", action="store_true", default=None)
-    reg.add_argument("--no-register", dest="allow_register", action="store_false")
+    reg.add_argument(
+        "--allow-register",
+        dest="allow_register",
+        nargs="?",
+        const="open",
+        default=None,
+        choices=["open", "local"],
+        help="who may POST /v1/auth/register: anyone (open, the default of the bare flag; their "
+        "addresses get no alert email) or clients on this machine (local, the default on a loopback "
+        "host) (env CUEAPI_ALLOW_REGISTER: open, local, closed)",
+    )
+    reg.add_argument(
+        "--no-register", dest="allow_register", action="store_const", const="closed", help="nobody registers"
+    )
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        metavar="URL",
+        help="the server's public base URL: alert emails' links, and a Host local registration accepts "
+        "(env CUEAPI_PUBLIC_URL)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a connection must send a request's headers within this long of opening or of its last "
+        "answer; also the idle keep-alive timeout "
+        f"(env CUEAPI_HEADER_TIMEOUT_SECONDS, default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a request's body must arrive within this long of its headers "
+        f"(env CUEAPI_BODY_TIMEOUT_SECONDS, default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections served at once, at most half the open-file limit "
+        f"(env CUEAPI_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections one client address (IPv6: /64) may hold (env CUEAPI_MAX_CONNECTIONS_PER_ADDRESS, "
+        "default a quarter of --max-connections, or all of them with --trust-forwarded-for)",
+    )
+    serve.add_argument(
+        "--max-deliveries",
+        type=_slots,
+        default=None,
+        metavar="N",
+        help=f"webhook deliveries in flight on the whole server (env CUEAPI_MAX_DELIVERIES, "
+        f"default {_limits.MAX_DELIVERIES})",
+    )
+    serve.add_argument(
+        "--max-deliveries-per-tenant",
+        type=_slots,
+        default=None,
+        metavar="N",
+        help="webhook deliveries of one user in flight: a user whose endpoints hang waits in a queue "
+        f"of its own (env CUEAPI_MAX_DELIVERIES_PER_TENANT, default {_limits.MAX_DELIVERIES_PER_TENANT})",
+    )
+    serve.add_argument(
+        "--max-deliveries-per-destination",
+        type=_slots,
+        default=None,
+        metavar="N",
+        help="webhook deliveries of one user to one scheme://host:port in flight "
+        f"(env CUEAPI_MAX_DELIVERIES_PER_DESTINATION, default {_limits.MAX_DELIVERIES_PER_DESTINATION})",
+    )
+    serve.add_argument(
+        "--max-delivery-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the longest a delivery may take, whatever its cue's timeout "
+        f"(env CUEAPI_MAX_DELIVERY_TIMEOUT_SECONDS, default {_limits.MAX_DELIVERY_TIMEOUT_SECONDS:g}, "
+        f"at most {_limits.DELIVERY_TIMEOUT_CEILING_SECONDS:g})",
+    )
     serve.add_argument(
         "--allow-private-targets",
         action="store_true",
@@ -244,7 +433,7 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
         default=None,
         metavar="SECONDS",
         help="how long a pull worker's claim lasts unless extended by an execution heartbeat "
-        "(env CUEAPI_WORKER_LEASE_SECONDS, default 300)",
+        f"(env CUEAPI_WORKER_LEASE_SECONDS, default {_limits.WORKER_LEASE_SECONDS:g})",
     )
     serve.add_argument(
         "--worker-timeout",
@@ -252,7 +441,7 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
         default=None,
         metavar="SECONDS",
         help="a worker not heard from for this long loses its expired claims "
-        "(env CUEAPI_WORKER_TIMEOUT_SECONDS, default 180)",
+        f"(env CUEAPI_WORKER_TIMEOUT_SECONDS, default {_limits.WORKER_TIMEOUT_SECONDS:g})",
     )
     serve.add_argument(
         "--realert",
@@ -260,7 +449,7 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
         default=None,
         metavar="SECONDS",
         help="the same alert for the same cue or worker within this long counts as one "
-        "(env CUEAPI_REALERT_SECONDS, default 3600)",
+        f"(env CUEAPI_REALERT_SECONDS, default {_limits.REALERT_SECONDS:g})",
     )
     serve.add_argument(
         "--rate-limit",

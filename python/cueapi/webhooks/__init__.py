@@ -74,9 +74,16 @@ def verify_standard_webhook(
 
 
 def verify_webhook_headers(
-    payload: bytes | str, headers: Mapping[str, str], secret: str, *, tolerance: int = 300
+    payload: bytes | str,
+    headers: Mapping[str, str],
+    secret: str,
+    *,
+    tolerance: int = 300,
+    allow_sha256: bool = False,
 ) -> bool:
-    """Verifies a delivery from its headers, whichever scheme they carry (case-insensitive)."""
+    """Verifies a delivery from its headers, whichever scheme they carry (case-insensitive):
+    Standard Webhooks when present, else ``X-CueAPI-Signature`` (``sha256=`` only with
+    ``allow_sha256=True``: it signs no time)."""
     h = {k.lower(): v for k, v in headers.items()}
     if "webhook-signature" in h:
         return verify_standard_webhook(
@@ -88,5 +95,10 @@ def verify_webhook_headers(
             tolerance=tolerance,
         )
     return verify_webhook(
-        payload, h.get("x-cueapi-signature"), secret, h.get("x-cueapi-timestamp"), tolerance=tolerance
+        payload,
+        h.get("x-cueapi-signature"),
+        secret,
+        h.get("x-cueapi-timestamp"),
+        tolerance=tolerance,
+        allow_sha256=allow_sha256,
     )

@@ -17,7 +17,17 @@ from .replay import SeenStore
 
 __all__ = ["REASONS", "Headers", "check_options", "check_secrets", "parse"]
 
-REASONS = frozenset({"missing_signature", "bad_signature", "bad_timestamp", "stale", "future", "bad_body"})
+REASONS = frozenset(
+    {
+        "missing_signature",
+        "bad_signature",
+        "scheme_not_allowed",
+        "bad_timestamp",
+        "stale",
+        "future",
+        "bad_body",
+    }
+)
 """Every ``WebhookVerificationError.reason`` :func:`parse` gives."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -76,10 +86,12 @@ def check_secrets(secret: object) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_options(tolerance: object, seen: object) -> int:
+def check_options(tolerance: object, seen: object, allow_sha256: object = False) -> int:
     """Checks ``parse``'s options; returns the tolerance."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
         raise ValidationError(f"tolerance must be a whole number of seconds >= 0, not {tolerance!r}")
+    if not isinstance(allow_sha256, bool):
+        raise ValidationError(f"allow_sha256 must be True or False, not {allow_sha256!r}")
     if seen is not None and not (isinstance(seen, SeenStore) and callable(seen.seen)):
         raise ValidationError(f"seen must have a seen(key) -> bool method (a SeenStore), not {seen!r}")
     return tolerance
@@ -189,7 +201,7 @@ def _verify_standard(
 
 
 def _verify_cueapi(
-    h: dict[str, str], raw: bytes, secrets: tuple[str, ...], tolerance: int, now: int
+    h: dict[str, str], raw: bytes, secrets: tuple[str, ...], tolerance: int, now: int, allow_sha256: bool
 ) -> tuple[Scheme, int | None, bytes]:
     signature = h["x-cueapi-signature"].strip()
     if not signature.isascii():
@@ -199,6 +211,13 @@ def _verify_cueapi(
         scheme = "v1"
         ts: int | None = _timestamp(h.get("x-cueapi-timestamp"), "X-CueAPI-Timestamp", tolerance, now)
     elif signature.startswith("sha256="):
+        if not allow_sha256:
+            raise _fail(
+                "scheme_not_allowed",
+                "a sha256= signature signs no time, so a captured one never expires: it is taken "
+                "only with allow_sha256=True (every cueapi delivery also carries Standard Webhooks "
+                "headers, which are checked first; a proxy may have dropped them)",
+            )
         scheme, ts = "sha256", None  # signs no time: an X-CueAPI-Timestamp beside it is not covered
     else:
         raise _fail("bad_signature", "the X-CueAPI-Signature header is neither v1=<hex> nor sha256=<hex>")
@@ -206,10 +225,14 @@ def _verify_cueapi(
     for secret in secrets:
         # The native check tries the raw bytes, then their canonical form: which one verified
         # decides the bytes the delivery is read from.
-        why = _cueapi.check_signature(secret, raw, signature, stamp, now, window)
+        why = _cueapi.check_signature(secret, raw, signature, stamp, now, window, allow_sha256)
         if why is None:
             again = _canonical(raw)
-            if again and _cueapi.check_signature(secret, again, signature, stamp, now, window) is None:
+            if (
+                again
+                and _cueapi.check_signature(secret, again, signature, stamp, now, window, allow_sha256)
+                is None
+            ):
                 return scheme, ts, again
             return scheme, ts, raw
         if why == "timestamp":  # cannot happen: checked above with the same clock
@@ -260,6 +283,7 @@ def parse(
     *,
     tolerance: int = 300,
     seen: SeenStore | None = None,
+    allow_sha256: bool = False,
 ) -> Delivery:
     """Verifies a webhook delivery and returns it as a :class:`~cueapi.webhooks.Delivery`.
 
@@ -271,7 +295,11 @@ def parse(
     Which signature is checked: the Standard Webhooks headers (``webhook-id``,
     ``webhook-timestamp``, ``webhook-signature``) when present (cueapi sends them on every
     delivery, and they also sign the idempotency key); otherwise ``X-CueAPI-Signature``: ``v1=``
-    with ``X-CueAPI-Timestamp``, or ``sha256=``. The check runs on the raw bytes first and on
+    with ``X-CueAPI-Timestamp``, or, only with ``allow_sha256=True``, ``sha256=``. That scheme
+    signs no time, so a captured signature would verify forever: a receiver takes it only when
+    it asked for it (the deliveries of a cue that chose ``sha256`` verify without it anyway,
+    through their Standard Webhooks headers), and never over a body shaped like a ``v1``
+    message, so a ``v1`` signature cannot be passed off as one. The check runs on the raw bytes first and on
     their canonical JSON form only when those fail (a receiver that re-serialised the body), in
     constant time, before the body is parsed; the delivery is read from the bytes that were
     signed. A timestamp more than ``tolerance`` seconds away from this machine's clock is refused.
@@ -281,6 +309,7 @@ def parse(
 
     - ``missing_signature``: neither ``webhook-signature`` nor ``X-CueAPI-Signature``;
     - ``bad_signature``: a signature in an unknown form, or one that no secret verifies;
+    - ``scheme_not_allowed``: a ``sha256=`` signature, without ``allow_sha256=True``;
     - ``bad_timestamp``: the timestamp header is missing or not whole Unix seconds;
     - ``stale``: the timestamp is more than ``tolerance`` seconds old;
     - ``future``: it is more than ``tolerance`` seconds ahead;
@@ -300,7 +329,7 @@ def parse(
     keep ``idempotency_key`` with the work's result. Errors of the store itself propagate.
     """
     secrets = check_secrets(secret)
-    tolerance = check_options(tolerance, seen)
+    tolerance = check_options(tolerance, seen, allow_sha256)
     h = _headers(headers)
     if not h.get("webhook-signature", "").strip() and not h.get("x-cueapi-signature", "").strip():
         raise _fail("missing_signature", "no signature header (webhook-signature or X-CueAPI-Signature)")
@@ -312,7 +341,7 @@ def parse(
         scheme = "standard"
         ts, signed = _verify_standard(h, raw, secrets, tolerance, now)
     else:
-        scheme, ts, signed = _verify_cueapi(h, raw, secrets, tolerance, now)
+        scheme, ts, signed = _verify_cueapi(h, raw, secrets, tolerance, now, allow_sha256)
     fields = _delivery_fields(signed)
     if scheme == "standard":
         key = h.get("webhook-id", "")
