@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: check run bench bench-clients wheel wheel-check develop lint test rust-test clean
+.PHONY: check run bench soak bench-clients wheel wheel-check develop lint test rust-test clean
 
 # What running cueapi needs: the build tool and the package's own dependencies.
 $(VENV)/.base: pyproject.toml Makefile
@@ -22,7 +22,7 @@ $(VENV)/.base: pyproject.toml Makefile
 $(VENV)/.installed: $(VENV)/.base
 	@# The README's server quick start (run by a test) uses curl.
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
-	$(PY) -m pip install -q 'pytest>=8' 'pytest-timeout>=2.3' 'croniter>=6' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'pydantic>=2.7' 'flask>=3' 'fastapi>=0.110' 'uvicorn>=0.30' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2' \
+	$(PY) -m pip install -q 'pytest>=8' 'pytest-timeout>=2.3' 'croniter==7.0.0' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'pydantic>=2.7' 'flask>=3' 'fastapi>=0.110' 'uvicorn>=0.30' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2' \
 		'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
 	touch $@
 
@@ -94,6 +94,11 @@ BENCH_SETUP = set -e; B="$(abspath .venv-bench)"; \
 
 bench:
 	@$(BENCH_SETUP); "$$B/bin/python" bench/run.py $(BENCH_ARGS)
+
+# The soak: 30 minutes of mixed load on the release build; writes bench/soak.png and its block of
+# bench/RESULTS.md (`make soak BENCH_ARGS="--minutes 2"` for a short look).
+soak:
+	@$(BENCH_SETUP); "$$B/bin/python" -m pip install -q 'matplotlib>=3.8'; "$$B/bin/python" bench/soak.py $(BENCH_ARGS)
 
 bench-clients: $(SDK_VENV)/.installed
 	@$(BENCH_SETUP); "$$B/bin/python" bench/clients.py $(BENCH_ARGS)
