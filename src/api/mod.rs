@@ -397,22 +397,12 @@ impl From<Error> for ApiError {
                 "unavailable",
                 e.to_string(),
             ),
-            Error::Storage(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DiskFull
-                        | rusqlite::ErrorCode::SystemIoFailure
-                        | rusqlite::ErrorCode::ReadOnly
-                        | rusqlite::ErrorCode::CannotOpen
-                ) =>
-            {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "the database cannot be written now (a full disk or a read-only file); \
+            Error::Storage(ref e) if crate::store::is_unwritable(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the database cannot be written now (a full disk or a read-only file); \
                      nothing was changed, try again later",
-                )
-            }
+            ),
             Error::Storage(_) | Error::Io(_) => {
                 tracing::error!("request failed: {e}");
                 ApiError::new(

@@ -20,6 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
@@ -47,7 +48,43 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 512;
 
 type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
-type Op = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A write operation: run on the writer's connection inside its transaction, or, given `None`
+/// (the transaction could not begin), not run at all; either way it returns how to answer once
+/// the commit is known.
+type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+/// When the writer last failed to write (a full disk, an I/O error, a read-only file), and why.
+#[derive(Debug, Clone)]
+pub struct WriteFailure {
+    pub at: Instant,
+    pub error: String,
+}
+
+type LastFailure = Arc<Mutex<Option<WriteFailure>>>;
+
+/// Remembers `e` as the writer's latest failure to write, if it is one.
+fn note_failure(last: &LastFailure, e: &rusqlite::Error) {
+    if is_unwritable(e) {
+        *last.lock() = Some(WriteFailure {
+            at: Instant::now(),
+            error: Error::Storage(clone_sqlite_error(e)).to_string(),
+        });
+    }
+}
+
+/// Whether an SQLite error says the database cannot be written now (no space, an I/O error, a
+/// read-only or vanished file) rather than that one operation was refused.
+pub fn is_unwritable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+        )
+    )
+}
 
 /// What the writer calls after committing notifications.
 type NotifyHook = OnceLock<Box<dyn Fn() + Send + Sync>>;
@@ -62,6 +99,7 @@ pub struct Store {
     checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     lock: Mutex<Option<File>>,
+    last_failure: LastFailure,
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -109,9 +147,11 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Op>();
         let on_notify: Arc<NotifyHook> = Arc::new(OnceLock::new());
         let hook = Arc::clone(&on_notify);
+        let last_failure: LastFailure = Arc::new(Mutex::new(None));
+        let failures = Arc::clone(&last_failure);
         let writer = std::thread::Builder::new()
             .name("cueapi-writer".into())
-            .spawn(move || writer_loop(conn, rx, hook))?;
+            .spawn(move || writer_loop(conn, rx, hook, failures))?;
         Ok(Store {
             path,
             on_notify,
@@ -120,7 +160,18 @@ impl Store {
             checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
+            last_failure,
         })
+    }
+
+    /// The writer's latest failure to write, if it happened within `within`: a write that needs
+    /// room can fail on a full disk while a smaller one still fits, so one probe that succeeds
+    /// does not show that the store takes writes.
+    pub fn write_failed_within(&self, within: Duration) -> Option<WriteFailure> {
+        self.last_failure
+            .lock()
+            .clone()
+            .filter(|f| f.at.elapsed() <= within)
     }
 
     /// Sets what to call after a commit that queued notifications (the first call wins).
@@ -138,12 +189,17 @@ impl Store {
         f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R>>> {
         let (reply_tx, reply_rx) = oneshot::channel();
+        let failures = Arc::clone(&self.last_failure);
         let op: Op = Box::new(move |conn| {
-            let result = savepoint(conn, "op", f);
+            let result = conn.map(|c| savepoint(c, "op", f));
+            if let Some(Err(Error::Storage(e))) = &result {
+                note_failure(&failures, e);
+            }
             Box::new(move |commit_err| {
                 let result = match (result, commit_err) {
-                    (Ok(_), Some(e)) => Err(Error::Storage(clone_sqlite_error(e))),
-                    (r, _) => r,
+                    (Some(Ok(_)) | None, Some(e)) => Err(Error::Storage(clone_sqlite_error(e))),
+                    (Some(r), _) => r,
+                    (None, None) => Err(Error::Closed),
                 };
                 let _ = reply_tx.send(result);
             })
@@ -233,6 +289,9 @@ fn savepoint<R>(
                 .execute([])?;
             Ok(r)
         }
+        // SQLite rolled the whole transaction back on its own (it may after an I/O error or a
+        // full disk): no savepoint is left to roll back to, and `e` is the reason to tell.
+        Err(e) if conn.is_autocommit() => Err(e),
         Err(e) => {
             conn.prepare_cached(&format!("ROLLBACK TO {name}"))?
                 .execute([])?;
@@ -277,26 +336,50 @@ fn spawn_checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, JoinHandle<()>)>
     Ok((stop, handle))
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>, on_notify: Arc<NotifyHook>) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    on_notify: Arc<NotifyHook>,
+    last_failure: LastFailure,
+) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = began {
-            // Run nothing: every waiter learns why.
-            let reply = first(&conn);
-            reply(Some(&e));
+            // Run nothing (outside a transaction each statement would commit on its own while
+            // its caller is told it failed): every waiter learns why.
+            note_failure(&last_failure, &e);
+            first(None)(Some(&e));
             continue;
         }
-        replies.push(first(&conn));
-        while replies.len() < MAX_BATCH {
+        replies.push(first(Some(&conn)));
+        // SQLite may roll the whole transaction back on its own after an I/O error or a full
+        // disk; the operations after that would each commit on their own. Stop the batch there:
+        // the rest wait in the channel for the next transaction.
+        let mut rolled_back = conn.is_autocommit();
+        while !rolled_back && replies.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => replies.push(op(&conn)),
+                Ok(op) => {
+                    replies.push(op(Some(&conn)));
+                    rolled_back = conn.is_autocommit();
+                }
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT");
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+        let committed = if rolled_back {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("the transaction was rolled back after a write failed".into()),
+            ))
+        } else {
+            conn.execute_batch("COMMIT")
+        };
+        if let Err(e) = &committed {
+            // (When SQLite rolled back, the operation that failed noted its own reason.)
+            if !rolled_back {
+                note_failure(&last_failure, e);
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
         let err = committed.as_ref().err();
         for reply in replies.drain(..) {
@@ -346,5 +429,94 @@ mod tests {
             .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(n, 2);
+    }
+
+    fn rows(store: &Store) -> Vec<i64> {
+        store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
+                let xs = stmt.query_map([], |r| r.get(0))?;
+                Ok(xs.collect::<rusqlite::Result<Vec<i64>>>()?)
+            })
+            .unwrap()
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+        move |c| {
+            c.execute("INSERT INTO t VALUES (?1)", [x])?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_operation_is_not_run_when_its_transaction_cannot_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|c| {
+                c.execute_batch("CREATE TABLE t (x INTEGER)")?;
+                c.busy_timeout(Duration::from_millis(1))?;
+                Ok(())
+            })
+            .unwrap();
+        // Another connection holds the write lock, so the writer's BEGIN IMMEDIATE fails; the
+        // lock is gone by the time the operation would run.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let got = store.write(move |c| {
+            other.execute_batch("COMMIT")?;
+            insert(1)(c)
+        });
+        assert!(got.is_err());
+        // Told it failed, and it did not happen.
+        assert_eq!(rows(&store), Vec::<i64>::new());
+        store.write(insert(2)).unwrap();
+        assert_eq!(rows(&store), vec![2]);
+    }
+
+    #[test]
+    fn a_transaction_sqlite_rolled_back_ends_the_batch_and_every_answer_is_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("d.db")).unwrap();
+        store
+            .write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .unwrap();
+        // The writer waits in the first operation until the others are queued: all five go
+        // into one transaction.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let first = store
+            .submit(move |c| {
+                wait.recv().ok();
+                insert(1)(c)
+            })
+            .unwrap();
+        let before = store.submit(insert(2)).unwrap();
+        // What SQLite does on its own after some I/O errors: the whole transaction is gone.
+        let failing = store
+            .submit(|c| {
+                c.execute_batch("ROLLBACK")?;
+                Err(Error::Storage(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some("disk I/O error".into()),
+                )))
+            })
+            .unwrap();
+        let after = [
+            store.submit(insert(3)).unwrap(),
+            store.submit(insert(4)).unwrap(),
+        ];
+        go.send(()).unwrap();
+        let answers: Vec<bool> = [first, before, failing]
+            .into_iter()
+            .chain(after)
+            .map(|r| r.blocking_recv().unwrap().is_ok())
+            .collect();
+        // Rolled back and told so; the failing one told its own reason; the ones queued after it
+        // were written in a transaction of their own and told so.
+        assert_eq!(answers, vec![false, false, false, true, true]);
+        assert_eq!(rows(&store), vec![3, 4]);
+        let failure = store.write_failed_within(Duration::from_secs(60)).unwrap();
+        assert!(failure.error.contains("disk I/O error"), "{failure:?}");
     }
 }
