@@ -1,0 +1,145 @@
+"""A disk that fills up under a running ``cueapi serve`` while cues fire every second, simulated
+without privileges: the server's largest file size is capped with RLIMIT_FSIZE at the size its
+database has (SIGXFSZ ignored), so every write that needs more room fails as on a full disk, then
+the cap is lifted. While the disk is full ``/health`` says so (503, the store failing) and keeps
+saying so, API writes answer 503 ``storage_unavailable``, and the log says it once per kind of
+problem rather than thirty times a second. Nothing committed is lost, and when space returns
+everything resumes: health 200, cues fire again, and the deliveries that went out while their
+results could not be written are recorded."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Receiver, wait_for
+from tests.faults.harness import Serve, instant
+
+EVERY_SECOND = {"type": "recurring", "cron": "* * * * * *"}
+OPEN = ("pending", "delivering", "retrying")
+
+
+def _ignore_sigxfsz() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def executions(serve: Serve, **params: Any) -> list[dict[str, Any]]:
+    """Every execution (all statuses), paging through the list."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = serve.call(
+            "GET", "/v1/executions", params={"status": "all", "limit": 100, "offset": len(out), **params}
+        ).json()
+        out += page["executions"]
+        if len(out) >= page["total"] or not page["executions"]:
+            return out
+
+
+def total(serve: Serve) -> int:
+    return int(serve.call("GET", "/v1/executions", params={"status": "all", "limit": 1}).json()["total"])
+
+
+def problem_kind(line: str) -> str:
+    """A log line with its ids and numbers masked: the engine tells each kind once a minute."""
+    return re.sub(r"\d+", "", re.sub(r"\b(exec|cue)_\w+", "…", line))
+
+
+def test_a_full_disk_shows_on_health_and_in_one_log_line_and_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "full.db"
+    receiver = Receiver()
+    try:
+        with Serve.start(db, preexec_fn=_ignore_sigxfsz) as serve:
+            # Ticks every second, each writing an execution: worker cues (waiting for a claim) and
+            # webhook cues (delivered, their results written after the answer).
+            workers = {
+                serve.cue(name=f"tick-{i}", transport="worker", payload={"task": "t"}, schedule=EVERY_SECOND)[
+                    "id"
+                ]
+                for i in range(10)
+            }
+            hooks = {
+                serve.cue(
+                    name=f"hook-{i}",
+                    callback={"url": receiver.url + "/hook"},
+                    retry={"max_attempts": 3, "backoff_minutes": [0.01]},
+                    schedule=EVERY_SECOND,
+                )["id"]
+                for i in range(10)
+            }
+            wait_for(lambda: len(receiver.requests) >= 20, 15, "ticks delivered")
+            before = {e["id"]: e for e in executions(serve)}
+
+            # No file may grow past the size the database has now.
+            limit = os.path.getsize(db)
+            resource.prlimit(serve.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+            try:
+                health = wait_for(
+                    lambda: (r := serve.health()).status_code == 503 and r,
+                    30,
+                    "/health to report the store failing",
+                )
+                assert health.json()["failing"] == ["store"], health.text
+                assert "disk I/O error" in health.json()["checks"]["store"]["error"], health.text
+                refused = serve.call(
+                    "POST",
+                    "/v1/cues",
+                    {
+                        "name": "x",
+                        "transport": "worker",
+                        "schedule": {"type": "once", "at": "2099-01-01T00:00:00Z"},
+                        "payload": {"pad": "p" * 100_000},
+                    },
+                )
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"]["code"] == "storage_unavailable"
+                # Three seconds of ticks failing to be written (a window to count log lines in and
+                # to watch /health over, not synchronisation): /health does not flap to healthy.
+                window_end = time.monotonic() + 3
+                answers = []
+                while time.monotonic() < window_end:
+                    answers.append(serve.health().status_code)
+                assert set(answers) == {503}, answers
+            finally:
+                resource.prlimit(
+                    serve.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+                )
+            space_back = time.time()
+            wait_for(lambda: serve.health().status_code == 200, 30, "/health to recover")
+            count = total(serve)
+            wait_for(lambda: total(serve) > count + 20, 15, "ticks to be written again")
+
+            # Every webhook execution of the full-disk window settles: none is left delivering
+            # because its result could not be written when it came back.
+            def stuck() -> list[dict[str, Any]]:
+                return [
+                    e
+                    for e in executions(serve, status__in=",".join(OPEN))
+                    if e["cue_id"] in hooks and instant(e["scheduled_for"]) < space_back
+                ]
+
+            try:
+                wait_for(lambda: not stuck(), 15, "the full disk's deliveries to settle")
+            except AssertionError:
+                raise AssertionError(f"still open: {stuck()}\n{serve.log()[-3000:]}") from None
+
+            # Nothing committed was lost: every execution is there, none gone back to an earlier state.
+            after = {e["id"]: e for e in executions(serve)}
+            assert set(before) <= set(after)
+            for eid, was in before.items():
+                if was["status"] not in OPEN:
+                    assert after[eid]["status"] == was["status"], (was, after[eid])
+            cues = serve.call("GET", "/v1/cues", params={"limit": 100}).json()["cues"]
+            assert {c["id"] for c in cues} == workers | hooks
+            log = serve.log()
+    finally:
+        receiver.close()
+    problems = [line for line in log.splitlines() if "disk i/o" in line.lower()]
+    kinds = [problem_kind(line) for line in problems]
+    # One line per kind of problem a minute (with a count of the rest), not dozens a second.
+    assert problems, log[-3000:]
+    assert len(kinds) == len(set(kinds)) and len(problems) <= 6, log[-3000:]
