@@ -392,11 +392,13 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, "not_execution_owner", m)
             }
             Error::Json(e) => ApiError::bad_request("invalid_json", e.to_string()),
-            Error::Closed | Error::Locked(_) | Error::SchemaTooNew { .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            ),
+            Error::Closed | Error::Locked(_) | Error::SchemaTooNew { .. } | Error::Open { .. } => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
+            }
             Error::Storage(ref e) if crate::store::is_unwritable(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",

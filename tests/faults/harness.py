@@ -216,6 +216,7 @@ class Exit:
     """How a process that was expected to stop by itself ended."""
 
     code: int
+    stdout: str
     stderr: str
     seconds: float
 
@@ -231,7 +232,12 @@ def run_to_exit(command: Sequence[str], *, env: dict[str, str] | None = None, ti
         timeout=timeout,
         check=False,
     )
-    return Exit(done.returncode, done.stderr.decode(errors="replace"), time.monotonic() - started)
+    return Exit(
+        done.returncode,
+        done.stdout.decode(errors="replace"),
+        done.stderr.decode(errors="replace"),
+        time.monotonic() - started,
+    )
 
 
 # -- receivers that misbehave ------------------------------------------------------------------------
