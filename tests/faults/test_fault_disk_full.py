@@ -5,14 +5,19 @@ the cap is lifted. While the disk is full ``/health`` says so (503, the store fa
 saying so, API writes answer 503 ``storage_unavailable``, and the log says it once per kind of
 problem rather than thirty times a second. Nothing committed is lost, and when space returns
 everything resumes: health 200, cues fire again, and the deliveries that went out while their
-results could not be written are recorded."""
+results could not be written are recorded. The embedded App likewise keeps the outcomes of runs
+that finish while the disk is full and writes them when space returns."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -143,3 +148,153 @@ def test_a_full_disk_shows_on_health_and_in_one_log_line_and_recovers(tmp_path: 
     # One line per kind of problem a minute (with a count of the rest), not dozens a second.
     assert problems, log[-3000:]
     assert len(kinds) == len(set(kinds)) and len(problems) <= 6, log[-3000:]
+
+
+# An embedded App in a process of its own, driven over stdin: cues every second, one of which
+# ("slow") holds its first run until told to finish. It prints "running <execution id>" when that
+# run starts, and answers "report" with its executions as JSON.
+EMBEDDED = """
+import json, logging, sys, threading
+import cueapi
+
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+app = cueapi.App(sys.argv[1], workers=4)
+release = threading.Event()
+held = []
+
+
+def slow(ctx):
+    if not held:
+        held.append(ctx.execution_id)
+        print("running", ctx.execution_id, flush=True)
+        release.wait()
+    return cueapi.Outcome(success=True, result="slow done")
+
+
+app.cue("* * * * * *", name="slow")(slow)
+for i in range(4):
+    app.cue("* * * * * *", name=f"fast-{i}")(lambda ctx: True)
+app.start()
+print("started", flush=True)
+for line in sys.stdin:
+    if line.strip() == "release":
+        release.set()
+    elif line.strip() == "report":
+        runs = app.executions(limit=10000)
+        rows = [[e.id, e.cue_name, e.status, e.scheduled_for.timestamp()] for e in runs]
+        print("report", json.dumps(rows), flush=True)
+    elif line.strip() == "stop":
+        break
+app.close()
+"""
+
+
+class Child:
+    """A process speaking the line protocol above; its stdout lines are read by a thread."""
+
+    def __init__(self, script: Path, db: Path, log: Path) -> None:
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(script), str(db)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                preexec_fn=_ignore_sigxfsz,
+            )
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line.strip())
+                self.cond.notify_all()
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, prefix: str, after: int = 0, timeout: float = 15) -> tuple[int, str]:
+        """The first line from index ``after`` on that starts with ``prefix``."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i, line in enumerate(self.lines[after:], start=after):
+                    if line.startswith(prefix):
+                        return i, line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no {prefix!r} line; got {self.lines[-5:]}")
+                self.cond.wait(min(left, 0.5))
+
+    def report(self) -> list[list[Any]]:
+        with self.cond:
+            n = len(self.lines)
+        self.send("report")
+        _, line = self.expect("report ", after=n)
+        return list(json.loads(line.removeprefix("report ")))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.send("stop")
+        try:
+            code = self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.close()
+            self.reader.join(10)
+            self.proc.stdout.close()
+        return code
+
+
+def test_an_embedded_app_on_a_full_disk_keeps_outcomes_and_resumes(tmp_path: Path) -> None:
+    """A run that finishes while the disk is full: its outcome cannot be written. It is kept and
+    written when space returns, so its execution does not stay running until the next start
+    (and its cue, which skips overlapping runs, does not skip every tick until then)."""
+    script, db, log = tmp_path / "embedded.py", tmp_path / "app.db", tmp_path / "app.log"
+    script.write_text(EMBEDDED)
+    child = Child(script, db, log)
+    try:
+        child.expect("started")
+        _, running = child.expect("running ")
+        held = running.split()[1]
+        wait_for(lambda: len(child.report()) >= 20, 15, "ticks recorded")
+        resource.prlimit(child.proc.pid, resource.RLIMIT_FSIZE, (os.path.getsize(db), resource.RLIM_INFINITY))
+        try:
+            # The disk is full once ticks fail to be written; then the held run finishes.
+            wait_for(lambda: "disk I/O error" in log.read_text(), 15, "a write to fail")
+            child.send("release")
+            wait_for(lambda: "outcome(s) failed" in log.read_text(), 15, "the outcome to fail to be written")
+        finally:
+            resource.prlimit(
+                child.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
+        space_back = time.time()
+
+        def slow_runs() -> dict[str, list[Any]]:
+            return {r[0]: r for r in child.report() if r[1] == "slow"}
+
+        # The held run is recorded, and its cue runs again (ticks after it are not all skipped).
+        wait_for(lambda: slow_runs()[held][2] == "success", 15, "the held run's outcome to be written")
+        wait_for(
+            lambda: any(r[2] == "success" and r[3] > space_back for r in slow_runs().values()),
+            15,
+            "the slow cue to run again",
+        )
+        assert child.stop() == 0
+    finally:
+        if child.proc.poll() is None:
+            child.stop()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    problems = [line for line in text.splitlines() if "disk i/o" in line.lower()]
+    kinds = [problem_kind(line) for line in problems]
+    assert len(kinds) == len(set(kinds)) and len(problems) <= 6, text
