@@ -466,6 +466,19 @@ def silent_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
+def buffered_at_most() -> int:
+    """The most a peer that stopped reading can have taken off a sender's hands over loopback:
+    the kernel's largest receive and send buffers (TCP autotuning grows them up to these), and a
+    margin for what the peer read before it stopped."""
+    most = 0
+    for name in ("tcp_rmem", "tcp_wmem"):
+        try:
+            most += int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+        except (OSError, IndexError, ValueError):
+            most += 32 * MB
+    return most + 8 * MB
+
+
 # -- memory ------------------------------------------------------------------------------------------
 
 

@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Receiver, wait_for
-from tests.faults.harness import Serve, instant
+from tests.faults.harness import MB, RssSampler, Serve, instant
 
 EVERY_SECOND = {"type": "recurring", "cron": "* * * * * *"}
 OPEN = ("pending", "delivering", "retrying")
+# What a full disk may add to the process's resident memory at its peak (what cannot be written
+# is kept to be written again, within a cap). Measured on a debug build: a few MB.
+RSS_BOUND = 32 * MB
 
 
 def _ignore_sigxfsz() -> None:
@@ -80,6 +83,7 @@ def test_a_full_disk_shows_on_health_and_in_one_log_line_and_recovers(tmp_path: 
             before = {e["id"]: e for e in executions(serve)}
 
             # No file may grow past the size the database has now.
+            rss = RssSampler(serve.proc.pid)
             limit = os.path.getsize(db)
             resource.prlimit(serve.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
             try:
@@ -140,6 +144,9 @@ def test_a_full_disk_shows_on_health_and_in_one_log_line_and_recovers(tmp_path: 
                     assert after[eid]["status"] == was["status"], (was, after[eid])
             cues = serve.call("GET", "/v1/cues", params={"limit": 100}).json()["cues"]
             assert {c["id"] for c in cues} == workers | hooks
+            grown = rss.stop()
+            assert grown < RSS_BOUND, f"the server's memory grew by {grown / MB:.1f} MB"
+            print(f"full disk: peak RSS +{grown / MB:.1f} MB")
             log = serve.log()
     finally:
         receiver.close()
@@ -267,6 +274,7 @@ def test_an_embedded_app_on_a_full_disk_keeps_outcomes_and_resumes(tmp_path: Pat
         _, running = child.expect("running ")
         held = running.split()[1]
         wait_for(lambda: len(child.report()) >= 20, 15, "ticks recorded")
+        rss = RssSampler(child.proc.pid)
         resource.prlimit(child.proc.pid, resource.RLIMIT_FSIZE, (os.path.getsize(db), resource.RLIM_INFINITY))
         try:
             # The disk is full once ticks fail to be written; then the held run finishes.
@@ -289,6 +297,9 @@ def test_an_embedded_app_on_a_full_disk_keeps_outcomes_and_resumes(tmp_path: Pat
             15,
             "the slow cue to run again",
         )
+        grown = rss.stop()
+        assert grown < RSS_BOUND, f"the App's memory grew by {grown / MB:.1f} MB"
+        print(f"embedded full disk: peak RSS +{grown / MB:.1f} MB")
         assert child.stop() == 0
     finally:
         if child.proc.poll() is None:

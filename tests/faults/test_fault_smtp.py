@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Receiver, wait_for
-from tests.faults.harness import Serve, instant, refused_port, serve_env, silent_port
+from tests.faults.harness import MB, RssSampler, Serve, instant, refused_port, serve_env, silent_port
 from tests.smtp import SmtpServer
 
 
@@ -157,6 +157,7 @@ def test_a_silent_relay_holds_up_nothing_and_loses_nothing(
         refused_port() as dead,
         Serve.start(db, env=relay_env(relay, timeout=60)) as serve,
     ):
+        rss = RssSampler(serve.proc.pid)
         cues = [fail_a_cue(serve, dead, on_failure={"webhook": good.url + f"/failed/{i}"}) for i in range(n)]
         wait_for(
             lambda: {r.path for r in good.requests} >= {f"/failed/{i}" for i in range(n)},
@@ -165,6 +166,10 @@ def test_a_silent_relay_holds_up_nothing_and_loses_nothing(
         )
         delivers_at_once(serve, good)
         assert all((e := email_of(serve, c)) and e["status"] == "pending" for c in cues)
+        grown = rss.stop()
+        # Seventy sends waiting on the relay hold a connection and a message each.
+        assert grown < 32 * MB, f"the server's memory grew by {grown / MB:.1f} MB"
+        print(f"silent relay: peak RSS +{grown / MB:.1f} MB")
         user = (serve.key, serve.secret)
         started = time.monotonic()
         assert serve.stop() == 0
