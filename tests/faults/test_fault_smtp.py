@@ -72,19 +72,27 @@ def delivers_at_once(serve: Serve, good: Receiver) -> None:
     assert serve.health().status_code == 200
 
 
-def test_a_refused_recipient_fails_the_email_for_good(
-    tmp_path: Path, smtp: SmtpServer, good: Receiver
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        ("RCPT", "550 5.1.1 <owner@example.com>: Recipient address rejected"),
+        ("DATA", "554 5.7.1 Message rejected as spam"),
+    ],
+)
+def test_a_refusal_for_good_fails_the_email_for_good(
+    tmp_path: Path, smtp: SmtpServer, good: Receiver, command: str, reply: str
 ) -> None:
-    smtp.refuse("RCPT", "550 5.1.1 <owner@example.com>: Recipient address rejected")
-    with Serve.start(tmp_path / "rcpt.db", env=serve_env(**smtp.env())) as serve, refused_port() as dead:
+    smtp.refuse(command, reply)
+    with Serve.start(tmp_path / "refused.db", env=serve_env(**smtp.env())) as serve, refused_port() as dead:
         cue_id = fail_a_cue(serve, dead)
         email = email_when(serve, cue_id, "the email to fail", status="failed")
         delivers_at_once(serve, good)
     assert email["attempts"] == 1
     assert email["next_attempt_at"] is None  # a 5xx is not retried
     assert email["sent_at"] is None
-    assert email["last_error"].startswith(f"the SMTP server 127.0.0.1:{smtp.port} answered 550")
-    assert "Recipient address rejected" in email["last_error"]
+    code, text = reply.split(" ", 1)
+    assert email["last_error"].startswith(f"the SMTP server 127.0.0.1:{smtp.port} answered {code}")
+    assert text.split(" ", 1)[1] in email["last_error"]
     assert smtp.mails == []
 
 
