@@ -37,9 +37,19 @@ pub enum Error {
     /// Another process holds this database file.
     #[error("database is open in another process: {0}")]
     Locked(String),
+    /// The database could not be opened: unreadable, damaged, not a database, read-only.
+    #[error("cannot open the database {path}: {reason}")]
+    Open { path: String, reason: String },
     /// The database file was written by a newer version of cueapi.
-    #[error("database schema version {found} is newer than this cueapi supports ({supported})")]
-    SchemaTooNew { found: i64, supported: i64 },
+    #[error(
+        "the database {path} has schema version {found}, newer than this cueapi supports \
+         ({supported}); open it with the newer cueapi that wrote it"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
     /// The engine has been closed.
     #[error("the engine is closed")]
     Closed,

@@ -64,8 +64,22 @@ class _Inbox:
     def __init__(self) -> None:
         self.mails: list[Mail] = []
         self.cond = threading.Condition()
+        # A reply (say "550 5.1.1 no such user") to give instead of accepting, by command.
+        self.refusals: dict[str, str] = {}
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        refusal = self.refusals.get("RCPT")
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        refusal = self.refusals.get("DATA")
+        if refusal:
+            return refusal
         raw = envelope.original_content or b""
         # session.auth_data is what the authenticator returned (login_data is deprecated).
         auth = session.auth_data if session.authenticated else None
@@ -160,6 +174,14 @@ class SmtpServer:
         # handled=False: aiosmtpd answers the refusal (535) itself. Its default, handled=True, means
         # "the authenticator already answered", and the client would wait for a reply forever.
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    def refuse(self, command: str, reply: str | None) -> None:
+        """From now on answers ``command`` (``"RCPT"`` or ``"DATA"``) with ``reply`` instead of
+        accepting it; ``None`` accepts again."""
+        if reply is None:
+            self.inbox.refusals.pop(command, None)
+        else:
+            self.inbox.refusals[command] = reply
 
     @property
     def mails(self) -> list[Mail]:

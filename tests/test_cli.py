@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 import cueapi
 import pytest
-from conftest import Receiver, Server, start_server, wait_for
+
+from tests.conftest import Receiver, Server, start_server, wait_for
 
 T = TypeVar("T")
 

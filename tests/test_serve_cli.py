@@ -15,7 +15,8 @@ from pathlib import Path
 import cueapi
 import httpx
 import pytest
-from conftest import Receiver, wait_for
+
+from tests.conftest import Receiver, wait_for
 
 
 @contextmanager

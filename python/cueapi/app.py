@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from . import _cueapi, _limits
 from ._time import from_ms, to_ms
-from .exceptions import CueAPIError, EngineClosedError, ValidationError
+from .exceptions import CueAPIError, EngineClosedError, StorageError, ValidationError
 from .handler import Context, F, Handler, outcome_from_exception, outcome_from_return, outcome_json
 from .models import Cue, Execution, Stats
 from .models.lists import CUES, EXECUTIONS
@@ -47,6 +47,14 @@ DEFAULT_MAX_CONNECTIONS = _limits.MAX_CONNECTIONS
 
 # Most jobs one handler thread claims at once.
 _BATCH = 32
+
+# Outcomes that could not be written (a full disk) are kept and written again every this many
+# seconds, at most this many of them (beyond, the oldest runs are left to be recovered as
+# interrupted, and retried, when the database is next opened).
+_RETRY_UNRECORDED = 1.0
+_MAX_UNRECORDED = 4096
+# The same kind of storage problem is logged at most this often, with a count of the rest.
+_TELL_EVERY = 60.0
 
 
 @dataclass
@@ -213,6 +221,11 @@ class App:
         self._async_slots = threading.BoundedSemaphore(max(workers, 64))
         self._inflight = 0
         self._idle = threading.Condition()
+        # Reports a full disk kept from being written: (execution id, attempt, outcome JSON).
+        self._unrecorded: list[tuple[str, int, str]] = []
+        self._unrecorded_lock = threading.Lock()
+        self._retry_at = 0.0
+        self._told: dict[str, tuple[float, int]] = {}
         self._stopped = threading.Event()
         self._started = False
         self._closed = False
@@ -619,6 +632,12 @@ class App:
             self._idle.wait_for(lambda: self._inflight == 0, timeout=max(0.0, deadline - time.monotonic()))
         if self._own_loop_thread is not None and self._loop is not None:
             self._stop_own_loop()
+        if self._unrecorded and not self._write_unrecorded():
+            log.warning(
+                "%d outcome(s) could not be written; their runs are recovered (and retried) when the "
+                "database is next opened",
+                len(self._unrecorded),
+            )
         self._engine.close()
         if self._reporter is not None:
             self._reporter.join(timeout=5.0)
@@ -632,9 +651,13 @@ class App:
     def _work(self) -> None:
         jobs: Sequence[_Job] = []
         while not self._stopped.is_set():
+            if self._unrecorded and time.monotonic() >= self._retry_at:
+                self._write_unrecorded()
             if not jobs:
                 try:
-                    jobs = self._engine.claim_many(self._batch_size(), 30.0)
+                    # While outcomes wait to be written, come back in time to write them again.
+                    wait = _RETRY_UNRECORDED if self._unrecorded else 30.0
+                    jobs = self._engine.claim_many(self._batch_size(), wait)
                 except EngineClosedError:
                     return
                 except CueAPIError:
@@ -699,6 +722,8 @@ class App:
                     log.error("recording the outcome of %s failed: %s", execution_id, why)
         except EngineClosedError:
             log.warning("%d run(s) finished after the App closed; they will be retried", len(reports))
+        except StorageError as exc:
+            self._keep_unrecorded(reports, exc)
         except CueAPIError:
             log.exception("recording %d outcome(s) failed", len(reports))
         finally:
@@ -729,12 +754,76 @@ class App:
                 log.error("recording the outcome of %s failed: %s", execution_id, why)
         except EngineClosedError:
             log.warning("execution %s finished after the App closed; it will be retried", report[0])
+        except StorageError as exc:
+            self._keep_unrecorded([report], exc)
         except CueAPIError:
             log.exception("recording the outcome of %s failed", report[0])
         finally:
             with self._idle:
                 self._inflight -= 1
                 self._idle.notify_all()
+
+    def _tell(self, kind: str, message: str) -> None:
+        """Logs ``message`` unless a message of the same ``kind`` was logged within the last
+        minute (then it is counted, and the count rides on the next one)."""
+        now = time.monotonic()
+        with self._unrecorded_lock:
+            at, held = self._told.get(kind, (-math.inf, 0))
+            if now - at < _TELL_EVERY:
+                self._told[kind] = (at, held + 1)
+                return
+            self._told[kind] = (now, 0)
+        more = f" ({held} more like it in the last minute)" if held else ""
+        log.error("%s%s", message, more)
+
+    def _keep_unrecorded(self, reports: list[tuple[str, int, str]], exc: StorageError) -> None:
+        """Keeps outcomes the database refused for now (a full disk) to write them again: dropped,
+        their executions would stay running until the next start, and a cue that skips
+        overlapping runs would skip every tick until then."""
+        if not reports:
+            return
+        with self._unrecorded_lock:
+            self._unrecorded.extend(reports)
+            dropped = len(self._unrecorded) - _MAX_UNRECORDED
+            if dropped > 0:
+                del self._unrecorded[:dropped]
+            self._retry_at = time.monotonic() + _RETRY_UNRECORDED
+        self._tell(
+            "unrecorded",
+            f"recording {len(reports)} outcome(s) failed ({exc}); trying again every {_RETRY_UNRECORDED:g} s",
+        )
+        if dropped > 0:
+            self._tell(
+                "dropped",
+                f"{dropped} outcome(s) could not be written and are no longer kept; their runs are "
+                "recovered (and retried) when the database is next opened",
+            )
+
+    def _write_unrecorded(self) -> bool:
+        """Tries once to write the outcomes kept by :meth:`_keep_unrecorded`; whether none is left."""
+        with self._unrecorded_lock:
+            reports, self._unrecorded = self._unrecorded, []
+        if not reports:
+            return True
+        try:
+            _, refused = self._engine.finish_many(reports, 0, 0.0)
+        except StorageError as exc:
+            with self._unrecorded_lock:
+                self._unrecorded[:0] = reports
+                self._retry_at = time.monotonic() + _RETRY_UNRECORDED
+            self._tell(
+                "unrecorded",
+                f"recording {len(reports)} outcome(s) failed again ({exc}); "
+                f"trying again every {_RETRY_UNRECORDED:g} s",
+            )
+            return False
+        except CueAPIError:
+            log.exception("recording %d outcome(s) failed", len(reports))
+            return True
+        for execution_id, why in refused:
+            log.error("recording the outcome of %s failed: %s", execution_id, why)
+        log.info("recorded %d outcome(s) kept while the database could not be written", len(reports))
+        return True
 
     # -- history and control ------------------------------------------------------------------
 

@@ -378,27 +378,19 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, "not_execution_owner", m)
             }
             Error::Json(e) => ApiError::bad_request("invalid_json", e.to_string()),
-            Error::Closed | Error::Locked(_) | Error::SchemaTooNew { .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            ),
-            Error::Storage(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DiskFull
-                        | rusqlite::ErrorCode::SystemIoFailure
-                        | rusqlite::ErrorCode::ReadOnly
-                        | rusqlite::ErrorCode::CannotOpen
-                ) =>
-            {
+            Error::Closed | Error::Locked(_) | Error::SchemaTooNew { .. } | Error::Open { .. } => {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "the database cannot be written now (a full disk or a read-only file); \
-                     nothing was changed, try again later",
+                    "unavailable",
+                    e.to_string(),
                 )
             }
+            Error::Storage(ref e) if crate::store::is_unwritable(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the database cannot be written now (a full disk or a read-only file); \
+                     nothing was changed, try again later",
+            ),
             Error::Storage(_) | Error::Io(_) => {
                 tracing::error!("request failed: {e}");
                 ApiError::new(

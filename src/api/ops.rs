@@ -16,6 +16,12 @@ use crate::engine::metrics::{self, Health, LAG_BUCKETS_MS};
 
 /// The store check fails when the writer has not committed an operation within this long.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// ... or when a write failed (a full disk, an I/O error) within this long: on a full disk a
+/// small write can still fit where the engine's larger ones fail, so a probe that succeeds does
+/// not prove the store takes writes. While writes fail the engine tries its own again every
+/// second (timer entries, delivery results), which keeps the failure recent; once space returns
+/// the check passes again after this long.
+const RECENT_WRITE_FAILURE: Duration = Duration::from_secs(5);
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const TRANSPORTS: [&str; 3] = ["webhook", "worker", "local"];
 const OPEN_STATUSES: [&str; 3] = ["pending", "delivering", "retrying"];
@@ -44,6 +50,19 @@ async fn through_writer<R: Send + 'static>(
             "the writer did not commit within {} s",
             STORE_TIMEOUT.as_secs()
         )),
+    }
+}
+
+/// The store check: a write goes through the writer, and no write failed lately.
+async fn store_check(st: &AppState) -> Result<((), f64), String> {
+    let probe = through_writer(st, write_probe).await?;
+    match st.engine.store().write_failed_within(RECENT_WRITE_FAILURE) {
+        Some(f) => Err(format!(
+            "a write failed {:.1} s ago: {}",
+            f.at.elapsed().as_secs_f64(),
+            f.error
+        )),
+        None => Ok(probe),
     }
 }
 
@@ -86,7 +105,7 @@ fn open_executions(st: &AppState) -> crate::Result<Vec<(&'static str, &'static s
 }
 
 pub(super) async fn health(State(st): State<AppState>) -> Response {
-    let store = through_writer(&st, write_probe).await;
+    let store = store_check(&st).await;
     let h = st.engine.health();
     let opt_iso = |ms: Option<i64>| ms.map_or(Value::Null, |m| Value::String(iso(m)));
     let mut failing = Vec::new();
@@ -196,7 +215,7 @@ fn stuck_reason(h: &Health) -> String {
 }
 
 pub(super) async fn status(State(st): State<AppState>) -> Response {
-    let store = through_writer(&st, write_probe).await;
+    let store = store_check(&st).await;
     let h = st.engine.health();
     let reason = match (store, loop_status(&h)) {
         (Err(why), _) => Some(format!("the store is not writable: {why}")),
@@ -321,8 +340,16 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     x.single(
         "cueapi_store_up",
         "gauge",
-        "1 when the store's writer committed an operation within 2 s for this scrape.",
-        u8::from(outcomes.is_ok()),
+        "1 when the store's writer committed an operation within 2 s for this scrape and no \
+         write failed in the last 5 s.",
+        u8::from(
+            outcomes.is_ok()
+                && st
+                    .engine
+                    .store()
+                    .write_failed_within(RECENT_WRITE_FAILURE)
+                    .is_none(),
+        ),
     );
     if let Ok((counts, _)) = &outcomes {
         x.family(

@@ -233,12 +233,18 @@ impl Engine {
     /// Nothing fires until [`Engine::start`].
     pub fn open(path: impl AsRef<Path>, clock: Clock, config: Config) -> Result<Engine> {
         config.delivery.validate()?;
-        let store = Store::open(path)?;
-        store.write(metrics::install_outcome_counter)?;
+        let store = Store::open(path.as_ref())?;
         let now = clock.now();
-        let recovered = store.write(move |c| store::recover(c, now))?;
-        let due = store.read(store::due_index)?;
-        let watched = store.read(workers::watched)?;
+        // A file damaged past its first pages shows here, in the first reads of its rows.
+        let opening = || -> Result<_> {
+            store.write(metrics::install_outcome_counter)?;
+            let recovered = store.write(move |c| store::recover(c, now))?;
+            let due = store.read(store::due_index)?;
+            let watched = store.read(workers::watched)?;
+            Ok((recovered, due, watched))
+        };
+        let (recovered, due, watched) =
+            opening().map_err(|e| store::open_error(path.as_ref(), e))?;
         let mut timers =
             Timers::with_capacity(due.len() + recovered.retries.len() + recovered.deadlines.len());
         for (at, id) in due {

@@ -98,8 +98,12 @@ impl Inner {
             }
             let now = self.clock.now();
             let me = Arc::clone(&self);
+            // Notifications still being sent are due too, and come first (the oldest): read past
+            // them, or a relay that holds sends until its deadline would hold back every other
+            // notification (a cue's failure webhook behind 64 stuck emails) until then.
+            let limit = BATCH + sending.len() as i64;
             let read =
-                tokio::task::spawn_blocking(move || me.store.read(|c| alerts::due(c, now, BATCH)))
+                tokio::task::spawn_blocking(move || me.store.read(|c| alerts::due(c, now, limit)))
                     .await;
             let (due, next) = match read {
                 Ok(Ok(found)) => found,

@@ -3,8 +3,10 @@
 //! within a bounded number of deliveries in flight, and its result goes to one recorder task that
 //! writes results in batches — one writer operation for many deliveries.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::mpsc;
@@ -21,6 +23,11 @@ use super::{Inner, Ready};
 const SENDER: &str = "webhook";
 /// Results written in one writer operation at most.
 const RECORD_BATCH: usize = 256;
+/// A result that could not be written (a full disk) is tried again this much later...
+const RECORD_RETRY: Duration = Duration::from_secs(1);
+/// ... and kept for that at most this many at once (a few KB each); beyond, the oldest is left
+/// to recovery, which finds its execution still `delivering` when the database is next opened.
+const MAX_UNRECORDED: usize = 4_096;
 
 /// A claimed attempt, where it goes, and the delivery slots it holds (none when it has no
 /// callback URL and fails without a request).
@@ -228,52 +235,112 @@ impl Inner {
     }
 
     /// Records finished attempts, many per writer operation. Should a batch fail, each result
-    /// is tried on its own; one that still fails is reported (its execution stays `delivering`
-    /// and is recovered as interrupted, then retried, when the database is next opened).
+    /// is tried on its own; one that still fails (a full disk) is kept and tried again every
+    /// [`RECORD_RETRY`] until it is written, so that its execution does not stay `delivering`
+    /// once space returns. Results kept when the engine closes are recovered as interrupted
+    /// attempts (and retried) when the database is next opened.
     async fn record_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
-        while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-            let items = std::mem::take(&mut batch);
-            let n = items.len();
-            let all = items.clone();
-            let whole = self.store.write_async(move |c| record(c, &all)).await;
-            let results = match whole {
-                Ok(r) => r,
-                Err(e) => {
-                    if !matches!(e, Error::Closed) {
-                        self.problem(format!(
-                            "recording {n} deliveries together failed ({e}); trying one by one"
-                        ));
+        let mut unrecorded: VecDeque<Finished> = VecDeque::new();
+        loop {
+            let received = if unrecorded.is_empty() {
+                rx.recv_many(&mut batch, RECORD_BATCH).await
+            } else {
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, RECORD_BATCH) => n,
+                    () = tokio::time::sleep(RECORD_RETRY) => {
+                        let again = std::mem::take(&mut unrecorded);
+                        unrecorded = self.record_all(again.into(), true).await;
+                        continue;
                     }
-                    let mut out = Vec::with_capacity(n);
-                    for item in items {
-                        let id = item.0.clone();
-                        let one = self
-                            .store
-                            .write_async(move |c| record(c, std::slice::from_ref(&item)))
-                            .await;
-                        match one {
-                            Ok(r) => out.extend(r),
-                            Err(e) => out.push((id, Err(e))),
-                        }
-                    }
-                    out
                 }
             };
-            for (id, r) in results {
-                match r {
-                    Ok(f) => self.finished(&id, f),
-                    // Already recorded another way (a restart recovered it): nothing to do.
-                    Err(Error::Conflict(_) | Error::ExecutionNotFound(_)) => {}
-                    Err(e) => {
-                        if !self.closed.load(Ordering::SeqCst) {
-                            self.problem(format!("recording the delivery of {id} failed: {e}"));
-                        }
-                    }
-                }
+            if received == 0 {
+                return;
+            }
+            let items = std::mem::take(&mut batch);
+            let n = items.len();
+            unrecorded.extend(self.record_all(items, false).await);
+            if unrecorded.len() > MAX_UNRECORDED {
+                let dropped = unrecorded.len() - MAX_UNRECORDED;
+                unrecorded.drain(..dropped);
+                self.problem(format!(
+                    "{dropped} delivery results could not be written and are no longer kept; \
+                     their executions are recovered when the database is next opened"
+                ));
             }
             self.delivery_done(n);
         }
+    }
+
+    /// Writes `items` in one writer operation, or else one by one; returns those that could not
+    /// be written for a reason that may pass (a full disk), to be tried again. `again`: these
+    /// failed before (the one-by-one pass stops at the first that still fails).
+    async fn record_all(self: &Arc<Self>, items: Vec<Finished>, again: bool) -> VecDeque<Finished> {
+        let mut left = VecDeque::new();
+        if self.closed.load(Ordering::SeqCst) && again {
+            return left;
+        }
+        let n = items.len();
+        let all = items.clone();
+        let whole = self.store.write_async(move |c| record(c, &all)).await;
+        let results = match whole {
+            Ok(r) => r,
+            Err(Error::Closed) => return left,
+            Err(e) => {
+                if !again {
+                    self.problem(format!(
+                        "recording {n} deliveries together failed ({e}); trying one by one"
+                    ));
+                }
+                let mut out = Vec::with_capacity(n);
+                let mut items = items.into_iter();
+                for item in items.by_ref() {
+                    let id = item.0.clone();
+                    let one = item.clone();
+                    match self
+                        .store
+                        .write_async(move |c| record(c, std::slice::from_ref(&one)))
+                        .await
+                    {
+                        Ok(r) => out.extend(r),
+                        Err(Error::Closed) => return left,
+                        Err(e) => {
+                            if !self.closed.load(Ordering::SeqCst) {
+                                self.problem(format!(
+                                    "recording the delivery of {id} failed: {e}; trying again \
+                                     every {} s",
+                                    RECORD_RETRY.as_secs()
+                                ));
+                            }
+                            if again {
+                                // Still failing: the rest waits too, this one behind it (so
+                                // that a result that can never be written holds up no other).
+                                left.extend(items.by_ref());
+                                left.push_back(item);
+                                break;
+                            }
+                            left.push_back(item);
+                        }
+                    }
+                }
+                left.extend(items);
+                out
+            }
+        };
+        for (id, r) in results {
+            match r {
+                Ok(f) => self.finished(&id, f),
+                // Already recorded another way (a restart recovered it): nothing to do.
+                Err(Error::Conflict(_) | Error::ExecutionNotFound(_)) => {}
+                Err(e) => {
+                    if !self.closed.load(Ordering::SeqCst) {
+                        self.problem(format!("recording the delivery of {id} failed: {e}"));
+                    }
+                }
+            }
+        }
+        left
     }
 }
 

@@ -26,7 +26,7 @@ fn to_pyerr(e: Error) -> PyErr {
         Error::Locked(_) => "DatabaseLockedError",
         Error::SchemaTooNew { .. } => "SchemaVersionError",
         Error::Closed => "EngineClosedError",
-        Error::Storage(_) | Error::Io(_) => "StorageError",
+        Error::Storage(_) | Error::Io(_) | Error::Open { .. } => "StorageError",
     };
     let message = e.to_string();
     let field = match &e {

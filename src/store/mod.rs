@@ -24,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
@@ -51,7 +52,43 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 512;
 
 type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
-type Op = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A write operation: run on the writer's connection inside its transaction, or, given `None`
+/// (the transaction could not begin), not run at all; either way it returns how to answer once
+/// the commit is known.
+type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+/// When the writer last failed to write (a full disk, an I/O error, a read-only file), and why.
+#[derive(Debug, Clone)]
+pub struct WriteFailure {
+    pub at: Instant,
+    pub error: String,
+}
+
+type LastFailure = Arc<Mutex<Option<WriteFailure>>>;
+
+/// Remembers `e` as the writer's latest failure to write, if it is one.
+fn note_failure(last: &LastFailure, e: &rusqlite::Error) {
+    if is_unwritable(e) {
+        *last.lock() = Some(WriteFailure {
+            at: Instant::now(),
+            error: Error::Storage(clone_sqlite_error(e)).to_string(),
+        });
+    }
+}
+
+/// Whether an SQLite error says the database cannot be written now (no space, an I/O error, a
+/// read-only or vanished file) rather than that one operation was refused.
+pub fn is_unwritable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+        )
+    )
+}
 
 /// What the writer calls after committing notifications.
 type NotifyHook = OnceLock<Box<dyn Fn() + Send + Sync>>;
@@ -66,6 +103,7 @@ pub struct Store {
     checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     lock: Mutex<Option<File>>,
+    last_failure: LastFailure,
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -82,13 +120,67 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Why the database at `path` cannot be opened, said for the person who can fix it: a storage
+/// or file-system error becomes [`Error::Open`] naming the file; others pass through.
+pub fn open_error(path: &Path, e: Error) -> Error {
+    use rusqlite::ErrorCode as C;
+    let shown = path.display();
+    let reason = match &e {
+        Error::Storage(s) => match s.sqlite_error_code() {
+            Some(C::NotADatabase) => {
+                format!("{s} (not a SQLite file, or one whose header is damaged)")
+            }
+            Some(C::DatabaseCorrupt) => {
+                format!("{s}: the file is damaged or cut short; restore it from a backup")
+            }
+            Some(C::ReadOnly) => format!(
+                "{s}: the file or its directory is read-only to cueapi, which needs to write them"
+            ),
+            Some(C::CannotOpen) => format!(
+                "{s}: check that its directory exists and that cueapi may read and write there"
+            ),
+            _ => s.to_string(),
+        },
+        Error::Io(io) => io.to_string(),
+        Error::SchemaTooNew {
+            found, supported, ..
+        } => {
+            return Error::SchemaTooNew {
+                path: shown.to_string(),
+                found: *found,
+                supported: *supported,
+            }
+        }
+        _ => return e,
+    };
+    Error::Open {
+        path: shown.to_string(),
+        reason,
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`, migrating it to the current schema.
+    /// A file that is read-only, not a database or damaged is refused here, unchanged, with an
+    /// [`Error::Open`] that names it.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
+        Store::open_checked(&path).map_err(|e| open_error(&path, e))
+    }
+
+    fn open_checked(path: &Path) -> Result<Store> {
+        let path = path.to_path_buf();
         let lock_path = lock_path_for(&path);
         let lock = private(OpenOptions::new().create(true).truncate(false).write(true))
-            .open(&lock_path)?;
+            .open(&lock_path)
+            .map_err(|e| Error::Open {
+                path: path.display().to_string(),
+                reason: format!(
+                    "cannot create its lock file {}: {e} (cueapi needs to write the database's \
+                     directory)",
+                    lock_path.display()
+                ),
+            })?;
         owner_only(&lock)?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -103,7 +195,30 @@ impl Store {
         }
         create_private(&path)?;
         let mut conn = Connection::open(&path)?;
+        // SQLite opens a file it may not write read-only without a word; every write would fail.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(Error::Open {
+                path: path.display().to_string(),
+                reason: "the file is read-only to cueapi, which needs to write it (check its \
+                         permissions, and that its file system is mounted read-write)"
+                    .into(),
+            });
+        }
         configure(&conn)?;
+        // A damaged file is refused before anything is written to it, rather than failing here
+        // and there later (SQLite's page-level check: about 0.1 s per 100 MB).
+        let check: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        if check != "ok" {
+            // One line: "*** in database main ***\nTree 2 page 2: …" says the page.
+            let found: Vec<&str> = check.lines().filter(|l| !l.starts_with("***")).collect();
+            return Err(Error::Open {
+                path: path.display().to_string(),
+                reason: format!(
+                    "the file is damaged (SQLite's quick_check: {}); restore it from a backup",
+                    found.join("; ")
+                ),
+            });
+        }
         schema::migrate(&mut conn, SCHEMA_VERSION)?;
         // Checkpoints (copying the WAL back into the database, with an fsync) run on a thread
         // of their own: on the writer they stall every operation queued behind them.
@@ -112,9 +227,11 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Op>();
         let on_notify: Arc<NotifyHook> = Arc::new(OnceLock::new());
         let hook = Arc::clone(&on_notify);
+        let last_failure: LastFailure = Arc::new(Mutex::new(None));
+        let failures = Arc::clone(&last_failure);
         let writer = std::thread::Builder::new()
             .name("cueapi-writer".into())
-            .spawn(move || writer_loop(conn, rx, hook))?;
+            .spawn(move || writer_loop(conn, rx, hook, failures))?;
         Ok(Store {
             path,
             on_notify,
@@ -123,7 +240,18 @@ impl Store {
             checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
+            last_failure,
         })
+    }
+
+    /// The writer's latest failure to write, if it happened within `within`: a write that needs
+    /// room can fail on a full disk while a smaller one still fits, so one probe that succeeds
+    /// does not show that the store takes writes.
+    pub fn write_failed_within(&self, within: Duration) -> Option<WriteFailure> {
+        self.last_failure
+            .lock()
+            .clone()
+            .filter(|f| f.at.elapsed() <= within)
     }
 
     /// Sets what to call after a commit that queued notifications (the first call wins).
@@ -141,12 +269,17 @@ impl Store {
         f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R>>> {
         let (reply_tx, reply_rx) = oneshot::channel();
+        let failures = Arc::clone(&self.last_failure);
         let op: Op = Box::new(move |conn| {
-            let result = savepoint(conn, "op", f);
+            let result = conn.map(|c| savepoint(c, "op", f));
+            if let Some(Err(Error::Storage(e))) = &result {
+                note_failure(&failures, e);
+            }
             Box::new(move |commit_err| {
                 let result = match (result, commit_err) {
-                    (Ok(_), Some(e)) => Err(Error::Storage(clone_sqlite_error(e))),
-                    (r, _) => r,
+                    (Some(Ok(_)) | None, Some(e)) => Err(Error::Storage(clone_sqlite_error(e))),
+                    (Some(r), _) => r,
+                    (None, None) => Err(Error::Closed),
                 };
                 let _ = reply_tx.send(result);
             })
@@ -287,6 +420,9 @@ fn savepoint<R>(
                 .execute([])?;
             Ok(r)
         }
+        // SQLite rolled the whole transaction back on its own (it may after an I/O error or a
+        // full disk): no savepoint is left to roll back to, and `e` is the reason to tell.
+        Err(e) if conn.is_autocommit() => Err(e),
         Err(e) => {
             conn.prepare_cached(&format!("ROLLBACK TO {name}"))?
                 .execute([])?;
@@ -331,26 +467,50 @@ fn spawn_checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, JoinHandle<()>)>
     Ok((stop, handle))
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>, on_notify: Arc<NotifyHook>) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    on_notify: Arc<NotifyHook>,
+    last_failure: LastFailure,
+) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = began {
-            // Run nothing: every waiter learns why.
-            let reply = first(&conn);
-            reply(Some(&e));
+            // Run nothing (outside a transaction each statement would commit on its own while
+            // its caller is told it failed): every waiter learns why.
+            note_failure(&last_failure, &e);
+            first(None)(Some(&e));
             continue;
         }
-        replies.push(first(&conn));
-        while replies.len() < MAX_BATCH {
+        replies.push(first(Some(&conn)));
+        // SQLite may roll the whole transaction back on its own after an I/O error or a full
+        // disk; the operations after that would each commit on their own. Stop the batch there:
+        // the rest wait in the channel for the next transaction.
+        let mut rolled_back = conn.is_autocommit();
+        while !rolled_back && replies.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => replies.push(op(&conn)),
+                Ok(op) => {
+                    replies.push(op(Some(&conn)));
+                    rolled_back = conn.is_autocommit();
+                }
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT");
-        if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+        let committed = if rolled_back {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some("the transaction was rolled back after a write failed".into()),
+            ))
+        } else {
+            conn.execute_batch("COMMIT")
+        };
+        if let Err(e) = &committed {
+            // (When SQLite rolled back, the operation that failed noted its own reason.)
+            if !rolled_back {
+                note_failure(&last_failure, e);
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
         let err = committed.as_ref().err();
         for reply in replies.drain(..) {
@@ -400,5 +560,94 @@ mod tests {
             .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(n, 2);
+    }
+
+    fn rows(store: &Store) -> Vec<i64> {
+        store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
+                let xs = stmt.query_map([], |r| r.get(0))?;
+                Ok(xs.collect::<rusqlite::Result<Vec<i64>>>()?)
+            })
+            .unwrap()
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+        move |c| {
+            c.execute("INSERT INTO t VALUES (?1)", [x])?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_operation_is_not_run_when_its_transaction_cannot_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|c| {
+                c.execute_batch("CREATE TABLE t (x INTEGER)")?;
+                c.busy_timeout(Duration::from_millis(1))?;
+                Ok(())
+            })
+            .unwrap();
+        // Another connection holds the write lock, so the writer's BEGIN IMMEDIATE fails; the
+        // lock is gone by the time the operation would run.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let got = store.write(move |c| {
+            other.execute_batch("COMMIT")?;
+            insert(1)(c)
+        });
+        assert!(got.is_err());
+        // Told it failed, and it did not happen.
+        assert_eq!(rows(&store), Vec::<i64>::new());
+        store.write(insert(2)).unwrap();
+        assert_eq!(rows(&store), vec![2]);
+    }
+
+    #[test]
+    fn a_transaction_sqlite_rolled_back_ends_the_batch_and_every_answer_is_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("d.db")).unwrap();
+        store
+            .write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .unwrap();
+        // The writer waits in the first operation until the others are queued: all five go
+        // into one transaction.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let first = store
+            .submit(move |c| {
+                wait.recv().ok();
+                insert(1)(c)
+            })
+            .unwrap();
+        let before = store.submit(insert(2)).unwrap();
+        // What SQLite does on its own after some I/O errors: the whole transaction is gone.
+        let failing = store
+            .submit(|c| {
+                c.execute_batch("ROLLBACK")?;
+                Err(Error::Storage(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some("disk I/O error".into()),
+                )))
+            })
+            .unwrap();
+        let after = [
+            store.submit(insert(3)).unwrap(),
+            store.submit(insert(4)).unwrap(),
+        ];
+        go.send(()).unwrap();
+        let answers: Vec<bool> = [first, before, failing]
+            .into_iter()
+            .chain(after)
+            .map(|r| r.blocking_recv().unwrap().is_ok())
+            .collect();
+        // Rolled back and told so; the failing one told its own reason; the ones queued after it
+        // were written in a transaction of their own and told so.
+        assert_eq!(answers, vec![false, false, false, true, true]);
+        assert_eq!(rows(&store), vec![3, 4]);
+        let failure = store.write_failed_within(Duration::from_secs(60)).unwrap();
+        assert!(failure.error.contains("disk I/O error"), "{failure:?}");
     }
 }

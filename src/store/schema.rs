@@ -27,6 +27,8 @@ pub fn migrate(conn: &mut Connection, target: i64) -> Result<()> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
         return Err(Error::SchemaTooNew {
+            // Named by the caller, who knows the file (`store::open_error`).
+            path: String::new(),
             found,
             supported: SCHEMA_VERSION,
         });

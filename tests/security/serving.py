@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import wait_for
+
+from tests.conftest import wait_for
 
 
 @dataclass

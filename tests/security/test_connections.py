@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import psutil
-from conftest import wait_for
 from serving import Child, serve
+
+from tests.conftest import wait_for
 
 MB = 1 << 20
 # Roomy caps for the tests that want every connection of a flood let in, to watch what the

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import cueapi
 import pytest
-from conftest import wait_for
 from serving import serve
+
+from tests.conftest import wait_for
 
 
 def mode(path: Path) -> int:

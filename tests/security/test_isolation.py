@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Receiver, Server, start_server, wait_for
+
+from tests.conftest import Receiver, Server, start_server, wait_for
 
 FAR = {"type": "once", "at": "2099-01-01T00:00:00Z"}
 CONFIRM = {"X-Confirm-Destructive": "true", "X-Worker-Id": "b-worker"}

@@ -13,9 +13,9 @@ from typing import Any
 import cueapi
 import httpx
 import pytest
-from conftest import Receiver, Server, wait_for
 from serving import Child, serve
 
+from tests.conftest import Receiver, Server, wait_for
 from tests.smtp import SmtpServer
 
 FAR = {"type": "once", "at": "2099-01-01T00:00:00Z"}

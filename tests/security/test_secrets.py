@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Receiver, wait_for
 from serving import serve
 
+from tests.conftest import Receiver, wait_for
 from tests.smtp import SmtpServer
 
 FAR = {"type": "once", "at": "2099-01-01T00:00:00Z"}

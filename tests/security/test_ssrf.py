@@ -16,7 +16,8 @@ from typing import Any
 import cueapi
 import httpx
 import pytest
-from conftest import Receiver, Server, start_server, wait_for
+
+from tests.conftest import Receiver, Server, start_server, wait_for
 
 FAR = {"type": "once", "at": "2099-01-01T00:00:00Z"}
 
