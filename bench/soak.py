@@ -337,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = server.stop()
     receiver.wait(30)
     store = store_check(db, start, end, args.webhooks + args.workers)
-    windows = [w for w in windows if start <= w["window"] and w["window"] + WINDOW_S <= end]
+    windows = [w for w in merge_windows(windows) if start <= w["window"] and w["window"] + WINDOW_S <= end]
     result = {
         "params": vars(args),
         "start": start,
@@ -350,6 +350,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return result
+
+
+def merge_windows(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per window: a window's retries arrive a minute after it was first reported, and
+    are reported again under the same window."""
+    merged: dict[int, dict[str, Any]] = {}
+    for w in windows:
+        m = merged.setdefault(
+            w["window"], {"window": w["window"], "requests": 0, "failed": 0, "first": 0, "retries": 0}
+        )
+        for k in ("requests", "failed", "first", "retries"):
+            m[k] += w[k]
+        for k in ("p50", "p99", "max"):
+            if k in w:
+                m[k] = w[k]
+    return [merged[k] for k in sorted(merged)]
 
 
 def store_check(db: str, start: float, end: float, cues: int) -> dict[str, Any]:
@@ -394,7 +410,17 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
     growth = None
     if s and s[-1]["t"] > 0:
         growth = (s[-1]["db_mb"] - s[0]["db_mb"]) / (s[-1]["t"] / 3600)
+    # Where memory levels off: the first sample within 5 % of the last five minutes' mean, and the
+    # spread of every sample after it.
+    level = None
+    if tail:
+        mean = sum(x["rss_mb"] for x in tail) / len(tail)
+        at = next((i for i, x in enumerate(s) if x["rss_mb"] >= 0.95 * mean), None)
+        if at is not None:
+            rest = [x["rss_mb"] for x in s[at:]]
+            level = {"from_min": s[at]["t"] / 60, "low_mb": min(rest), "high_mb": max(rest)}
     return {
+        "rss_level": level,
         "minutes": minutes,
         "rss_first_min_mb": rss[0] if rss else None,
         "rss_end_mb": rss[-1] if rss else None,
@@ -448,6 +474,12 @@ def plot(r: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def level_cells(level: dict[str, float] | None) -> str:
+    if not level:
+        return "— |"
+    return f"{level['from_min']:,.1f} / {level['low_mb']:,.1f} / {level['high_mb']:,.1f} MB |"
+
+
 def markdown(r: dict[str, Any], png: str) -> str:
     m = summary(r)
     st, p, load = r["store"], r["params"], r["load"]
@@ -471,6 +503,7 @@ def markdown(r: dict[str, Any], png: str) -> str:
         f"| server RSS: after the first minute / mean of minutes 1 to 6 / mean of the last 5 minutes / max "
         f"| {f(m['rss_first_min_mb'])} / {f(m['rss_head_mean'])} / {f(m['rss_tail_mean'])} / "
         f"{f(m['rss_max_mb'])} MB |",
+        "| server RSS levels off: from minute / lowest / highest after that | " + level_cells(m["rss_level"]),
         f"| fire lag p99 per {WINDOW_S} s window: median window / worst window; worst single delivery "
         f"| {f(m['lag_p99_median_window'])} / {f(m['lag_p99_worst_window'])} ms; {f(m['lag_max'])} ms |",
         f"| database + WAL at the end; growth | {f(m['db_end_mb'])} MB; {f(m['db_growth_mb_per_h'])} MB/h |",
@@ -485,6 +518,7 @@ def markdown(r: dict[str, Any], png: str) -> str:
         + " |",
         f"| server CPU (share of one core) | {f(m['server_cpu_share'], 2)} |",
         "",
+        *([p["note"], ""] if p.get("note") else []),
         "There is no peer row: the soak measures our own server's drift over time (what a peer would "
         "add is its own drift, which no peer publishes for this load).",
         "",
@@ -520,9 +554,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--png", default=str(HERE / "soak.png"))
     ap.add_argument("--json", default=str(HERE / "soak.json"))
     ap.add_argument("--render", metavar="JSON", help="measure nothing: redraw from a saved run")
+    ap.add_argument("--note", default="", help="a sentence on the conditions of the run, kept with it")
     args = ap.parse_args(argv)
     if args.render:
         r = json.loads(Path(args.render).read_text())
+        r["windows"] = merge_windows(r["windows"])
+        if args.note:
+            r["params"]["note"] = args.note
     else:
         r = run(args)
         Path(args.json).write_text(json.dumps(r))
