@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cueapi
 import httpx
+import pytest
 
+from tests.conftest import wait_for
 from tests.crash.harness import (
     API_CATCH_UP,
     SEED,
@@ -165,3 +169,68 @@ def test_pull_workers_killed_while_holding_claims(tmp_path: Path) -> None:
     ledger.assert_exact("workers trial")
     assert not runs.problems, f"seed={SEED}: {len(runs.problems)} problems: {runs.problems[:10]}"
     assert runs.abandoned > 0 and runs.repeats > 0, (kills, runs)
+
+
+def test_a_report_lost_while_the_server_is_down_is_sent_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server is killed while a remote App's handler runs and is still down when the handler
+    returns: the report cannot get through. The worker stays alive (heard from every 30 s, within
+    the default 180 s worker timeout), so the server keeps its claim however long the lease is
+    over — the outcome must come from the worker, or the execution never ends. It sends the
+    report again once the server is back: one attempt, one run, a success."""
+    db = tmp_path / "lost.db"
+    port = ["0"]
+
+    def command(i: int) -> list[str]:
+        argv = serve_command(db, "--worker-lease", "1")(i)
+        argv[argv.index("--port") + 1] = port[0]  # back on the same address after the kill
+        return argv
+
+    server = Child("serve", tmp_path, command)
+    started, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+    try:
+        server.start()
+        url = listening_url(server)
+        port[0] = url.rsplit(":", 1)[1]
+        with httpx.Client(base_url=url, timeout=30) as c:
+            key = c.post("/v1/auth/register", json={"email": "crash@example.com"}).json()["api_key"]
+            c.headers["Authorization"] = f"Bearer {key}"
+            far = {"type": "once", "at": "2099-01-01T00:00:00Z"}
+            cue = c.post("/v1/cues", json={"name": "job", "transport": "worker", "schedule": far}).json()
+            eid = c.post(f"/v1/cues/{cue['id']}/fire").json()["id"]
+        with cueapi.App(remote=url, api_key=key, worker_id="w1", workers=1, poll_interval=0.05) as app:
+
+            @app.handle("job")
+            def job(ctx: cueapi.Context) -> str:
+                runs.append(ctx.attempt)
+                started.set()
+                release.wait(30)
+                return "done"
+
+            app.start()
+            assert started.wait(30)
+            assert server.kill()
+            server.reap()
+            release.set()
+            wait_for(
+                lambda: any(f"outcome of {eid}" in r.getMessage() for r in caplog.records),
+                30,
+                "the report to fail",
+            )
+            server.start()
+            assert listening_url(server) == url
+
+            def outcome() -> dict[str, Any]:
+                with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as c:
+                    ex: dict[str, Any] = c.get(f"/v1/executions/{eid}").json()
+                return ex if ex["status"] != "delivering" else {}
+
+            ex = poll(outcome, 30, "the outcome", every=0.1)
+        assert ex["status"] == "success" and ex["outcome"]["result"] == "done", ex
+        assert [a["status"] for a in ex["attempt_log"]] == ["success"] and runs == [1], (ex, runs)
+        assert server.stop() == 0
+    finally:
+        release.set()
+        server.close()
