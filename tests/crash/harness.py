@@ -283,42 +283,59 @@ class Child:
             return f"{why} (none came: killed after {seconds:g} s)"
         return why
 
-    def restart_after_kill(self, downtime: float = 0.0) -> int:
-        """Reaps the killed incarnation (it must have died of SIGKILL) and starts the next one
-        after ``downtime`` seconds."""
+    def reap_killed(self, downtime: float = 0.0) -> None:
+        """Reaps the killed incarnation (it must have died of SIGKILL), then lets ``downtime``
+        seconds pass before anything starts it again."""
         code = self.reap()
         assert code == -signal.SIGKILL, f"seed={SEED}: {self.name} exited with {code}:\n{self.tail()}"
         time.sleep(downtime)  # the time nothing runs: not a wait for anything
+
+    def restart_after_kill(self, downtime: float = 0.0) -> int:
+        """Reaps the killed incarnation and starts the next one after ``downtime`` seconds."""
+        self.reap_killed(downtime)
         return self.start()
 
 
-def serve_command(db: Path, *extra: str) -> Callable[[int], list[str]]:
-    return lambda _i: [
-        sys.executable,
-        "-m",
-        "cueapi",
-        "serve",
-        "--db",
-        str(db),
-        "--port",
-        "0",
-        "--allow-private-targets",
-        "--rate-limit",
-        "0",
-        *extra,
-    ]
+class Serve(Child):
+    """``cueapi serve`` on ``db`` (private targets allowed, no rate limit). It picks its port when
+    first started; with ``same_port`` every later start listens there again, so the workers that
+    know its URL find it back."""
 
+    def __init__(self, db: Path, logs: Path, *extra: str, same_port: bool = False) -> None:
+        super().__init__("serve", logs, self._command)
+        self.db, self.extra, self.same_port = db, extra, same_port
+        self.port = "0"
 
-def listening_url(child: Child, timeout: float = 60) -> str:
-    """The URL ``cueapi serve`` prints once it listens (it picks its port)."""
+    def _command(self, _incarnation: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "cueapi",
+            "serve",
+            "--db",
+            str(self.db),
+            "--port",
+            self.port,
+            "--allow-private-targets",
+            "--rate-limit",
+            "0",
+            *self.extra,
+        ]
 
-    def found() -> str:
-        if not child.alive():
-            raise AssertionError(f"{child.name} exited before listening:\n{child.tail()}")
-        m = re.search(r"listening on (http://\S+)", child.log().read_text(errors="replace"))
-        return m.group(1) if m else ""
+    def listen(self) -> str:
+        """Starts an incarnation and returns its URL once it listens (it prints it)."""
+        self.start()
 
-    return poll(found, timeout, f"{child.name} to listen", every=0.02)
+        def found() -> str:
+            if not self.alive():
+                raise AssertionError(f"seed={SEED}: cueapi serve exited before listening:\n{self.tail()}")
+            m = re.search(r"listening on (http://\S+)", self.log().read_text(errors="replace"))
+            return m.group(1) if m else ""
+
+        url = poll(found, 60, "listening server", every=0.02)
+        if self.same_port:
+            self.port = url.rsplit(":", 1)[1]
+        return url
 
 
 # -- the database, read-only from this process ------------------------------------------------
@@ -371,6 +388,7 @@ class Attempt:
     http_status: int | None
     error: str | None
     claimed_by: str | None
+    started_at: int
 
 
 @dataclass
@@ -402,7 +420,9 @@ class Stored:
         attempts = {
             (str(r[0]), int(r[1])): Attempt(*r)
             for r in query(
-                db, "SELECT execution_id, number, status, http_status, error, claimed_by FROM attempts"
+                db,
+                "SELECT execution_id, number, status, http_status, error, claimed_by, started_at"
+                " FROM attempts",
             )
         }
         cues = {
@@ -534,15 +554,25 @@ class Runs:
     rerun_after_done: int = 0  # executions whose work completed, was cut off before its record, ran again
     interrupted: int = 0
     abandoned: int = 0
+    unanswered: int = 0  # claims committed by a server killed before it answered them
     problems: list[str] = field(default_factory=list)
 
     @classmethod
-    def check(cls, stored: Stored, lines: Sequence[Effect], killed: set[str] | None = None) -> Runs:
+    def check(
+        cls,
+        stored: Stored,
+        lines: Sequence[Effect],
+        killed: set[str] | None = None,
+        server_kills: Sequence[int] = (),
+    ) -> Runs:
         """Every run belongs to a recorded attempt of a recorded execution, with its idempotency
         key; a success's last attempt ran to ``done``; a run cut off (by a SIGKILL) is recorded
         as interrupted (embedded) or abandoned (a worker's claim, then only of a killed worker).
-        ``killed``: the ids of the workers killed (pull workers; None for the embedded App)."""
+        ``killed``: the ids of the workers killed (pull workers; None for the embedded App).
+        ``server_kills``: when the server was killed (ms): a claim it committed just before and
+        never answered is abandoned too, whoever asked for it, and never ran."""
         out = cls()
+        ran = {(e.execution_id, e.attempt) for e in lines}
         bad = out.problems
         by_execution: dict[str, list[Effect]] = {}
         for e in lines:
@@ -581,8 +611,17 @@ class Runs:
                     bad.append(f"{eid} attempt {number}: interrupted ({a.error})")
             elif a.status == "abandoned":
                 out.abandoned += 1
-                if killed is None or a.claimed_by not in killed:
-                    bad.append(f"{eid} attempt {number}: the claim of a live worker abandoned ({a.error})")
+                if killed is not None and a.claimed_by not in killed:
+                    unanswered = (eid, number) not in ran and any(
+                        k - 2_000 <= a.started_at <= k for k in server_kills
+                    )
+                    out.unanswered += unanswered
+                    if not unanswered:
+                        bad.append(
+                            f"{eid} attempt {number}: the claim of a live worker abandoned ({a.error})"
+                        )
+                elif killed is None:
+                    bad.append(f"{eid} attempt {number}: abandoned in an embedded App ({a.error})")
             elif a.status not in ("success", "failed"):
                 bad.append(f"{eid} attempt {number}: left {a.status}")
         for ex in stored.executions.values():

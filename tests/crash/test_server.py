@@ -30,17 +30,15 @@ import pytest
 from tests.crash.harness import (
     API_CATCH_UP,
     SEED,
-    Child,
     Ledger,
     PlannedCue,
+    Serve,
     Stored,
-    listening_url,
     n,
     now_ms,
     plan_cues,
     poll,
     report,
-    serve_command,
     settled,
     trial_rng,
 )
@@ -240,13 +238,12 @@ def check_deliveries(stored: Stored, deliveries: list[Delivery], secret: str) ->
 def test_server_killed_mid_burst(tmp_path: Path, trial: int) -> None:
     rng = trial_rng("server", trial)
     db = tmp_path / "server.db"
-    server = Child("serve", tmp_path, serve_command(db))
+    server = Serve(db, tmp_path)
     chaos = Chaos(trial)
     receiver = CrashReceiver(chaos.decide, server.kill)
     kills: list[str] = []
     try:
-        server.start()
-        url = listening_url(server)
+        url = server.listen()
         with httpx.Client(timeout=30) as c:
             made = c.post(f"{url}/v1/auth/register", json={"email": "crash@example.com"}).json()
         key, secret = made["api_key"], made["webhook_secret"]
@@ -271,8 +268,8 @@ def test_server_killed_mid_burst(tmp_path: Path, trial: int) -> None:
                 kills.append(server.await_death(kind))
                 with receiver.lock:
                     chaos.armed = None
-            server.restart_after_kill()
-            listening_url(server)
+            server.reap_killed()
+            server.listen()
         expected = sum(len(c.instants) for c in plan)
         try:
             poll(lambda: settled(db, expected), 90, "settling of every occurrence", every=0.2)

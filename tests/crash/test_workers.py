@@ -6,10 +6,11 @@ times and crons with seconds and a year — due within a 12-second window. Two w
 run to a side-effects file, fsynced, and sometimes raises) claim and run them. Each is killed at
 seeded random points — at a random instant, in the middle of a handler, right after a handler
 finished and before its outcome is reported, while a retry runs — and started again under a new
-worker id. The claims of a killed worker must come back once its lease ran out and it stayed
-silent, be recorded as abandoned and be claimed again; in the end every due occurrence has
-exactly one execution with exactly one outcome, no claim of a live worker was taken back, and no
-execution was completed twice."""
+worker id; the server is killed once too, and comes back on its port after up to 1.5 s. The
+claims of a killed worker must come back once its lease ran out and it stayed silent, be recorded
+as abandoned and be claimed again; in the end every due occurrence has exactly one execution with
+exactly one outcome, no claim of a live worker was taken back (but those the killed server
+committed and never answered), and no execution was completed twice."""
 
 from __future__ import annotations
 
@@ -33,15 +34,14 @@ from tests.crash.harness import (
     Ledger,
     PlannedCue,
     Runs,
+    Serve,
     Stored,
     effects,
-    listening_url,
     n,
     now_ms,
     plan_cues,
     poll,
     report,
-    serve_command,
     settled,
     trial_rng,
 )
@@ -81,13 +81,12 @@ def test_pull_workers_killed_while_holding_claims(tmp_path: Path) -> None:
     db = tmp_path / "workers.db"
     out = tmp_path / "effects.jsonl"
     lease = str(LEASE_S)
-    server = Child("serve", tmp_path, serve_command(db, "--worker-lease", lease, "--worker-timeout", lease))
+    server = Serve(db, tmp_path, "--worker-lease", lease, "--worker-timeout", lease, same_port=True)
     workers: dict[str, Child] = {}
     killed: set[str] = set()  # worker ids
-    kills: list[str] = []
+    server_kills: list[int] = []  # when (ms)
     try:
-        server.start()
-        url = listening_url(server)
+        url = server.listen()
         with httpx.Client(timeout=30) as c:
             key = c.post(f"{url}/v1/auth/register", json={"email": "crash@example.com"}).json()["api_key"]
         t0 = now_ms() + 3_000 + 2 * (CUES_ONCE + CUES_CRON)
@@ -124,8 +123,15 @@ def test_pull_workers_killed_while_holding_claims(tmp_path: Path) -> None:
             return [sys.executable, str(CHILD), str(config)]
 
         def run(slot: str) -> list[str]:
-            """Kills the worker process of ``slot`` as planned; returns what each kill cut off."""
-            worker, slot_rng, done = workers[slot], trial_rng(f"workers-{slot}", 1), []
+            """Kills as planned: a worker process two or three times, or the server once."""
+            slot_rng = trial_rng(f"workers-{slot}", 1)
+            if slot == "server":
+                server.kill_at_random(slot_rng, "server")
+                server_kills.append(now_ms())
+                server.reap_killed(downtime=slot_rng.uniform(0.0, 1.5))
+                server.listen()
+                return ["server"]
+            worker, done = workers[slot], []
             for i, kind in enumerate(plans[slot]):
                 if kind == "firing":
                     done.append(worker.kill_at_random(slot_rng, "at random"))
@@ -139,8 +145,8 @@ def test_pull_workers_killed_while_holding_claims(tmp_path: Path) -> None:
             workers[slot] = Child(f"worker-{slot}", tmp_path, partial(command, slot))
             workers[slot].start()
         poll(lambda: now_ms() >= t0, 30, "window", every=0.01)
-        with ThreadPoolExecutor(len(workers)) as pool:
-            kills = [k for done in pool.map(run, workers) for k in done]
+        with ThreadPoolExecutor(len(workers) + 1) as pool:
+            kills = [k for done in pool.map(run, [*workers, "server"]) for k in done]
         expected = sum(len(c.instants) for c in plan)
         try:
             poll(lambda: settled(db, expected), 60, "settling of every occurrence", every=0.2)
@@ -157,14 +163,14 @@ def test_pull_workers_killed_while_holding_claims(tmp_path: Path) -> None:
 
     stored = Stored.read(db)
     ledger = Ledger.check(plan, stored)
-    runs = Runs.check(stored, effects(out), killed=killed)
+    runs = Runs.check(stored, effects(out), killed=killed, server_kills=server_kills)
     report(
         f"crash/workers trial 1 seed={SEED}: {n(len(plan))} cues, {n(ledger.occurrences)} occurrences, "
         f"{n(ledger.executions)} executions ({ledger.statuses()}), {n(runs.starts)} handler runs, "
-        f"{len(kills)} worker kills ({', '.join(kills)}), {n(runs.abandoned)} claims abandoned and "
-        f"taken again, {n(runs.repeats)} repeats (same id+key; {runs.rerun_after_done} after the work "
-        f"was done), {len(ledger.missing)} missing, {len(ledger.doubled)} doubled, "
-        f"{len(runs.problems)} run problems"
+        f"{len(kills)} kills ({', '.join(kills)}), {n(runs.abandoned)} claims abandoned and taken "
+        f"again ({runs.unanswered} never answered by the killed server), {n(runs.repeats)} repeats "
+        f"(same id+key; {runs.rerun_after_done} after the work was done), {len(ledger.missing)} missing, "
+        f"{len(ledger.doubled)} doubled, {len(runs.problems)} run problems"
     )
     ledger.assert_exact("workers trial")
     assert not runs.problems, f"seed={SEED}: {len(runs.problems)} problems: {runs.problems[:10]}"
@@ -180,20 +186,11 @@ def test_a_report_lost_while_the_server_is_down_is_sent_again(
     over — the outcome must come from the worker, or the execution never ends. It sends the
     report again once the server is back: one attempt, one run, a success."""
     db = tmp_path / "lost.db"
-    port = ["0"]
-
-    def command(i: int) -> list[str]:
-        argv = serve_command(db, "--worker-lease", "1")(i)
-        argv[argv.index("--port") + 1] = port[0]  # back on the same address after the kill
-        return argv
-
-    server = Child("serve", tmp_path, command)
+    server = Serve(db, tmp_path, "--worker-lease", "1", same_port=True)
     started, release = threading.Event(), threading.Event()
     runs: list[int] = []
     try:
-        server.start()
-        url = listening_url(server)
-        port[0] = url.rsplit(":", 1)[1]
+        url = server.listen()
         with httpx.Client(base_url=url, timeout=30) as c:
             key = c.post("/v1/auth/register", json={"email": "crash@example.com"}).json()["api_key"]
             c.headers["Authorization"] = f"Bearer {key}"
@@ -219,8 +216,7 @@ def test_a_report_lost_while_the_server_is_down_is_sent_again(
                 30,
                 "the report to fail",
             )
-            server.start()
-            assert listening_url(server) == url
+            assert server.listen() == url
 
             def outcome() -> dict[str, Any]:
                 with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as c:
