@@ -226,10 +226,31 @@ fn router(state: AppState) -> Router {
         .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(run_to_completion))
         // Outermost last: every body is read before a request can be refused.
         .layer(middleware::from_fn_with_state(state.clone(), limit::limit))
         .layer(middleware::from_fn(read_whole_body))
         .with_state(state)
+}
+
+/// Carries a request through in a task of its own, to its end whether or not its client is still
+/// there. A client that goes away (killed, or timed out) closes the connection and hyper drops the
+/// future serving it; a write that future asked for is committed all the same, and what follows it
+/// in memory — a claim's lease and a new cue's first tick on the timer, a retry, a dispatch —
+/// would be lost with the future: a claim never released, a cue that never fires.
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!("a request failed: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "An internal error occurred",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Reads every request body before routing (up to [`MAX_BODY`]): a request refused early (a bad
