@@ -479,7 +479,7 @@ class Ledger:
                 ex.status not in FINAL and not (ex.cue_id in waits and ex.status in ("pending", "retrying"))
             ):
                 led.unexplained.append(f"{ex.id}: {ex.status}, triggered by {ex.triggered_by}")
-            elif ex.status != "success" and not ex.error_message:
+            elif ex.status in ("failed", "missed", "skipped") and not ex.error_message:
                 led.unexplained.append(f"{ex.id}: {ex.status} without a reason")
             elif ex.status in ("missed", "skipped") and ex.cue_name in planned:
                 # The policy that decided it is named: overlap for a skip, catch-up for a miss.
@@ -501,6 +501,12 @@ class Ledger:
             if fired != ran.get(c.name, 0):
                 led.unexplained.append(f"{c.name}: fired {fired} times, ran {ran.get(c.name, 0)} executions")
         return led
+
+    def faults(self) -> str:
+        return (
+            f"{len(self.missing)} missing, {len(self.doubled)} doubled, {len(self.stray)} stray, "
+            f"{len(self.unexplained)} unexplained"
+        )
 
     def statuses(self) -> str:
         return ", ".join(f"{n(v)} {k}" for k, v in sorted(self.by_status.items()))
