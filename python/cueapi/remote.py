@@ -41,6 +41,8 @@ log = logging.getLogger("cueapi")
 WORKER_HEARTBEAT_SECONDS = 30.0
 # The most a failed poll waits before the next one.
 MAX_POLL_BACKOFF = 30.0
+# The most a report the server did not get waits before it is sent again.
+MAX_REPORT_BACKOFF = 5.0
 # The embedded App's catch-up names, as the server shows them.
 _CATCH_UP = {"once": "run_once_if_missed", "skip": "skip_missed", "all": "replay_all"}
 _REPORT_KEYS = (
@@ -235,13 +237,50 @@ class RemoteEngine:
         return jobs, refused
 
     def _report(self, execution_id: str, attempt: int, outcome_json: str) -> tuple[str, str] | None:
-        with self._lock:
-            self._running.pop(execution_id, None)
+        """Reports a run's outcome. A report the server did not get (unreachable, or a 5xx: a
+        restart, say) is sent again after a backoff for as long as the server shows the claim
+        still running under this worker, the job's lease kept alive meanwhile: a live worker's
+        claim is never taken back, so a report dropped here would leave the execution running
+        on the server for good. It stops when the report lands, when the server shows it landed
+        or the claim was taken back, or when the App stops."""
+        args = _report_args(json.loads(outcome_json))
+        delay = 0.5
         try:
-            self._client.executions.report_outcome(execution_id, **_report_args(json.loads(outcome_json)))
-        except exc.CueAPIError as error:
-            return (execution_id, f"{type(error).__name__}: {error}")
-        return None
+            while True:
+                try:
+                    self._client.executions.report_outcome(execution_id, **args)
+                    return None
+                except (exc.CueAPIConnectionError, exc.CueAPIServerError) as error:
+                    failed = f"{type(error).__name__}: {error}"
+                except exc.CueAPIError as error:
+                    return (execution_id, f"{type(error).__name__}: {error}")
+                if self._stopping.is_set():
+                    return (execution_id, failed)
+                self._problems.put(f"reporting the outcome of {execution_id} failed (trying again): {failed}")
+                self._stopping.wait(delay)
+                delay = min(MAX_REPORT_BACKOFF, delay * 2)
+                held = self._held(execution_id, attempt)
+                if held is False:
+                    return (execution_id, f"its claim was taken back before the report got through: {failed}")
+                if held is None:
+                    return None  # the first report landed; only its answer was lost
+        finally:
+            with self._lock:
+                self._running.pop(execution_id, None)
+
+    def _held(self, execution_id: str, attempt: int) -> bool | None:
+        """Whether the server shows attempt ``attempt`` of the execution still running under this
+        worker's claim (True also when it cannot be asked); None when it ended with this
+        worker's report, False when the claim was taken back."""
+        try:
+            ex = self._client.executions.get(execution_id)
+        except (exc.CueAPIConnectionError, exc.CueAPIServerError):
+            return True
+        except exc.CueAPIError:
+            return False
+        if ex.get("attempts") != attempt or ex.get("claimed_by_worker") != self.worker_id:
+            return False
+        return True if ex.get("status") == "delivering" else None
 
     def _poll(self) -> None:
         """Claims one execution for each idle handler thread; waits when there is none."""

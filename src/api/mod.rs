@@ -30,7 +30,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use parking_lot::Mutex;
@@ -244,6 +244,7 @@ fn router(state: AppState) -> Router {
         .fold(Router::new(), |r, route| r.route(route.path, route.handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(run_to_completion))
         // Outermost last: the key is looked up and the body read (or drained) before a request
         // can be refused, so a refusal never leaves a body unread on a keep-alive connection.
         .layer(middleware::from_fn_with_state(state.clone(), limit::limit))
@@ -252,6 +253,26 @@ fn router(state: AppState) -> Router {
             intake::intake,
         ))
         .with_state(state)
+}
+
+/// Carries a request through in a task of its own, to its end whether or not its client is still
+/// there. A client that goes away (killed, or timed out) closes the connection and hyper drops the
+/// future serving it; a write that future asked for is committed all the same, and what follows it
+/// in memory — a claim's lease and a new cue's first tick on the timer, a retry, a dispatch —
+/// would be lost with the future: a claim never released, a cue that never fires.
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!("a request failed: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "An internal error occurred",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// A path id. One that is not valid UTF-8 cannot name anything: it reads as an id that matches
