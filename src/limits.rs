@@ -33,6 +33,12 @@ pub const MAX_RATE_LIMIT_PER_MINUTE: u32 = 1_000_000;
 pub const WORKER_LEASE_MS: i64 = 300_000;
 /// A worker not heard from for this long counts as gone (its expired claims are released).
 pub const WORKER_TIMEOUT_MS: i64 = 180_000;
+/// The longest a worker's own heartbeats keep a claim whose lease has run out (execution
+/// heartbeats, which extend the lease, keep it as long as they come). Past it the claim is
+/// released as abandoned: a worker restarted under the same id, or one that lost a claim's answer
+/// or dropped its report, would otherwise hold it for ever. The official worker's handlers stop at
+/// 300 s by default.
+pub const MAX_CLAIM_HOLD_MS: i64 = 3_600_000;
 /// The same alert for the same cue or worker within this long counts as one.
 pub const REALERT_MS: i64 = 3_600_000;
 
@@ -71,6 +77,7 @@ pub fn numbers() -> Vec<(&'static str, i64)> {
         ("worker_lease_ms", WORKER_LEASE_MS),
         ("worker_timeout_ms", WORKER_TIMEOUT_MS),
         ("realert_ms", REALERT_MS),
+        ("max_claim_hold_ms", MAX_CLAIM_HOLD_MS),
         ("max_deliveries", MAX_DELIVERIES as i64),
         (
             "max_deliveries_per_tenant",

@@ -718,6 +718,36 @@ def test_a_long_job_on_a_live_worker_is_not_timed_out(
     assert attempts(ex) == [(1, "success")]
 
 
+def test_a_live_worker_keeps_an_expired_claim_at_most_an_hour(
+    srv: Server, clock: cueapi.ManualClock, beacon: Receiver
+) -> None:
+    """A worker restarted under the same id (the official daemon's default id is the host name)
+    heartbeats on but knows nothing of the claims its previous life held: past the most a
+    worker's heartbeats keep an expired lease (an hour), the claim is released with a reason
+    that says so, and the run is retried. Execution heartbeats keep a claim for as long as they
+    come."""
+    hold = cueapi._limits.MAX_CLAIM_HOLD_SECONDS
+    assert hold == 3600
+    beat(srv, "host1", ["a"])
+    forgotten, renewed = job(srv, "a"), job(srv, "a")
+    claimed(srv, forgotten, "host1")
+    claimed(srv, renewed, "host1")
+    for _ in range(35):  # to T+3500: heard from every 100 s; one claim's lease renewed too
+        advance(srv, clock, beacon, 100)
+        beat(srv, "host1")
+        assert exec_beat(srv, renewed, "host1").status_code == 200
+    assert srv.execution(forgotten)["status"] == "delivering"
+    advance(srv, clock, beacon, 99)  # T+3599
+    assert srv.execution(forgotten)["status"] == "delivering"
+    advance(srv, clock, beacon, 2)  # T+3601
+    ex = settled(srv, forgotten, "pending")
+    assert attempts(ex) == [(1, "abandoned")]
+    assert "is alive but has held this claim for 3601 s" in ex["attempt_log"][0]["error"]
+    assert "restarted under the same id" in ex["attempt_log"][0]["error"]
+    assert srv.execution(renewed)["status"] == "delivering"
+    assert held(worker(srv, "host1")) == 1
+
+
 def test_an_execution_names_the_worker_holding_or_last_holding_its_claim(
     srv: Server, clock: cueapi.ManualClock, beacon: Receiver, receiver: Receiver
 ) -> None:

@@ -36,3 +36,5 @@ BODY_TIMEOUT_SECONDS: float = _L["body_timeout_ms"] / 1000
 """`cueapi serve`: how long a request's body may take to arrive."""
 MAX_CONNECTIONS: int = _L["max_connections"]
 """`cueapi serve`: connections served at once (at most half the open-file limit)."""
+MAX_CLAIM_HOLD_SECONDS: float = _L["max_claim_hold_ms"] / 1000
+"""The longest a worker's heartbeats keep a claim whose lease has run out."""

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::executions::{self, claim, Claimed};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::status;
 
 /// The longest worker id and task name accepted.
@@ -599,7 +600,8 @@ pub enum LeaseCheck {
 
 /// Checks a worker's claim whose lease was due to end: it holds while the lease runs or while
 /// its worker has been heard from within `timeout_ms` (counting no sign of life from before
-/// `alive_since`, the time this process opened the store, against it); otherwise it is released.
+/// `alive_since`, the time this process opened the store, against it), but no longer than
+/// [`limits::MAX_CLAIM_HOLD_MS`] after it was claimed; otherwise it is released.
 pub fn lease_due(
     conn: &Connection,
     id: &str,
@@ -615,11 +617,12 @@ pub fn lease_due(
         Option<Millis>,
         i64,
         Option<Millis>,
+        Option<Millis>,
     );
     let row: Option<Row> = conn
         .prepare_cached(
             "SELECT e.status, c.transport, e.claimed_by, e.lease_expires_at, e.heartbeat_at, e.attempts,
-                w.last_heartbeat
+                w.last_heartbeat, e.claimed_at
              FROM executions e JOIN cues c ON c.id = e.cue_id
              LEFT JOIN workers w ON w.owner = c.owner AND w.worker_id = e.claimed_by
              WHERE e.id = ?1",
@@ -633,10 +636,12 @@ pub fn lease_due(
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })
         .optional()?;
-    let Some((state, transport, holder, lease, beat, attempt, worker_beat)) = row else {
+    let Some((state, transport, holder, lease, beat, attempt, worker_beat, claimed_at)) = row
+    else {
         return Ok(LeaseCheck::Over);
     };
     if state != status::DELIVERING || transport != "worker" {
@@ -650,14 +655,26 @@ pub fn lease_due(
         .unwrap_or(0)
         .max(worker_beat.unwrap_or(0))
         .max(alive_since);
-    if seen + timeout_ms > now {
-        return Ok(LeaseCheck::HoldsUntil(seen + timeout_ms));
+    let held_until = claimed_at.unwrap_or(lease) + limits::MAX_CLAIM_HOLD_MS;
+    if seen + timeout_ms > now && held_until > now {
+        return Ok(LeaseCheck::HoldsUntil((seen + timeout_ms).min(held_until)));
     }
-    let why = format!(
-        "abandoned: worker {:?} was not heard from for {} s and its lease expired",
-        holder.unwrap_or_default(),
-        (now - seen) / 1000
-    );
+    let why = if seen + timeout_ms > now {
+        format!(
+            "abandoned: worker {:?} is alive but has held this claim for {} s without an \
+             execution heartbeat since its lease expired (a worker's heartbeat keeps a claim at \
+             most {} s; was it restarted under the same id?)",
+            holder.unwrap_or_default(),
+            (now - claimed_at.unwrap_or(lease)) / 1000,
+            limits::MAX_CLAIM_HOLD_MS / 1000
+        )
+    } else {
+        format!(
+            "abandoned: worker {:?} was not heard from for {} s and its lease expired",
+            holder.unwrap_or_default(),
+            (now - seen) / 1000
+        )
+    };
     Ok(LeaseCheck::Released(release(conn, id, attempt, &why, now)?))
 }
 
