@@ -28,6 +28,10 @@ const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// ... and kept for that at most this many at once (a few KB each); beyond, the oldest is left
 /// to recovery, which finds its execution still `delivering` when the database is next opened.
 const MAX_UNRECORDED: usize = 4_096;
+/// A claim for delivery that could not be written is tried again after this long, doubling up to
+/// [`CLAIM_RETRY_MAX`].
+const CLAIM_RETRY_FIRST: Duration = Duration::from_secs(1);
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A claimed attempt, where it goes, and the delivery slots it holds (none when it has no
 /// callback URL and fails without a request).
@@ -132,14 +136,33 @@ impl Inner {
         self.deliveries.fetch_add(1, Ordering::SeqCst);
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let job = match me.claim_or_wait(&execution_id).await {
-                Ok(Some(job)) => job,
-                Ok(None) => return me.delivery_done(1),
-                Err(e) => {
-                    if !me.closed.load(Ordering::SeqCst) {
-                        me.problem(format!("claiming {execution_id} for delivery failed: {e}"));
+            // A claim that cannot be written (a full disk) is tried again, less often each time,
+            // until it is or the engine closes: the execution would otherwise stay pending until
+            // the next open.
+            let mut pause = CLAIM_RETRY_FIRST;
+            let job = loop {
+                match me.claim_or_wait(&execution_id).await {
+                    Ok(Some(job)) => break job,
+                    Ok(None) => return me.delivery_done(1),
+                    Err(e) => {
+                        if me.closed.load(Ordering::SeqCst) {
+                            return me.delivery_done(1);
+                        }
+                        me.problem(format!(
+                            "claiming {execution_id} for delivery failed (trying again): {e}"
+                        ));
+                        let closing = me.closing.notified();
+                        tokio::pin!(closing);
+                        closing.as_mut().enable();
+                        if me.closed.load(Ordering::SeqCst) {
+                            return me.delivery_done(1);
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = &mut closing => return me.delivery_done(1),
+                        }
+                        pause = (pause * 2).min(CLAIM_RETRY_MAX);
                     }
-                    return me.delivery_done(1);
                 }
             };
             me.send(job).await;
