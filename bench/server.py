@@ -84,25 +84,33 @@ class Hook(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         t = time.time()
-        buf = self.buf + data if self.buf else data
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                break
-            head = buf[:end]
-            low = head.lower()
-            i = low.find(b"content-length:")
-            n = 0
-            if i >= 0:
-                j = low.find(b"\r\n", i)
-                n = int(low[i + 15 : j if j >= 0 else None])
-            total = end + 4 + n
-            if len(buf) < total:
-                break
-            RECORDS.append((t, head, buf[end + 4 : total]))
-            buf = buf[total:]
+        requests, self.buf = split_requests(self.buf + data if self.buf else data)
+        for head, body in requests:
+            RECORDS.append((t, head, body))
             self.tr.write(FAILED if head.split(b" ", 2)[1:2] == [b"/fail"] else RESPONSE)
-        self.buf = buf
+
+
+def split_requests(buf: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The complete HTTP/1.1 requests at the start of ``buf`` (head, body by Content-Length) and
+    the bytes left over (the start of the next one)."""
+    out = []
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        head = buf[:end]
+        low = head.lower()
+        i = low.find(b"content-length:")
+        n = 0
+        if i >= 0:
+            j = low.find(b"\r\n", i)
+            n = int(low[i + 15 : j if j >= 0 else None])
+        total = end + 4 + n
+        if len(buf) < total:
+            break
+        out.append((head, buf[end + 4 : total]))
+        buf = buf[total:]
+    return out, buf
 
 
 KEPT_HEADERS = (

@@ -44,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from server import Child, Server, _psutil, iso, sleep_until  # noqa: E402
+from server import Child, Server, _psutil, iso, sleep_until, split_requests  # noqa: E402
 
 UTC = timezone.utc
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}'
@@ -86,22 +86,8 @@ def receive_main(fail_share: float, seed: int) -> None:
 
         def data_received(self, data: bytes) -> None:
             t = time.time()
-            buf = self.buf + data if self.buf else data
-            while True:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    break
-                low = buf[:end].lower()
-                i = low.find(b"content-length:")
-                n = 0
-                if i >= 0:
-                    j = low.find(b"\r\n", i)
-                    n = int(low[i + 15 : j if j >= 0 else None])
-                total = end + 4 + n
-                if len(buf) < total:
-                    break
-                body = buf[end + 4 : total]
-                buf = buf[total:]
+            requests, self.buf = split_requests(self.buf + data if self.buf else data)
+            for _head, body in requests:
                 fail = rng.random() < fail_share
                 self.tr.write(FAIL if fail else OK)
                 s = _scheduled(body)
@@ -117,7 +103,6 @@ def receive_main(fail_share: float, seed: int) -> None:
                     lags.setdefault(w, []).append((t - at) * 1000)
                 else:
                     c["retries"] += 1
-            self.buf = buf
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

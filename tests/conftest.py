@@ -21,8 +21,11 @@ T = TypeVar("T")
 START = datetime(2026, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
-def wait_for(probe: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Polls ``probe`` until it returns something truthy, or fails after ``timeout`` seconds."""
+def wait_for(
+    probe: Callable[[], T], timeout: float = 10.0, what: str = "condition", every: float = 0.005
+) -> T:
+    """Polls ``probe`` every ``every`` seconds until it returns something truthy, or fails after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -30,7 +33,7 @@ def wait_for(probe: Callable[[], T], timeout: float = 10.0, what: str = "conditi
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
-        time.sleep(0.005)
+        time.sleep(every)
 
 
 @pytest.fixture

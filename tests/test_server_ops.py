@@ -819,6 +819,18 @@ def test_serve_takes_the_rate_limit_from_its_flag_or_environment(tmp_path: Path)
             assert r.status_code == 401
 
 
+def assert_refused(db: Path, args: list[str], env: dict[str, str], message: str) -> None:
+    """``cueapi serve`` with these settings exits non-zero saying ``message``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "cueapi.cli", "serve", "--db", str(db), "--port", "0", *args],
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -833,14 +845,7 @@ def test_serve_refuses_bad_rate_limit_settings(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
     db = tmp_path / "bad.db"
-    out = subprocess.run(
-        [sys.executable, "-m", "cueapi.cli", "serve", "--db", str(db), "--port", "0", *args],
-        env=dict(os.environ, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode != 0 and message in out.stderr, out.stderr
+    assert_refused(db, args, env, message)
     assert not db.exists()
 
 
@@ -902,15 +907,7 @@ def test_serve_takes_the_delivery_limits_from_its_flags_or_environment(tmp_path:
 def test_serve_refuses_bad_delivery_limits(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    db = tmp_path / "bad.db"
-    out = subprocess.run(
-        [sys.executable, "-m", "cueapi.cli", "serve", "--db", str(db), "--port", "0", *args],
-        env=dict(os.environ, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode != 0 and message in out.stderr, out.stderr
+    assert_refused(tmp_path / "bad.db", args, env, message)
 
 
 def test_serve_help_lists_the_rate_limit_settings() -> None:

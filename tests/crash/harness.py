@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from tests.conftest import wait_for
+
 T = TypeVar("T")
 
 # One seed per run; each trial draws its plan (cues, kill points, answers) from it. Set
@@ -52,16 +54,8 @@ def n(x: int) -> str:
 
 
 def poll(probe: Callable[[], T], timeout: float, what: str, every: float = 0.05) -> T:
-    """Polls ``probe`` every ``every`` seconds until it returns something truthy, or fails after
-    ``timeout`` seconds (a coarser ``wait_for`` for probes that read the database)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"seed={SEED}: no {what} within {timeout} s; last {value!r}")
-        time.sleep(every)
+    """``wait_for``, coarser (for probes that read the database), naming the seed when it fails."""
+    return wait_for(probe, timeout, f"{what} (seed={SEED})", every)
 
 
 def now_ms() -> int:
