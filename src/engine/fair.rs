@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::error::{Error, Result};
+use crate::limits;
+
 /// A lane map is swept of idle lanes when it grows past this (and then past twice its size).
 const SWEEP_AT: usize = 1024;
 
@@ -246,6 +249,79 @@ pub(super) fn destination(url: &str) -> String {
             u.port_or_known_default().unwrap_or(0)
         ),
         Err(_) => "-".into(),
+    }
+}
+
+/// Limits on webhook deliveries in flight: the server's, each tenant's and each
+/// destination's (a tenant's `host:port`), and the longest a delivery may take whatever its cue
+/// asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryLimits {
+    pub max_in_flight: usize,
+    pub per_tenant: usize,
+    pub per_destination: usize,
+    pub max_timeout_ms: i64,
+}
+
+impl DeliveryLimits {
+    /// Checks the limits: each count between 1 and [`limits::MAX_DELIVERY_SLOTS`], a tenant's
+    /// and a destination's no larger than the server's, the timeout between 1 s and an hour.
+    pub fn validate(&self) -> Result<()> {
+        let count = |name: &'static str, n: usize| {
+            if (1..=limits::MAX_DELIVERY_SLOTS).contains(&n) {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    name,
+                    format!("must be between 1 and {}", limits::MAX_DELIVERY_SLOTS),
+                ))
+            }
+        };
+        count("max_deliveries", self.max_in_flight)?;
+        count("max_deliveries_per_tenant", self.per_tenant)?;
+        count("max_deliveries_per_destination", self.per_destination)?;
+        if self.per_tenant > self.max_in_flight || self.per_destination > self.max_in_flight {
+            return Err(Error::invalid(
+                "max_deliveries_per_tenant",
+                "a tenant's and a destination's limits cannot exceed the server's max_deliveries",
+            ));
+        }
+        if !(1_000..=limits::DELIVERY_TIMEOUT_CEILING_MS).contains(&self.max_timeout_ms) {
+            return Err(Error::invalid(
+                "max_delivery_timeout",
+                format!(
+                    "must be between 1 and {} seconds",
+                    limits::DELIVERY_TIMEOUT_CEILING_MS / 1000
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn caps(&self) -> Caps {
+        Caps {
+            server: self.max_in_flight,
+            tenant: self.per_tenant,
+            destination: self.per_destination,
+        }
+    }
+
+    /// How long a delivery waits for a server slot before `/health` calls the queue stuck: a
+    /// minute, or the longest a delivery may take if that is shorter (a slot frees within it,
+    /// so a wait longer than it means the queue fills faster than it drains).
+    pub fn stuck_after_ms(&self) -> i64 {
+        self.max_timeout_ms.min(60_000)
+    }
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        DeliveryLimits {
+            max_in_flight: limits::MAX_DELIVERIES,
+            per_tenant: limits::MAX_DELIVERIES_PER_TENANT,
+            per_destination: limits::MAX_DELIVERIES_PER_DESTINATION,
+            max_timeout_ms: limits::MAX_DELIVERY_TIMEOUT_MS,
+        }
     }
 }
 

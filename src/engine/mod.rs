@@ -33,6 +33,7 @@ use crate::store::workers::{self, LeaseCheck};
 use crate::store::{
     self, Claimed, CueSpec, ExecutionFilter, Finished, Fired, ReportedOutcome, Store,
 };
+pub use fair::DeliveryLimits;
 use timer::{Timer, TimerKind, Timers};
 
 /// What an outcome reported over the API did.
@@ -81,79 +82,6 @@ impl Default for Config {
             lease_ms: 300_000,
             delivery: DeliveryLimits::default(),
             fire_ahead_ms: 25,
-        }
-    }
-}
-
-/// Limits on webhook deliveries in flight (see `fair.rs`): the server's, each tenant's and each
-/// destination's (a tenant's `host:port`), and the longest a delivery may take whatever its cue
-/// asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeliveryLimits {
-    pub max_in_flight: usize,
-    pub per_tenant: usize,
-    pub per_destination: usize,
-    pub max_timeout_ms: i64,
-}
-
-impl DeliveryLimits {
-    /// Checks the limits: each count between 1 and [`limits::MAX_DELIVERY_SLOTS`], a tenant's
-    /// and a destination's no larger than the server's, the timeout between 1 s and an hour.
-    pub fn validate(&self) -> Result<()> {
-        let count = |name: &'static str, n: usize| {
-            if (1..=limits::MAX_DELIVERY_SLOTS).contains(&n) {
-                Ok(())
-            } else {
-                Err(Error::invalid(
-                    name,
-                    format!("must be between 1 and {}", limits::MAX_DELIVERY_SLOTS),
-                ))
-            }
-        };
-        count("max_deliveries", self.max_in_flight)?;
-        count("max_deliveries_per_tenant", self.per_tenant)?;
-        count("max_deliveries_per_destination", self.per_destination)?;
-        if self.per_tenant > self.max_in_flight || self.per_destination > self.max_in_flight {
-            return Err(Error::invalid(
-                "max_deliveries_per_tenant",
-                "a tenant's and a destination's limits cannot exceed the server's max_deliveries",
-            ));
-        }
-        if !(1_000..=limits::DELIVERY_TIMEOUT_CEILING_MS).contains(&self.max_timeout_ms) {
-            return Err(Error::invalid(
-                "max_delivery_timeout",
-                format!(
-                    "must be between 1 and {} seconds",
-                    limits::DELIVERY_TIMEOUT_CEILING_MS / 1000
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn caps(&self) -> fair::Caps {
-        fair::Caps {
-            server: self.max_in_flight,
-            tenant: self.per_tenant,
-            destination: self.per_destination,
-        }
-    }
-
-    /// How long a delivery waits for a server slot before `/health` calls the queue stuck: a
-    /// minute, or the longest a delivery may take if that is shorter (a slot frees within it,
-    /// so a wait longer than it means the queue fills faster than it drains).
-    pub fn stuck_after_ms(&self) -> i64 {
-        self.max_timeout_ms.min(60_000)
-    }
-}
-
-impl Default for DeliveryLimits {
-    fn default() -> Self {
-        DeliveryLimits {
-            max_in_flight: limits::MAX_DELIVERIES,
-            per_tenant: limits::MAX_DELIVERIES_PER_TENANT,
-            per_destination: limits::MAX_DELIVERIES_PER_DESTINATION,
-            max_timeout_ms: limits::MAX_DELIVERY_TIMEOUT_MS,
         }
     }
 }

@@ -68,12 +68,13 @@ def _env_seconds(name: str, default: float) -> float:
     return seconds
 
 
-def _env_count(name: str) -> int | None:
+def _env_count(name: str, parse: Callable[[str], int] | None = None) -> int | None:
+    """A whole number from the environment (read by ``parse``, else 1 to 1,000,000); None if unset."""
     value = os.environ.get(name, "").strip()
     if not value:
         return None
     try:
-        return _count(value)
+        return (parse or _count)(value)
     except argparse.ArgumentTypeError as exc:
         raise SystemExit(f"cueapi: {name}={value!r}: {exc}") from None
 
@@ -90,16 +91,6 @@ def _count(value: str, most: int = 1_000_000) -> int:
 
 def _slots(value: str) -> int:
     return _count(value, _limits.MAX_DELIVERY_SLOTS)
-
-
-def _env_slots(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return _slots(value)
-    except argparse.ArgumentTypeError as exc:
-        raise SystemExit(f"cueapi: {name}={value!r}: {exc}") from None
 
 
 _REGISTRATION = {"open": "open", "local": "local", "closed": "closed", **dict.fromkeys(_TRUE, "open")}
@@ -198,10 +189,10 @@ def _serve(args: argparse.Namespace) -> int:
     private = args.allow_private_targets or bool(_env_flag("CUEAPI_ALLOW_PRIVATE_TARGETS"))
     forwarded = args.trust_forwarded_for or bool(_env_flag("CUEAPI_TRUST_FORWARDED_FOR"))
     rate = args.rate_limit if args.rate_limit is not None else _env_rate_limit()
-    most = args.max_deliveries or _env_slots("CUEAPI_MAX_DELIVERIES") or _limits.MAX_DELIVERIES
-    per_tenant = args.max_deliveries_per_tenant or _env_slots("CUEAPI_MAX_DELIVERIES_PER_TENANT")
-    per_destination = args.max_deliveries_per_destination or _env_slots(
-        "CUEAPI_MAX_DELIVERIES_PER_DESTINATION"
+    most = args.max_deliveries or _env_count("CUEAPI_MAX_DELIVERIES", _slots) or _limits.MAX_DELIVERIES
+    per_tenant = args.max_deliveries_per_tenant or _env_count("CUEAPI_MAX_DELIVERIES_PER_TENANT", _slots)
+    per_destination = args.max_deliveries_per_destination or _env_count(
+        "CUEAPI_MAX_DELIVERIES_PER_DESTINATION", _slots
     )
     for flag, n in (("tenant", per_tenant), ("destination", per_destination)):
         if n is not None and n > most:
