@@ -650,7 +650,10 @@ class App:
 
     def _work(self) -> None:
         jobs: Sequence[_Job] = []
-        while not self._stopped.is_set():
+        # Once stopping, no new batch is claimed, but one already claimed (with the last reports)
+        # is run: its executions are running in the store, and left so they would be recovered as
+        # interrupted at the next open though no process died.
+        while jobs or not self._stopped.is_set():
             if self._unrecorded and time.monotonic() >= self._retry_at:
                 self._write_unrecorded()
             if not jobs:
