@@ -812,7 +812,11 @@ def test_parse_signed_hostile_bodies_are_deliveries_or_bad_body(doc: Any, scheme
     try:
         d = parse(body, signed(scheme, SECRET, body, int(time.time())), SECRET, allow_sha256=True)
     except WebhookVerificationError as e:
-        assert e.reason == "bad_body", e
+        # A sha256= signature never verifies a body shaped like a v1 message ("<ts>." + rest, as
+        # the number -0.0 is): that is the scheme-confusion rule, not a bad body.
+        v1_shaped = re.match(rb"-?[0-9]+\.", body) is not None
+        expected = "bad_signature" if scheme == "sha256" and v1_shaped else "bad_body"
+        assert e.reason == expected, e
     else:
         assert isinstance(doc, dict) and d.execution_id == doc["execution_id"] and d.payload == doc["payload"]
         assert d.scheduled_for.utcoffset() == timedelta(0) and d.attempt >= 1
