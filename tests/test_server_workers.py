@@ -1485,6 +1485,30 @@ def test_a_silent_worker_is_reported_offline_once_and_recovered_when_heard_again
     wait_for(lambda: len(alerts_of(srv, "worker_offline")) == 2, 15, "a second worker_offline alert")
 
 
+def test_a_shorter_worker_timeout_applies_to_the_workers_known_at_a_restart(
+    tmp_path: Path, clock: cueapi.ManualClock, beacon: Receiver
+) -> None:
+    """A worker heard from before a restart gets the timeout the restarted server was given (not
+    the default 180 s) from the restart on, to be heard from again."""
+    db = tmp_path / "silence.db"
+    first = serve_with(db, clock, worker_timeout_seconds=20)
+    try:
+        beat(first, "w1", ["a"])
+    finally:
+        first.app.close()
+    app = cueapi.App(db, clock=clock, workers=2)
+    url = app.serve("127.0.0.1", 0, allow_private_targets=True, worker_timeout_seconds=20)
+    second = Server(app, url, first.key, first.secret, db)
+    try:
+        advance(second, clock, beacon, 19)
+        assert alerts_of(second, "worker_offline") == []
+        clock.advance(2)
+        [offline] = wait_for(lambda: alerts_of(second, "worker_offline"), 15, "the worker_offline alert")
+        assert offline["metadata"]["worker_id"] == "w1"
+    finally:
+        second.app.close()
+
+
 def test_a_deleted_worker_is_not_reported_offline(
     srv: Server, clock: cueapi.ManualClock, beacon: Receiver
 ) -> None:

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::{iso_fields, ok, page_of, parse_time, ApiError, ApiResult, AppState, Auth, Id, Query};
-use crate::store::alerts::{self, kind, AlertFilter};
+use crate::store::alerts::{kind, AlertFilter};
 
 /// An alert as the API shows it: instants as ISO-8601 text.
 fn alert_out(mut v: Value) -> Value {
@@ -53,16 +53,13 @@ pub(super) async fn list(
         limit: q.int("limit", 20, 1, 100)?,
         offset: q.int("offset", 0, 0, i64::MAX)?,
     };
-    let (list, total) = st
-        .engine
-        .store()
-        .read(|c| alerts::list(c, &user.id, &filter))?;
+    let (list, total) = st.engine.read(|c| c.alerts(&user.id, &filter))?;
     let list = list.into_iter().map(alert_out).collect();
     page_of("alerts", list, total, filter.limit, filter.offset)
 }
 
 pub(super) async fn get_one(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
-    let v = st.engine.store().read(|c| alerts::get(c, &user.id, &id))?;
+    let v = st.engine.read(|c| c.alert(&user.id, &id))?;
     ok(StatusCode::OK, alert_out(v))
 }
 
@@ -71,12 +68,7 @@ pub(super) async fn acknowledge(
     Auth(user): Auth,
     Id(id): Id,
 ) -> ApiResult {
-    let now = st.engine.clock().now();
-    let v = st
-        .engine
-        .store()
-        .write_async(move |c| alerts::acknowledge(c, &user.id, &id, now))
-        .await?;
+    let v = st.engine.acknowledge_alert(&user.id, &id).await?;
     ok(StatusCode::OK, alert_out(v))
 }
 

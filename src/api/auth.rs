@@ -18,7 +18,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::{ok, read_object, ApiError, ApiResult, AppState, Auth};
-use crate::store::{alerts, users};
+use crate::engine::Credential;
+use crate::store::users;
 
 /// Who may create a user with `POST /v1/auth/register`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,17 +190,9 @@ pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiRes
         Some(_) => return Err(ApiError::field("body.email", "must be a string")),
         None => return Err(ApiError::field("body.email", "is required")),
     };
-    let now = st.engine.clock().now();
     let (user, key) = st
         .engine
-        .store()
-        .write_async(move |c| {
-            let (user, key) = users::create(c, &email, now)?;
-            if !verified {
-                users::mark_unverified(c, &user.id)?;
-            }
-            Ok((user, key))
-        })
+        .register(&email, verified)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("duplicate_email"))?;
     ok(
@@ -211,17 +204,8 @@ pub(super) async fn register(State(st): State<AppState>, req: Request) -> ApiRes
 pub(super) async fn me(State(st): State<AppState>, Auth(user): Auth) -> ApiResult {
     let now = st.engine.clock().now();
     let month = month_start(now);
-    let (active, all, executions) = st
-        .engine
-        .store()
-        .read(|c| users::usage(c, &user.id, month))?;
-    let alert_url: Option<String> = st.engine.store().read(|c| {
-        Ok(c.query_row(
-            "SELECT alert_webhook_url FROM users WHERE id = ?1",
-            [&user.id],
-            |r| r.get(0),
-        )?)
-    })?;
+    let (active, all, executions) = st.engine.read(|c| c.user_usage(&user.id, month))?;
+    let alert_url = st.engine.read(|c| c.alert_webhook_url(&user.id))?;
     ok(
         StatusCode::OK,
         json!({
@@ -256,7 +240,7 @@ async fn rotate(
     st: AppState,
     user: users::User,
     headers: &HeaderMap,
-    replace: fn(&rusqlite::Connection, &str, crate::clock::Millis) -> crate::Result<String>,
+    which: Credential,
     name: &str,
     revoked: &str,
 ) -> ApiResult {
@@ -264,12 +248,7 @@ async fn rotate(
         headers,
         "This replaces a credential at once; send the header X-Confirm-Destructive: true to confirm",
     )?;
-    let now = st.engine.clock().now();
-    let fresh = st
-        .engine
-        .store()
-        .write_async(move |c| replace(c, &user.id, now))
-        .await?;
+    let fresh = st.engine.rotate(&user.id, which).await?;
     let mut out = json!({ revoked: true });
     out[name] = fresh.into();
     ok(StatusCode::OK, out)
@@ -280,12 +259,11 @@ pub(super) async fn regenerate_key(
     Auth(user): Auth,
     headers: HeaderMap,
 ) -> ApiResult {
-    let replace = users::regenerate_key;
     rotate(
         st,
         user,
         &headers,
-        replace,
+        Credential::ApiKey,
         "api_key",
         "previous_key_revoked",
     )
@@ -304,12 +282,11 @@ pub(super) async fn regenerate_secret(
     Auth(user): Auth,
     headers: HeaderMap,
 ) -> ApiResult {
-    let replace = users::regenerate_secret;
     rotate(
         st,
         user,
         &headers,
-        replace,
+        Credential::WebhookSecret,
         "webhook_secret",
         "previous_secret_revoked",
     )
@@ -353,12 +330,7 @@ pub(super) async fn update_me(
         warning = super::cues::check_url(&st, "alert_webhook_url", u, "invalid_alert_webhook_url")
             .await?;
     }
-    let now = st.engine.clock().now();
-    let stored = url.clone();
-    st.engine
-        .store()
-        .write_async(move |c| alerts::set_alert_webhook(c, &user.id, stored.as_deref(), now))
-        .await?;
+    let now = st.engine.set_alert_webhook(&user.id, url.clone()).await?;
     ok(
         StatusCode::OK,
         json!({"updated_at": super::iso(now), "alert_webhook_url": url, "warning": warning}),
@@ -366,12 +338,7 @@ pub(super) async fn update_me(
 }
 
 pub(super) async fn alert_secret(State(st): State<AppState>, Auth(user): Auth) -> ApiResult {
-    let now = st.engine.clock().now();
-    let (_, secret) = st
-        .engine
-        .store()
-        .write_async(move |c| alerts::alert_webhook(c, &user.id, now))
-        .await?;
+    let (_, secret) = st.engine.alert_webhook(&user.id).await?;
     ok(StatusCode::OK, json!({"alert_webhook_secret": secret}))
 }
 
@@ -380,12 +347,11 @@ pub(super) async fn regenerate_alert_secret(
     Auth(user): Auth,
     headers: HeaderMap,
 ) -> ApiResult {
-    let replace = alerts::regenerate_alert_secret;
     rotate(
         st,
         user,
         &headers,
-        replace,
+        Credential::AlertWebhookSecret,
         "alert_webhook_secret",
         "previous_secret_revoked",
     )

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::executions::filter_from;
 use super::{ok, parse_time, read_object, ApiError, ApiResult, AppState, Auth, Id, Query};
+use crate::engine::{FireRequest, SetStatus};
 use crate::public::execution as execution_out;
 use crate::store::{self, CueSpec, RetrySpec};
 
@@ -466,7 +467,7 @@ fn check_timezone(spec: &CueSpec) -> ApiResult<()> {
 }
 
 fn owned_cue(st: &AppState, owner: &str, id: &str) -> ApiResult<Value> {
-    let v = st.engine.store().read(|c| store::cue_json(c, id));
+    let v = st.engine.read(|c| c.cue_json(id));
     match v {
         Ok(v) if v.get("owner").and_then(Value::as_str) == Some(owner) => Ok(v),
         Ok(_) | Err(crate::Error::CueNotFound(_)) => {
@@ -494,19 +495,13 @@ pub(super) async fn create(
     apply_body(&mut spec, &body, true)?;
     check_timezone(&spec)?;
     let warning = check_targets(&st, &spec).await?;
-    let (owner, now) = (user.id.clone(), st.engine.clock().now());
-    let (id, next) = st
+    let id = st
         .engine
-        .store()
-        .write_async(move |c| {
-            let rows = store::insert_cues(c, &owner, std::slice::from_ref(&spec), now)?;
-            rows.into_iter().next().ok_or(crate::Error::Closed)
-        })
+        .create_cue(&user.id, spec)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("duplicate_cue_name"))?;
-    st.engine.schedule_cue(&id, next);
     // Read back outside the writer: the writer's time is the server's scarcest resource.
-    let cue = st.engine.store().read(|c| store::cue_json(c, &id))?;
+    let cue = st.engine.read(|c| c.cue_json(&id))?;
     ok(StatusCode::CREATED, crate::public::cue(cue, warning))
 }
 
@@ -527,11 +522,11 @@ pub(super) async fn list(
             ));
         }
     }
-    let cues = st.engine.store().read(|c| {
-        let (ids, total) = store::cue_page(c, &user.id, status, limit, offset)?;
+    let cues = st.engine.read(|c| {
+        let (ids, total) = c.cue_page(&user.id, status, limit, offset)?;
         let list = ids
             .iter()
-            .map(|id| store::cue_json(c, id).map(|v| crate::public::cue(v, None)))
+            .map(|id| c.cue_json(id).map(|v| crate::public::cue(v, None)))
             .collect::<crate::Result<Vec<_>>>()?;
         Ok((list, total))
     })?;
@@ -555,10 +550,10 @@ pub(super) async fn get_one(
         offset: Some(offset),
         ..Default::default()
     };
-    let (execs, total) = st.engine.store().read(|c| {
+    let (execs, total) = st.engine.read(|c| {
         Ok((
-            store::list_executions(c, &user.id, &filter)?,
-            store::count_executions(c, &user.id, &filter)?,
+            c.list_executions(&user.id, &filter)?,
+            c.count_executions(&user.id, &filter)?,
         ))
     })?;
     let mut out = crate::public::cue(cue, None);
@@ -581,33 +576,20 @@ pub(super) async fn update(
     req: Request,
 ) -> ApiResult {
     let body = read_object(req, true).await?;
-    let mut spec = st
-        .engine
-        .store()
-        .read(|c| store::spec_of(c, &user.id, &id))?;
+    let mut spec = st.engine.read(|c| c.cue_spec(&user.id, &id))?;
     let status = apply_body(&mut spec, &body, false)?;
     check_timezone(&spec)?;
     let warning = check_targets(&st, &spec).await?;
-    let (owner, cue_id, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
-    let next = st
-        .engine
-        .store()
-        .write_async(move |c| {
-            let up = store::update_cue(c, &owner, &cue_id, &spec, now)?;
-            let next = up.changed.then_some(up.next_run).flatten();
-            Ok(match status.as_deref() {
-                Some("paused") => {
-                    store::pause(c, &cue_id, now)?;
-                    None
-                }
-                Some("active") => store::resume(c, &cue_id, now)?,
-                _ => next,
-            })
-        })
+    let set_status = match status.as_deref() {
+        Some("paused") => Some(SetStatus::Paused),
+        Some("active") => Some(SetStatus::Active),
+        _ => None,
+    };
+    st.engine
+        .update_cue(&user.id, &id, spec, set_status)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("duplicate_cue_name"))?;
-    st.engine.schedule_cue(&id, next);
-    let cue = st.engine.store().read(|c| store::cue_json(c, &id))?;
+    let cue = st.engine.read(|c| c.cue_json(&id))?;
     ok(StatusCode::OK, crate::public::cue(cue, warning))
 }
 
@@ -749,19 +731,13 @@ pub(super) async fn fire(
     let digest = crate::signing::sha256_hex(
         crate::signing::canonical_json(&Value::Object(request)).as_bytes(),
     );
-    let now = st.engine.clock().now();
-    let fired = st
-        .engine
-        .store()
-        .write_async(move |c| {
-            let fire_key = key.as_deref().map(|key| store::FireKey {
-                key,
-                request: &digest,
-            });
-            store::fire_at(c, &id, payload.as_ref(), send_at, fire_key, now)
-        })
-        .await?;
-    if fired.conflicting {
+    let req = FireRequest {
+        payload,
+        send_at,
+        key: key.map(|key| (key, digest)),
+    };
+    let (fired, exec) = st.engine.fire_cue(&user.id, &id, req).await?;
+    let Some(exec) = exec else {
         return Err(ApiError::conflict(
             "idempotency_key_conflict",
             format!(
@@ -771,14 +747,7 @@ pub(super) async fn fire(
             ),
         )
         .with("execution_id", fired.id.clone()));
-    }
-    // Read before it is dispatched: the answer shows the execution as it was created.
-    let exec = st
-        .engine
-        .store()
-        .read(|c| store::get_execution(c, &user.id, &fired.id));
-    st.engine.fired(&fired);
-    let exec = exec?;
+    };
     let mut out = execution_out(exec);
     if let Some(m) = out.as_object_mut() {
         m.insert("execution_id".into(), fired.id.clone().into());

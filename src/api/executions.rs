@@ -9,7 +9,7 @@ use super::{ok, parse_time, read_object, typed, ApiError, ApiResult, AppState, A
 use crate::clock::Millis;
 use crate::engine::Reported;
 use crate::model::status;
-use crate::store::{self, conflict, Evidence, ExecutionFilter, ReportedOutcome};
+use crate::store::{conflict, Evidence, ExecutionFilter, ReportedOutcome};
 
 /// The list filters of the query string (`status=all` means every status; `days=N` the last N
 /// days; `since` an ISO instant).
@@ -108,10 +108,10 @@ pub(super) fn filter_from(
 /// One page of executions, under both the reference's `executions` key and the `data` key the
 /// article reads.
 pub(super) fn page(st: &AppState, owner: &str, filter: ExecutionFilter) -> ApiResult {
-    let (list, total) = st.engine.store().read(|c| {
+    let (list, total) = st.engine.read(|c| {
         Ok((
-            store::list_executions(c, owner, &filter)?,
-            store::count_executions(c, owner, &filter)?,
+            c.list_executions(owner, &filter)?,
+            c.count_executions(owner, &filter)?,
         ))
     })?;
     let list: Vec<Value> = list.into_iter().map(crate::public::execution).collect();
@@ -130,10 +130,7 @@ pub(super) async fn list(
 }
 
 pub(super) async fn get_one(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
-    let v = st
-        .engine
-        .store()
-        .read(|c| store::get_execution(c, &user.id, &id))?;
+    let v = st.engine.read(|c| c.execution(&user.id, &id))?;
     ok(StatusCode::OK, crate::public::execution(v))
 }
 
@@ -268,11 +265,9 @@ pub(super) async fn evidence(
     ];
     let ev: Evidence = typed(known_only(&body, &known)?)?;
     check_result_url(ev.result_url.as_deref(), "body.result_url")?;
-    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     let state = st
         .engine
-        .store()
-        .write_async(move |c| store::append_evidence(c, &owner, &eid, &ev, now))
+        .append_evidence(&user.id, &id, ev)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("no_outcome"))?;
     super::with_truncated(
@@ -323,10 +318,8 @@ pub(super) async fn verification_pending(
     Auth(user): Auth,
     Id(id): Id,
 ) -> ApiResult {
-    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     st.engine
-        .store()
-        .write_async(move |c| store::verification_pending(c, &owner, &eid, now))
+        .verification_pending(&user.id, &id)
         .await
         .map_err(|e| match e {
             crate::Error::Conflict(m) if m == conflict::NO_OUTCOME => {
@@ -341,34 +334,11 @@ pub(super) async fn verification_pending(
 }
 
 pub(super) async fn replay(State(st): State<AppState>, Auth(user): Auth, Id(id): Id) -> ApiResult {
-    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
-    let out = st
+    let (new_id, exec) = st
         .engine
-        .store()
-        .write_async(move |c| {
-            let original = store::get_execution(c, &owner, &eid)?;
-            let state = original.get("status").and_then(Value::as_str).unwrap_or("");
-            if matches!(
-                state,
-                status::PENDING | status::DELIVERING | status::RETRYING
-            ) {
-                return Err(crate::Error::Conflict(format!(
-                    "execution {eid} is still {state}; replay it once it has finished"
-                )));
-            }
-            let new_id = store::replay(c, &eid, now)?;
-            let exec = store::get_execution(c, &owner, &new_id)?;
-            let transport = exec
-                .get("transport")
-                .and_then(Value::as_str)
-                .unwrap_or("webhook")
-                .to_string();
-            Ok((new_id, transport, exec))
-        })
+        .replay_finished(&user.id, &id)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("execution_in_flight"))?;
-    let (new_id, transport, exec) = out;
-    st.engine.dispatch(vec![(new_id.clone(), transport)]);
     let mut v = crate::public::execution(exec);
     if let Some(m) = v.as_object_mut() {
         m.insert("execution_id".into(), new_id.into());

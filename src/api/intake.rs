@@ -32,7 +32,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::{bearer, limit, ApiError, AppState, Authenticated, MAX_BODY};
-use crate::store::users;
 
 /// Bytes of bodies buffered at once for requests without a valid key (registrations, echoes).
 pub const PUBLIC_BODY_BUDGET: usize = 16 << 20;
@@ -150,7 +149,7 @@ fn authenticate(st: &AppState, req: &mut Request) -> bool {
     let Some(token) = bearer(req.headers()).map(str::to_string) else {
         return false;
     };
-    match st.engine.store().read(|c| users::by_key(c, &token)) {
+    match st.engine.read(|c| c.user_by_key(&token)) {
         Ok(found) => {
             let known = found.is_some();
             req.extensions_mut().insert(Authenticated(found));

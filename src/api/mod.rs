@@ -42,7 +42,7 @@ use crate::clock::Millis;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::public::{iso, iso_fields};
-use crate::store::users::{self, User};
+use crate::store::users::User;
 
 pub use auth::Registration;
 
@@ -145,10 +145,7 @@ impl Server {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         if opts.realert_ms > 0 {
-            let ms = opts.realert_ms;
-            engine
-                .store()
-                .write(move |c| crate::store::alerts::set_realert_ms(c, ms))?;
+            engine.set_realert_ms(opts.realert_ms)?;
         }
         let mut opts = opts;
         if opts
@@ -406,7 +403,7 @@ impl From<Error> for ApiError {
                     e.to_string(),
                 )
             }
-            Error::Storage(ref e) if crate::store::is_unwritable(e) => ApiError::new(
+            ref e if crate::store::is_unwritable(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
                 "the database cannot be written now (a full disk or a read-only file); \
@@ -710,8 +707,7 @@ impl FromRequestParts<AppState> for Auth {
         })?;
         let user = state
             .engine
-            .store()
-            .read(|c| users::by_key(c, key))?
+            .read(|c| c.user_by_key(key))?
             .ok_or_else(invalid_key)?;
         Ok(Auth(user))
     }

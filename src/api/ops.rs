@@ -26,24 +26,14 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const TRANSPORTS: [&str; 3] = ["webhook", "worker", "local"];
 const OPEN_STATUSES: [&str; 3] = ["pending", "delivering", "retrying"];
 
-/// What the store check writes: one row, rewritten, so the round trip needs a page written (an
-/// empty transaction commits even on a full disk).
-fn write_probe(c: &rusqlite::Connection) -> crate::Result<()> {
-    let now = crate::clock::system_now();
-    c.prepare_cached("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?1)")?
-        .execute([now])?;
-    Ok(())
-}
-
-/// A round trip through the store's single writer: it takes the database's write lock, runs `f`
-/// and commits, within [`STORE_TIMEOUT`]. Returns what `f` returned and how long it took, or why
+/// A round trip through the store's writer (`write`): it takes the database's write lock, runs
+/// and commits, within [`STORE_TIMEOUT`]. Returns what it returned and how long it took, or why
 /// the store is not writable.
-async fn through_writer<R: Send + 'static>(
-    st: &AppState,
-    f: impl FnOnce(&rusqlite::Connection) -> crate::Result<R> + Send + 'static,
+async fn through_writer<R>(
+    write: impl std::future::Future<Output = crate::Result<R>>,
 ) -> Result<(R, f64), String> {
     let started = Instant::now();
-    match tokio::time::timeout(STORE_TIMEOUT, st.engine.store().write_async(f)).await {
+    match tokio::time::timeout(STORE_TIMEOUT, write).await {
         Ok(Ok(r)) => Ok((r, started.elapsed().as_secs_f64() * 1000.0)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
@@ -55,8 +45,10 @@ async fn through_writer<R: Send + 'static>(
 
 /// The store check: a write goes through the writer, and no write failed lately.
 async fn store_check(st: &AppState) -> Result<((), f64), String> {
-    let probe = through_writer(st, write_probe).await?;
-    match st.engine.store().write_failed_within(RECENT_WRITE_FAILURE) {
+    // The probe rewrites one row, so the round trip needs a page written (an empty transaction
+    // commits even on a full disk).
+    let probe = through_writer(st.engine.probe_store()).await?;
+    match st.engine.write_failed_within(RECENT_WRITE_FAILURE) {
         Some(f) => Err(format!(
             "a write failed {:.1} s ago: {}",
             f.at.elapsed().as_secs_f64(),
@@ -90,7 +82,7 @@ fn loop_reason(h: &Health) -> String {
 
 /// Executions in flight by transport and status, every pair present (0 when none).
 fn open_executions(st: &AppState) -> crate::Result<Vec<(&'static str, &'static str, i64)>> {
-    let rows = st.engine.store().read(crate::store::ops::open_executions)?;
+    let rows = st.engine.read(|c| c.open_executions())?;
     let mut out = Vec::new();
     for t in TRANSPORTS {
         for s in OPEN_STATUSES {
@@ -290,7 +282,7 @@ impl Exposition {
 }
 
 pub(super) async fn metrics(State(st): State<AppState>) -> Response {
-    let outcomes = through_writer(&st, metrics::outcome_counts).await;
+    let outcomes = through_writer(st.engine.outcome_counts()).await;
     let h = st.engine.health();
     let m = st.engine.metrics().snapshot();
     let mut x = Exposition::default();
@@ -346,7 +338,6 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
             outcomes.is_ok()
                 && st
                     .engine
-                    .store()
                     .write_failed_within(RECENT_WRITE_FAILURE)
                     .is_none(),
         ),
@@ -361,7 +352,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
             x.sample("cueapi_outcomes_total", &[("state", state)], n);
         }
     }
-    if let Ok((kinds, sent)) = st.engine.store().read(crate::store::ops::alert_counts) {
+    if let Ok((kinds, sent)) = st.engine.read(|c| c.alert_counts()) {
         x.family(
             "cueapi_alerts_total",
             "counter",

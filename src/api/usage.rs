@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use super::auth::month_start;
 use super::limit::Bucket;
 use super::{bearer, ok, ApiResult, AppState, Auth};
-use crate::store::ops;
 
 /// The number standing for "no limit" where a client needs a number (`executions.limit`).
 pub(super) const UNLIMITED: i64 = i32::MAX as i64;
@@ -26,7 +25,7 @@ pub(super) async fn usage(
 ) -> ApiResult {
     let now = st.engine.clock().now();
     let since = month_start(now);
-    let u = st.engine.store().read(|c| ops::usage(c, &user.id, since))?;
+    let u = st.engine.read(|c| c.usage(&user.id, since))?;
     let today = chrono::DateTime::from_timestamp_millis(now)
         .unwrap_or_default()
         .date_naive();

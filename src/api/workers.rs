@@ -11,7 +11,7 @@ use super::{
     iso, iso_fields, ok, read_object, refuse_unknown, ApiError, ApiResult, AppState, Auth, Id,
     Query,
 };
-use crate::store::workers::{self, ClaimFilter, WorkerClaim, MAX_WORKER_ID};
+use crate::store::workers::{ClaimFilter, WorkerClaim, MAX_WORKER_ID};
 use crate::Error;
 
 /// A worker id or task name from a body field: a non-empty string of at most 255 characters.
@@ -92,10 +92,7 @@ pub(super) async fn heartbeat(
 pub(super) async fn list(State(st): State<AppState>, Auth(user): Auth) -> ApiResult {
     let now = st.engine.clock().now();
     let (_, timeout) = st.engine.worker_timing();
-    let mut list = st
-        .engine
-        .store()
-        .read(|c| workers::list(c, &user.id, now, timeout))?;
+    let mut list = st.engine.read(|c| c.workers(&user.id, now, timeout))?;
     for w in &mut list {
         if let Some(m) = w.as_object_mut() {
             iso_fields(m, &["last_heartbeat", "registered_since"]);
@@ -133,10 +130,7 @@ pub(super) async fn claimable(
         live_ms,
     };
     let now = st.engine.clock().now();
-    let mut list = st
-        .engine
-        .store()
-        .read(|c| workers::claimable(c, &user.id, &filter, now))?;
+    let mut list = st.engine.read(|c| c.claimable(&user.id, &filter, now))?;
     for e in &mut list {
         if let Some(m) = e.as_object_mut() {
             iso_fields(m, &["scheduled_for"]);
@@ -237,14 +231,9 @@ pub(super) async fn extend(
         None => None,
     };
     let worker_id = from_header.or(name_field(&body, "worker_id", false)?);
-    let (lease, _) = st.engine.worker_timing();
-    let (owner, eid, now) = (user.id.clone(), id.clone(), st.engine.clock().now());
     let until = st
         .engine
-        .store()
-        .write_async(move |c| {
-            workers::extend_lease(c, &owner, &eid, worker_id.as_deref(), now, lease)
-        })
+        .extend_lease(&user.id, &id, worker_id)
         .await
         .map_err(|e| ApiError::from(e).conflict_code("execution_not_claiming"))?;
     ok(

@@ -6,6 +6,7 @@
 //! that handler threads *pull* from ([`Engine::claim`], blocking without the GIL), run, and report
 //! back ([`Engine::complete`]). The heap and the queue are rebuilt from the store when it opens.
 
+mod actions;
 mod fair;
 pub mod metrics;
 mod notify;
@@ -31,8 +32,9 @@ use crate::limits;
 use crate::model::new_id;
 use crate::store::workers::{self, LeaseCheck};
 use crate::store::{
-    self, Claimed, CueSpec, ExecutionFilter, Finished, Fired, ReportedOutcome, Store,
+    self, Claimed, CueSpec, ExecutionFilter, Finished, Fired, Reads, ReportedOutcome, Store, Writes,
 };
+pub use actions::{Credential, FireRequest, SetStatus};
 pub use fair::DeliveryLimits;
 use timer::{Timer, TimerKind, Timers};
 
@@ -73,6 +75,11 @@ pub struct Config {
     /// at the instant itself, so the store's work is not part of the fire lag. A pause or change
     /// made inside this window applies from the following tick.
     pub fire_ahead_ms: i64,
+    /// How long a remote worker's claim lasts unless extended.
+    pub worker_lease_ms: i64,
+    /// How long a remote worker may stay silent before it is reported offline and its expired
+    /// claims are released; workers known when the engine opens get this long from then.
+    pub worker_timeout_ms: i64,
 }
 
 impl Default for Config {
@@ -82,6 +89,8 @@ impl Default for Config {
             lease_ms: 300_000,
             delivery: DeliveryLimits::default(),
             fire_ahead_ms: 25,
+            worker_lease_ms: DEFAULT_WORKER_LEASE_MS,
+            worker_timeout_ms: DEFAULT_WORKER_TIMEOUT_MS,
         }
     }
 }
@@ -135,6 +144,9 @@ struct Inner {
     /// Remote workers: how long a claim's lease runs, and how long a worker may stay silent.
     worker_lease_ms: AtomicI64,
     worker_timeout_ms: AtomicI64,
+    /// Workers known when the store opened: their silence is watched from [`Engine::start`],
+    /// with the worker timeout then in force.
+    watched_on_open: Mutex<Vec<(String, String)>>,
     /// When this engine opened the store: workers are not blamed for silence before it.
     opened_at: Millis,
     /// Wakes the notifier (the writer calls it after committing a notification).
@@ -161,18 +173,22 @@ impl Engine {
     /// Nothing fires until [`Engine::start`].
     pub fn open(path: impl AsRef<Path>, clock: Clock, config: Config) -> Result<Engine> {
         config.delivery.validate()?;
+        if config.worker_lease_ms <= 0 || config.worker_timeout_ms <= 0 {
+            return Err(Error::invalid(
+                "config",
+                "the worker lease and worker timeout must be positive",
+            ));
+        }
         let store = Store::open(path.as_ref())?;
         let now = clock.now();
         // A file damaged past its first pages shows here, in the first reads of its rows.
         let opening = || -> Result<_> {
-            store.write(metrics::install_outcome_counter)?;
-            let recovered = store.write(move |c| store::recover(c, now))?;
-            let due = store.read(store::due_index)?;
-            let watched = store.read(workers::watched)?;
+            let recovered = store.write(move |c| c.recover(now))?;
+            let due = store.read(|c| c.due_index())?;
+            let watched = store.read(|c| c.watched_workers())?;
             Ok((recovered, due, watched))
         };
-        let (recovered, due, watched) =
-            opening().map_err(|e| store::open_error(path.as_ref(), e))?;
+        let (recovered, due, watched_workers) = opening().map_err(|e| store.open_error(e))?;
         let mut timers =
             Timers::with_capacity(due.len() + recovered.retries.len() + recovered.deadlines.len());
         for (at, id) in due {
@@ -189,7 +205,6 @@ impl Engine {
                 id,
             });
         }
-        let watched_workers = watched;
         let watched = [
             (recovered.deadlines, TimerKind::Deadline),
             (recovered.leases, TimerKind::Lease),
@@ -200,17 +215,10 @@ impl Engine {
                 timers.push(Timer { at, kind, id });
             }
         }
-        // Workers get a whole timeout after this start to be heard from.
-        let timeout = DEFAULT_WORKER_TIMEOUT_MS;
-        for (owner, worker) in watched_workers {
-            timers.push(Timer {
-                at: now + timeout,
-                kind: TimerKind::Silence,
-                id: silence_id(&owner, &worker),
-            });
-        }
         let lanes = Arc::new(fair::Lanes::new(config.delivery.caps()));
         let limits = config.delivery;
+        let (worker_lease_ms, worker_timeout_ms) =
+            (config.worker_lease_ms, config.worker_timeout_ms);
         let notify_wake = Arc::new(Notify::new());
         let wake = Arc::clone(&notify_wake);
         store.on_notify(move || wake.notify_one());
@@ -241,8 +249,9 @@ impl Engine {
             deliveries: AtomicUsize::new(0),
             deliveries_done: Condvar::new(),
             deliveries_lock: Mutex::new(()),
-            worker_lease_ms: AtomicI64::new(DEFAULT_WORKER_LEASE_MS),
-            worker_timeout_ms: AtomicI64::new(DEFAULT_WORKER_TIMEOUT_MS),
+            worker_lease_ms: AtomicI64::new(worker_lease_ms.max(1)),
+            worker_timeout_ms: AtomicI64::new(worker_timeout_ms.max(1)),
+            watched_on_open: Mutex::new(watched_workers),
             opened_at: now,
             notify_wake,
             email_unconfigured_said: AtomicBool::new(false),
@@ -267,6 +276,16 @@ impl Engine {
             *task = Some(rt.spawn(async move { inner.run_timer().await }));
             let notifier = Arc::clone(&self.inner);
             rt.spawn(async move { notifier.run_notifier().await });
+            // Workers known at open get a whole timeout from then to be heard from.
+            let timeout = self.inner.worker_timeout_ms.load(Ordering::Relaxed);
+            let at = self.inner.opened_at + timeout;
+            let watched = std::mem::take(&mut *self.inner.watched_on_open.lock());
+            self.inner
+                .add_timers(watched.into_iter().map(|(owner, worker)| Timer {
+                    at,
+                    kind: TimerKind::Silence,
+                    id: silence_id(&owner, &worker),
+                }));
             let held = std::mem::take(&mut *self.inner.held.lock());
             let _guard = rt.enter();
             self.inner.dispatch(held);
@@ -282,9 +301,15 @@ impl Engine {
         }
     }
 
-    /// The store underneath.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    /// Runs `f` over the store's queries. Writes go through the engine's own methods, which
+    /// commit and then do what follows (the timer, dispatch) in one place.
+    pub fn read<R>(&self, f: impl FnOnce(&dyn Reads) -> Result<R>) -> Result<R> {
+        self.inner.store.read(f)
+    }
+
+    /// The store's latest failure to write, if it happened within `within`.
+    pub fn write_failed_within(&self, within: Duration) -> Option<store::WriteFailure> {
+        self.inner.store.write_failed_within(within)
     }
 
     /// The engine's clock.
@@ -304,7 +329,7 @@ impl Engine {
         let up = self
             .inner
             .store
-            .write(move |c| store::upsert_cue(c, &owner, &spec, now))?;
+            .write(move |c| c.upsert_cue(&owner, &spec, now))?;
         if let (true, Some(at)) = (up.changed, up.next_run) {
             self.schedule(Timer {
                 at,
@@ -323,7 +348,7 @@ impl Engine {
         let rows = self
             .inner
             .store
-            .write(move |c| store::insert_cues(c, &owner, &specs, now))?;
+            .write(move |c| c.insert_cues(&owner, &specs, now))?;
         self.inner.add_timers(rows.iter().filter_map(|(id, next)| {
             next.map(|at| Timer {
                 at,
@@ -336,24 +361,19 @@ impl Engine {
 
     /// Resolves an id or name to a cue id.
     pub fn resolve_cue(&self, owner: &str, id_or_name: &str) -> Result<String> {
-        self.inner
-            .store
-            .read(|c| store::resolve_cue(c, owner, id_or_name))
+        self.inner.store.read(|c| c.resolve_cue(owner, id_or_name))
     }
 
     /// A cue as JSON.
     pub fn cue(&self, id: &str) -> Result<Value> {
-        self.inner.store.read(|c| store::cue_json(c, id))
+        self.inner.store.read(|c| c.cue_json(id))
     }
 
     /// All of an owner's cues as JSON.
     pub fn cues(&self, owner: &str) -> Result<Vec<Value>> {
-        self.inner.store.read(|c| {
-            store::list_cue_ids(c, owner)?
-                .iter()
-                .map(|id| store::cue_json(c, id))
-                .collect()
-        })
+        self.inner
+            .store
+            .read(|c| c.cue_ids(owner)?.iter().map(|id| c.cue_json(id)).collect())
     }
 
     /// Names of the owner's active local cues not in `handled`, at most `limit`.
@@ -365,22 +385,19 @@ impl Engine {
     ) -> Result<Vec<String>> {
         self.inner
             .store
-            .read(|c| store::unhandled_cue_names(c, owner, handled, limit))
+            .read(|c| c.unhandled_cue_names(owner, handled, limit))
     }
 
     /// Pauses a cue: its ticks are recorded as missed until it is resumed.
     pub fn pause(&self, cue_id: &str) -> Result<()> {
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());
-        self.inner.store.write(move |c| store::pause(c, &id, now))
+        self.inner.store.write(move |c| c.pause(&id, now))
     }
 
     /// Resumes a paused cue from now; ticks missed while paused are recorded.
     pub fn resume(&self, cue_id: &str) -> Result<()> {
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());
-        let next = self
-            .inner
-            .store
-            .write(move |c| store::resume(c, &id, now))?;
+        let next = self.inner.store.write(move |c| c.resume(&id, now))?;
         if let Some(at) = next {
             self.schedule(Timer {
                 at,
@@ -394,7 +411,7 @@ impl Engine {
     /// Deletes a cue and its history.
     pub fn delete(&self, cue_id: &str) -> Result<()> {
         let id = cue_id.to_string();
-        self.inner.store.write(move |c| store::delete_cue(c, &id))?;
+        self.inner.store.write(move |c| c.delete_cue(&id))?;
         self.inner.timers.lock().forget_cues(&[cue_id.to_string()]);
         Ok(())
     }
@@ -411,13 +428,13 @@ impl Engine {
             .write_async(move |c| {
                 let mut out = DeletedCues::default();
                 for id in ids {
-                    let mine = match store::cue_json(c, &id) {
+                    let mine = match c.cue_json(&id) {
                         Ok(v) => v.get("owner").and_then(Value::as_str) == Some(owner.as_str()),
                         Err(Error::CueNotFound(_)) => false,
                         Err(e) => return Err(e),
                     };
                     if mine {
-                        store::delete_cue(c, &id)?;
+                        c.delete_cue(&id)?;
                         out.deleted.push(id);
                     } else {
                         out.skipped.push(id);
@@ -437,7 +454,7 @@ impl Engine {
         let fired = self
             .inner
             .store
-            .write(move |c| store::fire_at(c, &id, payload.as_ref(), None, None, now))?;
+            .write(move |c| c.fire_at(&id, payload.as_ref(), None, None, now))?;
         self.fired(&fired);
         Ok(fired.id)
     }
@@ -462,28 +479,13 @@ impl Engine {
         self.inner.dispatch_anywhere(ready);
     }
 
-    /// Puts a cue's next tick on the timer.
-    pub fn schedule_cue(&self, cue_id: &str, at: Option<Millis>) {
-        if let Some(at) = at {
-            self.schedule(Timer {
-                at,
-                kind: TimerKind::Cue,
-                id: cue_id.to_string(),
-            });
-        }
-    }
-
     /// Runs an execution again as a new one. Returns the new execution id.
     pub fn replay(&self, execution_id: &str) -> Result<String> {
         self.check_open()?;
         let (id, now) = (execution_id.to_string(), self.inner.clock.now());
         let (exec, transport) = self.inner.store.write(move |c| {
-            let exec = store::replay(c, &id, now)?;
-            let transport: String = c.query_row(
-                "SELECT c.transport FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1",
-                [&exec],
-                |r| r.get(0),
-            )?;
+            let exec = c.replay(&id, now)?;
+            let transport = c.execution_transport(&exec)?;
             Ok((exec, transport))
         })?;
         self.dispatch(vec![(exec.clone(), transport)]);
@@ -497,7 +499,9 @@ impl Engine {
     }
 
     /// Sets how long a remote worker's claim lasts before it must be extended, and how long a
-    /// worker may stay silent before its expired claims are released.
+    /// worker may stay silent before its expired claims are released (as [`Config`] does at
+    /// open). Set before [`Engine::start`], the timeout also applies to the workers known when
+    /// the store opened; later, to workers heard from after the change.
     pub fn set_worker_timing(&self, lease_ms: i64, timeout_ms: i64) {
         self.inner
             .worker_lease_ms
@@ -550,7 +554,7 @@ impl Engine {
             .inner
             .store
             .write_async(move |c| {
-                workers::claim_for(c, &o, e.as_deref(), &w, t.as_deref(), now, lease)
+                c.claim_for_worker(&o, e.as_deref(), &w, t.as_deref(), now, lease)
             })
             .await?;
         if let Some(claim) = &got {
@@ -586,10 +590,10 @@ impl Engine {
         let done = self
             .inner
             .store
-            .write_async(move |c| match workers::report(c, &o, &id, &outcome, now)? {
+            .write_async(move |c| match c.worker_report(&o, &id, &outcome, now)? {
                 Some(w) => Ok((Reported::Worker(w), None)),
                 None => {
-                    let (state, chained) = store::report_outcome(c, &o, &id, &outcome, now)?;
+                    let (state, chained) = c.report_outcome(&o, &id, &outcome, now)?;
                     Ok((Reported::Recorded(state), chained))
                 }
             })
@@ -617,7 +621,7 @@ impl Engine {
         let (state, chained) = self
             .inner
             .store
-            .write_async(move |c| store::verify(c, &o, &id, valid, reason.as_deref(), now))
+            .write_async(move |c| c.verify(&o, &id, valid, reason.as_deref(), now))
             .await?;
         self.chained(chained);
         Ok(state)
@@ -644,7 +648,7 @@ impl Engine {
         let watch = self
             .inner
             .store
-            .write_async(move |c| workers::heartbeat(c, &o, &w, handlers.as_deref(), now))
+            .write_async(move |c| c.heartbeat(&o, &w, handlers.as_deref(), now))
             .await?;
         if watch {
             let (_, timeout) = self.worker_timing();
@@ -665,7 +669,7 @@ impl Engine {
         let again = self
             .inner
             .store
-            .write_async(move |c| workers::delete(c, &o, &w, now))
+            .write_async(move |c| c.delete_worker(&o, &w, now))
             .await?;
         self.dispatch(again.into_iter().map(|id| (id, "worker".into())).collect());
         Ok(())
@@ -703,7 +707,7 @@ impl Engine {
         let finished = self
             .inner
             .store
-            .write(move |c| store::complete(c, &id, attempt, &outcome, now))?;
+            .write(move |c| c.complete(&id, attempt, &outcome, now))?;
         self.inner.finished(execution_id, finished);
         Ok(())
     }
@@ -800,7 +804,7 @@ impl Engine {
                 let mut results = Vec::with_capacity(reports.len());
                 for (id, attempt, o) in reports {
                     // complete() checks everything before it writes: a refusal leaves no trace.
-                    let r = store::complete(c, &id, attempt, &o, now);
+                    let r = c.complete(&id, attempt, &o, now);
                     results.push((id, r));
                 }
                 Ok((results, me.claim_ids(c, &ids, now)?))
@@ -847,23 +851,17 @@ impl Engine {
 
     /// Lists executions.
     pub fn executions(&self, owner: &str, filter: &ExecutionFilter) -> Result<Vec<Value>> {
-        self.inner
-            .store
-            .read(|c| store::list_executions(c, owner, filter))
+        self.inner.store.read(|c| c.list_executions(owner, filter))
     }
 
     /// One execution with its attempts.
     pub fn execution(&self, owner: &str, id: &str) -> Result<Value> {
-        self.inner
-            .store
-            .read(|c| store::get_execution(c, owner, id))
+        self.inner.store.read(|c| c.execution(owner, id))
     }
 
     /// Stats of one cue since an instant.
     pub fn stats(&self, cue_id: &str, since: Millis) -> Result<Value> {
-        self.inner
-            .store
-            .read(|c| store::cue_stats(c, cue_id, since))
+        self.inner.store.read(|c| c.cue_stats(cue_id, since))
     }
 
     /// How many executions wait for a claim.
@@ -1098,22 +1096,10 @@ impl Inner {
         self.problems_cv.notify_all();
     }
 
-    fn claim_ids(
-        &self,
-        c: &rusqlite::Connection,
-        ids: &[String],
-        now: Millis,
-    ) -> Result<Vec<Claimed>> {
+    fn claim_ids(&self, c: &dyn Writes, ids: &[String], now: Millis) -> Result<Vec<Claimed>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.extend(store::claim(
-                c,
-                id,
-                &self.instance,
-                now,
-                self.config.lease_ms,
-                true,
-            )?);
+            out.extend(c.claim(id, &self.instance, now, self.config.lease_ms, true)?);
         }
         Ok(out)
     }
@@ -1366,17 +1352,15 @@ impl Inner {
             return;
         }
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            match me.store.read(|c| workers::claim_deadlines(c, &ids)) {
-                Ok(ends) => me.add_timers(ends.into_iter().map(|(at, id)| Timer {
-                    at,
-                    kind: TimerKind::Claim,
-                    id,
-                })),
-                Err(e) => {
-                    if !me.closed.load(Ordering::SeqCst) {
-                        me.problem(format!("reading claim windows failed: {e}"));
-                    }
+        tokio::task::spawn_blocking(move || match me.store.read(|c| c.claim_deadlines(&ids)) {
+            Ok(ends) => me.add_timers(ends.into_iter().map(|(at, id)| Timer {
+                at,
+                kind: TimerKind::Claim,
+                id,
+            })),
+            Err(e) => {
+                if !me.closed.load(Ordering::SeqCst) {
+                    me.problem(format!("reading claim windows failed: {e}"));
                 }
             }
         });
@@ -1400,7 +1384,7 @@ struct Rules {
 
 /// Acts on timer entries in the current operation: executions to dispatch, entries that follow.
 fn act_on_all(
-    c: &rusqlite::Connection,
+    c: &dyn Writes,
     due: &[Timer],
     now: Millis,
     rules: Rules,
@@ -1416,13 +1400,13 @@ fn act_on_all(
 
 /// One due timer entry: returns executions to dispatch and the entry that follows it.
 fn act_on(
-    c: &rusqlite::Connection,
+    c: &dyn Writes,
     t: &Timer,
     now: Millis,
     rules: Rules,
 ) -> Result<(Vec<Ready>, Option<Timer>)> {
     Ok(match t.kind {
-        TimerKind::Cue => match store::fire_due(c, &t.id, now, rules.grace_ms)? {
+        TimerKind::Cue => match c.fire_due(&t.id, now, rules.grace_ms)? {
             Some(fired) => {
                 let next = fired.next_run.map(|at| Timer {
                     at,
@@ -1440,18 +1424,19 @@ fn act_on(
             None => (Vec::new(), None),
         },
         TimerKind::Retry => {
-            let ready = store::retry_due(c, &t.id, now)?
+            let ready = c
+                .retry_due(&t.id, now)?
                 .map(|transport| (t.id.clone(), transport))
                 .into_iter()
                 .collect();
             (ready, None)
         }
         TimerKind::Deadline => {
-            store::deadline_due(c, &t.id, now)?;
+            c.deadline_due(&t.id, now)?;
             (Vec::new(), None)
         }
         TimerKind::Lease => {
-            match workers::lease_due(c, &t.id, now, rules.worker_timeout_ms, rules.alive_since)? {
+            match c.lease_due(&t.id, now, rules.worker_timeout_ms, rules.alive_since)? {
                 LeaseCheck::Over | LeaseCheck::Released(false) => (Vec::new(), None),
                 LeaseCheck::HoldsUntil(at) => (
                     Vec::new(),
@@ -1465,15 +1450,14 @@ fn act_on(
             }
         }
         TimerKind::Claim => {
-            workers::claim_window_due(c, &t.id, now)?;
+            c.claim_window_due(&t.id, now)?;
             (Vec::new(), None)
         }
         TimerKind::Silence => {
             let Some((owner, worker)) = t.id.split_once(SILENCE_SEP) else {
                 return Ok((Vec::new(), None));
             };
-            let heard = workers::silence_due(
-                c,
+            let heard = c.silence_due(
                 owner,
                 worker,
                 now,

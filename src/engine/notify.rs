@@ -102,9 +102,10 @@ impl Inner {
             // them, or a relay that holds sends until its deadline would hold back every other
             // notification (a cue's failure webhook behind 64 stuck emails) until then.
             let limit = BATCH + sending.len() as i64;
-            let read =
-                tokio::task::spawn_blocking(move || me.store.read(|c| alerts::due(c, now, limit)))
-                    .await;
+            let read = tokio::task::spawn_blocking(move || {
+                me.store.read(|c| c.due_notifications(now, limit))
+            })
+            .await;
             let (due, next) = match read {
                 Ok(Ok(found)) => found,
                 Ok(Err(e)) => {
@@ -153,7 +154,7 @@ impl Inner {
                 .store
                 .write_async(move |c| {
                     for (id, sent, at) in &items {
-                        alerts::record_sent(c, id, sent, *at)?;
+                        c.record_sent(id, sent, *at)?;
                     }
                     Ok(())
                 })

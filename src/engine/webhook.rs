@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::store::Writes;
 use tokio::sync::mpsc;
 
 use crate::clock::Millis;
@@ -48,16 +48,16 @@ enum Claim {
 
 /// Claims one pending execution if its slots are free now, in the current writer operation.
 fn claim_if_free(
-    c: &Connection,
+    c: &dyn Writes,
     id: &str,
     now: Millis,
     lease: i64,
     lanes: &Lanes,
 ) -> Result<Claim> {
-    let Some(cue_id) = store::pending_cue(c, id)? else {
+    let Some(cue_id) = c.pending_cue(id)? else {
         return Ok(Claim::Gone);
     };
-    let target = store::cue_target(c, &cue_id)?;
+    let target = c.cue_target(&cue_id)?;
     let slot = match &target {
         Some(t) => match lanes.try_take(&t.owner, &fair::destination(&t.url)) {
             Some(slot) => Some(slot),
@@ -65,7 +65,7 @@ fn claim_if_free(
         },
         None => None,
     };
-    Ok(match store::claim(c, id, SENDER, now, lease, false)? {
+    Ok(match c.claim(id, SENDER, now, lease, false)? {
         Some(job) => Claim::Sent(Box::new((job, target, slot))),
         None => Claim::Gone,
     })
@@ -77,7 +77,7 @@ pub(super) type Finished = (String, i64, Attempt, Millis);
 /// Claims up to `free` of the ready webhook executions whose slots are free, in the current
 /// writer operation; returns the executions left to dispatch and the claimed attempts.
 pub(super) fn claim_ready(
-    c: &Connection,
+    c: &dyn Writes,
     ready: Vec<Ready>,
     now: Millis,
     lease: i64,
@@ -223,10 +223,10 @@ impl Inner {
         );
         self.store
             .write_async(move |c| {
-                let Some(job) = store::claim(c, &id, SENDER, now, lease, false)? else {
+                let Some(job) = c.claim(&id, SENDER, now, lease, false)? else {
                     return Ok(None);
                 };
-                let target = store::cue_target(c, &job.cue_id)?;
+                let target = c.cue_target(&job.cue_id)?;
                 Ok(Some((job, target, Some(slot))))
             })
             .await
@@ -369,9 +369,9 @@ impl Inner {
 
 /// Records finished attempts in the current writer operation; each result on its own (a refused
 /// one does not stop the others: `delivered` checks before it writes).
-fn record(c: &Connection, items: &[Finished]) -> Result<Vec<(String, Result<store::Finished>)>> {
+fn record(c: &dyn Writes, items: &[Finished]) -> Result<Vec<(String, Result<store::Finished>)>> {
     Ok(items
         .iter()
-        .map(|(id, attempt, a, at)| (id.clone(), store::delivered(c, id, *attempt, a, *at)))
+        .map(|(id, attempt, a, at)| (id.clone(), c.delivered(id, *attempt, a, *at)))
         .collect())
 }

@@ -363,19 +363,14 @@ impl NativeEngine {
 
     /// Creates a server user; returns (api key, webhook secret).
     fn create_user(&self, py: Python<'_>, email: String) -> PyResult<(String, String)> {
-        let now = self.engine.clock().now();
-        py.detach(|| {
-            self.engine
-                .store()
-                .write(move |c| crate::store::users::create(c, &email, now))
-        })
-        .map(|(u, key)| (key, u.webhook_secret))
-        .map_err(to_pyerr)
+        py.detach(|| self.engine.create_user(&email))
+            .map(|(u, key)| (key, u.webhook_secret))
+            .map_err(to_pyerr)
     }
 
     /// How many server users exist.
     fn user_count(&self, py: Python<'_>) -> PyResult<i64> {
-        py.detach(|| self.engine.store().read(crate::store::users::count))
+        py.detach(|| self.engine.read(|c| c.user_count()))
             .map_err(to_pyerr)
     }
 
@@ -427,7 +422,7 @@ impl NativeEngine {
     /// first; then owners that are no user, such as the embedded App's own, with a null email).
     fn owners(&self, py: Python<'_>) -> PyResult<String> {
         py.detach(|| {
-            let list = self.engine.store().read(crate::store::users::owners)?;
+            let list = self.engine.read(|c| c.owners())?;
             let out: Vec<Value> = list
                 .into_iter()
                 .map(|(owner, email)| serde_json::json!({"owner": owner, "email": email}))

@@ -40,6 +40,14 @@ fn claim_within(engine: &Engine, secs: u64) -> cueapi::store::Claimed {
 }
 
 /// An engine on `path` driven by `clock`, for which every tick is on time (no grace).
+/// A connection of its own to the engine's database file, as an operator's `sqlite3` would be.
+fn sql(path: &std::path::Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).expect("sqlite");
+    c.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    c
+}
+
 fn open_on_time(path: &std::path::Path, clock: &Clock) -> Engine {
     let config = Config {
         grace_ms: 0,
@@ -138,15 +146,12 @@ fn a_run_left_in_flight_is_recovered_as_interrupted_and_retried() {
     assert_eq!(statuses(&engine), ["delivering"]);
     // Deleting the cue takes its executions and their attempts with it.
     engine.delete(&job.cue_id).expect("delete");
-    let left: i64 = engine
-        .store()
-        .read(|c| {
-            Ok(c.query_row(
-                "SELECT (SELECT count(*) FROM executions) + (SELECT count(*) FROM attempts)",
-                [],
-                |r| r.get(0),
-            )?)
-        })
+    let left: i64 = sql(&path)
+        .query_row(
+            "SELECT (SELECT count(*) FROM executions) + (SELECT count(*) FROM attempts)",
+            [],
+            |r| r.get(0),
+        )
         .expect("count");
     assert_eq!(left, 0);
     engine.close();
@@ -184,7 +189,8 @@ fn a_bulk_load_is_one_transaction_and_all_or_nothing() {
 fn a_row_that_fails_to_fire_delays_only_itself_and_is_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Clock::manual(START);
-    let engine = open_on_time(&dir.path().join("f.db"), &clock);
+    let path = dir.path().join("f.db");
+    let engine = open_on_time(&path, &clock);
     engine
         .upsert_cue(LOCAL_OWNER, spec(json!({"name": "good", "every": "1m"})))
         .expect("good");
@@ -194,29 +200,21 @@ fn a_row_that_fails_to_fire_delays_only_itself_and_is_retried() {
             spec(json!({"name": "bad", "cron": "* * * * *"})),
         )
         .expect("bad");
-    let id = bad.clone();
-    engine
-        .store()
-        .write(move |c| {
-            Ok(c.execute(
-                "UPDATE cues SET schedule_cron = 'garbage' WHERE id = ?1",
-                [&id],
-            )?)
-        })
+    sql(&path)
+        .execute(
+            "UPDATE cues SET schedule_cron = 'garbage' WHERE id = ?1",
+            [&bad],
+        )
         .expect("corrupt");
     engine.start().expect("start");
     manual(&clock).advance(60_000);
     let job = claim_within(&engine, 10);
     assert_eq!(job.cue_name, "good");
-    let id = bad.clone();
-    engine
-        .store()
-        .write(move |c| {
-            Ok(c.execute(
-                "UPDATE cues SET schedule_cron = '* * * * *' WHERE id = ?1",
-                [&id],
-            )?)
-        })
+    sql(&path)
+        .execute(
+            "UPDATE cues SET schedule_cron = '* * * * *' WHERE id = ?1",
+            [&bad],
+        )
         .expect("repair");
     manual(&clock).advance(1_000);
     let job = claim_within(&engine, 10);
