@@ -427,17 +427,17 @@ impl Engine {
             .store
             .write_async(move |c| {
                 let mut out = DeletedCues::default();
-                for id in ids {
-                    let mine = match c.cue_json(&id) {
+                for id in &ids {
+                    let mine = match c.cue_json(id) {
                         Ok(v) => v.get("owner").and_then(Value::as_str) == Some(owner.as_str()),
                         Err(Error::CueNotFound(_)) => false,
                         Err(e) => return Err(e),
                     };
                     if mine {
-                        c.delete_cue(&id)?;
-                        out.deleted.push(id);
+                        c.delete_cue(id)?;
+                        out.deleted.push(id.clone());
                     } else {
-                        out.skipped.push(id);
+                        out.skipped.push(id.clone());
                     }
                 }
                 Ok(out)
@@ -802,10 +802,10 @@ impl Engine {
             .store
             .write(move |c| {
                 let mut results = Vec::with_capacity(reports.len());
-                for (id, attempt, o) in reports {
+                for (id, attempt, o) in &reports {
                     // complete() checks everything before it writes: a refusal leaves no trace.
-                    let r = c.complete(&id, attempt, &o, now);
-                    results.push((id, r));
+                    let r = c.complete(id, *attempt, o, now);
+                    results.push((id.clone(), r));
                 }
                 Ok((results, me.claim_ids(c, &ids, now)?))
             })

@@ -221,15 +221,17 @@ impl Inner {
             self.clock.now(),
             self.config.lease_ms,
         );
-        self.store
+        let claimed = self
+            .store
             .write_async(move |c| {
                 let Some(job) = c.claim(&id, SENDER, now, lease, false)? else {
                     return Ok(None);
                 };
                 let target = c.cue_target(&job.cue_id)?;
-                Ok(Some((job, target, Some(slot))))
+                Ok(Some((job, target)))
             })
-            .await
+            .await?;
+        Ok(claimed.map(|(job, target)| (job, target, Some(slot))))
     }
 
     /// Sends one claimed attempt and hands its result to the recorder.

@@ -5,6 +5,10 @@
 //! claim an execution, record a delivery, report an outcome, …) on typed records. A write runs
 //! as a closure over `&dyn Writes` inside one transaction, committed before the caller learns
 //! its result; a read runs over `&dyn Reads` on a connection that never waits for the writer.
+//!
+//! A write closure is `Fn`, not `FnOnce`: a backend whose transactions run concurrently may
+//! find one in conflict with another (a serialization failure), roll it back and run it again.
+//! So a closure has no effect outside the store except through what it returns.
 //! No SQL, no connection type and no backend error leaves the store: each backend lives in its
 //! own module ([`sqlite`]) and implements both traits there.
 //!
@@ -313,11 +317,12 @@ impl Store {
         Ok(Store::Sqlite(sqlite::SqliteStore::open(path)?))
     }
 
-    /// Runs `f` as one unit of work and waits (blocking) until it is committed. Must not be
-    /// called from inside the tokio runtime.
+    /// Runs `f` as one unit of work and waits (blocking) until it is committed (`f` may run
+    /// more than once before that: see the module docs). Must not be called from inside the
+    /// tokio runtime.
     pub fn write<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Writes) -> Result<R> + Send + 'static,
+        f: impl Fn(&dyn Writes) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         match self {
             Store::Sqlite(s) => s.write(move |c| f(c)),
@@ -327,7 +332,7 @@ impl Store {
     /// Runs `f` as one unit of work; resolves once it is committed.
     pub async fn write_async<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Writes) -> Result<R> + Send + 'static,
+        f: impl Fn(&dyn Writes) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         match self {
             Store::Sqlite(s) => s.write_async(move |c| f(c)).await,
