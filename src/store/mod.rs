@@ -16,6 +16,7 @@ pub mod alerts;
 mod cues;
 mod executions;
 pub mod ops;
+pub mod postgres;
 mod schema;
 pub mod users;
 pub mod workers;
