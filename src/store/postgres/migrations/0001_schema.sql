@@ -165,7 +165,9 @@ CREATE INDEX executions_waiting ON executions (scheduled_for, id) WHERE status =
 CREATE INDEX executions_claimed ON executions (claimed_by) WHERE status = 'delivering';
 -- Waiting executions by the task their payload names, in claim order. SQLite's expression is
 --   CASE WHEN json_type(payload, '$.task') = 'text' THEN json_extract(payload, '$.task') END
--- and the claim queries must spell this one exactly as here to read from the index.
+-- and the claim queries must spell this one exactly as here to read from the index. (The two differ
+-- on a key written twice, where SQLite takes the first value and PostgreSQL the last; the store
+-- writes payloads from a parsed JSON object, which holds each key once.)
 CREATE INDEX executions_waiting_by_task ON executions (
     (CASE WHEN json_typeof(payload::json -> 'task') = 'string' THEN payload::json ->> 'task' END),
     scheduled_for,
