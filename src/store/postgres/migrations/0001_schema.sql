@@ -1,8 +1,8 @@
 -- The PostgreSQL schema: the same tables, columns (in the same order), indexes and constraints as
--- SQLite's migrations 0001-0011 (src/store/migrations/) taken together. A later change to either
--- schema is a new migration on both sides; tests/it/postgres.rs compares the two and fails when
--- they drift apart. The version lives in cueapi_schema (src/store/postgres/schema.rs), the
--- counterpart of SQLite's PRAGMA user_version.
+-- SQLite's migrations 0001-0011 (the SQLite store's migrations/) taken together. A later change
+-- to either schema is a new migration on both sides; tests/it/postgres.rs compares the two and
+-- fails when they drift apart. The version lives in cueapi_schema (src/store/postgres/schema.rs),
+-- the counterpart of SQLite's PRAGMA user_version.
 --
 -- How SQLite's types translate:
 -- * Every instant is BIGINT Unix milliseconds, UTC, as in SQLite.
@@ -26,12 +26,12 @@
 --   code), so there are no identity columns; health_probe's INTEGER PRIMARY KEY (a rowid alias in
 --   SQLite) is a plain BIGINT key, always 1.
 -- * Foreign keys are declared as in SQLite, and here they are enforced: SQLite turns enforcement
---   off only for its cost (src/store/mod.rs, configure), the code keeps the references and writes
---   the cascades out, so enforcing them changes no answer; on several nodes it turns a tick fired
---   for a cue deleted meanwhile into an error instead of an orphan execution.
+--   off only for its cost (see the SQLite store's `configure`), the code keeps the references
+--   and writes the cascades out, so enforcing them changes no answer; on several nodes it turns
+--   a tick fired for a cue deleted meanwhile into an error instead of an orphan execution.
 --
 -- Not here, on purpose:
--- * The outcome counter (a TEMP table and trigger that src/engine/metrics.rs installs on SQLite's
+-- * The outcome counter (a TEMP table and trigger, count_outcome_states, installed on SQLite's
 --   writer connection) counts outcome states recorded since this process opened the store: it is
 --   process state, not schema. On PostgreSQL the units of work will return what they recorded
 --   (issue 12, point 0) instead of a trigger counting behind the store's back.
