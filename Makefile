@@ -2,6 +2,13 @@
 # example on the default ./cueapi.db (setting up only what that needs); `make bench` and
 # `make bench-clients` run the benchmarks (not part of the tests); `make wheel` builds the
 # manylinux wheel into dist/.
+#
+# PostgreSQL: `make check` runs its steps under `tools/pg run`, which starts one throw-away server
+# for the whole run (installing Debian's postgresql package when missing), gives the tests its URL
+# in CUEAPI_TEST_POSTGRES, and stops it at the end, tests failed or not. With CUEAPI_TEST_POSTGRES
+# already set, the tests use that server (they create and drop databases of their own in it).
+# `make rust-test` alone needs nothing: the Rust tests start a server with tools/pg themselves when
+# CUEAPI_TEST_POSTGRES is unset.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -65,7 +72,8 @@ rust-test:
 test: develop
 	$(PY) -m pytest
 
-check: lint rust-test test wheel-check
+check:
+	tools/pg run $(MAKE) --no-print-directory lint rust-test test wheel-check
 
 run: $(VENV)/.base
 	maturin develop -q

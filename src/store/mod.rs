@@ -15,6 +15,7 @@
 //! Rules that are not SQL (the catch-up split, backoff, outcome states, the walk over missed
 //! ticks, validation of reported outcomes) are shared by the backends rather than written twice.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::Path;
