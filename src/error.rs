@@ -56,6 +56,9 @@ pub enum Error {
     /// SQLite failed.
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("storage error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// File system failure (opening the database or its lock file).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

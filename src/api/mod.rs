@@ -409,7 +409,7 @@ impl From<Error> for ApiError {
                 "the database cannot be written now (a full disk or a read-only file); \
                      nothing was changed, try again later",
             ),
-            Error::Storage(_) | Error::Io(_) => {
+            Error::Storage(_) | Error::Postgres(_) | Error::Io(_) => {
                 tracing::error!("request failed: {e}");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -26,7 +26,9 @@ fn to_pyerr(e: Error) -> PyErr {
         Error::Locked(_) => "DatabaseLockedError",
         Error::SchemaTooNew { .. } => "SchemaVersionError",
         Error::Closed => "EngineClosedError",
-        Error::Storage(_) | Error::Io(_) | Error::Open { .. } => "StorageError",
+        Error::Storage(_) | Error::Postgres(_) | Error::Io(_) | Error::Open { .. } => {
+            "StorageError"
+        }
     };
     let message = e.to_string();
     let field = match &e {

@@ -15,8 +15,16 @@
 //! Rules that are not SQL (the catch-up split, backoff, outcome states, the walk over missed
 //! ticks, validation of reported outcomes) are shared by the backends rather than written twice.
 
+pub mod alerts;
+mod boundary;
+pub mod cues;
+pub mod executions;
+pub mod ops;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
+pub mod users;
+pub mod workers;
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,38 +35,12 @@ use crate::clock::Millis;
 use crate::delivery::Attempt;
 use crate::error::{Error, Result};
 
-pub use sqlite::{
-    catch_up_name, check_outcome, conflict, Chained, Claimed, CueRow, CueSpec, Evidence,
-    ExecutionFilter, Finished, FireKey, FireResult, Fired, Recovered, ReportedOutcome, RetrySpec,
-    Target, WriteFailure, LOCAL_OWNER, SCHEMA_VERSION,
+pub use cues::{catch_up_name, CueRow, CueSpec, RetrySpec, Target, LOCAL_OWNER};
+pub use executions::{
+    check_outcome, conflict, Chained, Claimed, Evidence, ExecutionFilter, Finished, FireKey,
+    FireResult, Fired, Recovered, ReportedOutcome,
 };
-
-/// Cue records.
-pub mod cues {
-    pub use super::sqlite::cues::{Upserted, LOCAL_OWNER};
-}
-
-/// Remote pull workers: records and limits.
-pub mod workers {
-    pub use super::sqlite::workers::{
-        ClaimFilter, LeaseCheck, Silence, WorkerClaim, WorkerOutcome, MAX_WORKER_ID,
-    };
-}
-
-/// Alerts and the notifications that carry them: records, kinds and filters.
-pub mod alerts {
-    pub use super::sqlite::alerts::{kind, AlertFilter, Due, Sent, DEFAULT_REALERT_MS};
-}
-
-/// Users of the HTTP API.
-pub mod users {
-    pub use super::sqlite::users::{key_hash, normalise_email, User};
-}
-
-/// Figures for `/health`, `/metrics` and `/v1/usage`.
-pub mod ops {
-    pub use super::sqlite::ops::{AlertCounts, Usage};
-}
+pub use sqlite::{WriteFailure, SCHEMA_VERSION};
 
 use alerts::{AlertFilter, Due, Sent};
 use users::User;
@@ -308,14 +290,34 @@ pub trait Writes: Reads {
 pub enum Store {
     /// One SQLite file, owned by this process.
     Sqlite(sqlite::SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(postgres::PgStore),
+}
+
+/// Whether `location` names a PostgreSQL database (`postgresql://…` or `postgres://…`) rather
+/// than a SQLite file.
+pub fn is_postgres_url(location: &str) -> bool {
+    let l = location.trim_start().to_ascii_lowercase();
+    l.starts_with("postgresql://") || l.starts_with("postgres://")
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path`, migrating it to the current
-    /// schema. A file that is read-only, not a database or damaged is refused here, unchanged,
-    /// with an [`Error::Open`] that names it.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        Ok(Store::Sqlite(sqlite::SqliteStore::open(path)?))
+    /// Opens the database at `location`: a PostgreSQL URL, or the path of a SQLite file
+    /// (created if needed). Either is migrated to the current schema. A database that cannot be
+    /// used (unreachable, refused, read-only, not a database, damaged) is refused here,
+    /// unchanged, with an [`Error::Open`] that names it.
+    pub fn open(location: impl AsRef<Path>) -> Result<Store> {
+        let location = location.as_ref();
+        if let Some(url) = location.to_str().filter(|l| is_postgres_url(l)) {
+            let rt = crate::engine::Engine::shared_runtime()?;
+            let settings = postgres::PgSettings::default();
+            return Ok(Store::Postgres(postgres::PgStore::open(
+                url.trim(),
+                settings,
+                rt.handle(),
+            )?));
+        }
+        Ok(Store::Sqlite(sqlite::SqliteStore::open(location)?))
     }
 
     /// Runs `f` as one unit of work and waits (blocking) until it is committed (`f` may run
@@ -326,7 +328,8 @@ impl Store {
         f: impl Fn(&dyn Writes) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         match self {
-            Store::Sqlite(s) => s.write(move |c| f(c)),
+            Store::Sqlite(s) => s.write(move |c| f(&sql::Db::Sqlite(c))),
+            Store::Postgres(p) => p.write(move |c| f(c)),
         }
     }
 
@@ -336,14 +339,16 @@ impl Store {
         f: impl Fn(&dyn Writes) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         match self {
-            Store::Sqlite(s) => s.write_async(move |c| f(c)).await,
+            Store::Sqlite(s) => s.write_async(move |c| f(&sql::Db::Sqlite(c))).await,
+            Store::Postgres(p) => p.write_async(move |c| f(c)).await,
         }
     }
 
     /// Runs `f` over a read-only view that never waits for the writer.
     pub fn read<R>(&self, f: impl FnOnce(&dyn Reads) -> Result<R>) -> Result<R> {
         match self {
-            Store::Sqlite(s) => s.read(|c| f(c)),
+            Store::Sqlite(s) => s.read(|c| f(&sql::Db::Sqlite(c))),
+            Store::Postgres(p) => p.read(|c| f(c)),
         }
     }
 
@@ -351,6 +356,7 @@ impl Store {
     pub fn write_failed_within(&self, within: Duration) -> Option<WriteFailure> {
         match self {
             Store::Sqlite(s) => s.write_failed_within(within),
+            Store::Postgres(p) => p.write_failed_within(within),
         }
     }
 
@@ -358,6 +364,7 @@ impl Store {
     pub fn on_notify(&self, f: impl Fn() + Send + Sync + 'static) {
         match self {
             Store::Sqlite(s) => s.on_notify(f),
+            Store::Postgres(p) => p.on_notify(f),
         }
     }
 
@@ -365,6 +372,13 @@ impl Store {
     pub fn open_error(&self, e: Error) -> Error {
         match self {
             Store::Sqlite(s) => sqlite::open_error(s.path(), e),
+            Store::Postgres(p) => match e {
+                Error::Postgres(pe) => Error::Open {
+                    path: p.shown().to_string(),
+                    reason: pe.to_string(),
+                },
+                other => other,
+            },
         }
     }
 
@@ -372,6 +386,7 @@ impl Store {
     pub fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close(),
+            Store::Postgres(p) => p.close(),
         }
     }
 }

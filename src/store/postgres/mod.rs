@@ -24,6 +24,8 @@
 
 mod connect;
 mod schema;
+mod store;
+mod tx;
 mod url;
 
 use std::fmt;
@@ -33,6 +35,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 pub use schema::PG_SCHEMA_VERSION;
+pub use store::PgStore;
+pub use tx::Tx;
 pub use url::redact as redact_url;
 
 use crate::error::{Error, Result};

@@ -12,14 +12,8 @@
 //! store creates is readable by its owner only (0600, whatever the umask), and so are its lock
 //! file and SQLite's `-wal` and `-shm` files, which SQLite creates with the database's own mode.
 
-pub mod alerts;
-mod boundary;
-pub mod cues;
-pub mod executions;
-pub mod ops;
+pub(crate) mod outcomes;
 mod schema;
-pub mod users;
-pub mod workers;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -31,11 +25,6 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-pub use cues::{catch_up_name, CueRow, CueSpec, RetrySpec, Target, LOCAL_OWNER};
-pub use executions::{
-    check_outcome, conflict, Chained, Claimed, Evidence, ExecutionFilter, Finished, FireKey,
-    FireResult, Fired, Recovered, ReportedOutcome,
-};
 pub use schema::SCHEMA_VERSION;
 
 use crate::error::{Error, Result};
@@ -212,7 +201,7 @@ impl SqliteStore {
             });
         }
         schema::migrate(&mut conn, SCHEMA_VERSION)?;
-        ops::install_outcome_counter(&conn)?;
+        outcomes::install_outcome_counter(&conn)?;
         // Checkpoints (copying the WAL back into the database, with an fsync) run on a thread
         // of their own: on the writer they stall every operation queued behind them.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
@@ -510,7 +499,7 @@ fn writer_loop(
             reply(err);
         }
         // A rolled-back notification is harmless: the notifier finds nothing new.
-        if alerts::take_queued() {
+        if crate::store::alerts::take_queued() {
             if let Some(wake) = on_notify.get() {
                 wake();
             }

@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::sql::{params, Db, OptionalExt, Row};
 use serde_json::{json, Value};
 
 use crate::clock::Millis;
@@ -54,21 +54,21 @@ pub(crate) fn take_queued() -> bool {
 }
 
 /// The re-alert interval stored with the database.
-fn realert_ms(conn: &Connection) -> Result<i64> {
+fn realert_ms(conn: &Db<'_>) -> Result<i64> {
     Ok(conn
         .prepare_cached("SELECT value FROM settings WHERE key = 'realert_ms'")?
-        .query_row([], |r| r.get::<_, String>(0))
+        .query_row(params![], |r| r.get::<String>(0))
         .optional()?
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_REALERT_MS))
 }
 
 /// Sets the re-alert interval.
-pub fn set_realert_ms(conn: &Connection, ms: i64) -> Result<()> {
+pub fn set_realert_ms(conn: &Db<'_>, ms: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO settings (key, value) VALUES ('realert_ms', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [ms.to_string()],
+        params![ms.to_string()],
     )?;
     Ok(())
 }
@@ -93,7 +93,7 @@ struct Raise<'a> {
 
 /// Stores an alert unless it is the same trouble as an open alert seen within the re-alert
 /// interval (then that alert counts one more occurrence). Returns the new alert's id.
-fn raise(conn: &Connection, a: Raise<'_>, now: Millis) -> Result<Option<String>> {
+fn raise(conn: &Db<'_>, a: Raise<'_>, now: Millis) -> Result<Option<String>> {
     let window = realert_ms(conn)?;
     let seen = conn
         .prepare_cached(
@@ -128,7 +128,7 @@ fn raise(conn: &Connection, a: Raise<'_>, now: Millis) -> Result<Option<String>>
     ])?;
     let user: Option<(String, Option<String>, bool)> = conn
         .prepare_cached("SELECT email, alert_webhook_url, email_verified FROM users WHERE id = ?1")?
-        .query_row([a.owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(params![a.owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let mut channels: Vec<(&str, String)> = Vec::new();
     if let Some((email, hook, verified)) = user {
@@ -178,14 +178,14 @@ struct CueInfo {
     alerting: bool,
 }
 
-fn cue_info(conn: &Connection, cue_id: &str) -> Result<Option<CueInfo>> {
-    Ok(conn
+fn cue_info(conn: &Db<'_>, cue_id: &str) -> Result<Option<CueInfo>> {
+    conn
         .prepare_cached(
             "SELECT owner, name, on_failure_email, on_failure_webhook, alert_consecutive_failures, failure_streak,
                 alerting
              FROM cues WHERE id = ?1",
         )?
-        .query_row([cue_id], |r| {
+        .query_row(params![cue_id], |r| {
             Ok(CueInfo {
                 owner: r.get(0)?,
                 name: r.get(1)?,
@@ -196,12 +196,12 @@ fn cue_info(conn: &Connection, cue_id: &str) -> Result<Option<CueInfo>> {
                 alerting: r.get(6)?,
             })
         })
-        .optional()?)
+        .optional()
 }
 
 /// An execution failed for good (`kind`: retries exhausted, missed, outcome deadline passed).
 pub fn execution_failed(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue_id: &str,
     execution_id: &str,
     kind: &'static str,
@@ -213,7 +213,7 @@ pub fn execution_failed(
     };
     let (attempts, http_status): (i64, Option<i64>) = conn
         .prepare_cached("SELECT attempts, http_status FROM executions WHERE id = ?1")?
-        .query_row([execution_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![execution_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .unwrap_or((0, None));
     let what = match kind {
@@ -243,7 +243,7 @@ pub fn execution_failed(
     Ok(())
 }
 
-fn set_alerting(conn: &Connection, cue_id: &str, on: bool) -> Result<()> {
+fn set_alerting(conn: &Db<'_>, cue_id: &str, on: bool) -> Result<()> {
     conn.prepare_cached("UPDATE cues SET alerting = ?2 WHERE id = ?1")?
         .execute(params![cue_id, on])?;
     Ok(())
@@ -253,7 +253,7 @@ fn set_alerting(conn: &Connection, cue_id: &str, on: bool) -> Result<()> {
 /// `consecutive_failures` at the cue's threshold and `verification_failed` when a success lacked
 /// its evidence, and closes the incident with `recovered` on a success after a failure alert.
 pub fn outcome_reported(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue_id: &str,
     execution_id: &str,
     success: bool,
@@ -315,14 +315,14 @@ pub fn outcome_reported(
     }
     if cue.streak != 0 {
         conn.prepare_cached("UPDATE cues SET failure_streak = 0 WHERE id = ?1")?
-            .execute([cue_id])?;
+            .execute(params![cue_id])?;
     }
     succeeded(conn, cue_id, execution_id, now)
 }
 
 /// An execution of the cue succeeded: after a failure alert, one `recovered` notice that closes
 /// the incident (a later failure is a new alert, however soon).
-pub fn succeeded(conn: &Connection, cue_id: &str, execution_id: &str, now: Millis) -> Result<()> {
+pub fn succeeded(conn: &Db<'_>, cue_id: &str, execution_id: &str, now: Millis) -> Result<()> {
     let Some(cue) = cue_info(conn, cue_id)? else {
         return Ok(());
     };
@@ -357,7 +357,7 @@ pub fn succeeded(conn: &Connection, cue_id: &str, execution_id: &str, now: Milli
 /// A worker has not been heard from for `silent_ms`: one `worker_offline` alert (emailed to its
 /// owner) until it is heard from again.
 pub fn worker_offline(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     worker_id: &str,
     silent_ms: i64,
@@ -368,7 +368,7 @@ pub fn worker_offline(
             "SELECT count(*) FROM executions e JOIN cues c ON c.id = e.cue_id
              WHERE c.owner = ?1 AND c.transport = 'worker' AND e.status IN ('pending', 'delivering')",
         )?
-        .query_row([owner], |r| r.get(0))?;
+        .query_row(params![owner], |r| r.get(0))?;
     raise(
         conn,
         Raise {
@@ -393,7 +393,7 @@ pub fn worker_offline(
 }
 
 /// A worker that was reported offline is heard from again: one `recovered` notice.
-pub fn worker_back(conn: &Connection, owner: &str, worker_id: &str, now: Millis) -> Result<()> {
+pub fn worker_back(conn: &Db<'_>, owner: &str, worker_id: &str, now: Millis) -> Result<()> {
     let key = format!("{}:{worker_id}", kind::WORKER_OFFLINE);
     conn.prepare_cached(
         "UPDATE alerts SET resolved_at = ?3 WHERE owner = ?1 AND dedup_key = ?2 AND resolved_at IS NULL",
@@ -423,18 +423,13 @@ pub fn worker_back(conn: &Connection, owner: &str, worker_id: &str, now: Millis)
 /// incident of failed deliveries, but not one opened by what handlers reported
 /// (`consecutive_failures`, `verification_failed`, `outcome_timeout`), which a successful report
 /// closes.
-pub fn delivered_again(
-    conn: &Connection,
-    cue_id: &str,
-    execution_id: &str,
-    now: Millis,
-) -> Result<()> {
+pub fn delivered_again(conn: &Db<'_>, cue_id: &str, execution_id: &str, now: Millis) -> Result<()> {
     let outcome_trouble: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM alerts WHERE cue_id = ?1 AND resolved_at IS NULL
                 AND alert_type IN ('consecutive_failures', 'verification_failed', 'outcome_timeout'))",
         )?
-        .query_row([cue_id], |r| r.get(0))?;
+        .query_row(params![cue_id], |r| r.get(0))?;
     if outcome_trouble {
         return Ok(());
     }
@@ -452,23 +447,23 @@ pub struct AlertFilter {
     pub offset: i64,
 }
 
-fn alert_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+fn alert_json(r: &Row<'_>) -> Result<Value> {
     let metadata: String = r.get(7)?;
     let acked: Option<Millis> = r.get(10)?;
     Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "cue_id": r.get::<_, Option<String>>(1)?,
-        "execution_id": r.get::<_, Option<String>>(2)?,
-        "alert_type": r.get::<_, String>(3)?,
-        "severity": r.get::<_, String>(4)?,
-        "message": r.get::<_, String>(5)?,
-        "occurrences": r.get::<_, i64>(6)?,
+        "id": r.get::<String>(0)?,
+        "cue_id": r.get::<Option<String>>(1)?,
+        "execution_id": r.get::<Option<String>>(2)?,
+        "alert_type": r.get::<String>(3)?,
+        "severity": r.get::<String>(4)?,
+        "message": r.get::<String>(5)?,
+        "occurrences": r.get::<i64>(6)?,
         "metadata": serde_json::from_str::<Value>(&metadata).unwrap_or_else(|_| json!({})),
-        "last_seen_at": r.get::<_, Millis>(8)?,
-        "resolved_at": r.get::<_, Option<Millis>>(9)?,
+        "last_seen_at": r.get::<Millis>(8)?,
+        "resolved_at": r.get::<Option<Millis>>(9)?,
         "acknowledged": acked.is_some(),
         "acknowledged_at": acked,
-        "created_at": r.get::<_, Millis>(11)?,
+        "created_at": r.get::<Millis>(11)?,
     }))
 }
 
@@ -477,7 +472,7 @@ const ALERT_COLUMNS: &str =
     last_seen_at, resolved_at, acknowledged_at, created_at";
 
 /// One page of an owner's alerts, newest first, and how many match.
-pub fn list(conn: &Connection, owner: &str, f: &AlertFilter) -> Result<(Vec<Value>, i64)> {
+pub fn list(conn: &Db<'_>, owner: &str, f: &AlertFilter) -> Result<(Vec<Value>, i64)> {
     let cond = "owner = ?1 AND (?2 IS NULL OR alert_type = ?2) AND (?3 IS NULL OR cue_id = ?3)
         AND (?4 IS NULL OR created_at >= ?4)
         AND (?5 IS NULL OR (acknowledged_at IS NOT NULL) = ?5)";
@@ -502,11 +497,11 @@ pub fn list(conn: &Connection, owner: &str, f: &AlertFilter) -> Result<(Vec<Valu
         ],
         alert_json,
     )?;
-    Ok((rows.collect::<rusqlite::Result<_>>()?, total))
+    Ok((rows, total))
 }
 
 /// One of the owner's alerts, with how each of its notifications went.
-pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
+pub fn get(conn: &Db<'_>, owner: &str, id: &str) -> Result<Value> {
     let mut alert = conn
         .prepare_cached(&format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1 AND owner = ?2"
@@ -518,25 +513,23 @@ pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
         "SELECT channel, status, attempts, last_error, sent_at, next_attempt_at FROM notifications
          WHERE alert_id = ?1 ORDER BY created_at, id",
     )?;
-    let sent: Vec<Value> = stmt
-        .query_map([id], |r| {
-            let status: String = r.get(1)?;
-            Ok(json!({
-                "channel": r.get::<_, String>(0)?,
-                "status": status,
-                "attempts": r.get::<_, i64>(2)?,
-                "last_error": r.get::<_, Option<String>>(3)?,
-                "sent_at": r.get::<_, Option<Millis>>(4)?,
-                "next_attempt_at": if status == "pending" { Some(r.get::<_, Millis>(5)?) } else { None },
-            }))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let sent: Vec<Value> = stmt.query_map(params![id], |r| {
+        let status: String = r.get(1)?;
+        Ok(json!({
+            "channel": r.get::<String>(0)?,
+            "status": status,
+            "attempts": r.get::<i64>(2)?,
+            "last_error": r.get::<Option<String>>(3)?,
+            "sent_at": r.get::<Option<Millis>>(4)?,
+            "next_attempt_at": if status == "pending" { Some(r.get::<Millis>(5)?) } else { None },
+        }))
+    })?;
     alert["notifications"] = Value::Array(sent);
     Ok(alert)
 }
 
 /// Acknowledges one of the owner's alerts (again is a no-op). Returns it.
-pub fn acknowledge(conn: &Connection, owner: &str, id: &str, now: Millis) -> Result<Value> {
+pub fn acknowledge(conn: &Db<'_>, owner: &str, id: &str, now: Millis) -> Result<Value> {
     conn.prepare_cached(
         "UPDATE alerts SET acknowledged_at = COALESCE(acknowledged_at, ?3) WHERE id = ?1 AND owner = ?2",
     )?
@@ -560,7 +553,7 @@ pub struct Due {
 }
 
 /// Notifications due by `now`, oldest first, and when the next later one is due.
-pub fn due(conn: &Connection, now: Millis, limit: i64) -> Result<(Vec<Due>, Option<Millis>)> {
+pub fn due(conn: &Db<'_>, now: Millis, limit: i64) -> Result<(Vec<Due>, Option<Millis>)> {
     // The alert's columns first, so that `alert_json` reads them where it always does.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {}, n.id, n.channel, n.target, n.attempts, c.name, u.alert_webhook_secret, u.webhook_secret
@@ -597,12 +590,12 @@ pub fn due(conn: &Connection, now: Millis, limit: i64) -> Result<(Vec<Due>, Opti
             alert,
         })
     })?;
-    let list: Vec<Due> = rows.collect::<rusqlite::Result<_>>()?;
+    let list: Vec<Due> = rows;
     let next = conn
         .prepare_cached(
             "SELECT min(next_attempt_at) FROM notifications WHERE status = 'pending' AND next_attempt_at > ?1",
         )?
-        .query_row([now], |r| r.get::<_, Option<Millis>>(0))?;
+        .query_row(params![now], |r| r.get::<Option<Millis>>(0))?;
     Ok((list, next))
 }
 
@@ -620,7 +613,7 @@ pub enum Sent {
 }
 
 /// Records how sending a notification went.
-pub fn record_sent(conn: &Connection, id: &str, sent: &Sent, now: Millis) -> Result<()> {
+pub fn record_sent(conn: &Db<'_>, id: &str, sent: &Sent, now: Millis) -> Result<()> {
     let (status, error, next) = match sent {
         Sent::Delivered => ("sent", None, None),
         Sent::Failed {
@@ -643,12 +636,7 @@ pub fn record_sent(conn: &Connection, id: &str, sent: &Sent, now: Millis) -> Res
 }
 
 /// An owner's alert webhook: sets (or with `None` clears) the URL; a secret is made on first use.
-pub fn set_alert_webhook(
-    conn: &Connection,
-    owner: &str,
-    url: Option<&str>,
-    now: Millis,
-) -> Result<()> {
+pub fn set_alert_webhook(conn: &Db<'_>, owner: &str, url: Option<&str>, now: Millis) -> Result<()> {
     conn.prepare_cached(
         "UPDATE users SET alert_webhook_url = ?2, updated_at = ?3,
             alert_webhook_secret = COALESCE(alert_webhook_secret, ?4) WHERE id = ?1",
@@ -658,23 +646,19 @@ pub fn set_alert_webhook(
 }
 
 /// The owner's alert webhook URL and secret (the secret is made on first ask and kept).
-pub fn alert_webhook(
-    conn: &Connection,
-    owner: &str,
-    now: Millis,
-) -> Result<(Option<String>, String)> {
+pub fn alert_webhook(conn: &Db<'_>, owner: &str, now: Millis) -> Result<(Option<String>, String)> {
     conn.prepare_cached(
         "UPDATE users SET alert_webhook_secret = ?2, updated_at = ?3
          WHERE id = ?1 AND alert_webhook_secret IS NULL",
     )?
     .execute(params![owner, super::users::new_alert_secret(), now])?;
-    Ok(conn
+    conn
         .prepare_cached("SELECT alert_webhook_url, alert_webhook_secret FROM users WHERE id = ?1")?
-        .query_row([owner], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        .query_row(params![owner], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// Replaces the owner's alert secret; returns the new one.
-pub fn regenerate_alert_secret(conn: &Connection, owner: &str, now: Millis) -> Result<String> {
+pub fn regenerate_alert_secret(conn: &Db<'_>, owner: &str, now: Millis) -> Result<String> {
     let secret = super::users::new_alert_secret();
     conn.prepare_cached(
         "UPDATE users SET alert_webhook_secret = ?2, updated_at = ?3 WHERE id = ?1",

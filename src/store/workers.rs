@@ -7,7 +7,7 @@
 //! recorded as an `abandoned` attempt and goes back to the queue, within the cue's retry budget.
 //! An execution nobody claims within its cue's claim window becomes `missed`.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::sql::{params, Db, OptionalExt, Row};
 use serde_json::{json, Value};
 
 use super::executions::{self, claim, Claimed};
@@ -27,7 +27,7 @@ const TASK: &str =
 /// Returns whether its silence should be watched from now on (a new worker, or one back from
 /// being reported offline — which sends a `recovered` notice).
 pub fn heartbeat(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     worker_id: &str,
     handlers: Option<&[String]>,
@@ -66,7 +66,7 @@ pub enum Silence {
 /// Checks whether a worker has been silent past `timeout_ms` (counting nothing before
 /// `alive_since`, when this process opened the store); if so, reports it offline once.
 pub fn silence_due(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     worker_id: &str,
     now: Millis,
@@ -98,11 +98,11 @@ pub fn silence_due(
 }
 
 /// Workers whose silence is watched (not reported offline): (owner, worker id).
-pub fn watched(conn: &Connection) -> Result<Vec<(String, String)>> {
+pub fn watched(conn: &Db<'_>) -> Result<Vec<(String, String)>> {
     let mut stmt =
         conn.prepare("SELECT owner, worker_id FROM workers WHERE offline_since IS NULL")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows)
 }
 
 /// A worker's liveness by the time since its last heartbeat: `active` within the timeout,
@@ -118,7 +118,7 @@ fn liveness(since_ms: i64, timeout_ms: i64) -> &'static str {
 }
 
 /// An owner's workers, the most recently heard from first.
-pub fn list(conn: &Connection, owner: &str, now: Millis, timeout_ms: i64) -> Result<Vec<Value>> {
+pub fn list(conn: &Db<'_>, owner: &str, now: Millis, timeout_ms: i64) -> Result<Vec<Value>> {
     let mut stmt = conn.prepare_cached(
         "SELECT w.worker_id, w.handlers, w.last_heartbeat, w.registered_at,
             (SELECT count(*) FROM executions e JOIN cues c ON c.id = e.cue_id
@@ -126,12 +126,12 @@ pub fn list(conn: &Connection, owner: &str, now: Millis, timeout_ms: i64) -> Res
                AND c.transport = 'worker')
          FROM workers w WHERE w.owner = ?1 ORDER BY w.last_heartbeat DESC, w.worker_id",
     )?;
-    let rows = stmt.query_map([owner], |r| {
+    let rows = stmt.query_map(params![owner], |r| {
         let handlers: Option<String> = r.get(1)?;
         let last: Millis = r.get(2)?;
         let since = (now - last).max(0);
         Ok(json!({
-            "worker_id": r.get::<_, String>(0)?,
+            "worker_id": r.get::<String>(0)?,
             // null: it never said (any task may go to it); a list: the tasks it runs.
             "handlers": handlers
                 .and_then(|h| serde_json::from_str::<Value>(&h).ok())
@@ -139,16 +139,16 @@ pub fn list(conn: &Connection, owner: &str, now: Millis, timeout_ms: i64) -> Res
             "last_heartbeat": last,
             "seconds_since_heartbeat": since / 1000,
             "heartbeat_status": liveness(since, timeout_ms),
-            "registered_since": r.get::<_, Millis>(3)?,
-            "claims": r.get::<_, i64>(4)?,
+            "registered_since": r.get::<Millis>(3)?,
+            "claims": r.get::<i64>(4)?,
         }))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows)
 }
 
 /// Forgets a worker and puts the claims it holds back in the queue. Returns the executions that
 /// are claimable again.
-pub fn delete(conn: &Connection, owner: &str, worker_id: &str, now: Millis) -> Result<Vec<String>> {
+pub fn delete(conn: &Db<'_>, owner: &str, worker_id: &str, now: Millis) -> Result<Vec<String>> {
     let held = held_by(conn, owner, worker_id)?;
     let gone = conn
         .prepare_cached("DELETE FROM workers WHERE owner = ?1 AND worker_id = ?2")?
@@ -167,20 +167,20 @@ pub fn delete(conn: &Connection, owner: &str, worker_id: &str, now: Millis) -> R
 }
 
 /// The claims a worker holds now: (execution id, attempt).
-fn held_by(conn: &Connection, owner: &str, worker_id: &str) -> Result<Vec<(String, i64)>> {
+fn held_by(conn: &Db<'_>, owner: &str, worker_id: &str) -> Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.id, e.attempts FROM executions e JOIN cues c ON c.id = e.cue_id
          WHERE e.status = 'delivering' AND e.claimed_by = ?2 AND c.owner = ?1 AND c.transport = 'worker'",
     )?;
     let rows = stmt.query_map(params![owner, worker_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows)
 }
 
 /// The task names a worker registered (None: it never said, so it may take any task).
-fn handlers_of(conn: &Connection, owner: &str, worker_id: &str) -> Result<Option<String>> {
+fn handlers_of(conn: &Db<'_>, owner: &str, worker_id: &str) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT handlers FROM workers WHERE owner = ?1 AND worker_id = ?2")?
-        .query_row(params![owner, worker_id], |r| r.get::<_, Option<String>>(0))
+        .query_row(params![owner, worker_id], |r| r.get::<Option<String>>(0))
         .optional()?
         .flatten())
 }
@@ -271,7 +271,7 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Waiting> {
+    fn read(r: &Row<'_>) -> Result<Waiting> {
         Ok(Waiting {
             id: r.get(0)?,
             cue_id: r.get(1)?,
@@ -298,7 +298,7 @@ impl Waiting {
 
 /// The oldest `limit` waiting executions of one task of an owner.
 fn waiting_of_task(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     task: &str,
     now: Millis,
@@ -306,11 +306,11 @@ fn waiting_of_task(
 ) -> Result<Vec<Waiting>> {
     let mut stmt = conn.prepare_cached(&task_sql())?;
     let rows = stmt.query_map(params![owner, now, task, limit], Waiting::read)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows)
 }
 
 /// The task names the owner's live workers (heard from within `live_ms`) registered, sorted.
-fn live_tasks(conn: &Connection, owner: &str, now: Millis, live_ms: i64) -> Result<Vec<String>> {
+fn live_tasks(conn: &Db<'_>, owner: &str, now: Millis, live_ms: i64) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT h.value FROM workers w, json_each(w.handlers) h
          WHERE w.owner = ?1 AND w.handlers IS NOT NULL AND w.last_heartbeat > ?2 - ?3
@@ -318,7 +318,7 @@ fn live_tasks(conn: &Connection, owner: &str, now: Millis, live_ms: i64) -> Resu
          ORDER BY h.value",
     )?;
     let rows = stmt.query_map(params![owner, now, live_ms], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows)
 }
 
 /// The unfiltered listing: the executions whose task a live worker of the owner runs come first,
@@ -328,12 +328,7 @@ fn live_tasks(conn: &Connection, owner: &str, now: Millis, live_ms: i64) -> Resu
 /// task's executions are read from the task index, a first round `limit / tasks` deep and a second
 /// (only for tasks that filled the first) `limit` deep, so a page costs at most
 /// `tasks + limit²` rows however long the queue.
-fn handled_first(
-    conn: &Connection,
-    owner: &str,
-    f: &ClaimFilter,
-    now: Millis,
-) -> Result<Vec<Value>> {
+fn handled_first(conn: &Db<'_>, owner: &str, f: &ClaimFilter, now: Millis) -> Result<Vec<Value>> {
     let tasks = live_tasks(conn, owner, now, f.live_ms)?;
     let limit = usize::try_from(f.limit).unwrap_or(0);
     if tasks.is_empty() || limit == 0 {
@@ -342,9 +337,7 @@ fn handled_first(
             params![owner, now, None::<String>, None::<String>, f.limit],
             Waiting::read,
         )?;
-        return Ok(rows
-            .map(|r| r.map(Waiting::json))
-            .collect::<rusqlite::Result<_>>()?);
+        return Ok(rows.into_iter().map(Waiting::json).collect());
     }
     let depth = limit.div_ceil(tasks.len()).max(1);
     let mut by_task = Vec::with_capacity(tasks.len());
@@ -378,7 +371,7 @@ fn handled_first(
             Waiting::read,
         )?;
         for r in rows {
-            out.push(r?.json());
+            out.push(r.json());
         }
     }
     Ok(out)
@@ -387,12 +380,7 @@ fn handled_first(
 /// The owner's executions a worker may claim now: due, waiting, of worker cues; every filter
 /// applies before the limit. With a filter (a task, or a worker's registered tasks), oldest
 /// first; without one, the tasks live workers run first (see [`handled_first`]).
-pub fn claimable(
-    conn: &Connection,
-    owner: &str,
-    f: &ClaimFilter,
-    now: Millis,
-) -> Result<Vec<Value>> {
+pub fn claimable(conn: &Db<'_>, owner: &str, f: &ClaimFilter, now: Millis) -> Result<Vec<Value>> {
     let handlers = match &f.worker_id {
         Some(w) => handlers_of(conn, owner, w)?,
         None => None,
@@ -412,9 +400,7 @@ pub fn claimable(
         params![owner, now, None::<String>, handlers, f.limit],
         Waiting::read,
     )?;
-    Ok(rows
-        .map(|r| r.map(Waiting::json))
-        .collect::<rusqlite::Result<_>>()?)
+    Ok(rows.into_iter().map(Waiting::json).collect())
 }
 
 /// Whether a worker with these registered handlers (a JSON list; None: it never said) runs `task`.
@@ -439,7 +425,7 @@ pub struct WorkerClaim {
 /// (matching `task` when given). `Ok(None)` when there is nothing to claim; a named execution
 /// that cannot be claimed is a conflict that says why.
 pub fn claim_for(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     execution_id: Option<&str>,
     worker_id: &str,
@@ -503,7 +489,7 @@ pub fn claim_for(
 
 /// Why an owned execution cannot be claimed (or that it is not the owner's at all).
 fn not_claimable(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     worker_id: &str,
@@ -518,11 +504,11 @@ fn not_claimable(
         .and_then(|mut s| {
             s.query_row(params![id, owner], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<Millis>>(2)?,
-                    r.get::<_, Millis>(3)?,
-                    r.get::<_, Option<String>>(4)?,
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<Option<Millis>>(2)?,
+                    r.get::<Millis>(3)?,
+                    r.get::<Option<String>>(4)?,
                 ))
             })
             .optional()
@@ -530,7 +516,7 @@ fn not_claimable(
     let (state, transport, later, scheduled_for, task) = match row {
         Ok(Some(r)) => r,
         Ok(None) => return Error::ExecutionNotFound(id.to_string()),
-        Err(e) => return e.into(),
+        Err(e) => return e,
     };
     let why = if transport != "worker" {
         format!("execution {id} is delivered by the {transport} transport, not claimed by workers")
@@ -552,7 +538,7 @@ fn not_claimable(
 /// Extends the lease of a claimed worker execution to `now + lease_ms`; with `worker_id`, only
 /// for the worker that holds it. Returns the new end of the lease.
 pub fn extend_lease(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     worker_id: Option<&str>,
@@ -603,7 +589,7 @@ pub enum LeaseCheck {
 /// `alive_since`, the time this process opened the store, against it), but no longer than
 /// [`limits::MAX_CLAIM_HOLD_MS`] after it was claimed; otherwise it is released.
 pub fn lease_due(
-    conn: &Connection,
+    conn: &Db<'_>,
     id: &str,
     now: Millis,
     timeout_ms: i64,
@@ -627,7 +613,7 @@ pub fn lease_due(
              LEFT JOIN workers w ON w.owner = c.owner AND w.worker_id = e.claimed_by
              WHERE e.id = ?1",
         )?
-        .query_row([id], |r| {
+        .query_row(params![id], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -680,7 +666,7 @@ pub fn lease_due(
 
 /// Ends a claim nobody will complete: the attempt is recorded as abandoned and the execution waits
 /// for a claim again, or fails when the cue's retries are spent. Returns whether it waits again.
-fn release(conn: &Connection, id: &str, attempt: i64, why: &str, now: Millis) -> Result<bool> {
+fn release(conn: &Db<'_>, id: &str, attempt: i64, why: &str, now: Millis) -> Result<bool> {
     conn.prepare_cached(
         "UPDATE attempts SET status = 'abandoned', finished_at = ?3, duration_ms = ?3 - started_at, error = ?4
          WHERE execution_id = ?1 AND number = ?2",
@@ -688,7 +674,7 @@ fn release(conn: &Connection, id: &str, attempt: i64, why: &str, now: Millis) ->
     .execute(params![id, attempt, now, why])?;
     let cue_id: String = conn
         .prepare_cached("SELECT cue_id FROM executions WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))?;
+        .query_row(params![id], |r| r.get(0))?;
     let policy = super::cues::load_policy(conn, &cue_id)?
         .ok_or_else(|| Error::CueNotFound(cue_id.clone()))?;
     let again = attempt - 1 < policy.max_attempts;
@@ -720,7 +706,7 @@ fn release(conn: &Connection, id: &str, attempt: i64, why: &str, now: Millis) ->
 }
 
 /// Marks an execution `missed` when its claim window passed with no claim. Returns whether it did.
-pub fn claim_window_due(conn: &Connection, id: &str, now: Millis) -> Result<bool> {
+pub fn claim_window_due(conn: &Db<'_>, id: &str, now: Millis) -> Result<bool> {
     let cue_id: Option<String> = conn
         .prepare_cached(
             "UPDATE executions SET status = 'missed', claim_deadline_at = NULL, updated_at = ?2,
@@ -749,14 +735,14 @@ pub fn claim_window_due(conn: &Connection, id: &str, now: Millis) -> Result<bool
 }
 
 /// When each of these executions stops waiting for a claim (those that wait for one).
-pub fn claim_deadlines(conn: &Connection, ids: &[String]) -> Result<Vec<(Millis, String)>> {
+pub fn claim_deadlines(conn: &Db<'_>, ids: &[String]) -> Result<Vec<(Millis, String)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT claim_deadline_at FROM executions WHERE id = ?1 AND status = 'pending'
             AND next_retry IS NULL AND claim_deadline_at IS NOT NULL",
     )?;
     let mut out = Vec::new();
     for id in ids {
-        if let Some(at) = stmt.query_row([id], |r| r.get(0)).optional()? {
+        if let Some(at) = stmt.query_row(params![id], |r| r.get(0)).optional()? {
             out.push((at, id.clone()));
         }
     }
@@ -780,7 +766,7 @@ pub struct WorkerOutcome {
 /// follows the cue's retry policy. `Ok(None)` when the execution is not of a worker cue (its
 /// outcome is recorded the webhook way).
 pub fn report(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     o: &executions::ReportedOutcome,
@@ -804,7 +790,7 @@ pub fn report(
     let attempt = match state.as_str() {
         status::DELIVERING => conn
             .prepare_cached("SELECT attempts FROM executions WHERE id = ?1")?
-            .query_row([id], |r| r.get::<_, i64>(0))?,
+            .query_row(params![id], |r| r.get::<i64>(0))?,
         // Due and waiting: a report without a claim (a released claim's worker reporting late,
         // or a hand) is kept as an attempt of its own.
         status::PENDING if later.is_none() && scheduled_for <= now => {
@@ -836,7 +822,7 @@ pub fn report(
     let finished = executions::complete(conn, id, attempt, o, now)?;
     let (status, outcome_state, next_retry) = conn
         .prepare_cached("SELECT status, outcome_state, next_retry FROM executions WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(Some(WorkerOutcome {
         finished,
         status,
@@ -846,7 +832,7 @@ pub fn report(
 }
 
 /// Starts an attempt that no worker claimed, for an outcome reported without a claim.
-fn unclaimed_attempt(conn: &Connection, id: &str, now: Millis) -> Result<i64> {
+fn unclaimed_attempt(conn: &Db<'_>, id: &str, now: Millis) -> Result<i64> {
     let attempt: i64 = conn
         .prepare_cached(
             "UPDATE executions SET status = 'delivering', attempts = attempts + 1,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::store::sql::{params, Db, OptionalExt, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -461,7 +461,7 @@ const CUE_COLUMNS: &str = "id, name, status, transport, schedule_type, schedule_
      schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds, \
      verification_mode, overlap_policy, catch_up_policy, catch_up_max, on_failure_pause, next_run";
 
-fn cue_from_row(r: &Row<'_>) -> rusqlite::Result<Result<CueRow>> {
+fn cue_from_row(r: &Row<'_>) -> Result<Result<CueRow>> {
     let schedule_type: String = r.get(4)?;
     let cron: Option<String> = r.get(5)?;
     let at: Option<Millis> = r.get(6)?;
@@ -496,10 +496,10 @@ fn cue_from_row(r: &Row<'_>) -> rusqlite::Result<Result<CueRow>> {
 }
 
 /// Loads a cue by id.
-pub fn load(conn: &Connection, id: &str) -> Result<Option<CueRow>> {
+pub fn load(conn: &Db<'_>, id: &str) -> Result<Option<CueRow>> {
     let sql = format!("SELECT {CUE_COLUMNS} FROM cues WHERE id = ?1");
     conn.prepare_cached(&sql)?
-        .query_row([id], cue_from_row)
+        .query_row(params![id], cue_from_row)
         .optional()?
         .transpose()
 }
@@ -522,23 +522,23 @@ pub struct Policy {
 }
 
 /// Loads a cue's retry, verification and failure policy.
-pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
+pub fn load_policy(conn: &Db<'_>, id: &str) -> Result<Option<Policy>> {
     let row = conn
         .prepare_cached(
             "SELECT status, schedule_type, retry_max_attempts, retry_backoff_minutes, verification_mode,
                     on_failure_pause, failure_streak != 0 OR alerting != 0, retry_reported_failures
              FROM cues WHERE id = ?1",
         )?
-        .query_row([id], |r| {
+        .query_row(params![id], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, bool>(5)?,
-                r.get::<_, bool>(6)?,
-                r.get::<_, bool>(7)?,
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<i64>(2)?,
+                r.get::<String>(3)?,
+                r.get::<Option<String>>(4)?,
+                r.get::<bool>(5)?,
+                r.get::<bool>(6)?,
+                r.get::<bool>(7)?,
             ))
         })
         .optional()?;
@@ -569,7 +569,7 @@ pub fn load_policy(conn: &Connection, id: &str) -> Result<Option<Policy>> {
 }
 
 /// Resolves a cue reference (id or name) to its id.
-pub fn resolve(conn: &Connection, owner: &str, id_or_name: &str) -> Result<String> {
+pub fn resolve(conn: &Db<'_>, owner: &str, id_or_name: &str) -> Result<String> {
     conn.query_row(
         "SELECT id FROM cues WHERE owner = ?1 AND (id = ?2 OR name = ?2) ORDER BY id = ?2 DESC LIMIT 1",
         params![owner, id_or_name],
@@ -602,7 +602,7 @@ const DEF_COLUMNS: &str = "id, name, description, transport, schedule_type, sche
 /// A stored definition: (id, definition, status, next_run).
 type Stored = (String, Def, String, Option<Millis>);
 
-fn def_from_row(r: &Row<'_>) -> rusqlite::Result<Stored> {
+fn def_from_row(r: &Row<'_>) -> Result<Stored> {
     let schedule_type: String = r.get(4)?;
     let st: &'static str = match schedule_type.as_str() {
         "recurring" => "recurring",
@@ -648,16 +648,16 @@ fn def_from_row(r: &Row<'_>) -> rusqlite::Result<Stored> {
     ))
 }
 
-fn load_def(conn: &Connection, owner: &str, column: &str, key: &str) -> Result<Option<Stored>> {
+fn load_def(conn: &Db<'_>, owner: &str, column: &str, key: &str) -> Result<Option<Stored>> {
     let sql = format!("SELECT {DEF_COLUMNS} FROM cues WHERE owner = ?1 AND {column} = ?2");
-    Ok(conn
+    conn
         .prepare_cached(&sql)?
         .query_row(params![owner, key], def_from_row)
-        .optional()?)
+        .optional()
 }
 
 /// The definition of the owner's cue `id`, as a spec that can be changed and stored again.
-pub fn spec_of(conn: &Connection, owner: &str, id: &str) -> Result<CueSpec> {
+pub fn spec_of(conn: &Db<'_>, owner: &str, id: &str) -> Result<CueSpec> {
     let (_, d, _, _) =
         load_def(conn, owner, "id", id)?.ok_or_else(|| Error::CueNotFound(id.to_string()))?;
     Ok(CueSpec {
@@ -701,12 +701,12 @@ pub fn spec_of(conn: &Connection, owner: &str, id: &str) -> Result<CueSpec> {
 
 /// Refuses an `on_success_fire` target that is not one of the owner's cues, or that would close a
 /// loop back to `this` cue (None: a cue not stored yet, which nothing can point to).
-fn check_chain(conn: &Connection, owner: &str, this: Option<&str>, target: &str) -> Result<()> {
+fn check_chain(conn: &Db<'_>, owner: &str, this: Option<&str>, target: &str) -> Result<()> {
     let next_of = |id: &str| -> Result<Option<Option<String>>> {
-        Ok(conn
+        conn
             .prepare_cached("SELECT on_success_fire FROM cues WHERE id = ?1 AND owner = ?2")?
-            .query_row(params![id, owner], |r| r.get::<_, Option<String>>(0))
-            .optional()?)
+            .query_row(params![id, owner], |r| r.get::<Option<String>>(0))
+            .optional()
     };
     if next_of(target)?.is_none() {
         return Err(Error::invalid(
@@ -735,7 +735,7 @@ fn check_chain(conn: &Connection, owner: &str, this: Option<&str>, target: &str)
 
 /// Stores `spec` under its name: creates the cue, or updates it in place when the program states
 /// it again (a changed schedule restarts it from now; an unchanged one keeps its place).
-pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Result<Upserted> {
+pub fn upsert(conn: &Db<'_>, owner: &str, spec: &CueSpec, now: Millis) -> Result<Upserted> {
     let (def, schedule) = spec.validate()?;
     let existing = load_def(conn, owner, "name", &def.name)?;
     if let Some(target) = &def.on_success_fire {
@@ -762,7 +762,7 @@ pub fn upsert(conn: &Connection, owner: &str, spec: &CueSpec, now: Millis) -> Re
 
 /// Replaces the definition of the owner's cue `id` (a rename included).
 pub fn update(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     spec: &CueSpec,
@@ -790,7 +790,7 @@ pub fn update(
 }
 
 fn apply(
-    conn: &Connection,
+    conn: &Db<'_>,
     (id, old, status, old_next): Stored,
     def: Def,
     schedule: &Schedule,
@@ -847,7 +847,7 @@ fn apply(
 }
 
 fn insert(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     def: &Def,
@@ -901,20 +901,19 @@ fn insert(
         def.require_payload_override,
         def.retry_reported_failures
     ])
-    .map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+    .map_err(|e| {
+        if crate::store::sql::is_constraint(&e) {
             Error::Conflict(format!("a cue named {:?} already exists", def.name))
+        } else {
+            e
         }
-        other => other.into(),
     })?;
     Ok(())
 }
 
 /// Creates many cues in one transaction (names must be new). Returns (id, next_run) of each.
 pub fn insert_many(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     specs: &[CueSpec],
     now: Millis,
@@ -937,7 +936,7 @@ pub fn insert_many(
 }
 
 /// A cue as a JSON object (times as UTC milliseconds).
-pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
+pub fn to_json(conn: &Db<'_>, id: &str) -> Result<Value> {
     conn.query_row(
         "SELECT id, name, description, status, transport, schedule_type, schedule_cron, schedule_at, schedule_every_ms,
                 schedule_timezone, payload, retry_max_attempts, retry_backoff_minutes, outcome_deadline_seconds,
@@ -947,64 +946,64 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
                 claim_timeout_seconds, alert_consecutive_failures, on_success_fire, required_payload_keys,
                 require_payload_override, retry_reported_failures
          FROM cues WHERE id = ?1",
-        [id],
+        params![id],
         |r| {
             let payload: String = r.get(10)?;
             let backoff: String = r.get(12)?;
             let headers: String = r.get(27)?;
             Ok(json!({
-                "id": r.get::<_, String>(0)?,
-                "name": r.get::<_, String>(1)?,
-                "description": r.get::<_, Option<String>>(2)?,
-                "status": r.get::<_, String>(3)?,
-                "transport": r.get::<_, String>(4)?,
+                "id": r.get::<String>(0)?,
+                "name": r.get::<String>(1)?,
+                "description": r.get::<Option<String>>(2)?,
+                "status": r.get::<String>(3)?,
+                "transport": r.get::<String>(4)?,
                 "schedule": {
-                    "type": r.get::<_, String>(5)?,
-                    "cron": r.get::<_, Option<String>>(6)?,
-                    "at": r.get::<_, Option<i64>>(7)?,
-                    "every_ms": r.get::<_, Option<i64>>(8)?,
-                    "timezone": r.get::<_, String>(9)?,
+                    "type": r.get::<String>(5)?,
+                    "cron": r.get::<Option<String>>(6)?,
+                    "at": r.get::<Option<i64>>(7)?,
+                    "every_ms": r.get::<Option<i64>>(8)?,
+                    "timezone": r.get::<String>(9)?,
                 },
                 "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
                 "retry": {
-                    "max_attempts": r.get::<_, i64>(11)?,
+                    "max_attempts": r.get::<i64>(11)?,
                     "backoff_minutes": serde_json::from_str::<Value>(&backoff).unwrap_or(Value::Null),
-                    "retry_reported_failures": r.get::<_, bool>(38)?,
+                    "retry_reported_failures": r.get::<bool>(38)?,
                 },
-                "on_success_fire": r.get::<_, Option<String>>(35)?,
+                "on_success_fire": r.get::<Option<String>>(35)?,
                 "required_payload_keys": r
-                    .get::<_, Option<String>>(36)?
+                    .get::<Option<String>>(36)?
                     .and_then(|k| serde_json::from_str::<Value>(&k).ok()),
-                "require_payload_override": r.get::<_, bool>(37)?,
-                "outcome_deadline_seconds": r.get::<_, Option<i64>>(13)?,
-                "verification": r.get::<_, Option<String>>(14)?.map(|m| json!({"mode": m})),
-                "overlap": r.get::<_, String>(15)?,
-                "catch_up": r.get::<_, String>(16)?,
-                "catch_up_max": r.get::<_, i64>(17)?,
+                "require_payload_override": r.get::<bool>(37)?,
+                "outcome_deadline_seconds": r.get::<Option<i64>>(13)?,
+                "verification": r.get::<Option<String>>(14)?.map(|m| json!({"mode": m})),
+                "overlap": r.get::<String>(15)?,
+                "catch_up": r.get::<String>(16)?,
+                "catch_up_max": r.get::<i64>(17)?,
                 "on_failure": {
-                    "pause": r.get::<_, bool>(18)?,
-                    "email": r.get::<_, bool>(30)?,
-                    "webhook": r.get::<_, Option<String>>(31)?,
+                    "pause": r.get::<bool>(18)?,
+                    "email": r.get::<bool>(30)?,
+                    "webhook": r.get::<Option<String>>(31)?,
                 },
                 "callback": {
-                    "url": r.get::<_, Option<String>>(25)?,
-                    "method": r.get::<_, String>(26)?,
+                    "url": r.get::<Option<String>>(25)?,
+                    "method": r.get::<String>(26)?,
                     "headers": serde_json::from_str::<Value>(&headers).unwrap_or_else(|_| json!({})),
                 },
                 "delivery": {
-                    "timeout_seconds": r.get::<_, i64>(28)?,
-                    "outcome_deadline_seconds": r.get::<_, Option<i64>>(13)?,
-                    "signature_scheme": r.get::<_, String>(29)?,
-                    "claim_timeout_seconds": r.get::<_, i64>(33)?,
+                    "timeout_seconds": r.get::<i64>(28)?,
+                    "outcome_deadline_seconds": r.get::<Option<i64>>(13)?,
+                    "signature_scheme": r.get::<String>(29)?,
+                    "claim_timeout_seconds": r.get::<i64>(33)?,
                 },
-                "owner": r.get::<_, String>(32)?,
-                "alerts": {"consecutive_failures": r.get::<_, i64>(34)?},
-                "next_run": r.get::<_, Option<i64>>(19)?,
-                "last_run": r.get::<_, Option<i64>>(20)?,
-                "run_count": r.get::<_, i64>(21)?,
-                "fired_count": r.get::<_, i64>(22)?,
-                "created_at": r.get::<_, i64>(23)?,
-                "updated_at": r.get::<_, i64>(24)?,
+                "owner": r.get::<String>(32)?,
+                "alerts": {"consecutive_failures": r.get::<i64>(34)?},
+                "next_run": r.get::<Option<i64>>(19)?,
+                "last_run": r.get::<Option<i64>>(20)?,
+                "run_count": r.get::<i64>(21)?,
+                "fired_count": r.get::<i64>(22)?,
+                "created_at": r.get::<i64>(23)?,
+                "updated_at": r.get::<i64>(24)?,
             }))
         },
     )
@@ -1013,17 +1012,15 @@ pub fn to_json(conn: &Connection, id: &str) -> Result<Value> {
 }
 
 /// Ids of the owner's cues, newest first.
-pub fn list_ids(conn: &Connection, owner: &str) -> Result<Vec<String>> {
+pub fn list_ids(conn: &Db<'_>, owner: &str) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT id FROM cues WHERE owner = ?1 ORDER BY created_at, id")?;
-    let ids = stmt
-        .query_map([owner], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let ids = stmt.query_map(params![owner], |r| r.get(0))?;
     Ok(ids)
 }
 
 /// Names of the owner's active local cues whose name is not in `handled`, at most `limit`.
 pub fn unhandled_names(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     handled: &[String],
     limit: usize,
@@ -1034,23 +1031,21 @@ pub fn unhandled_names(
     )?;
     let names = serde_json::to_string(handled)?;
     let rows = stmt.query_map(params![owner, names, limit as i64], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+    Ok(rows)
 }
 
 /// Every active cue's next fire time, for building the timer at start.
-pub fn due_index(conn: &Connection) -> Result<Vec<(Millis, String)>> {
+pub fn due_index(conn: &Db<'_>) -> Result<Vec<(Millis, String)>> {
     let mut stmt = conn.prepare(
         "SELECT next_run, id FROM cues WHERE status = 'active' AND next_run IS NOT NULL",
     )?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows)
 }
 
 /// Sets a cue's status (pause/resume bookkeeping is in the engine).
 pub fn set_status(
-    conn: &Connection,
+    conn: &Db<'_>,
     id: &str,
     status: &str,
     next_run: Option<Millis>,
@@ -1067,19 +1062,19 @@ pub fn set_status(
 ///
 /// The store runs with SQLite's foreign-key enforcement off (it made every insert and update pay
 /// for a statement journal: 30 % of run throughput), so the cascade is spelled out here.
-pub fn delete(conn: &Connection, id: &str) -> Result<()> {
-    if conn.execute("DELETE FROM cues WHERE id = ?1", [id])? == 0 {
+pub fn delete(conn: &Db<'_>, id: &str) -> Result<()> {
+    if conn.execute("DELETE FROM cues WHERE id = ?1", params![id])? == 0 {
         return Err(Error::CueNotFound(id.to_string()));
     }
     conn.execute(
         "DELETE FROM attempts WHERE execution_id IN (SELECT id FROM executions WHERE cue_id = ?1)",
-        [id],
+        params![id],
     )?;
-    conn.execute("DELETE FROM executions WHERE cue_id = ?1", [id])?;
+    conn.execute("DELETE FROM executions WHERE cue_id = ?1", params![id])?;
     // A cue that chained to this one chains to nothing now.
     conn.execute(
         "UPDATE cues SET on_success_fire = NULL WHERE on_success_fire = ?1",
-        [id],
+        params![id],
     )?;
     Ok(())
 }
@@ -1101,7 +1096,7 @@ pub(crate) fn has_nul(v: &Value) -> bool {
 
 /// One page of the owner's cue ids, newest first, and how many match in all.
 pub fn page(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     status: Option<&str>,
     limit: i64,
@@ -1116,9 +1111,7 @@ pub fn page(
         "SELECT id FROM cues WHERE owner = ?1 AND (?2 IS NULL OR status = ?2)
          ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4",
     )?;
-    let ids = stmt
-        .query_map(params![owner, status, limit, offset], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let ids = stmt.query_map(params![owner, status, limit, offset], |r| r.get(0))?;
     Ok((ids, total))
 }
 
@@ -1137,21 +1130,21 @@ pub struct Target {
 
 /// The delivery target of a cue: its callback and its owner's signing secret. (Two plain
 /// lookups: the same query as a LEFT JOIN was re-prepared by SQLite on every run.)
-pub fn target(conn: &Connection, cue_id: &str) -> Result<Option<Target>> {
+pub fn target(conn: &Db<'_>, cue_id: &str) -> Result<Option<Target>> {
     let row = conn
         .prepare_cached(
             "SELECT callback_url, callback_method, callback_headers, delivery_timeout_seconds,
                     signature_scheme, owner
              FROM cues WHERE id = ?1",
         )?
-        .query_row([cue_id], |r| {
+        .query_row(params![cue_id], |r| {
             Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
+                r.get::<Option<String>>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<i64>(3)?,
+                r.get::<String>(4)?,
+                r.get::<String>(5)?,
             ))
         })
         .optional()?;
@@ -1160,7 +1153,7 @@ pub fn target(conn: &Connection, cue_id: &str) -> Result<Option<Target>> {
     };
     let secret: Option<String> = conn
         .prepare_cached("SELECT webhook_secret FROM users WHERE id = ?1")?
-        .query_row([&owner], |r| r.get(0))
+        .query_row(params![&owner], |r| r.get(0))
         .optional()?;
     Ok(Some(Target {
         url,

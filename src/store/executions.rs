@@ -1,7 +1,7 @@
 //! Execution rows: firing ticks (with catch-up and overlap policies), the claim / complete cycle,
 //! retries, outcome deadlines, recovery after a crash, history queries.
 
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use crate::store::sql::{as_params, params, Db, OptionalExt, Row, Value as SqlValue};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -106,7 +106,7 @@ fn idempotency_key(cue_id: &str, scheduled_for: Millis) -> String {
 
 #[allow(clippy::too_many_arguments)]
 fn insert_execution(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue: &CueRow,
     scheduled_for: Millis,
     state: &str,
@@ -146,18 +146,18 @@ fn insert_execution(
 /// A run of the cue that is still going, for `overlap=skip`: one being delivered or run, or one
 /// queued that has not started yet. A run waiting for its retry (`retrying`, or `pending` again
 /// after a failed or interrupted attempt) is not running: later ticks go ahead.
-fn open_execution(conn: &Connection, cue_id: &str) -> Result<Option<String>> {
+fn open_execution(conn: &Db<'_>, cue_id: &str) -> Result<Option<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM executions
          WHERE cue_id = ?1 AND status IN ('pending', 'delivering', 'retrying')
            AND (status = 'delivering' OR (status = 'pending' AND attempts = 0)) LIMIT 1",
     )?;
-    Ok(stmt.query_row([cue_id], |r| r.get(0)).optional()?)
+    stmt.query_row(params![cue_id], |r| r.get(0)).optional()
 }
 
 /// Writes ticks that did not run, one row each up to a cap, then one summary row.
 fn record_missed(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue: &CueRow,
     ticks: &[Millis],
     extra: usize,
@@ -207,7 +207,7 @@ fn record_missed(
 /// are more than `grace_ms` late and the overlap policy to all. Returns `None` when nothing is due
 /// (the timer entry that asked is stale: the cue was paused, moved or deleted since).
 pub fn fire_due(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue_id: &str,
     now: Millis,
     grace_ms: i64,
@@ -338,16 +338,16 @@ pub fn fire_due(
 }
 
 /// The cue of an execution still pending (`None` once it is claimed, finished or gone).
-pub fn pending_cue(conn: &Connection, execution_id: &str) -> Result<Option<String>> {
-    Ok(conn
+pub fn pending_cue(conn: &Db<'_>, execution_id: &str) -> Result<Option<String>> {
+    conn
         .prepare_cached("SELECT cue_id FROM executions WHERE id = ?1 AND status = 'pending'")?
-        .query_row([execution_id], |r| r.get(0))
-        .optional()?)
+        .query_row(params![execution_id], |r| r.get(0))
+        .optional()
 }
 
 /// Claims a pending execution for `worker`: its attempt starts now.
 pub fn claim(
-    conn: &Connection,
+    conn: &Db<'_>,
     execution_id: &str,
     worker: &str,
     now: Millis,
@@ -367,13 +367,13 @@ pub fn claim(
         )?
         .query_row(params![execution_id, now, worker, lease_ms, start_deadline], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Millis>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<Millis>>(6)?,
+                r.get::<String>(0)?,
+                r.get::<Millis>(1)?,
+                r.get::<i64>(2)?,
+                r.get::<String>(3)?,
+                r.get::<String>(4)?,
+                r.get::<String>(5)?,
+                r.get::<Option<Millis>>(6)?,
             ))
         })
         .optional()?;
@@ -386,7 +386,7 @@ pub fn claim(
     .execute(params![execution_id, attempt, now, worker])?;
     let cue_name: String = conn
         .prepare_cached("SELECT name FROM cues WHERE id = ?1")?
-        .query_row([&cue_id], |r| r.get(0))?;
+        .query_row(params![&cue_id], |r| r.get(0))?;
     Ok(Some(Claimed {
         execution_id: execution_id.to_string(),
         cue_id,
@@ -436,7 +436,7 @@ fn outcome_state(mode: Option<&str>, o: &ReportedOutcome) -> (&'static str, Opti
 /// Checks that attempt `attempt` of an execution is the one running; returns its cue's policy,
 /// the execution's outcome state and its outcome deadline (seconds).
 fn running(
-    conn: &Connection,
+    conn: &Db<'_>,
     execution_id: &str,
     attempt: i64,
 ) -> Result<(cues::Policy, Option<String>, Option<i64>)> {
@@ -445,7 +445,7 @@ fn running(
         .prepare_cached(
             "SELECT cue_id, status, attempts, outcome_state, outcome_deadline_seconds FROM executions WHERE id = ?1",
         )?
-        .query_row([execution_id], |r| {
+        .query_row(params![execution_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?
@@ -508,7 +508,7 @@ pub fn check_outcome(o: &ReportedOutcome) -> Result<()> {
 /// failure and the time of the next retry. Every check comes before the first write, so a refused
 /// report leaves no trace in the batch it shares a transaction with.
 pub fn complete(
-    conn: &Connection,
+    conn: &Db<'_>,
     execution_id: &str,
     attempt: i64,
     o: &ReportedOutcome,
@@ -618,7 +618,7 @@ pub fn complete(
 /// the handler's verdict is final, so the execution fails, and so does a one-shot cue (it was
 /// `completed` by the delivery); a recurring cue with `on_failure.pause` pauses. Executions not
 /// delivered yet are left as they are (their delivery decides).
-fn failed_after_delivery(conn: &Connection, cue_id: &str, id: &str, now: Millis) -> Result<()> {
+fn failed_after_delivery(conn: &Db<'_>, cue_id: &str, id: &str, now: Millis) -> Result<()> {
     let changed = conn
         .prepare_cached(
             "UPDATE executions SET status = 'failed', updated_at = ?2 WHERE id = ?1 AND status = 'success'",
@@ -673,7 +673,7 @@ fn attempt_report(o: &ReportedOutcome) -> Value {
 
 /// A retry (or a fire sent for later) whose time has come becomes claimable. Returns the cue's
 /// transport when it did.
-pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<Option<String>> {
+pub fn retry_due(conn: &Db<'_>, execution_id: &str, now: Millis) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached(
             "UPDATE executions SET status = 'pending', next_retry = NULL, updated_at = ?2,
@@ -683,13 +683,13 @@ pub fn retry_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<O
                AND (status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL))
              RETURNING (SELECT transport FROM cues WHERE cues.id = executions.cue_id)",
         )?
-        .query_row(params![execution_id, now], |r| r.get::<_, Option<String>>(0))
+        .query_row(params![execution_id, now], |r| r.get::<Option<String>>(0))
         .optional()?
         .map(|t| t.unwrap_or_else(|| "local".into())))
 }
 
 /// Marks `outcome_timeout` on an execution whose deadline passed without a reported outcome.
-pub fn deadline_due(conn: &Connection, execution_id: &str, now: Millis) -> Result<bool> {
+pub fn deadline_due(conn: &Db<'_>, execution_id: &str, now: Millis) -> Result<bool> {
     let cue_id: Option<(String, Option<Millis>)> = conn
         .prepare_cached(
             "UPDATE executions SET outcome_state = 'outcome_timeout', outcome_timeout_at = ?2, updated_at = ?2
@@ -735,7 +735,7 @@ pub struct Recovered {
 
 /// Closes the attempts a previous process left running (it no longer holds the database, so they
 /// are dead), retries them as their cue allows, and lists the work to resume.
-pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
+pub fn recover(conn: &Db<'_>, now: Millis) -> Result<Recovered> {
     let mut out = Recovered::default();
     let in_flight: Vec<(String, String, i64)> = {
         // Remote workers' claims are not this process's: their leases decide.
@@ -743,8 +743,8 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
             "SELECT e.id, e.cue_id, e.attempts FROM executions e JOIN cues c ON c.id = e.cue_id
              WHERE e.status = 'delivering' AND c.transport != 'worker'",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        
+        stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
     };
     let why = "interrupted: the process running this attempt exited before it finished";
     for (id, cue_id, attempt) in in_flight {
@@ -782,37 +782,27 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
          WHERE e.status = 'pending' AND e.next_retry IS NULL AND c.transport IN ('local', 'webhook')
          ORDER BY e.scheduled_for, e.id",
     )?;
-    out.pending = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    out.pending = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut stmt = conn.prepare(
         "SELECT next_retry, id FROM executions
          WHERE status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL)",
     )?;
-    out.retries = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    out.retries = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut stmt = conn.prepare(
         "SELECT outcome_deadline_at, id FROM executions
          WHERE outcome_deadline_at IS NOT NULL AND outcome_recorded_at IS NULL AND outcome_state IS NULL",
     )?;
-    out.deadlines = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    out.deadlines = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut stmt = conn.prepare(
         "SELECT COALESCE(e.lease_expires_at, ?1), e.id FROM executions e JOIN cues c ON c.id = e.cue_id
          WHERE e.status = 'delivering' AND c.transport = 'worker'",
     )?;
-    out.leases = stmt
-        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    out.leases = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut stmt = conn.prepare(
         "SELECT claim_deadline_at, id FROM executions
          WHERE status = 'pending' AND next_retry IS NULL AND claim_deadline_at IS NOT NULL",
     )?;
-    out.claim_windows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    out.claim_windows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(out)
 }
 
@@ -844,7 +834,7 @@ pub struct FireKey<'a> {
 /// with `payload` instead of the cue's. With an idempotency key, a second fire with the same key
 /// within a day returns the first execution (`conflicting` when it came with another request).
 pub fn fire_at(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue_id: &str,
     payload: Option<&Value>,
     send_at: Option<Millis>,
@@ -871,10 +861,10 @@ pub fn fire_at(
             )?
             .query_row(params![cue.id, k, now - FIRE_KEY_TTL_MS], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Millis>(1)?,
+                    r.get::<String>(0)?,
+                    r.get::<Millis>(1)?,
                     r.get(2)?,
-                    r.get::<_, Option<String>>(3)?,
+                    r.get::<Option<String>>(3)?,
                 ))
             })
             .optional()?;
@@ -930,7 +920,7 @@ pub fn fire_at(
 
 /// Creates an execution now, outside the schedule.
 pub fn fire_now(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue_id: &str,
     payload: Option<&Value>,
     now: Millis,
@@ -946,14 +936,14 @@ pub const MAX_CHAIN_DEPTH: i64 = 100;
 /// The step is an execution like any other (`triggered_by: "chain"`, with `chain_parent_id` and
 /// `chain_depth`); one that cannot run — its cue paused or finished, a payload it requires, a chain
 /// too deep — is recorded as `skipped` with the reason. Returns the execution to dispatch.
-pub(crate) fn chain_after(conn: &Connection, parent: &str, now: Millis) -> Result<Option<Chained>> {
+pub(crate) fn chain_after(conn: &Db<'_>, parent: &str, now: Millis) -> Result<Option<Chained>> {
     let found = conn
         .prepare_cached(
             "SELECT c.on_success_fire, e.chain_depth FROM executions e JOIN cues c ON c.id = e.cue_id
              WHERE e.id = ?1 AND c.on_success_fire IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM executions x WHERE x.chain_parent_id = e.id)",
         )?
-        .query_row([parent], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .query_row(params![parent], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))
         .optional()?;
     let Some((target, depth)) = found else {
         return Ok(None);
@@ -966,7 +956,7 @@ pub(crate) fn chain_after(conn: &Connection, parent: &str, now: Millis) -> Resul
         .prepare_cached(
             "SELECT require_payload_override, required_payload_keys FROM cues WHERE id = ?1",
         )?
-        .query_row([&target], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![&target], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (needs_override, keys) = required.unwrap_or((false, None));
     let missing: Vec<String> = keys
@@ -1034,11 +1024,11 @@ pub(crate) fn chain_after(conn: &Connection, parent: &str, now: Millis) -> Resul
 }
 
 /// Runs an execution again as a new execution with the same payload.
-pub fn replay(conn: &Connection, execution_id: &str, now: Millis) -> Result<String> {
+pub fn replay(conn: &Db<'_>, execution_id: &str, now: Millis) -> Result<String> {
     let (cue_id, payload): (String, String) = conn
         .query_row(
             "SELECT cue_id, payload FROM executions WHERE id = ?1",
-            [execution_id],
+            params![execution_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?
@@ -1061,7 +1051,7 @@ pub fn replay(conn: &Connection, execution_id: &str, now: Millis) -> Result<Stri
 }
 
 /// Pauses an active cue; its next run is kept, so that resuming records the ticks the pause missed.
-pub fn pause(conn: &Connection, cue_id: &str, now: Millis) -> Result<()> {
+pub fn pause(conn: &Db<'_>, cue_id: &str, now: Millis) -> Result<()> {
     let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
     if cue.status == "active" {
         cues::set_status(conn, cue_id, "paused", cue.next_run, now)?;
@@ -1071,7 +1061,7 @@ pub fn pause(conn: &Connection, cue_id: &str, now: Millis) -> Result<()> {
 
 /// Resumes a paused cue: ticks that fell in the pause are recorded as missed; the schedule
 /// continues from now.
-pub fn resume(conn: &Connection, cue_id: &str, now: Millis) -> Result<Option<Millis>> {
+pub fn resume(conn: &Db<'_>, cue_id: &str, now: Millis) -> Result<Option<Millis>> {
     let cue = cues::load(conn, cue_id)?.ok_or_else(|| Error::CueNotFound(cue_id.to_string()))?;
     if cue.status != "paused" {
         return Ok(cue.next_run);
@@ -1150,26 +1140,26 @@ fn parse_json(text: Option<String>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
+fn execution_json(r: &Row<'_>) -> Result<Value> {
     let recorded: Option<i64> = r.get(19)?;
     let outcome = match recorded {
         Some(at) => json!({
-            "success": r.get::<_, Option<bool>>(15)?,
-            "result": r.get::<_, Option<String>>(16)?,
-            "error": r.get::<_, Option<String>>(17)?,
+            "success": r.get::<Option<bool>>(15)?,
+            "result": r.get::<Option<String>>(16)?,
+            "error": r.get::<Option<String>>(17)?,
             "metadata": parse_json(r.get(18)?),
             "recorded_at": at,
         }),
         None => Value::Null,
     };
     let evidence = json!({
-        "external_id": r.get::<_, Option<String>>(23)?,
-        "result_url": r.get::<_, Option<String>>(24)?,
-        "result_ref": r.get::<_, Option<String>>(25)?,
-        "result_type": r.get::<_, Option<String>>(26)?,
-        "summary": r.get::<_, Option<String>>(27)?,
-        "validation_state": r.get::<_, Option<String>>(28)?,
-        "produced_at": r.get::<_, Option<i64>>(29)?,
+        "external_id": r.get::<Option<String>>(23)?,
+        "result_url": r.get::<Option<String>>(24)?,
+        "result_ref": r.get::<Option<String>>(25)?,
+        "result_type": r.get::<Option<String>>(26)?,
+        "summary": r.get::<Option<String>>(27)?,
+        "validation_state": r.get::<Option<String>>(28)?,
+        "produced_at": r.get::<Option<i64>>(29)?,
         "artifacts": parse_json(r.get(30)?),
         "metadata": parse_json(r.get(31)?),
     });
@@ -1180,45 +1170,45 @@ fn execution_json(r: &Row<'_>) -> rusqlite::Result<Value> {
     // outcome; none once that claim was released (the attempt log keeps who held it).
     let claimer: Option<String> = r.get(37)?;
     Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "cue_id": r.get::<_, String>(1)?,
-        "cue_name": r.get::<_, String>(2)?,
-        "scheduled_for": r.get::<_, i64>(3)?,
-        "status": r.get::<_, String>(4)?,
-        "triggered_by": r.get::<_, String>(5)?,
-        "replay_of": r.get::<_, Option<String>>(6)?,
-        "idempotency_key": r.get::<_, String>(7)?,
+        "id": r.get::<String>(0)?,
+        "cue_id": r.get::<String>(1)?,
+        "cue_name": r.get::<String>(2)?,
+        "scheduled_for": r.get::<i64>(3)?,
+        "status": r.get::<String>(4)?,
+        "triggered_by": r.get::<String>(5)?,
+        "replay_of": r.get::<Option<String>>(6)?,
+        "idempotency_key": r.get::<String>(7)?,
         "payload": parse_json(r.get(8)?),
-        "attempts": r.get::<_, i64>(9)?,
-        "next_retry": r.get::<_, Option<i64>>(10)?,
-        "error_message": r.get::<_, Option<String>>(11)?,
-        "started_at": r.get::<_, Option<i64>>(12)?,
-        "delivered_at": r.get::<_, Option<i64>>(13)?,
-        "last_attempt_at": r.get::<_, Option<i64>>(14)?,
+        "attempts": r.get::<i64>(9)?,
+        "next_retry": r.get::<Option<i64>>(10)?,
+        "error_message": r.get::<Option<String>>(11)?,
+        "started_at": r.get::<Option<i64>>(12)?,
+        "delivered_at": r.get::<Option<i64>>(13)?,
+        "last_attempt_at": r.get::<Option<i64>>(14)?,
         "outcome": outcome,
-        "outcome_state": r.get::<_, Option<String>>(20)?,
-        "outcome_deadline_at": r.get::<_, Option<i64>>(21)?,
-        "outcome_timeout_at": r.get::<_, Option<i64>>(22)?,
+        "outcome_state": r.get::<Option<String>>(20)?,
+        "outcome_deadline_at": r.get::<Option<i64>>(21)?,
+        "outcome_timeout_at": r.get::<Option<i64>>(22)?,
         "evidence": if has_evidence { evidence } else { Value::Null },
-        "created_at": r.get::<_, i64>(32)?,
-        "updated_at": r.get::<_, i64>(33)?,
-        "http_status": r.get::<_, Option<i64>>(34)?,
-        "response_body": r.get::<_, Option<String>>(35)?,
-        "transport": r.get::<_, String>(36)?,
+        "created_at": r.get::<i64>(32)?,
+        "updated_at": r.get::<i64>(33)?,
+        "http_status": r.get::<Option<i64>>(34)?,
+        "response_body": r.get::<Option<String>>(35)?,
+        "transport": r.get::<String>(36)?,
         "claimed_by_worker": claimer,
-        "claimed_at": claimer.as_ref().and(r.get::<_, Option<i64>>(38)?),
-        "chain_parent_id": r.get::<_, Option<String>>(39)?,
-        "chain_depth": r.get::<_, i64>(40)?,
+        "claimed_at": claimer.as_ref().and(r.get::<Option<i64>>(38)?),
+        "chain_parent_id": r.get::<Option<String>>(39)?,
+        "chain_depth": r.get::<i64>(40)?,
     }))
 }
 
 /// What can create an execution.
 pub const TRIGGERS: &[&str] = &["schedule", "manual_fire", "replay", "chain"];
 
-fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
+fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<SqlValue>)> {
     let mut sql =
         String::from(" FROM executions e JOIN cues c ON c.id = e.cue_id WHERE c.owner = ?");
-    let mut args: Vec<rusqlite::types::Value> = vec![owner.to_string().into()];
+    let mut args: Vec<SqlValue> = vec![owner.to_string().into()];
     if let Some(cue) = &f.cue_id {
         sql.push_str(" AND e.cue_id = ?");
         args.push(cue.clone().into());
@@ -1281,7 +1271,7 @@ fn filter_sql(owner: &str, f: &ExecutionFilter) -> Result<(String, Vec<rusqlite:
 }
 
 /// Lists executions, newest scheduled first.
-pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<Value>> {
+pub fn list(conn: &Db<'_>, owner: &str, f: &ExecutionFilter) -> Result<Vec<Value>> {
     let (filter, mut args) = filter_sql(owner, f)?;
     let limit = f.limit.unwrap_or(100);
     let offset = f.offset.unwrap_or(0);
@@ -1297,21 +1287,19 @@ pub fn list(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<Vec<V
     args.push(limit.into());
     args.push(offset.into());
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt
-        .query_map(params_from_iter(args), execution_json)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(&as_params(&args), execution_json)?;
     Ok(rows)
 }
 
 /// How many executions match a filter (its limit and offset aside).
-pub fn count(conn: &Connection, owner: &str, f: &ExecutionFilter) -> Result<i64> {
+pub fn count(conn: &Db<'_>, owner: &str, f: &ExecutionFilter) -> Result<i64> {
     let (filter, args) = filter_sql(owner, f)?;
     let sql = format!("SELECT count(*){filter}");
-    Ok(conn.query_row(&sql, params_from_iter(args), |r| r.get(0))?)
+    conn.query_row(&sql, &as_params(&args), |r| r.get(0))
 }
 
 /// One execution with its attempts.
-pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
+pub fn get(conn: &Db<'_>, owner: &str, id: &str) -> Result<Value> {
     let sql = format!("SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2");
     let mut v = conn
         .query_row(&sql, params![id, owner], execution_json)
@@ -1322,23 +1310,21 @@ pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
                 outcome
          FROM attempts WHERE execution_id = ?1 ORDER BY number",
     )?;
-    let attempts = stmt
-        .query_map([id], |r| {
-            Ok(json!({
-                "number": r.get::<_, i64>(0)?,
-                "status": r.get::<_, String>(1)?,
-                "started_at": r.get::<_, i64>(2)?,
-                "finished_at": r.get::<_, Option<i64>>(3)?,
-                "duration_ms": r.get::<_, Option<i64>>(4)?,
-                "error": r.get::<_, Option<String>>(5)?,
-                "error_type": r.get::<_, Option<String>>(6)?,
-                "traceback": r.get::<_, Option<String>>(7)?,
-                "http_status": r.get::<_, Option<i64>>(8)?,
-                "claimed_by": r.get::<_, Option<String>>(9)?,
-                "outcome": parse_json(r.get(10)?),
-            }))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let attempts = stmt.query_map(params![id], |r| {
+        Ok(json!({
+            "number": r.get::<i64>(0)?,
+            "status": r.get::<String>(1)?,
+            "started_at": r.get::<i64>(2)?,
+            "finished_at": r.get::<Option<i64>>(3)?,
+            "duration_ms": r.get::<Option<i64>>(4)?,
+            "error": r.get::<Option<String>>(5)?,
+            "error_type": r.get::<Option<String>>(6)?,
+            "traceback": r.get::<Option<String>>(7)?,
+            "http_status": r.get::<Option<i64>>(8)?,
+            "claimed_by": r.get::<Option<String>>(9)?,
+            "outcome": parse_json(r.get(10)?),
+        }))
+    })?;
     if let Some(m) = v.as_object_mut() {
         m.insert("attempt_log".into(), Value::Array(attempts));
     }
@@ -1346,14 +1332,14 @@ pub fn get(conn: &Connection, owner: &str, id: &str) -> Result<Value> {
 }
 
 /// Counts and durations of a cue's executions since an instant, as JSON.
-pub fn stats(conn: &Connection, cue_id: &str, since: Millis) -> Result<Value> {
+pub fn stats(conn: &Db<'_>, cue_id: &str, since: Millis) -> Result<Value> {
     let mut counts = serde_json::Map::new();
     let mut stmt = conn.prepare("SELECT status, count(*) FROM executions WHERE cue_id = ?1 AND scheduled_for >= ?2 GROUP BY status")?;
     let mut total = 0i64;
     for row in stmt.query_map(params![cue_id, since], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        Ok((r.get::<String>(0)?, r.get::<i64>(1)?))
     })? {
-        let (s, n) = row?;
+        let (s, n) = row;
         total += n;
         counts.insert(s, n.into());
     }
@@ -1365,8 +1351,7 @@ pub fn stats(conn: &Connection, cue_id: &str, since: Millis) -> Result<Value> {
              WHERE e.cue_id = ?1 AND e.scheduled_for >= ?2 AND e.status IN ('success', 'failed')
                AND a.duration_ms IS NOT NULL",
         )?
-        .query_map(params![cue_id, since], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query_map(params![cue_id, since], |r| r.get(0))?;
     durations.sort_unstable();
     let pct = |p: f64| -> Value {
         if durations.is_empty() {
@@ -1389,7 +1374,7 @@ pub fn stats(conn: &Connection, cue_id: &str, since: Millis) -> Result<Value> {
 /// Records a delivery attempt of a webhook execution: delivered (with the outcome a 2xx body
 /// reported inline, or an outcome deadline from now), retried later, or failed for good.
 pub fn delivered(
-    conn: &Connection,
+    conn: &Db<'_>,
     execution_id: &str,
     attempt: i64,
     a: &crate::delivery::Attempt,
@@ -1406,7 +1391,7 @@ pub fn delivered(
         if a.delivered { "success" } else { "failed" },
         now,
         a.error,
-        a.http_status
+        a.http_status.map(i64::from)
     ])?;
     if a.delivered {
         let deadline = match (&a.inline, deadline_s) {
@@ -1419,7 +1404,7 @@ pub fn delivered(
                 updated_at = ?2
              WHERE id = ?1",
         )?
-        .execute(params![execution_id, now, a.http_status, a.response_body, deadline])?;
+        .execute(params![execution_id, now, a.http_status.map(i64::from), a.response_body, deadline])?;
         let mut chained = None;
         match &a.inline {
             Some(o) => {
@@ -1442,7 +1427,7 @@ pub fn delivered(
         let reported_ok = a.inline.as_ref().is_none_or(|o| o.success);
         if !reported_ok {
             conn.prepare_cached("UPDATE executions SET status = 'failed' WHERE id = ?1")?
-                .execute([execution_id])?;
+                .execute(params![execution_id])?;
         }
         finish_cue(conn, &cue, reported_ok, now)?;
         return Ok(deadline.map_or(Finished::Done(chained), Finished::AwaitOutcome));
@@ -1457,7 +1442,7 @@ pub fn delivered(
                 response_body = ?5, claimed_by = NULL, lease_expires_at = NULL, updated_at = ?6
              WHERE id = ?1",
         )?
-        .execute(params![execution_id, at, error, a.http_status, a.response_body, now])?;
+        .execute(params![execution_id, at, error, a.http_status.map(i64::from), a.response_body, now])?;
         return Ok(Finished::RetryAt(at));
     }
     conn.prepare_cached(
@@ -1465,7 +1450,7 @@ pub fn delivered(
             claimed_by = NULL, lease_expires_at = NULL, updated_at = ?5
          WHERE id = ?1",
     )?
-    .execute(params![execution_id, error, a.http_status, a.response_body, now])?;
+    .execute(params![execution_id, error, a.http_status.map(i64::from), a.response_body, now])?;
     finish_cue(conn, &cue, false, now)?;
     alerts::execution_failed(
         conn,
@@ -1482,14 +1467,14 @@ pub fn delivered(
 /// from the execution, because the delivery failed and will be retried: the retry's handler
 /// reports again (the article's receiver reports a failure, answers 500, and succeeds on the
 /// retry). Nothing is lost: the attempt log keeps the earlier report.
-fn set_aside_outcome(conn: &Connection, execution_id: &str, attempt: i64) -> Result<()> {
+fn set_aside_outcome(conn: &Db<'_>, execution_id: &str, attempt: i64) -> Result<()> {
     let sql = format!(
         "SELECT {EXEC_COLUMNS} FROM executions e JOIN cues c ON c.id = e.cue_id
          WHERE e.id = ?1 AND e.outcome_recorded_at IS NOT NULL"
     );
     let Some(v) = conn
         .prepare_cached(&sql)?
-        .query_row([execution_id], execution_json)
+        .query_row(params![execution_id], execution_json)
         .optional()?
     else {
         return Ok(());
@@ -1511,14 +1496,14 @@ fn set_aside_outcome(conn: &Connection, execution_id: &str, attempt: i64) -> Res
             evidence_result_type = NULL, evidence_summary = NULL, evidence_validation_state = NULL,
             evidence_produced_at = NULL, evidence_artifacts = NULL, evidence_metadata = NULL
          WHERE id = ?1",
-        [execution_id],
+        params![execution_id],
     )?;
     Ok(())
 }
 
 /// A cue whose execution failed without running (missed): a one-shot cue fails, a recurring one
 /// pauses when its `on_failure` says so. Its run count does not move.
-pub(crate) fn escalate_cue(conn: &Connection, cue: &cues::Policy, now: Millis) -> Result<()> {
+pub(crate) fn escalate_cue(conn: &Db<'_>, cue: &cues::Policy, now: Millis) -> Result<()> {
     let to = match (cue.one_shot, cue.on_failure_pause) {
         (true, _) => "failed",
         (false, true) => "paused",
@@ -1533,7 +1518,7 @@ pub(crate) fn escalate_cue(conn: &Connection, cue: &cues::Policy, now: Millis) -
 
 /// The cue's bookkeeping once one of its executions is final.
 pub(crate) fn finish_cue(
-    conn: &Connection,
+    conn: &Db<'_>,
     cue: &cues::Policy,
     success: bool,
     now: Millis,
@@ -1555,7 +1540,7 @@ pub(crate) fn finish_cue(
 /// Writes a reported outcome and its evidence onto an execution; returns the outcome state. A
 /// report arriving after the deadline keeps the `outcome_timeout` state (the report is kept too).
 fn write_outcome(
-    conn: &Connection,
+    conn: &Db<'_>,
     execution_id: &str,
     mode: Option<&str>,
     o: &ReportedOutcome,
@@ -1564,7 +1549,7 @@ fn write_outcome(
     let (new_state, validation) = outcome_state(mode, o);
     let has_proof = o.external_id.is_some() || o.result_url.is_some() || o.artifacts.is_some();
     let json_of = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
-    Ok(conn
+    conn
         .prepare_cached(
             "UPDATE executions SET outcome_success = ?2, outcome_result = ?3, outcome_error = ?4,
                 outcome_metadata = ?5, outcome_recorded_at = ?6,
@@ -1600,7 +1585,7 @@ fn write_outcome(
                 has_proof
             ],
             |r| r.get(0),
-        )?)
+        )
 }
 
 /// An owned execution's cue, transport, verification mode, outcome time and outcome state.
@@ -1612,7 +1597,7 @@ type Owned = (
     Option<String>,
 );
 
-fn owned(conn: &Connection, owner: &str, id: &str) -> Result<Owned> {
+fn owned(conn: &Db<'_>, owner: &str, id: &str) -> Result<Owned> {
     conn.prepare_cached(
         "SELECT e.cue_id, c.transport, c.verification_mode, e.outcome_recorded_at, e.outcome_state
          FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2",
@@ -1634,7 +1619,7 @@ pub mod conflict {
 /// Records the outcome a handler reports over the API (once: a second report is a conflict).
 /// Returns the outcome state, and the chained execution a success started.
 pub fn report(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     o: &ReportedOutcome,
@@ -1680,7 +1665,7 @@ pub struct Evidence {
 
 /// Appends evidence to an execution whose outcome is recorded. Returns the outcome state.
 pub fn append_evidence(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     ev: &Evidence,
@@ -1703,7 +1688,7 @@ pub fn append_evidence(
     }
     let (old_artifacts, old_meta): (Option<String>, Option<String>) = conn.query_row(
         "SELECT evidence_artifacts, evidence_metadata FROM executions WHERE id = ?1",
-        [id],
+        params![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let artifacts = match (&ev.artifacts, old_artifacts) {
@@ -1754,7 +1739,7 @@ pub fn append_evidence(
 
 /// A person's (or a checker's) verdict on a reported outcome. Returns the new outcome state.
 pub fn verify(
-    conn: &Connection,
+    conn: &Db<'_>,
     owner: &str,
     id: &str,
     valid: bool,
@@ -1802,7 +1787,7 @@ pub fn verify(
 }
 
 /// Parks a reported outcome for manual verification.
-pub fn verification_pending(conn: &Connection, owner: &str, id: &str, now: Millis) -> Result<()> {
+pub fn verification_pending(conn: &Db<'_>, owner: &str, id: &str, now: Millis) -> Result<()> {
     let (_, _, _, recorded, state) = owned(conn, owner, id)?;
     if recorded.is_none() {
         return Err(Error::Conflict(conflict::NO_OUTCOME.into()));

@@ -1,9 +1,9 @@
-//! The store's traits over an SQLite connection: the writer's inside its transaction, or one of
-//! the read pool's.
+//! The store's traits over a connection of either backend, inside its transaction: each unit of
+//! work is written once, in the modules beside this one.
 
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 
+use super::sql::{params, Db, OptionalExt};
 use super::{alerts, cues, executions, ops, users, workers};
 use crate::clock::Millis;
 use crate::delivery::Attempt;
@@ -16,7 +16,7 @@ use crate::store::{
     Reads, Recovered, ReportedOutcome, Target, Writes,
 };
 
-impl Reads for Connection {
+impl Reads for Db<'_> {
     fn cue_json(&self, id: &str) -> Result<Value> {
         cues::to_json(self, id)
     }
@@ -65,10 +65,11 @@ impl Reads for Connection {
     }
 
     fn execution_transport(&self, execution_id: &str) -> Result<String> {
-        self.prepare_cached(
+        self.query_row(
             "SELECT c.transport FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1",
-        )?
-        .query_row([execution_id], |r| r.get(0))
+            params![execution_id],
+            |r| r.get(0),
+        )
         .optional()?
         .ok_or_else(|| Error::ExecutionNotFound(execution_id.to_string()))
     }
@@ -147,14 +148,17 @@ impl Reads for Connection {
 
     fn alert_webhook_url(&self, user_id: &str) -> Result<Option<String>> {
         Ok(self
-            .prepare_cached("SELECT alert_webhook_url FROM users WHERE id = ?1")?
-            .query_row([user_id], |r| r.get(0))
+            .query_row(
+                "SELECT alert_webhook_url FROM users WHERE id = ?1",
+                params![user_id],
+                |r| r.get::<Option<String>>(0),
+            )
             .optional()?
             .flatten())
     }
 }
 
-impl Writes for Connection {
+impl Writes for Db<'_> {
     fn upsert_cue(&self, owner: &str, spec: &CueSpec, now: Millis) -> Result<cues::Upserted> {
         cues::upsert(self, owner, spec, now)
     }
@@ -288,7 +292,10 @@ impl Writes for Connection {
     }
 
     fn outcome_counts(&self) -> Result<Vec<(String, u64)>> {
-        ops::outcome_counts(self)
+        match self {
+            Db::Sqlite(c) => crate::store::sqlite::outcomes::outcome_counts(c),
+            Db::Postgres(_) => Ok(Vec::new()),
+        }
     }
 
     fn heartbeat(
@@ -404,8 +411,11 @@ impl Writes for Connection {
     }
 
     fn probe(&self, now: Millis) -> Result<()> {
-        self.prepare_cached("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?1)")?
-            .execute([now])?;
+        self.execute(
+            "INSERT INTO health_probe (id, at) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            params![now],
+        )?;
         Ok(())
     }
 }

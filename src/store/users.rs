@@ -1,8 +1,8 @@
 //! Users of the server: an email, an API key (stored as its SHA-256, shown once) and the secret
 //! their webhooks are signed with.
 
+use crate::store::sql::{params, Db, OptionalExt};
 use rand::Rng;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Millis;
@@ -73,12 +73,14 @@ pub fn normalise_email(email: &str) -> Result<String> {
 }
 
 /// Creates a user; returns it with its API key (the only time the key is seen).
-pub fn create(conn: &Connection, email: &str, now: Millis) -> Result<(User, String)> {
+pub fn create(conn: &Db<'_>, email: &str, now: Millis) -> Result<(User, String)> {
     let email = normalise_email(email)?;
     let exists: Option<String> = conn
-        .query_row("SELECT id FROM users WHERE email = ?1", [&email], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT id FROM users WHERE email = ?1",
+            params![email],
+            |r| r.get(0),
+        )
         .optional()?;
     if exists.is_some() {
         return Err(Error::Conflict(format!(
@@ -110,21 +112,21 @@ pub fn create(conn: &Connection, email: &str, now: Millis) -> Result<(User, Stri
 
 /// Marks a user's email address as not verified (registered by anyone, over HTTP): alert email
 /// is never sent to it.
-pub fn mark_unverified(conn: &Connection, user_id: &str) -> Result<()> {
+pub fn mark_unverified(conn: &Db<'_>, user_id: &str) -> Result<()> {
     conn.execute(
         "UPDATE users SET email_verified = 0 WHERE id = ?1",
-        [user_id],
+        params![user_id],
     )?;
     Ok(())
 }
 
 /// The user an API key belongs to.
-pub fn by_key(conn: &Connection, key: &str) -> Result<Option<User>> {
-    Ok(conn
+pub fn by_key(conn: &Db<'_>, key: &str) -> Result<Option<User>> {
+    conn
         .prepare_cached(
             "SELECT id, email, api_key_prefix, webhook_secret, created_at FROM users WHERE api_key_hash = ?1",
         )?
-        .query_row([key_hash(key)], |r| {
+        .query_row(params![key_hash(key)], |r| {
             Ok(User {
                 id: r.get(0)?,
                 email: r.get(1)?,
@@ -133,11 +135,11 @@ pub fn by_key(conn: &Connection, key: &str) -> Result<Option<User>> {
                 created_at: r.get(4)?,
             })
         })
-        .optional()?)
+        .optional()
 }
 
 /// Replaces a user's API key; the old one stops working at once. Returns the new key.
-pub fn regenerate_key(conn: &Connection, user_id: &str, now: Millis) -> Result<String> {
+pub fn regenerate_key(conn: &Db<'_>, user_id: &str, now: Millis) -> Result<String> {
     let key = new_api_key();
     conn.execute(
         "UPDATE users SET api_key_hash = ?2, api_key_prefix = ?3, updated_at = ?4 WHERE id = ?1",
@@ -147,7 +149,7 @@ pub fn regenerate_key(conn: &Connection, user_id: &str, now: Millis) -> Result<S
 }
 
 /// Replaces a user's webhook secret; deliveries from now on are signed with the new one.
-pub fn regenerate_secret(conn: &Connection, user_id: &str, now: Millis) -> Result<String> {
+pub fn regenerate_secret(conn: &Db<'_>, user_id: &str, now: Millis) -> Result<String> {
     let secret = new_webhook_secret();
     conn.execute(
         "UPDATE users SET webhook_secret = ?2, updated_at = ?3 WHERE id = ?1",
@@ -157,30 +159,30 @@ pub fn regenerate_secret(conn: &Connection, user_id: &str, now: Millis) -> Resul
 }
 
 /// How many users there are (a fresh database has none).
-pub fn count(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+pub fn count(conn: &Db<'_>) -> Result<i64> {
+    conn.query_row("SELECT count(*) FROM users", params![], |r| r.get(0))
 }
 
 /// Everyone who owns cues or is a user: each user by email, then owners of cues that are no user
 /// (the embedded App's `local` owner), by id. Returns (owner id, email).
-pub fn owners(conn: &Connection) -> Result<Vec<(String, Option<String>)>> {
+pub fn owners(conn: &Db<'_>) -> Result<Vec<(String, Option<String>)>> {
     let mut stmt = conn.prepare(
         "SELECT id, email FROM users
          UNION ALL
          SELECT DISTINCT owner, NULL FROM cues WHERE owner NOT IN (SELECT id FROM users)",
     )?;
-    let mut out = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<(String, Option<String>)>>>()?;
+    let mut out = stmt.query_map(params![], |r| {
+        Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?))
+    })?;
     out.sort_by(|a, b| (a.1.is_none(), &a.1, &a.0).cmp(&(b.1.is_none(), &b.1, &b.0)));
     Ok(out)
 }
 
 /// A user's cue counts by status and executions since an instant.
-pub fn usage(conn: &Connection, user_id: &str, since: Millis) -> Result<(i64, i64, i64)> {
+pub fn usage(conn: &Db<'_>, user_id: &str, since: Millis) -> Result<(i64, i64, i64)> {
     let (active, all): (i64, i64) = conn.query_row(
         "SELECT count(*) FILTER (WHERE status = 'active'), count(*) FROM cues WHERE owner = ?1",
-        [user_id],
+        params![user_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let executions: i64 = conn.query_row(

@@ -1,0 +1,208 @@
+//! The store over PostgreSQL: each unit of work is one SERIALIZABLE transaction on a pooled
+//! connection, run on a blocking thread of the runtime. PostgreSQL may refuse to commit one that
+//! ran concurrently with another it conflicts with (a serialization failure, or a deadlock); it
+//! is then run again from the start, which the store boundary allows (write closures are `Fn`
+//! and act only through the store).
+//!
+//! One node for now: the store holds a session advisory lock on the database for as long as it
+//! is open, the way the SQLite store holds its lock file, because opening recovers the work a
+//! previous owner left in flight as interrupted. Several nodes sharing a database need the
+//! partition leases that tell each node which work is its own.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::IsolationLevel;
+
+use super::{Pg, PgSettings, Tx};
+use crate::error::{Error, Result};
+use crate::store::sql::Db;
+use crate::store::WriteFailure;
+
+/// How many times a unit of work is run again after a serialization failure or a deadlock.
+const MAX_RETRIES: u32 = 20;
+
+/// The session advisory lock one open store holds: "cueapi" in ASCII, then 2.
+const OWNER_LOCK: i64 = 0x6375_6561_7069_0002;
+
+type NotifyHook = OnceLock<Box<dyn Fn() + Send + Sync>>;
+
+struct Shared {
+    pg: Pg,
+    rt: Handle,
+    on_notify: NotifyHook,
+    last_failure: Mutex<Option<WriteFailure>>,
+    /// The connection holding [`OWNER_LOCK`] (closing it releases the lock).
+    owner: Mutex<Option<deadpool_postgres::Object>>,
+}
+
+/// The store over one PostgreSQL database.
+pub struct PgStore {
+    shared: Arc<Shared>,
+}
+
+/// Whether `e` says the transaction lost a race and may simply be run again.
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::Postgres(p) => matches!(
+            p.code(),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+        ),
+        _ => false,
+    }
+}
+
+/// Runs `f` on this thread, which may be a worker of the runtime (then given up to blocking
+/// work while `f` runs), a blocking thread of it, or a thread of its own.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl PgStore {
+    /// Connects to `url`, migrates it, and takes the database for this process. Refused with
+    /// [`Error::Locked`] while another cueapi holds it.
+    pub fn open(url: &str, settings: PgSettings, rt: &Handle) -> Result<PgStore> {
+        let pg = Pg::open_blocking(rt, url, settings)?;
+        let owner = rt.block_on(pg.client())?;
+        let held: bool = rt
+            .block_on(owner.query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK]))?
+            .get(0);
+        if !held {
+            return Err(Error::Locked(format!(
+                "{} (another cueapi holds it; running several nodes on one database is not \
+                 supported yet)",
+                pg.shown()
+            )));
+        }
+        Ok(PgStore {
+            shared: Arc::new(Shared {
+                pg,
+                rt: rt.clone(),
+                on_notify: OnceLock::new(),
+                last_failure: Mutex::new(None),
+                owner: Mutex::new(Some(owner)),
+            }),
+        })
+    }
+
+    /// The database's URL, with any password hidden.
+    pub fn shown(&self) -> &str {
+        self.shared.pg.shown()
+    }
+
+    /// Sets what to call after a commit that queued notifications (the first call wins).
+    pub fn on_notify(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.shared.on_notify.set(Box::new(f));
+    }
+
+    /// The latest failure to write, if it happened within `within`.
+    pub fn write_failed_within(&self, within: Duration) -> Option<WriteFailure> {
+        self.shared
+            .last_failure
+            .lock()
+            .clone()
+            .filter(|f| f.at.elapsed() <= within)
+    }
+
+    /// Runs `f` as one unit of work on this thread, committed before it returns.
+    pub fn write<R>(&self, f: impl Fn(&Db<'_>) -> Result<R>) -> Result<R> {
+        let shared = &self.shared;
+        let out = blocking(|| shared.run(&f, IsolationLevel::Serializable, true));
+        if let Err(e) = &out {
+            if matches!(e, Error::Postgres(_) | Error::Open { .. }) && !retryable(e) {
+                *shared.last_failure.lock() = Some(WriteFailure {
+                    at: Instant::now(),
+                    error: e.to_string(),
+                });
+            }
+        }
+        out
+    }
+
+    /// [`PgStore::write`] on a blocking thread of the runtime.
+    pub async fn write_async<R: Send + 'static>(
+        &self,
+        f: impl Fn(&Db<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let me = PgStore {
+            shared: Arc::clone(&self.shared),
+        };
+        tokio::task::spawn_blocking(move || me.write(f))
+            .await
+            .map_err(|_| Error::Closed)?
+    }
+
+    /// Runs `f` in a read-only transaction.
+    pub fn read<R>(&self, f: impl FnOnce(&Db<'_>) -> Result<R>) -> Result<R> {
+        let f = Mutex::new(Some(f));
+        blocking(|| {
+            self.shared.run(
+                &|db: &Db<'_>| match f.lock().take() {
+                    Some(f) => f(db),
+                    None => Err(Error::Closed),
+                },
+                IsolationLevel::ReadCommitted,
+                false,
+            )
+        })
+    }
+
+    /// Releases the database and closes the pool. Idempotent.
+    pub fn close(&self) {
+        drop(self.shared.owner.lock().take());
+        self.shared.pg.close();
+    }
+}
+
+impl Shared {
+    fn run<R>(
+        &self,
+        f: &dyn Fn(&Db<'_>) -> Result<R>,
+        isolation: IsolationLevel,
+        write: bool,
+    ) -> Result<R> {
+        if self.owner.lock().is_none() {
+            return Err(Error::Closed);
+        }
+        let mut client = self.rt.block_on(self.pg.client())?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            // What an earlier, rolled-back try queued is gone with it.
+            crate::store::alerts::take_queued();
+            let tx = self.rt.block_on(
+                client
+                    .build_transaction()
+                    .isolation_level(isolation)
+                    .read_only(!write)
+                    .start(),
+            )?;
+            let tx = Tx::new(tx, self.rt.clone());
+            let done = f(&Db::Postgres(&tx));
+            let done = match done {
+                Ok(v) => tx.commit().map(|()| v),
+                Err(e) => Err(e),
+            };
+            match done {
+                Err(e) if retryable(&e) && tries <= MAX_RETRIES => continue,
+                Err(e) => return Err(e),
+                Ok(v) => {
+                    if crate::store::alerts::take_queued() {
+                        if let Some(wake) = self.on_notify.get() {
+                            wake();
+                        }
+                    }
+                    return Ok(v);
+                }
+            }
+        }
+    }
+}
