@@ -752,9 +752,8 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
             "UPDATE attempts SET status = 'interrupted', finished_at = ?3, error = ?4 WHERE execution_id = ?1 AND number = ?2",
             params![id, attempt, now, why],
         )?;
-        let max_retries = cues::load_policy(conn, &cue_id)?
-            .map(|c| c.max_attempts)
-            .unwrap_or(0);
+        let policy = cues::load_policy(conn, &cue_id)?;
+        let max_retries = policy.as_ref().map_or(0, |c| c.max_attempts);
         let next = if attempt - 1 < max_retries {
             status::PENDING
         } else {
@@ -766,6 +765,11 @@ pub fn recover(conn: &Connection, now: Millis) -> Result<Recovered> {
             params![id, next, why, now],
         )?;
         if next == status::FAILED {
+            // Final, like any run whose retries are spent: a one-shot cue fails, a cue that asks
+            // pauses, and the run is counted.
+            if let Some(policy) = &policy {
+                finish_cue(conn, policy, false, now)?;
+            }
             alerts::execution_failed(
                 conn,
                 &cue_id,
