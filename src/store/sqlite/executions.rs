@@ -1767,12 +1767,27 @@ pub fn verify(
 ) -> Result<(String, Option<Chained>)> {
     let (_, _, _, _, state) = owned(conn, owner, id)?;
     let state = state.unwrap_or_default();
+    // A reported failure can be confirmed as failed, never turned into a success: not even once
+    // it was parked for review (`verification_pending`).
+    let reported_success = || -> Result<bool> {
+        Ok(conn
+            .prepare_cached("SELECT outcome_success FROM executions WHERE id = ?1")?
+            .query_row([id], |r| r.get::<_, Option<bool>>(0))?
+            == Some(true))
+    };
     let allowed = match state.as_str() {
-        "reported_success" | "verification_pending" => true,
-        // A reported failure can be confirmed as failed, never turned into a success.
+        "reported_success" => true,
+        "verification_pending" => !valid || reported_success()?,
         "reported_failure" => !valid,
         _ => false,
     };
+    if !allowed && state == "verification_pending" {
+        return Err(Error::Conflict(
+            "the reported outcome was a failure: it can be confirmed (valid=false), not verified \
+             as a success"
+                .into(),
+        ));
+    }
     if !allowed {
         return Err(Error::Conflict(format!(
             "cannot verify an execution in outcome state {:?}",
