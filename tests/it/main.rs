@@ -7,6 +7,7 @@ use cueapi::store::{CueSpec, ExecutionFilter, ReportedOutcome, LOCAL_OWNER};
 use cueapi::{Config, Engine};
 use serde_json::{json, Value};
 
+mod store;
 const START: i64 = 1_780_315_200_000; // 2026-06-01T12:00:00Z
 
 fn spec(v: Value) -> CueSpec {
