@@ -652,8 +652,7 @@ pub fn alert_webhook(conn: &Db<'_>, owner: &str, now: Millis) -> Result<(Option<
          WHERE id = ?1 AND alert_webhook_secret IS NULL",
     )?
     .execute(params![owner, super::users::new_alert_secret(), now])?;
-    conn
-        .prepare_cached("SELECT alert_webhook_url, alert_webhook_secret FROM users WHERE id = ?1")?
+    conn.prepare_cached("SELECT alert_webhook_url, alert_webhook_secret FROM users WHERE id = ?1")?
         .query_row(params![owner], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 

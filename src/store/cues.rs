@@ -650,8 +650,7 @@ fn def_from_row(r: &Row<'_>) -> Result<Stored> {
 
 fn load_def(conn: &Db<'_>, owner: &str, column: &str, key: &str) -> Result<Option<Stored>> {
     let sql = format!("SELECT {DEF_COLUMNS} FROM cues WHERE owner = ?1 AND {column} = ?2");
-    conn
-        .prepare_cached(&sql)?
+    conn.prepare_cached(&sql)?
         .query_row(params![owner, key], def_from_row)
         .optional()
 }
@@ -703,8 +702,7 @@ pub fn spec_of(conn: &Db<'_>, owner: &str, id: &str) -> Result<CueSpec> {
 /// loop back to `this` cue (None: a cue not stored yet, which nothing can point to).
 fn check_chain(conn: &Db<'_>, owner: &str, this: Option<&str>, target: &str) -> Result<()> {
     let next_of = |id: &str| -> Result<Option<Option<String>>> {
-        conn
-            .prepare_cached("SELECT on_success_fire FROM cues WHERE id = ?1 AND owner = ?2")?
+        conn.prepare_cached("SELECT on_success_fire FROM cues WHERE id = ?1 AND owner = ?2")?
             .query_row(params![id, owner], |r| r.get::<Option<String>>(0))
             .optional()
     };

@@ -339,8 +339,7 @@ pub fn fire_due(
 
 /// The cue of an execution still pending (`None` once it is claimed, finished or gone).
 pub fn pending_cue(conn: &Db<'_>, execution_id: &str) -> Result<Option<String>> {
-    conn
-        .prepare_cached("SELECT cue_id FROM executions WHERE id = ?1 AND status = 'pending'")?
+    conn.prepare_cached("SELECT cue_id FROM executions WHERE id = ?1 AND status = 'pending'")?
         .query_row(params![execution_id], |r| r.get(0))
         .optional()
 }
@@ -743,7 +742,7 @@ pub fn recover(conn: &Db<'_>, now: Millis) -> Result<Recovered> {
             "SELECT e.id, e.cue_id, e.attempts FROM executions e JOIN cues c ON c.id = e.cue_id
              WHERE e.status = 'delivering' AND c.transport != 'worker'",
         )?;
-        
+
         stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
     };
     let why = "interrupted: the process running this attempt exited before it finished";
@@ -752,9 +751,8 @@ pub fn recover(conn: &Db<'_>, now: Millis) -> Result<Recovered> {
             "UPDATE attempts SET status = 'interrupted', finished_at = ?3, error = ?4 WHERE execution_id = ?1 AND number = ?2",
             params![id, attempt, now, why],
         )?;
-        let max_retries = cues::load_policy(conn, &cue_id)?
-            .map(|c| c.max_attempts)
-            .unwrap_or(0);
+        let policy = cues::load_policy(conn, &cue_id)?;
+        let max_retries = policy.as_ref().map_or(0, |c| c.max_attempts);
         let next = if attempt - 1 < max_retries {
             status::PENDING
         } else {
@@ -766,6 +764,11 @@ pub fn recover(conn: &Db<'_>, now: Millis) -> Result<Recovered> {
             params![id, next, why, now],
         )?;
         if next == status::FAILED {
+            // Final, like any run whose retries are spent: a one-shot cue fails, a cue that asks
+            // pauses, and the run is counted.
+            if let Some(policy) = &policy {
+                finish_cue(conn, policy, false, now)?;
+            }
             alerts::execution_failed(
                 conn,
                 &cue_id,
@@ -1748,12 +1751,27 @@ pub fn verify(
 ) -> Result<(String, Option<Chained>)> {
     let (_, _, _, _, state) = owned(conn, owner, id)?;
     let state = state.unwrap_or_default();
+    // A reported failure can be confirmed as failed, never turned into a success: not even once
+    // it was parked for review (`verification_pending`).
+    let reported_success = || -> Result<bool> {
+        Ok(conn
+            .prepare_cached("SELECT outcome_success FROM executions WHERE id = ?1")?
+            .query_row(params![id], |r| r.get::<Option<bool>>(0))?
+            == Some(true))
+    };
     let allowed = match state.as_str() {
-        "reported_success" | "verification_pending" => true,
-        // A reported failure can be confirmed as failed, never turned into a success.
+        "reported_success" => true,
+        "verification_pending" => !valid || reported_success()?,
         "reported_failure" => !valid,
         _ => false,
     };
+    if !allowed && state == "verification_pending" {
+        return Err(Error::Conflict(
+            "the reported outcome was a failure: it can be confirmed (valid=false), not verified \
+             as a success"
+                .into(),
+        ));
+    }
     if !allowed {
         return Err(Error::Conflict(format!(
             "cannot verify an execution in outcome state {:?}",

@@ -8,6 +8,7 @@ use cueapi::{Config, Engine};
 use serde_json::{json, Value};
 
 mod postgres;
+mod store;
 
 const START: i64 = 1_780_315_200_000; // 2026-06-01T12:00:00Z
 
