@@ -99,7 +99,7 @@ fn raise(conn: &Db<'_>, a: Raise<'_>, now: Millis) -> Result<Option<String>> {
         .prepare_cached(
             "UPDATE alerts SET occurrences = occurrences + 1, last_seen_at = ?3
              WHERE id = (SELECT id FROM alerts WHERE owner = ?1 AND dedup_key = ?2 AND resolved_at IS NULL
-                         AND created_at > ?3 - ?4 ORDER BY created_at DESC LIMIT 1)",
+                         AND created_at + ?4 > ?3 ORDER BY created_at DESC LIMIT 1)",
         )?
         .execute(params![a.owner, a.dedup_key, now, window])?;
     if seen > 0 {

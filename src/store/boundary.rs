@@ -294,7 +294,7 @@ impl Writes for Db<'_> {
     fn outcome_counts(&self) -> Result<Vec<(String, u64)>> {
         match self {
             Db::Sqlite(c) => crate::store::sqlite::outcomes::outcome_counts(c),
-            Db::Postgres(_) => Ok(Vec::new()),
+            Db::Postgres(tx) => Ok(tx.outcome_counts()),
         }
     }
 

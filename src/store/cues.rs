@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::sql::{params, Db, OptionalExt, Row};
+use crate::store::sql::{json_items, params, Db, OptionalExt, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -526,7 +526,7 @@ pub fn load_policy(conn: &Db<'_>, id: &str) -> Result<Option<Policy>> {
     let row = conn
         .prepare_cached(
             "SELECT status, schedule_type, retry_max_attempts, retry_backoff_minutes, verification_mode,
-                    on_failure_pause, failure_streak != 0 OR alerting != 0, retry_reported_failures
+                    on_failure_pause, failure_streak != 0 OR alerting, retry_reported_failures
              FROM cues WHERE id = ?1",
         )?
         .query_row(params![id], |r| {
@@ -1023,10 +1023,11 @@ pub fn unhandled_names(
     handled: &[String],
     limit: usize,
 ) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT name FROM cues WHERE owner = ?1 AND transport = 'local' AND status = 'active'
-           AND name NOT IN (SELECT value FROM json_each(?2)) ORDER BY name LIMIT ?3",
-    )?;
+           AND name NOT IN {} ORDER BY name LIMIT ?3",
+        json_items(conn.dialect(), "?2")
+    ))?;
     let names = serde_json::to_string(handled)?;
     let rows = stmt.query_map(params![owner, names, limit as i64], |r| r.get(0))?;
     Ok(rows)

@@ -380,7 +380,12 @@ pub fn claim(
         return Ok(None);
     };
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (execution_id, number, status, started_at, claimed_by) VALUES (?1, ?2, 'running', ?3, ?4)",
+        "INSERT INTO attempts (execution_id, number, status, started_at, claimed_by)
+         VALUES (?1, ?2, 'running', ?3, ?4)
+         ON CONFLICT (execution_id, number) DO UPDATE SET status = excluded.status,
+             started_at = excluded.started_at, claimed_by = excluded.claimed_by, finished_at = NULL,
+             duration_ms = NULL, error = NULL, error_type = NULL, traceback = NULL,
+             http_status = NULL, outcome = NULL",
     )?
     .execute(params![execution_id, attempt, now, worker])?;
     let cue_name: String = conn
@@ -561,7 +566,7 @@ pub fn complete(
     let has_proof = o.external_id.is_some() || o.result_url.is_some() || o.artifacts.is_some();
     let json_of = |v: &Option<Value>| v.as_ref().map(|v| v.to_string());
     conn.prepare_cached(
-        "UPDATE executions SET status = ?2, delivered_at = CASE WHEN ?3 THEN ?4 END, error_message = ?5,
+        "UPDATE executions SET status = ?2, delivered_at = CASE WHEN ?3 THEN CAST(?4 AS BIGINT) END, error_message = ?5,
             claimed_by = NULL, lease_expires_at = NULL,
             outcome_success = ?3, outcome_result = ?6, outcome_error = ?5, outcome_metadata = ?7, outcome_recorded_at = ?4,
             outcome_state = ?8, evidence_external_id = ?9, evidence_result_url = ?10, evidence_result_ref = ?11,

@@ -49,8 +49,8 @@ pub fn usage(conn: &Db<'_>, user_id: &str, since: Millis) -> Result<Usage> {
         "SELECT
              count(*),
              count(*) FILTER (WHERE e.outcome_recorded_at IS NOT NULL),
-             count(*) FILTER (WHERE e.outcome_recorded_at IS NOT NULL AND e.outcome_success = 1),
-             count(*) FILTER (WHERE (e.outcome_recorded_at IS NOT NULL AND e.outcome_success = 0)
+             count(*) FILTER (WHERE e.outcome_recorded_at IS NOT NULL AND e.outcome_success),
+             count(*) FILTER (WHERE (e.outcome_recorded_at IS NOT NULL AND NOT e.outcome_success)
                                  OR (e.outcome_recorded_at IS NULL AND e.status IN ('failed', 'missed'))),
              count(*) FILTER (WHERE e.outcome_state = 'outcome_timeout')
          FROM executions e JOIN cues c ON c.id = e.cue_id

@@ -15,10 +15,59 @@ use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 
-/// A value bound to a statement's parameter: anything both drivers can send.
-pub trait Param: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync + std::fmt::Debug {}
+/// A value bound to a statement's parameter: anything both drivers can send. PostgreSQL is told
+/// each parameter's type when a statement is prepared, so that a parameter it cannot place
+/// (`?2 IS NULL OR …`, `CASE WHEN … THEN ?4 END`) still has one.
+pub trait Param:
+    rusqlite::ToSql + tokio_postgres::types::ToSql + PgTyped + Sync + std::fmt::Debug
+{
+}
 
-impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync + std::fmt::Debug> Param for T {}
+impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + PgTyped + Sync + std::fmt::Debug> Param
+    for T
+{
+}
+
+/// The PostgreSQL type a parameter is sent as.
+pub trait PgTyped {
+    fn pg_type(&self) -> tokio_postgres::types::Type;
+}
+
+macro_rules! pg_typed {
+    ($($t:ty => $ty:ident),+ $(,)?) => {
+        $(impl PgTyped for $t {
+            fn pg_type(&self) -> tokio_postgres::types::Type {
+                tokio_postgres::types::Type::$ty
+            }
+        })+
+    };
+}
+
+pg_typed!(i64 => INT8, bool => BOOL, f64 => FLOAT8, String => TEXT, str => TEXT);
+
+impl<T: PgTyped + ?Sized> PgTyped for &T {
+    fn pg_type(&self) -> tokio_postgres::types::Type {
+        (**self).pg_type()
+    }
+}
+
+impl<T: PgTyped + Default> PgTyped for Option<T> {
+    fn pg_type(&self) -> tokio_postgres::types::Type {
+        match self {
+            Some(v) => v.pg_type(),
+            None => T::default().pg_type(),
+        }
+    }
+}
+
+impl PgTyped for Value {
+    fn pg_type(&self) -> tokio_postgres::types::Type {
+        match self {
+            Value::Int(_) => tokio_postgres::types::Type::INT8,
+            Value::Text(_) => tokio_postgres::types::Type::TEXT,
+        }
+    }
+}
 
 /// Parameters for a statement, in order: `params![id, now]`.
 #[macro_export]
@@ -103,9 +152,10 @@ pub enum Db<'a> {
 pub enum Stmt<'a> {
     Sqlite(rusqlite::CachedStatement<'a>),
     SqliteOnce(rusqlite::Statement<'a>),
+    /// Prepared when it runs, with its parameters' types.
     Postgres {
         tx: &'a crate::store::postgres::Tx<'a>,
-        stmt: tokio_postgres::Statement,
+        sql: String,
     },
 }
 
@@ -129,7 +179,7 @@ impl<'a> Db<'a> {
             Db::Sqlite(c) => Ok(Stmt::Sqlite(c.prepare_cached(sql)?)),
             Db::Postgres(tx) => Ok(Stmt::Postgres {
                 tx,
-                stmt: tx.prepare(&postgres_text(sql))?,
+                sql: postgres_text(sql).into_owned(),
             }),
         }
     }
@@ -182,6 +232,16 @@ fn postgres_params<'p>(
         .collect()
 }
 
+/// A PostgreSQL statement prepared for these parameters' types.
+fn postgres_stmt(
+    tx: &crate::store::postgres::Tx<'_>,
+    sql: &str,
+    params: &[&dyn Param],
+) -> Result<tokio_postgres::Statement> {
+    let types: Vec<_> = params.iter().map(|p| p.pg_type()).collect();
+    tx.prepare(sql, &types)
+}
+
 impl<'a> Stmt<'a> {
     fn sqlite(&mut self) -> Option<&mut rusqlite::Statement<'a>> {
         match self {
@@ -204,10 +264,11 @@ impl<'a> Stmt<'a> {
                 None => Err(no_rows()),
             };
         }
-        let Stmt::Postgres { tx, stmt } = self else {
+        let Stmt::Postgres { tx, sql } = self else {
             unreachable!("a SQLite statement was handled above")
         };
-        match tx.query_opt(stmt, &postgres_params(params))? {
+        let stmt = postgres_stmt(tx, sql, params)?;
+        match tx.query_opt(&stmt, &postgres_params(params))? {
             Some(r) => f(&Row::Postgres(&r)),
             None => Err(no_rows()),
         }
@@ -227,10 +288,11 @@ impl<'a> Stmt<'a> {
             }
             return Ok(out);
         }
-        let Stmt::Postgres { tx, stmt } = self else {
+        let Stmt::Postgres { tx, sql } = self else {
             unreachable!("a SQLite statement was handled above")
         };
-        for r in tx.query(stmt, &postgres_params(params))? {
+        let stmt = postgres_stmt(tx, sql, params)?;
+        for r in tx.query(&stmt, &postgres_params(params))? {
             out.push(f(&Row::Postgres(&r))?);
         }
         Ok(out)
@@ -241,10 +303,11 @@ impl<'a> Stmt<'a> {
         if let Some(s) = self.sqlite() {
             return Ok(s.execute(sqlite_params(params))?);
         }
-        let Stmt::Postgres { tx, stmt } = self else {
+        let Stmt::Postgres { tx, sql } = self else {
             unreachable!("a SQLite statement was handled above")
         };
-        Ok(tx.execute(stmt, &postgres_params(params))? as usize)
+        let stmt = postgres_stmt(tx, sql, params)?;
+        Ok(tx.execute(&stmt, &postgres_params(params))? as usize)
     }
 
     /// Whether the statement returns any row.
@@ -348,6 +411,14 @@ from_col!(String, |r: &tokio_postgres::Row,
     Ok(r.try_get::<_, Option<String>>(i)?)
 });
 
+/// A subquery of the text items of the JSON list `arg` (a parameter or a column holding one).
+pub fn json_items(d: Dialect, arg: &str) -> String {
+    match d {
+        Dialect::Sqlite => format!("(SELECT value FROM json_each({arg}))"),
+        Dialect::Postgres => format!("(SELECT json_array_elements_text(CAST({arg} AS json)))"),
+    }
+}
+
 /// The error a statement gives when it returns no row where one was expected.
 pub fn no_rows() -> Error {
     Error::Storage(rusqlite::Error::QueryReturnedNoRows)
@@ -388,6 +459,19 @@ impl<T> OptionalExt<T> for Result<T> {
 /// A statement's text as PostgreSQL takes it: `?N` (and bare `?`, numbered in order) become
 /// `$N`; quoted text is left alone.
 pub fn postgres_text(sql: &str) -> Cow<'_, str> {
+    if sql.contains(" CROSS JOIN ") {
+        // SQLite's way to fix the join order; PostgreSQL's CROSS JOIN takes no ON.
+        return Cow::Owned(postgres_text(&sql.replace(" CROSS JOIN ", " JOIN ")).into_owned());
+    }
+    if let Some(at) = sql.find(" INDEXED BY ") {
+        // SQLite's index hints: PostgreSQL's planner chooses for itself.
+        let rest = &sql[at + " INDEXED BY ".len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let unhinted = format!("{}{}", &sql[..at], &rest[end..]);
+        return Cow::Owned(postgres_text(&unhinted).into_owned());
+    }
     if !sql.contains('?') {
         return Cow::Borrowed(sql);
     }
@@ -435,6 +519,12 @@ mod tests {
         assert_eq!(
             postgres_text("x IN (?, ?) AND y = ?"),
             "x IN ($1, $2) AND y = $3"
+        );
+        assert_eq!(
+            postgres_text(
+                "FROM executions e INDEXED BY executions_waiting CROSS JOIN c WHERE a = ?1"
+            ),
+            "FROM executions e JOIN c WHERE a = $1"
         );
     }
 

@@ -114,7 +114,7 @@ pub fn create(conn: &Db<'_>, email: &str, now: Millis) -> Result<(User, String)>
 /// is never sent to it.
 pub fn mark_unverified(conn: &Db<'_>, user_id: &str) -> Result<()> {
     conn.execute(
-        "UPDATE users SET email_verified = 0 WHERE id = ?1",
+        "UPDATE users SET email_verified = FALSE WHERE id = ?1",
         params![user_id],
     )?;
     Ok(())

@@ -7,7 +7,7 @@
 //! recorded as an `abandoned` attempt and goes back to the queue, within the cue's retry budget.
 //! An execution nobody claims within its cue's claim window becomes `missed`.
 
-use crate::store::sql::{params, Db, OptionalExt, Row};
+use crate::store::sql::{json_items, params, Db, Dialect, OptionalExt, Row};
 use serde_json::{json, Value};
 
 use super::executions::{self, claim, Claimed};
@@ -19,9 +19,18 @@ use crate::model::status;
 /// The longest worker id and task name accepted.
 pub const MAX_WORKER_ID: usize = 255;
 
-/// The task an execution asks for: its payload's `task`, when that is a string.
-const TASK: &str =
-    "CASE WHEN json_type(e.payload, '$.task') = 'text' THEN json_extract(e.payload, '$.task') END";
+/// The task an execution asks for: its payload's `task`, when that is a string (the expression
+/// of the `executions_waiting_by_task` index in each database).
+fn task(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => {
+            "CASE WHEN json_type(e.payload, '$.task') = 'text' THEN json_extract(e.payload, '$.task') END"
+        }
+        Dialect::Postgres => {
+            "(CASE WHEN json_typeof(e.payload::json -> 'task') = 'string' THEN e.payload::json ->> 'task' END)"
+        }
+    }
+}
 
 /// Records a worker's heartbeat; `handlers`, when given, replaces the task names it runs.
 /// Returns whether its silence should be watched from now on (a new worker, or one back from
@@ -202,7 +211,7 @@ pub struct ClaimFilter {
 /// order from the `executions_waiting` index (the outer loop, by CROSS JOIN), so a claim or a
 /// page stops at its limit instead of sorting every execution the owner's cues ever had; with
 /// one, the execution is found by its key.
-fn claimable_sql(with_id: bool) -> String {
+fn claimable_sql(d: Dialect, with_id: bool) -> String {
     let (from, by_id) = if with_id {
         (
             "executions e JOIN cues c ON c.id = e.cue_id",
@@ -219,42 +228,50 @@ fn claimable_sql(with_id: bool) -> String {
          FROM {from}
          WHERE e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
            AND c.owner = ?1 AND c.transport = 'worker'
-           AND (?3 IS NULL OR task = ?3)
-           AND (?4 IS NULL OR task IS NULL OR task IN (SELECT value FROM json_each(?4)))
+           AND (?3 IS NULL OR {task} = ?3)
+           AND (?4 IS NULL OR {task} IS NULL OR {task} IN {handled})
            {by_id}
          ORDER BY e.scheduled_for, e.id LIMIT ?5",
-        waiting_columns()
+        waiting_columns(d),
+        task = task(d),
+        handled = json_items(d, "?4"),
     )
 }
 
 /// The columns of a waiting execution (read by [`Waiting::read`]).
-fn waiting_columns() -> String {
-    format!("e.id, e.cue_id, c.name, {TASK} AS task, e.scheduled_for, e.payload, e.attempts + 1")
+fn waiting_columns(d: Dialect) -> String {
+    format!(
+        "e.id, e.cue_id, c.name, {} AS task, e.scheduled_for, e.payload, e.attempts + 1",
+        task(d)
+    )
 }
 
 /// An owner's waiting executions of one task in claim order, read from the
 /// `executions_waiting_by_task` index (it stops at `limit` whatever else is queued).
-fn task_sql() -> String {
+fn task_sql(d: Dialect) -> String {
     format!(
         "SELECT {}
          FROM executions e INDEXED BY executions_waiting_by_task CROSS JOIN cues c ON c.id = e.cue_id
-         WHERE {TASK} = ?3 AND e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
+         WHERE {} = ?3 AND e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
            AND c.owner = ?1 AND c.transport = 'worker'
          ORDER BY e.scheduled_for, e.id LIMIT ?4",
-        waiting_columns()
+        waiting_columns(d),
+        task(d),
     )
 }
 
 /// The owner's waiting executions whose task is none of `tasks` (a JSON list), in claim order.
-fn other_tasks_sql() -> String {
+fn other_tasks_sql(d: Dialect) -> String {
     format!(
         "SELECT {}
          FROM executions e INDEXED BY executions_waiting CROSS JOIN cues c ON c.id = e.cue_id
          WHERE e.status = 'pending' AND e.next_retry IS NULL AND e.scheduled_for <= ?2
            AND c.owner = ?1 AND c.transport = 'worker'
-           AND (task IS NULL OR task NOT IN (SELECT value FROM json_each(?3)))
+           AND ({task} IS NULL OR {task} NOT IN {others})
          ORDER BY e.scheduled_for, e.id LIMIT ?4",
-        waiting_columns()
+        waiting_columns(d),
+        task = task(d),
+        others = json_items(d, "?3"),
     )
 }
 
@@ -304,19 +321,28 @@ fn waiting_of_task(
     now: Millis,
     limit: i64,
 ) -> Result<Vec<Waiting>> {
-    let mut stmt = conn.prepare_cached(&task_sql())?;
+    let mut stmt = conn.prepare_cached(&task_sql(conn.dialect()))?;
     let rows = stmt.query_map(params![owner, now, task, limit], Waiting::read)?;
     Ok(rows)
 }
 
 /// The task names the owner's live workers (heard from within `live_ms`) registered, sorted.
 fn live_tasks(conn: &Db<'_>, owner: &str, now: Millis, live_ms: i64) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT h.value FROM workers w, json_each(w.handlers) h
-         WHERE w.owner = ?1 AND w.handlers IS NOT NULL AND w.last_heartbeat > ?2 - ?3
-           AND w.offline_since IS NULL AND h.type = 'text'
-         ORDER BY h.value",
-    )?;
+    let mut stmt = conn.prepare_cached(match conn.dialect() {
+        Dialect::Sqlite => {
+            "SELECT DISTINCT h.value FROM workers w, json_each(w.handlers) h
+             WHERE w.owner = ?1 AND w.handlers IS NOT NULL AND w.last_heartbeat + ?3 > ?2
+               AND w.offline_since IS NULL AND h.type = 'text'
+             ORDER BY h.value"
+        }
+        Dialect::Postgres => {
+            "SELECT DISTINCT (h.item #>> '{}') COLLATE \"C\" AS value
+             FROM workers w, json_array_elements(w.handlers::json) AS h(item)
+             WHERE w.owner = ?1 AND w.handlers IS NOT NULL AND w.last_heartbeat + ?3 > ?2
+               AND w.offline_since IS NULL AND json_typeof(h.item) = 'string'
+             ORDER BY value"
+        }
+    })?;
     let rows = stmt.query_map(params![owner, now, live_ms], |r| r.get(0))?;
     Ok(rows)
 }
@@ -332,7 +358,7 @@ fn handled_first(conn: &Db<'_>, owner: &str, f: &ClaimFilter, now: Millis) -> Re
     let tasks = live_tasks(conn, owner, now, f.live_ms)?;
     let limit = usize::try_from(f.limit).unwrap_or(0);
     if tasks.is_empty() || limit == 0 {
-        let mut stmt = conn.prepare_cached(&claimable_sql(false))?;
+        let mut stmt = conn.prepare_cached(&claimable_sql(conn.dialect(), false))?;
         let rows = stmt.query_map(
             params![owner, now, None::<String>, None::<String>, f.limit],
             Waiting::read,
@@ -365,7 +391,7 @@ fn handled_first(conn: &Db<'_>, owner: &str, f: &ClaimFilter, now: Millis) -> Re
     let mut out: Vec<Value> = handled.into_iter().map(|(_, w)| w.json()).collect();
     if out.len() < limit {
         let names = Value::from(tasks).to_string();
-        let mut stmt = conn.prepare_cached(&other_tasks_sql())?;
+        let mut stmt = conn.prepare_cached(&other_tasks_sql(conn.dialect()))?;
         let rows = stmt.query_map(
             params![owner, now, names, (limit - out.len()) as i64],
             Waiting::read,
@@ -395,7 +421,7 @@ pub fn claimable(conn: &Db<'_>, owner: &str, f: &ClaimFilter, now: Millis) -> Re
     if f.worker_id.is_none() {
         return handled_first(conn, owner, f, now);
     }
-    let mut stmt = conn.prepare_cached(&claimable_sql(false))?;
+    let mut stmt = conn.prepare_cached(&claimable_sql(conn.dialect(), false))?;
     let rows = stmt.query_map(
         params![owner, now, None::<String>, handlers, f.limit],
         Waiting::read,
@@ -437,8 +463,8 @@ pub fn claim_for(
     let found: Option<(String, Option<String>)> = match execution_id {
         Some(id) => {
             let found = conn
-                .prepare_cached(&claimable_sql(true))?
-                .query_row(params![owner, now, task, handlers, 1, id], |r| {
+                .prepare_cached(&claimable_sql(conn.dialect(), true))?
+                .query_row(params![owner, now, task, handlers, 1_i64, id], |r| {
                     Ok((r.get(0)?, r.get(3)?))
                 })
                 .optional()?;
@@ -461,8 +487,8 @@ pub fn claim_for(
                 .map(|w| (w.id, w.task)),
             Some(_) => None,
             None => conn
-                .prepare_cached(&claimable_sql(false))?
-                .query_row(params![owner, now, task, handlers, 1], |r| {
+                .prepare_cached(&claimable_sql(conn.dialect(), false))?
+                .query_row(params![owner, now, task, handlers, 1_i64], |r| {
                     Ok((r.get(0)?, r.get(3)?))
                 })
                 .optional()?,
@@ -498,8 +524,9 @@ fn not_claimable(
 ) -> Error {
     let row = conn
         .prepare_cached(&format!(
-            "SELECT e.status, c.transport, e.next_retry, e.scheduled_for, {TASK}
-             FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2"
+            "SELECT e.status, c.transport, e.next_retry, e.scheduled_for, {}
+             FROM executions e JOIN cues c ON c.id = e.cue_id WHERE e.id = ?1 AND c.owner = ?2",
+            task(conn.dialect())
         ))
         .and_then(|mut s| {
             s.query_row(params![id, owner], |r| {
@@ -844,8 +871,12 @@ fn unclaimed_attempt(conn: &Db<'_>, id: &str, now: Millis) -> Result<i64> {
         )?
         .query_row(params![id, now], |r| r.get(0))?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (execution_id, number, status, started_at, claimed_by)
-         VALUES (?1, ?2, 'running', ?3, NULL)",
+        "INSERT INTO attempts (execution_id, number, status, started_at, claimed_by)
+         VALUES (?1, ?2, 'running', ?3, NULL)
+         ON CONFLICT (execution_id, number) DO UPDATE SET status = excluded.status,
+             started_at = excluded.started_at, claimed_by = excluded.claimed_by, finished_at = NULL,
+             duration_ms = NULL, error = NULL, error_type = NULL, traceback = NULL,
+             http_status = NULL, outcome = NULL",
     )?
     .execute(params![id, attempt, now])?;
     Ok(attempt)

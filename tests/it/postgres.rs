@@ -762,3 +762,23 @@ async fn a_wrong_password_is_refused_without_showing_either_password() {
         .await
         .unwrap();
 }
+
+/// A fresh database for the store conformance suite (tests/it/store.rs), dropped with its guard.
+pub struct StoreDb(Option<TestDb>);
+
+impl Drop for StoreDb {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            let rt = cueapi::Engine::shared_runtime().expect("runtime");
+            rt.block_on(db.drop());
+        }
+    }
+}
+
+/// A store over a fresh PostgreSQL database of its own.
+pub fn open_store() -> (StoreDb, cueapi::store::Store) {
+    let rt = cueapi::Engine::shared_runtime().expect("runtime");
+    let db = rt.block_on(TestDb::new());
+    let store = cueapi::store::Store::open(&db.url).expect("open the PostgreSQL store");
+    (StoreDb(Some(db)), store)
+}

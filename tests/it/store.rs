@@ -104,6 +104,12 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite, open_sqlite);
+conformance!(postgres, open_postgres);
+
+/// A fresh PostgreSQL store over a database of its own (dropped with the guard).
+fn open_postgres() -> (crate::postgres::StoreDb, Store) {
+    crate::postgres::open_store()
+}
 
 /// A fresh SQLite store in a temporary directory (removed when the guard drops).
 fn open_sqlite() -> (tempfile::TempDir, Store) {

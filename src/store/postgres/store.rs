@@ -17,6 +17,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::IsolationLevel;
 
+use super::tx::OutcomeCounts;
 use super::{Pg, PgSettings, Tx};
 use crate::error::{Error, Result};
 use crate::store::sql::Db;
@@ -37,6 +38,7 @@ struct Shared {
     last_failure: Mutex<Option<WriteFailure>>,
     /// The connection holding [`OWNER_LOCK`] (closing it releases the lock).
     owner: Mutex<Option<deadpool_postgres::Object>>,
+    counts: OutcomeCounts,
 }
 
 /// The store over one PostgreSQL database.
@@ -89,6 +91,12 @@ impl PgStore {
                 on_notify: OnceLock::new(),
                 last_failure: Mutex::new(None),
                 owner: Mutex::new(Some(owner)),
+                counts: Mutex::new(
+                    crate::model::OUTCOME_STATES
+                        .iter()
+                        .map(|s| (s.to_string(), 0))
+                        .collect(),
+                ),
             }),
         })
     }
@@ -185,7 +193,7 @@ impl Shared {
                     .read_only(!write)
                     .start(),
             )?;
-            let tx = Tx::new(tx, self.rt.clone());
+            let tx = Tx::new(tx, self.rt.clone(), &self.counts);
             let done = f(&Db::Postgres(&tx));
             let done = match done {
                 Ok(v) => tx.commit().map(|()| v),
