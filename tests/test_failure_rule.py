@@ -67,6 +67,12 @@ def test_embedded_reported_failure_is_final_and_an_exception_is_retried(
     clock.advance(60)
     for name in ("crash", "retry_asked", "opted_in"):
         wait_for(lambda n=name: calls[n] == 2, what=f"the retry of {name}")  # type: ignore[misc]
+        # Recorded as failed and due again (its next retry counted from when it was recorded)
+        # before the clock moves on, or that retry would fall due after the advance below.
+        wait_for(
+            lambda n=name: (ex := app.execution(ids[n])).attempts == 2 and ex.status == "retrying",  # type: ignore[misc]
+            what=f"the failed retry of {name} recorded",
+        )
     clock.advance(60)
     for name in ("crash", "retry_asked", "opted_in"):
         wait_for(lambda n=name: calls[n] == 3, what=f"the second retry of {name}")  # type: ignore[misc]

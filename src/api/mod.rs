@@ -280,10 +280,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Id> {
-        Ok(Id(Path::<String>::from_request_parts(parts, state)
+        let id = Path::<String>::from_request_parts(parts, state)
             .await
             .map(|Path(id)| id)
-            .unwrap_or_default()))
+            .unwrap_or_default();
+        // Ids are made of ASCII letters, digits and `_`: one with a NUL names nothing. PostgreSQL
+        // text cannot hold a NUL at all, so it is looked up (and reported not found) with the
+        // replacement character instead, the same answer on both stores.
+        Ok(Id(if id.contains('\0') {
+            id.replace('\0', "\u{fffd}")
+        } else {
+            id
+        }))
     }
 }
 
