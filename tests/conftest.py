@@ -15,6 +15,8 @@ import cueapi
 import httpx
 import pytest
 
+from tests import pg
+
 T = TypeVar("T")
 
 # A fixed start for manual clocks: a Monday, far from any DST transition.
@@ -34,6 +36,37 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
         time.sleep(every)
+
+
+# -- both stores ----------------------------------------------------------------------------------
+# A test module that sets STORES = ("sqlite", "postgres") runs each of its tests once per store: the
+# autouse fixture ``store`` says which, and ``location(path)`` turns the SQLite file a test names into
+# a PostgreSQL database of its own when the store is PostgreSQL (the same one for the same path, so a
+# test that reopens its file reopens its database).
+
+def location(db: Path) -> str | Path:
+    """Where a test's database lives: the SQLite file ``db``, or the PostgreSQL database standing
+    for it."""
+    return pg.database_for(db) if pg.current == "postgres" else db
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    stores = getattr(metafunc.module, "STORES", None)
+    if stores and "store" in metafunc.fixturenames:
+        metafunc.parametrize("store", stores, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The store the test runs on: ``sqlite`` unless its module asks for both."""
+    kind = str(getattr(request, "param", "sqlite"))
+    pg.current = kind
+    try:
+        yield kind
+    finally:
+        pg.current = "sqlite"
+        if kind == "postgres":
+            pg.drop_all()
 
 
 @pytest.fixture
@@ -133,7 +166,7 @@ def start_server(
 ) -> Server:
     """A server on ``db`` (private targets allowed) with one registered user; ``settings`` go to
     ``App.serve`` (``worker_lease_seconds``, ``realert_seconds``, ...)."""
-    app = cueapi.App(db, clock=clock, workers=2)
+    app = cueapi.App(location(db), clock=clock, workers=2)
     url = app.serve(
         "127.0.0.1", 0, allow_private_targets=True, rate_limit_per_minute=rate_limit_per_minute, **settings
     )

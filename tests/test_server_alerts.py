@@ -33,6 +33,9 @@ from tests.conftest import Answer, Received, Receiver, Server, start_server, wai
 from tests.test_server_api import assert_error
 from tests.test_server_delivery import advance, instant, reopen, settled
 
+# Every test here runs on SQLite and on PostgreSQL.
+STORES = ("sqlite", "postgres")
+
 # Cues here are fired by hand; their own schedule never comes due within a test.
 FAR = {"type": "once", "at": "2099-01-01T00:00:00Z"}
 RECURRING = {"type": "recurring", "cron": "0 0 29 2 *"}  # next on 29 February

@@ -18,7 +18,10 @@ import cueapi
 import httpx
 import pytest
 
-from tests.conftest import NO_THROTTLE, Receiver, Server, wait_for
+from tests.conftest import NO_THROTTLE, Receiver, Server, location, wait_for
+
+# Every test here runs on SQLite and on PostgreSQL.
+STORES = ("sqlite", "postgres")
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 API_KEY = re.compile(r"^cue_sk_[0-9a-f]{32}$")
@@ -954,7 +957,7 @@ def test_huge_offsets_answer_an_empty_page(
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server started without ``allow_private_targets``: the production policy."""
     db = Path(tmp_path_factory.mktemp("strict")) / "x.db"
-    app = cueapi.App(db)
+    app = cueapi.App(location(db))
     try:
         url = app.serve("127.0.0.1", 0, rate_limit_per_minute=NO_THROTTLE)
         r = httpx.post(url + "/v1/auth/register", json={"email": "strict@example.com"}, timeout=30)

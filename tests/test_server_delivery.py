@@ -22,7 +22,10 @@ import httpx
 import pytest
 from cueapi.webhooks import verify_webhook_headers
 
-from tests.conftest import Answer, Received, Receiver, Server, start_server, wait_for
+from tests.conftest import Answer, Received, Receiver, Server, location, start_server, wait_for
+
+# Every test here runs on SQLite and on PostgreSQL.
+STORES = ("sqlite", "postgres")
 
 # Cues here are fired by hand (POST /v1/cues/{id}/fire); their own schedule never comes due.
 FAR = "2099-01-01T00:00:00Z"
@@ -619,7 +622,7 @@ def test_closing_with_a_tick_held_for_its_instant_loses_nothing(
 
 def reopen(db: Path, first: Server, clock: cueapi.ManualClock | None = None) -> Server:
     """A new server on the same database file; its user is the first server's."""
-    app = cueapi.App(db, clock=clock, workers=2)
+    app = cueapi.App(location(db), clock=clock, workers=2)
     url = app.serve("127.0.0.1", 0, allow_private_targets=True)
     return Server(app, url, first.key, first.secret, db)
 
@@ -734,7 +737,7 @@ def _loopback_hostname() -> str | None:
 
 def strict_server(db: Path) -> Server:
     """A server as deployed: private and loopback targets refused."""
-    app = cueapi.App(db, workers=2)
+    app = cueapi.App(location(db), workers=2)
     url = app.serve("127.0.0.1", 0)
     r = httpx.post(url + "/v1/auth/register", json={"email": "strict@example.com"}, timeout=30)
     if r.status_code == 201:
@@ -801,7 +804,7 @@ def test_the_guard_checks_again_at_delivery(tmp_path: Path, receiver: Receiver) 
         cues = {url: webhook_cue(first, url, retry={"max_attempts": 0}) for url in urls}
     finally:
         first.app.close()
-    app = cueapi.App(db, workers=2)
+    app = cueapi.App(location(db), workers=2)
     try:
         strict = Server(app, app.serve("127.0.0.1", 0), first.key, first.secret, db)
         for url, cue in cues.items():

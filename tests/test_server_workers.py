@@ -28,9 +28,12 @@ import cueapi
 import httpx
 import pytest
 
-from tests.conftest import START, Receiver, Server, start_server, wait_for
+from tests.conftest import START, Receiver, Server, location, start_server, wait_for
 from tests.test_server_api import assert_4xx, assert_error
 from tests.test_server_delivery import advance, instant, reopen, settled
+
+# Every test here runs on SQLite and on PostgreSQL.
+STORES = ("sqlite", "postgres")
 
 # Worker cues here are fired by hand; their own schedule never comes due.
 FAR = {"type": "once", "at": "2099-01-01T00:00:00Z"}
@@ -1496,7 +1499,7 @@ def test_a_shorter_worker_timeout_applies_to_the_workers_known_at_a_restart(
         beat(first, "w1", ["a"])
     finally:
         first.app.close()
-    app = cueapi.App(db, clock=clock, workers=2)
+    app = cueapi.App(location(db), clock=clock, workers=2)
     url = app.serve("127.0.0.1", 0, allow_private_targets=True, worker_timeout_seconds=20)
     second = Server(app, url, first.key, first.secret, db)
     try:
