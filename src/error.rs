@@ -57,7 +57,7 @@ pub enum Error {
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
     /// PostgreSQL failed.
-    #[error("storage error: {0}")]
+    #[error("storage error: {}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// File system failure (opening the database or its lock file).
     #[error("i/o error: {0}")]
@@ -73,6 +73,15 @@ impl Error {
             field,
             message: message.into(),
         }
+    }
+}
+
+/// What PostgreSQL said, with its SQLSTATE code: tokio-postgres shows only "db error" for an
+/// error the server reported.
+fn postgres_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 

@@ -44,6 +44,7 @@ def wait_for(
 # a PostgreSQL database of its own when the store is PostgreSQL (the same one for the same path, so a
 # test that reopens its file reopens its database).
 
+
 def location(db: Path) -> str | Path:
     """Where a test's database lives: the SQLite file ``db``, or the PostgreSQL database standing
     for it."""

@@ -80,8 +80,5 @@ def drop_all() -> None:
     """Drops the databases this process made."""
     for url in list(_made.values()):
         name = urllib.parse.urlsplit(url).path.lstrip("/")
-        try:
-            _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        except RuntimeError:
-            pass
-    _made.clear()
+        del _made[next(k for k, v in _made.items() if v == url)]
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

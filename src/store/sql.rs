@@ -31,6 +31,10 @@ impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + PgTyped + Sync + std::f
 /// The PostgreSQL type a parameter is sent as.
 pub trait PgTyped {
     fn pg_type(&self) -> tokio_postgres::types::Type;
+    /// Whether it is text holding a NUL character, which PostgreSQL text cannot store.
+    fn has_nul(&self) -> bool {
+        false
+    }
 }
 
 macro_rules! pg_typed {
@@ -43,11 +47,32 @@ macro_rules! pg_typed {
     };
 }
 
-pg_typed!(i64 => INT8, bool => BOOL, f64 => FLOAT8, String => TEXT, str => TEXT);
+pg_typed!(i64 => INT8, bool => BOOL, f64 => FLOAT8);
+
+impl PgTyped for str {
+    fn pg_type(&self) -> tokio_postgres::types::Type {
+        tokio_postgres::types::Type::TEXT
+    }
+    fn has_nul(&self) -> bool {
+        self.contains('\0')
+    }
+}
+
+impl PgTyped for String {
+    fn pg_type(&self) -> tokio_postgres::types::Type {
+        tokio_postgres::types::Type::TEXT
+    }
+    fn has_nul(&self) -> bool {
+        self.contains('\0')
+    }
+}
 
 impl<T: PgTyped + ?Sized> PgTyped for &T {
     fn pg_type(&self) -> tokio_postgres::types::Type {
         (**self).pg_type()
+    }
+    fn has_nul(&self) -> bool {
+        (**self).has_nul()
     }
 }
 
@@ -58,6 +83,9 @@ impl<T: PgTyped + Default> PgTyped for Option<T> {
             None => T::default().pg_type(),
         }
     }
+    fn has_nul(&self) -> bool {
+        self.as_ref().is_some_and(PgTyped::has_nul)
+    }
 }
 
 impl PgTyped for Value {
@@ -66,6 +94,9 @@ impl PgTyped for Value {
             Value::Int(_) => tokio_postgres::types::Type::INT8,
             Value::Text(_) => tokio_postgres::types::Type::TEXT,
         }
+    }
+    fn has_nul(&self) -> bool {
+        matches!(self, Value::Text(t) if t.contains('\0'))
     }
 }
 
@@ -238,6 +269,12 @@ fn postgres_stmt(
     sql: &str,
     params: &[&dyn Param],
 ) -> Result<tokio_postgres::Statement> {
+    if params.iter().any(|p| p.has_nul()) {
+        return Err(Error::invalid(
+            "text",
+            "holds a NUL character (\\u0000), which the database (PostgreSQL) cannot store",
+        ));
+    }
     let types: Vec<_> = params.iter().map(|p| p.pg_type()).collect();
     tx.prepare(sql, &types)
 }

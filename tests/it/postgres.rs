@@ -782,3 +782,46 @@ pub fn open_store() -> (StoreDb, cueapi::store::Store) {
     let store = cueapi::store::Store::open(&db.url).expect("open the PostgreSQL store");
     (StoreDb(Some(db)), store)
 }
+
+#[test]
+fn text_with_a_nul_is_refused_as_invalid_on_postgres_and_nothing_is_stored() {
+    let (_db, store) = open_store();
+    let spec: cueapi::store::CueSpec =
+        serde_json::from_value(serde_json::json!({"name": "a\u{0}b", "every": "1h"}))
+            .expect("a spec");
+    let got = store.write(move |c| c.insert_cues("usr_nul", std::slice::from_ref(&spec), 0));
+    match got {
+        Err(Error::Invalid { field, message }) => {
+            assert_eq!(field, "text");
+            assert!(message.contains("NUL"), "{message}");
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    let ids = store.read(|c| c.cue_ids("usr_nul")).expect("read");
+    assert!(ids.is_empty(), "{ids:?}");
+    store.close();
+}
+
+#[test]
+fn a_unit_that_carries_on_after_a_refused_statement_is_rolled_back_whole() {
+    // PostgreSQL ends a transaction at its first refused statement; a unit that takes the error
+    // and goes on must not be committed (PostgreSQL would turn the COMMIT into a ROLLBACK
+    // without a word), and its caller hears of the failure.
+    let (_db, store) = open_store();
+    let spec = |name: &str| -> cueapi::store::CueSpec {
+        serde_json::from_value(serde_json::json!({"name": name, "every": "1h"})).expect("a spec")
+    };
+    let (a, dup, c) = (spec("a"), spec("a"), spec("c"));
+    let got = store.write(move |w| {
+        w.insert_cues("usr_poison", std::slice::from_ref(&a), 0)?;
+        let refused = w.insert_cues("usr_poison", std::slice::from_ref(&dup), 0);
+        assert!(refused.is_err(), "a duplicate name is refused");
+        let after = w.insert_cues("usr_poison", std::slice::from_ref(&c), 0);
+        assert!(after.is_err(), "nothing runs after a refused statement");
+        Ok(())
+    });
+    assert!(got.is_err(), "the unit fails: {got:?}");
+    let ids = store.read(|r| r.cue_ids("usr_poison")).expect("read");
+    assert!(ids.is_empty(), "nothing of the unit was kept: {ids:?}");
+    store.close();
+}

@@ -320,7 +320,9 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
         sub, "serve", _local(_run_serve), "Serve the CueAPI-compatible HTTP API.", remote=False
     )
     serve.add_argument(
-        "--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file (env CUEAPI_DB)"
+        "--db",
+        default=os.environ.get("CUEAPI_DB", "cueapi.db"),
+        help="SQLite file or postgresql:// URL (env CUEAPI_DB)",
     )
     serve.add_argument("--host", default=os.environ.get("CUEAPI_HOST", "127.0.0.1"), help="env CUEAPI_HOST")
     serve.add_argument("--port", type=int, default=None, help="env CUEAPI_PORT (default 8000; 0 picks one)")
@@ -466,7 +468,9 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
         remote=False,
     )
     create.add_argument("email")
-    create.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"))
+    create.add_argument(
+        "--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file or postgresql:// URL"
+    )
 
     history = add_command(
         sub,
@@ -475,6 +479,8 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
         "Print the cues and recent executions of a database (on a server's, each user's under their email).",
         remote=False,
     )
-    history.add_argument("--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file")
+    history.add_argument(
+        "--db", default=os.environ.get("CUEAPI_DB", "cueapi.db"), help="SQLite file or postgresql:// URL"
+    )
     history.add_argument("--cue", default=None, help="only this cue (id or name)")
     history.add_argument("--limit", type=int, default=50)

@@ -23,8 +23,11 @@ use crate::error::{Error, Result};
 use crate::store::sql::Db;
 use crate::store::WriteFailure;
 
-/// How many times a unit of work is run again after a serialization failure or a deadlock.
-const MAX_RETRIES: u32 = 20;
+/// How many times a unit of work is run again after a serialization failure or a deadlock, each
+/// after a pause drawn at random up to twice the last (from 1 ms, at most 50 ms), so that units
+/// racing for the same rows (workers claiming the oldest waiting execution) spread out instead
+/// of colliding again: about 10 s in the worst case.
+const MAX_RETRIES: u32 = 200;
 
 /// The session advisory lock one open store holds: "cueapi" in ASCII, then 2.
 const OWNER_LOCK: i64 = 0x6375_6561_7069_0002;
@@ -49,12 +52,13 @@ pub struct PgStore {
 /// Whether `e` says the transaction lost a race and may simply be run again.
 fn retryable(e: &Error) -> bool {
     match e {
-        Error::Postgres(p) => matches!(
-            p.code(),
-            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-        ),
+        Error::Postgres(p) => p.code().is_some_and(retryable_code),
         _ => false,
     }
+}
+
+fn retryable_code(c: &SqlState) -> bool {
+    *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
 }
 
 /// Runs `f` on this thread, which may be a worker of the runtime (then given up to blocking
@@ -195,13 +199,45 @@ impl Shared {
             )?;
             let tx = Tx::new(tx, self.rt.clone(), &self.counts);
             let done = f(&Db::Postgres(&tx));
-            let done = match done {
-                Ok(v) => tx.commit().map(|()| v),
-                Err(e) => Err(e),
+            // A statement the server refused ended the transaction: never commit it (PostgreSQL
+            // would roll it back and say nothing), whatever the unit made of the error.
+            let (done, lost_race) = match (tx.take_failure(), done) {
+                (Some((code, text)), _) if code.as_ref().is_some_and(retryable_code) => (
+                    Err(Error::Io(std::io::Error::other(format!(
+                        "storage error: {text}"
+                    )))),
+                    true,
+                ),
+                // The unit's own account of the failure (a duplicate name is a conflict).
+                (Some(_), Err(e)) => (Err(e), false),
+                (Some((_, text)), Ok(_)) => (
+                    Err(Error::Io(std::io::Error::other(format!(
+                        "storage error: {text}"
+                    )))),
+                    false,
+                ),
+                (None, Ok(v)) => {
+                    let committed = tx.commit().map(|()| v);
+                    let lost = committed.as_ref().err().is_some_and(retryable);
+                    (committed, lost)
+                }
+                (None, Err(e)) => {
+                    let lost = retryable(&e);
+                    (Err(e), lost)
+                }
             };
             match done {
-                Err(e) if retryable(&e) && tries <= MAX_RETRIES => continue,
-                Err(e) => return Err(e),
+                Err(_) if lost_race && tries <= MAX_RETRIES => {
+                    let cap = (1u64 << tries.min(6)).min(50);
+                    std::thread::sleep(Duration::from_micros(rand::random_range(0..cap * 1000)));
+                    continue;
+                }
+                Err(e) => {
+                    if std::env::var_os("CUEAPI_SQL_DEBUG").is_some() {
+                        eprintln!("PostgreSQL unit of work failed after {tries} tries: {e}");
+                    }
+                    return Err(e);
+                }
                 Ok(v) => {
                     if crate::store::alerts::take_queued() {
                         if let Some(wake) = self.on_notify.get() {

@@ -1,14 +1,21 @@
 //! A PostgreSQL transaction as the store's units of work see it: every statement is a round
 //! trip made synchronously on the calling thread, a blocking thread of the runtime (never one
 //! of its workers, which would stall everything else on them).
+//!
+//! A statement PostgreSQL refuses ends the transaction there (SQLite's goes on, and some units
+//! of work take a refused item's error and carry on with the next). So the first error the
+//! server gives is kept: every later statement fails at once without being sent, and the store
+//! rolls the unit back and reports that first error (or runs the unit again, when it was a
+//! serialization failure) whatever the unit made of it — it is never committed.
 
 use std::future::Future;
 
 use tokio::runtime::Handle;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Outcome states recorded since the store opened (committed ones only), by state.
 pub(crate) type OutcomeCounts = parking_lot::Mutex<std::collections::BTreeMap<String, u64>>;
@@ -18,6 +25,8 @@ pub struct Tx<'a> {
     tx: deadpool_postgres::Transaction<'a>,
     rt: Handle,
     counts: &'a OutcomeCounts,
+    /// The first error the server gave in this transaction: its code and what it said.
+    failed: parking_lot::Mutex<Option<(Option<SqlState>, String)>>,
 }
 
 impl<'a> Tx<'a> {
@@ -26,7 +35,37 @@ impl<'a> Tx<'a> {
         rt: Handle,
         counts: &'a OutcomeCounts,
     ) -> Tx<'a> {
-        Tx { tx, rt, counts }
+        Tx {
+            tx,
+            rt,
+            counts,
+            failed: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The first error the server gave in this transaction, if it gave one: its code and text.
+    pub(crate) fn take_failure(&self) -> Option<(Option<SqlState>, String)> {
+        self.failed.lock().take()
+    }
+
+    /// Runs one statement's round trip, unless the transaction already failed.
+    fn run<T>(
+        &self,
+        f: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        if self.failed.lock().is_some() {
+            return Err(aborted());
+        }
+        self.block(f).map_err(|e| {
+            if let Some(db) = e.as_db_error() {
+                let mut first = self.failed.lock();
+                if first.is_none() {
+                    let text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+                    *first = Some((Some(db.code().clone()), text));
+                }
+            }
+            Error::Postgres(e)
+        })
     }
 
     /// The store's outcome counts so far.
@@ -45,16 +84,7 @@ impl<'a> Tx<'a> {
     /// `sql` (in PostgreSQL's `$N` form) prepared for parameters of `types`, or taken from the
     /// connection's cache.
     pub(crate) fn prepare(&self, sql: &str, types: &[Type]) -> Result<Statement> {
-        self.block(self.tx.prepare_typed_cached(sql, types))
-            .map_err(|e| {
-                if std::env::var_os("CUEAPI_SQL_DEBUG").is_some() {
-                    eprintln!(
-                        "PostgreSQL refused a statement: {:?}\n{sql}",
-                        e.as_db_error().map(|d| d.message())
-                    );
-                }
-                e.into()
-            })
+        self.run(self.tx.prepare_typed_cached(sql, types))
     }
 
     /// The first row, if any.
@@ -63,7 +93,7 @@ impl<'a> Tx<'a> {
         stmt: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        Ok(self.block(self.tx.query(stmt, params))?.into_iter().next())
+        Ok(self.run(self.tx.query(stmt, params))?.into_iter().next())
     }
 
     pub(crate) fn query(
@@ -71,20 +101,20 @@ impl<'a> Tx<'a> {
         stmt: &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
-        Ok(self.block(self.tx.query(stmt, params))?)
+        self.run(self.tx.query(stmt, params))
     }
 
     pub(crate) fn execute(&self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        Ok(self.block(self.tx.execute(stmt, params))?)
+        self.run(self.tx.execute(stmt, params))
     }
 
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        Ok(self.block(self.tx.batch_execute(sql))?)
+        self.run(self.tx.batch_execute(sql))
     }
 
     /// Commits, on the calling thread, and counts the outcome states it recorded.
     pub(crate) fn commit(self) -> Result<()> {
-        let Tx { tx, rt, counts } = self;
+        let Tx { tx, rt, counts, .. } = self;
         let noted: Option<String> = rt
             .block_on(tx.query_one("SELECT current_setting('cueapi.outcomes', true)", &[]))?
             .get(0);
@@ -98,4 +128,11 @@ impl<'a> Tx<'a> {
         }
         Ok(())
     }
+}
+
+/// What a statement gets once its transaction failed.
+fn aborted() -> Error {
+    Error::Io(std::io::Error::other(
+        "an earlier statement of this transaction failed; it will be rolled back",
+    ))
 }
