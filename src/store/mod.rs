@@ -396,6 +396,7 @@ impl Store {
 pub fn is_unwritable(e: &Error) -> bool {
     match e {
         Error::Storage(s) => sqlite::is_unwritable(s),
+        Error::Postgres(p) => postgres::is_unwritable(p),
         _ => false,
     }
 }

@@ -208,6 +208,19 @@ impl Pg {
     }
 }
 
+/// Whether PostgreSQL cannot take writes now (the connection is gone, the server is shutting
+/// down, out of disk or resources, or a read-only standby) rather than refusing one statement.
+pub fn is_unwritable(e: &tokio_postgres::Error) -> bool {
+    let Some(db) = e.as_db_error() else {
+        // No answer from the server at all: a closed or broken connection.
+        return true;
+    };
+    let code = db.code().code();
+    // 08: connection exceptions; 53: insufficient resources (53100 disk full); 57P0x: the
+    // server is shutting down or cannot connect; 25006: a read-only transaction (a standby).
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "25006"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
