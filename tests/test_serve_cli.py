@@ -16,6 +16,7 @@ import cueapi
 import httpx
 import pytest
 
+from tests import pg
 from tests.conftest import Receiver, wait_for
 
 
@@ -98,6 +99,64 @@ def test_serve_listens_explains_keys_and_stops_cleanly_on_sigterm(tmp_path: Path
         assert got["status"] == "success" and got["cue_id"] == cue["id"]
         assert httpx.get(url + "/v1/cues", headers=auth, timeout=30).json()["total"] == 1
         assert stop(proc, signal.SIGINT) == 0
+
+
+def test_serve_on_postgresql_hides_the_password_keeps_everything_and_owns_the_database(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """`cueapi serve --db postgresql://…`: the startup line names the database with its password
+    hidden; what was served survives a restart; a second process is refused while it runs; the
+    offline commands take the same URL."""
+    url = pg.database_for(tmp_path / "served.db")
+    # The test server trusts local connections, so any password is accepted: only its display is
+    # under test.
+    db = url.replace("postgresql://postgres@", "postgresql://postgres:s3cret-pw@", 1)
+    assert "s3cret-pw" in db
+    try:
+        with serve("--db", db, "--port", "0", "--allow-private-targets") as (proc, base, startup):
+            assert "postgres:***@" in startup and "s3cret-pw" not in startup
+            key = register(base).json()["api_key"]
+            auth = {"Authorization": f"Bearer {key}"}
+            cue = httpx.post(
+                base + "/v1/cues",
+                json={
+                    "name": "nightly",
+                    "schedule": {"type": "recurring", "cron": "0 2 * * *"},
+                    "callback": {"url": receiver.url + "/hook"},
+                },
+                headers=auth,
+                timeout=30,
+            ).json()
+            fired = httpx.post(base + f"/v1/cues/{cue['id']}/fire", json={}, headers=auth, timeout=30).json()
+            receiver.wait(1)
+            execution = base + f"/v1/executions/{fired['id']}"
+            wait_for(
+                lambda: httpx.get(execution, headers=auth, timeout=30).json()["status"] == "success",
+                what="the delivery recorded",
+            )
+            busy = subprocess.run(
+                [sys.executable, "-m", "cueapi.cli", "keys", "create", "x@example.com", "--db", db],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert busy.returncode == 2 and "another cueapi holds it" in busy.stderr, busy.stderr
+            assert "s3cret-pw" not in busy.stderr
+            assert stop(proc, signal.SIGTERM) == 0
+        with serve("--db", db, "--port", "0") as (proc, base, _):
+            got = httpx.get(base + f"/v1/executions/{fired['id']}", headers=auth, timeout=30).json()
+            assert got["status"] == "success" and got["cue_id"] == cue["id"]
+            assert stop(proc, signal.SIGINT) == 0
+        history = subprocess.run(
+            [sys.executable, "-m", "cueapi.cli", "history", "--db", db],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert history.returncode == 0, history.stderr
+        assert "nightly" in history.stdout and "ops@example.com" in history.stdout
+    finally:
+        pg.drop_all()
 
 
 def test_environment_variables_and_closed_registration(tmp_path: Path) -> None:

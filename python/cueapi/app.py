@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -208,7 +209,7 @@ class App:
             if api_key is not None or worker_id is not None:
                 raise ValidationError("api_key= and worker_id= are for remote Apps: pass remote=<server URL>")
             self._remote = None
-            self._db = os.fspath(db)
+            self._db = _shown_db(os.fspath(db))
             self._engine = _cueapi.NativeEngine(
                 os.fspath(db), clock=None if clock is None else clock._native, grace_ms=round(grace * 1000)
             )
@@ -975,6 +976,29 @@ def _positive_ms(seconds: float, name: str) -> int:
 def _count(n: object, name: str) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000:
         raise ValidationError(f"{name} must be an int between 1 and 1000000")
+
+
+def _is_url(db: str) -> bool:
+    """Whether ``db`` names a PostgreSQL database rather than a SQLite file."""
+    return db.strip().lower().startswith(("postgresql://", "postgres://"))
+
+
+def _shown_db(db: str) -> str:
+    """A database as messages name it: a SQLite file as given, a PostgreSQL URL with any
+    password replaced by ``***`` (in the authority or as a ``password=`` parameter)."""
+    if not _is_url(db):
+        return db
+    parts = urllib.parse.urlsplit(db.strip())
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = userinfo.split(":", 1)[0] + ":***@" + host
+    query = "&".join(
+        "password=***" if pair.split("=", 1)[0].lower() == "password" else pair
+        for pair in parts.query.split("&")
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query if parts.query else ""))
 
 
 def _is_loopback(host: str) -> bool:

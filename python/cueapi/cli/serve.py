@@ -20,6 +20,8 @@ from ..app import (
     MAX_RATE_LIMIT,
     App,
     _is_loopback,
+    _is_url,
+    _shown_db,
 )
 from ..exceptions import CueAPIError, CueNotFoundError, DatabaseLockedError
 from ..models import Cue, Execution
@@ -257,7 +259,7 @@ def _serve(args: argparse.Namespace) -> int:
         app.close()
         raise
     notes = [
-        f"db {os.path.abspath(args.db)}",
+        f"db {_shown_db(args.db) if _is_url(args.db) else os.path.abspath(args.db)}",
         "registration "
         + {"open": "open to anyone", "local": "open to this machine's clients", "closed": "closed"}[
             registration
@@ -278,7 +280,8 @@ def _serve(args: argparse.Namespace) -> int:
             how.append(
                 f"  curl -s -X POST {url}/v1/auth/register -H 'Content-Type: application/json' -d '{body}'"
             )
-        how.append(f"  or stop the server and run: cueapi keys create you@example.com --db {args.db}")
+        shown = _shown_db(args.db)
+        how.append(f"  or stop the server and run: cueapi keys create you@example.com --db {shown}")
         print(
             "cueapi serve: no users yet; get an API key with\n" + "\n".join(how), file=sys.stderr, flush=True
         )
