@@ -29,7 +29,7 @@ $(VENV)/.base: pyproject.toml Makefile
 $(VENV)/.installed: $(VENV)/.base
 	@# The README's server quick start (run by a test) uses curl.
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
-	$(PY) -m pip install -q 'pytest>=8' 'pytest-timeout>=2.3' 'croniter==7.0.0' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'pydantic>=2.7' 'flask>=3' 'fastapi>=0.110' 'uvicorn>=0.30' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2' \
+	$(PY) -m pip install -q 'pytest>=8' 'pytest-timeout>=2.3' 'croniter==7.0.0' pytz 'hypothesis>=6' 'standardwebhooks>=1.1' 'ruff>=0.6' 'mypy>=1.11' 'httpx>=0.27' 'pydantic>=2.7' 'flask>=3' 'fastapi>=0.110' 'uvicorn>=0.30' 'psutil>=5' 'prometheus-client>=0.20' 'aiosmtpd>=1.4.6,<2' 'trustme>=1.2' 'psycopg[binary]>=3.2,<4' \
 		'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
 	touch $@
 

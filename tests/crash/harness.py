@@ -295,7 +295,7 @@ class Serve(Child):
     first started; with ``same_port`` every later start listens there again, so the workers that
     know its URL find it back."""
 
-    def __init__(self, db: Path, logs: Path, *extra: str, same_port: bool = False) -> None:
+    def __init__(self, db: Path | str, logs: Path, *extra: str, same_port: bool = False) -> None:
         super().__init__("serve", logs, self._command)
         self.db, self.extra, self.same_port = db, extra, same_port
         self.port = "0"
@@ -335,20 +335,28 @@ class Serve(Child):
 # -- the database, read-only from this process ------------------------------------------------
 
 
-def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Rows of a read-only query; the database may be in use by another process (WAL)."""
+def query(db: Path | str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query; the database may be in use by another process (SQLite's WAL, or
+    PostgreSQL, read with psycopg when ``db`` is a ``postgresql://`` URL)."""
+    if str(db).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(db), autocommit=True) as pg_conn:
+            return [tuple(r) for r in pg_conn.execute(sql.replace("?", "%s"), params).fetchall()]
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
         return conn.execute(sql, params).fetchall()
 
 
-def scalar(db: Path, sql: str) -> int:
+def scalar(db: Path | str, sql: str) -> int:
+    import psycopg
+
     try:
         return int(query(db, sql)[0][0])
-    except sqlite3.OperationalError:
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
         return -1  # not created yet
 
 
-def settled(db: Path, expected: int, cues: str = "1") -> bool:
+def settled(db: Path | str, expected: int, cues: str = "TRUE") -> bool:
     """Whether the cues matching ``cues`` (an SQL condition) have their ``expected`` executions,
     none still in flight, and none will fire again."""
     of = f"cue_id IN (SELECT id FROM cues WHERE {cues})"
@@ -403,7 +411,7 @@ class Stored:
     cues: dict[str, StoredCue]  # by name
 
     @classmethod
-    def read(cls, db: Path) -> Stored:
+    def read(cls, db: Path | str) -> Stored:
         rows = query(
             db,
             "SELECT e.id, e.cue_id, c.name, e.scheduled_for, e.status, e.attempts, e.idempotency_key,"

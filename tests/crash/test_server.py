@@ -27,6 +27,7 @@ import cueapi.webhooks
 import httpx
 import pytest
 
+from tests.conftest import location
 from tests.crash.harness import (
     API_CATCH_UP,
     SEED,
@@ -42,6 +43,9 @@ from tests.crash.harness import (
     settled,
     trial_rng,
 )
+
+# Every trial runs on SQLite and on PostgreSQL.
+STORES = ("sqlite", "postgres")
 
 CUES_ONCE = 1_400
 CUES_CRON = 600
@@ -235,11 +239,11 @@ def check_deliveries(stored: Stored, deliveries: list[Delivery], secret: str) ->
 
 
 @pytest.mark.parametrize("trial", [1, 2])
-def test_server_killed_mid_burst(tmp_path: Path, trial: int) -> None:
+def test_server_killed_mid_burst(tmp_path: Path, store: str, trial: int) -> None:
     # The cues from one stream, the kills from another: where the window falls in a minute changes
     # how much randomness planning the crons takes, not the kills.
     cues_rng, rng = trial_rng("server", trial), trial_rng("server-kills", trial)
-    db = tmp_path / "server.db"
+    db = location(tmp_path / "server.db")
     server = Serve(db, tmp_path)
     chaos = Chaos(trial)
     receiver = CrashReceiver(chaos.decide, server.kill)
@@ -289,8 +293,9 @@ def test_server_killed_mid_burst(tmp_path: Path, trial: int) -> None:
     interrupted = sum(a.status == "interrupted" for a in stored.attempts.values())
     repeats = len(deliveries) - len({d.execution_id for d in deliveries})
     report(
-        f"crash/server trial {trial} seed={SEED}: {n(len(plan))} cues, {n(ledger.occurrences)} occurrences, "
-        f"{n(ledger.executions)} executions ({ledger.statuses()}), {n(len(deliveries))} deliveries, "
+        f"crash/server on {store} trial {trial} seed={SEED}: {n(len(plan))} cues, "
+        f"{n(ledger.occurrences)} occurrences, {n(ledger.executions)} executions ({ledger.statuses()}), "
+        f"{n(len(deliveries))} deliveries, "
         f"{len(kills)} kills ({', '.join(kills)}), {n(interrupted)} interrupted attempts, "
         f"{n(repeats)} repeats (same id+key), {ledger.faults()}, {len(problems)} delivery problems"
     )

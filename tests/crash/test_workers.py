@@ -26,7 +26,7 @@ import cueapi
 import httpx
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import location, wait_for
 from tests.crash.harness import (
     API_CATCH_UP,
     SEED,
@@ -45,6 +45,9 @@ from tests.crash.harness import (
     settled,
     trial_rng,
 )
+
+# Every test here runs on SQLite and on PostgreSQL.
+STORES = ("sqlite", "postgres")
 
 CHILD = Path(__file__).with_name("child.py")
 CUES_ONCE = 400
@@ -76,11 +79,11 @@ def create(url: str, key: str, plan: list[PlannedCue]) -> None:
         list(pool.map(some, range(4)))
 
 
-def test_pull_workers_killed_while_holding_claims(tmp_path: Path) -> None:
+def test_pull_workers_killed_while_holding_claims(tmp_path: Path, store: str) -> None:
     # The cues from one stream, the kills from another: where the window falls in a minute changes
     # how much randomness planning the crons takes, not the kills.
     cues_rng, rng = trial_rng("workers", 1), trial_rng("workers-kills", 1)
-    db = tmp_path / "workers.db"
+    db = location(tmp_path / "workers.db")
     out = tmp_path / "effects.jsonl"
     lease = str(LEASE_S)
     server = Serve(db, tmp_path, "--worker-lease", lease, "--worker-timeout", lease, same_port=True)
@@ -167,7 +170,8 @@ def test_pull_workers_killed_while_holding_claims(tmp_path: Path) -> None:
     ledger = Ledger.check(plan, stored)
     runs = Runs.check(stored, effects(out), killed=killed, server_kills=server_kills)
     report(
-        f"crash/workers trial 1 seed={SEED}: {n(len(plan))} cues, {n(ledger.occurrences)} occurrences, "
+        f"crash/workers on {store} trial 1 seed={SEED}: {n(len(plan))} cues, "
+        f"{n(ledger.occurrences)} occurrences, "
         f"{n(ledger.executions)} executions ({ledger.statuses()}), {n(runs.starts)} handler runs, "
         f"{len(kills)} kills ({', '.join(kills)}), {n(runs.abandoned)} claims abandoned and taken "
         f"again ({runs.unanswered} never answered by the killed server), {n(runs.repeats)} repeats "
@@ -187,7 +191,7 @@ def test_a_report_lost_while_the_server_is_down_is_sent_again(
     the default 180 s worker timeout), so the server keeps its claim however long the lease is
     over — the outcome must come from the worker, or the execution never ends. It sends the
     report again once the server is back: one attempt, one run, a success."""
-    db = tmp_path / "lost.db"
+    db = location(tmp_path / "lost.db")
     server = Serve(db, tmp_path, "--worker-lease", "1", same_port=True)
     started, release = threading.Event(), threading.Event()
     runs: list[int] = []
