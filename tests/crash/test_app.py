@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import location
 from tests.crash.harness import (
     SEED,
     Child,
@@ -42,6 +43,9 @@ from tests.crash.harness import (
     trial_rng,
 )
 
+# Every trial runs on SQLite and on PostgreSQL.
+STORES = ("sqlite", "postgres")
+
 CHILD = Path(__file__).with_name("child.py")
 CUES_ONCE = 600
 CUES_CRON = 400
@@ -58,11 +62,11 @@ GRACE_S = 1.0
 
 
 @pytest.mark.parametrize("trial", [1])
-def test_embedded_app_killed_mid_burst(tmp_path: Path, trial: int) -> None:
+def test_embedded_app_killed_mid_burst(tmp_path: Path, store: str, trial: int) -> None:
     # The cues from one stream, the kills from another: where the window falls in a minute changes
     # how much randomness planning the crons takes, not the kills.
     cues_rng, rng = trial_rng("app", trial), trial_rng("app-kills", trial)
-    db = tmp_path / "app.db"
+    db = location(tmp_path / "app.db")
     out = tmp_path / "effects.jsonl"
     t0 = now_ms() + 3_000 + 2 * (CUES_ONCE + CUES_CRON)
     plan = plan_cues(cues_rng, f"a{trial}", t0, WINDOW_S, CUES_ONCE, CUES_CRON)
@@ -137,7 +141,8 @@ def test_embedded_app_killed_mid_burst(tmp_path: Path, trial: int) -> None:
     ledger = Ledger.check(plan, stored)
     runs = Runs.check(stored, effects(out))
     report(
-        f"crash/app trial {trial} seed={SEED}: {n(len(plan))} cues, {n(ledger.occurrences)} occurrences, "
+        f"crash/app on {store} trial {trial} seed={SEED}: {n(len(plan))} cues, "
+        f"{n(ledger.occurrences)} occurrences, "
         f"{n(ledger.executions)} executions ({ledger.statuses()}), {n(runs.starts)} handler runs, "
         f"{len(kills)} kills ({', '.join(kills)}), {n(runs.interrupted)} interrupted attempts, "
         f"{n(runs.repeats)} repeats (same id+key; {runs.rerun_after_done} after the work was done), "
