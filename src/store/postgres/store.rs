@@ -233,9 +233,7 @@ impl Shared {
                     continue;
                 }
                 Err(e) => {
-                    if std::env::var_os("CUEAPI_SQL_DEBUG").is_some() {
-                        eprintln!("PostgreSQL unit of work failed after {tries} tries: {e}");
-                    }
+                    tracing::debug!("a PostgreSQL unit of work failed after {tries} tries: {e}");
                     return Err(e);
                 }
                 Ok(v) => {
