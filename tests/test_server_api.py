@@ -953,10 +953,11 @@ def test_huge_offsets_answer_an_empty_page(
 # -- the SSRF guard --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server started without ``allow_private_targets``: the production policy."""
-    db = Path(tmp_path_factory.mktemp("strict")) / "x.db"
+@pytest.fixture
+def strict(tmp_path: Path) -> Iterator[Server]:
+    """A server started without ``allow_private_targets``: the production policy (one per test:
+    a module's server would outlive the store each test runs on)."""
+    db = tmp_path / "strict.db"
     app = cueapi.App(location(db))
     try:
         url = app.serve("127.0.0.1", 0, rate_limit_per_minute=NO_THROTTLE)
