@@ -238,14 +238,6 @@ impl<'a> Db<'a> {
     pub fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<usize> {
         self.prepare_cached(sql)?.execute(params)
     }
-
-    /// Runs statements without parameters, separated by semicolons.
-    pub fn execute_batch(&self, sql: &str) -> Result<()> {
-        match self {
-            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres(tx) => tx.batch(sql),
-        }
-    }
 }
 
 fn sqlite_params<'p>(
@@ -345,13 +337,6 @@ impl<'a> Stmt<'a> {
         };
         let stmt = postgres_stmt(tx, sql, params)?;
         Ok(tx.execute(&stmt, &postgres_params(params))? as usize)
-    }
-
-    /// Whether the statement returns any row.
-    pub fn exists(&mut self, params: &[&dyn Param]) -> Result<bool> {
-        self.query_row(params, |_| Ok(()))
-            .optional()
-            .map(|r| r.is_some())
     }
 }
 
@@ -568,9 +553,9 @@ mod tests {
     #[test]
     fn sqlite_rows_read_through_the_shared_surface() {
         let c = rusqlite::Connection::open_in_memory().unwrap();
-        let db = Db::Sqlite(&c);
-        db.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, f INTEGER)")
+        c.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, f INTEGER)")
             .unwrap();
+        let db = Db::Sqlite(&c);
         db.execute(
             "INSERT INTO t VALUES (?1, ?2, ?3)",
             params![7_i64, "x", true],

@@ -192,11 +192,6 @@ impl Pg {
         })
     }
 
-    /// The pool, for the store's queries.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// The URL with any password hidden.
     pub fn shown(&self) -> &str {
         &self.shown

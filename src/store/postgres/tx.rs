@@ -108,10 +108,6 @@ impl<'a> Tx<'a> {
         self.run(self.tx.execute(stmt, params))
     }
 
-    pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        self.run(self.tx.batch_execute(sql))
-    }
-
     /// Commits, on the calling thread, and counts the outcome states it recorded.
     pub(crate) fn commit(self) -> Result<()> {
         let Tx { tx, rt, counts, .. } = self;
