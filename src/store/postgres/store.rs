@@ -217,7 +217,7 @@ impl Shared {
                     false,
                 ),
                 (None, Ok(v)) => {
-                    let committed = tx.commit().map(|()| v);
+                    let committed = tx.commit(write).map(|()| v);
                     let lost = committed.as_ref().err().is_some_and(retryable);
                     (committed, lost)
                 }

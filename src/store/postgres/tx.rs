@@ -108,12 +108,16 @@ impl<'a> Tx<'a> {
         self.run(self.tx.execute(stmt, params))
     }
 
-    /// Commits, on the calling thread, and counts the outcome states it recorded.
-    pub(crate) fn commit(self) -> Result<()> {
+    /// Commits, on the calling thread, and counts the outcome states a transaction that `wrote`
+    /// recorded (a read-only one cannot have: no round trip to ask).
+    pub(crate) fn commit(self, wrote: bool) -> Result<()> {
         let Tx { tx, rt, counts, .. } = self;
-        let noted: Option<String> = rt
-            .block_on(tx.query_one("SELECT current_setting('cueapi.outcomes', true)", &[]))?
-            .get(0);
+        let noted: Option<String> = if wrote {
+            rt.block_on(tx.query_one("SELECT current_setting('cueapi.outcomes', true)", &[]))?
+                .get(0)
+        } else {
+            None
+        };
         rt.block_on(tx.commit())?;
         let noted = noted.unwrap_or_default();
         if !noted.is_empty() {
