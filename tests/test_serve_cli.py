@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cueapi
 import httpx
@@ -58,6 +59,30 @@ def register(url: str, email: str = "ops@example.com") -> httpx.Response:
     return httpx.post(url + "/v1/auth/register", json={"email": email}, timeout=30)
 
 
+def deliver_one(url: str, key: str, receiver: Receiver) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Creates the cue ``nightly`` with a callback to ``receiver``, fires it and waits until its
+    delivery is recorded; returns the cue and the fire."""
+    auth = {"Authorization": f"Bearer {key}"}
+    cue = httpx.post(
+        url + "/v1/cues",
+        json={
+            "name": "nightly",
+            "schedule": {"type": "recurring", "cron": "0 2 * * *", "timezone": "America/New_York"},
+            "callback": {"url": receiver.url + "/hook"},
+        },
+        headers=auth,
+        timeout=30,
+    ).json()
+    fired = httpx.post(url + f"/v1/cues/{cue['id']}/fire", json={}, headers=auth, timeout=30).json()
+    receiver.wait(1)
+    execution = url + f"/v1/executions/{fired['id']}"
+    wait_for(
+        lambda: httpx.get(execution, headers=auth, timeout=30).json()["status"] == "success",
+        what="the delivery recorded",
+    )
+    return cue, fired
+
+
 def test_serve_listens_explains_keys_and_stops_cleanly_on_sigterm(tmp_path: Path, receiver: Receiver) -> None:
     db = tmp_path / "ops.db"
     with serve("--db", str(db), "--port", "0", "--allow-private-targets") as (proc, url, startup):
@@ -70,26 +95,7 @@ def test_serve_listens_explains_keys_and_stops_cleanly_on_sigterm(tmp_path: Path
         r = register(url)
         assert r.status_code == 201
         key = r.json()["api_key"]
-        auth = {"Authorization": f"Bearer {key}"}
-        cue = httpx.post(
-            url + "/v1/cues",
-            json={
-                "name": "nightly",
-                "schedule": {"type": "recurring", "cron": "0 2 * * *", "timezone": "America/New_York"},
-                "callback": {"url": receiver.url + "/hook"},
-            },
-            headers=auth,
-            timeout=30,
-        ).json()
-        fired = httpx.post(url + f"/v1/cues/{cue['id']}/fire", json={}, headers=auth, timeout=30).json()
-        receiver.wait(1)
-        wait_for(
-            lambda: (
-                httpx.get(url + f"/v1/executions/{fired['id']}", headers=auth, timeout=30).json()["status"]
-                == "success"
-            ),
-            what="the delivery recorded",
-        )
+        cue, fired = deliver_one(url, key, receiver)
         assert stop(proc, signal.SIGTERM) == 0
     # Nothing lost: a new server on the same file has the user, the cue and the execution.
     with serve("--db", str(db), "--port", "0") as (proc, url, startup):
@@ -116,24 +122,7 @@ def test_serve_on_postgresql_hides_the_password_keeps_everything_and_owns_the_da
         with serve("--db", db, "--port", "0", "--allow-private-targets") as (proc, base, startup):
             assert "postgres:***@" in startup and "s3cret-pw" not in startup
             key = register(base).json()["api_key"]
-            auth = {"Authorization": f"Bearer {key}"}
-            cue = httpx.post(
-                base + "/v1/cues",
-                json={
-                    "name": "nightly",
-                    "schedule": {"type": "recurring", "cron": "0 2 * * *"},
-                    "callback": {"url": receiver.url + "/hook"},
-                },
-                headers=auth,
-                timeout=30,
-            ).json()
-            fired = httpx.post(base + f"/v1/cues/{cue['id']}/fire", json={}, headers=auth, timeout=30).json()
-            receiver.wait(1)
-            execution = base + f"/v1/executions/{fired['id']}"
-            wait_for(
-                lambda: httpx.get(execution, headers=auth, timeout=30).json()["status"] == "success",
-                what="the delivery recorded",
-            )
+            cue, fired = deliver_one(base, key, receiver)
             busy = subprocess.run(
                 [sys.executable, "-m", "cueapi.cli", "keys", "create", "x@example.com", "--db", db],
                 capture_output=True,
@@ -144,6 +133,7 @@ def test_serve_on_postgresql_hides_the_password_keeps_everything_and_owns_the_da
             assert "s3cret-pw" not in busy.stderr
             assert stop(proc, signal.SIGTERM) == 0
         with serve("--db", db, "--port", "0") as (proc, base, _):
+            auth = {"Authorization": f"Bearer {key}"}
             got = httpx.get(base + f"/v1/executions/{fired['id']}", headers=auth, timeout=30).json()
             assert got["status"] == "success" and got["cue_id"] == cue["id"]
             assert stop(proc, signal.SIGINT) == 0

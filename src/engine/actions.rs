@@ -257,9 +257,7 @@ impl Engine {
 
     /// [`Engine::register`] of a verified user, blocking (for callers outside the runtime).
     pub fn create_user(&self, email: &str) -> Result<(User, String)> {
-        self.check_open()?;
-        let (email, now) = (email.to_string(), self.inner.clock.now());
-        self.inner.store.write(move |c| c.create_user(&email, now))
+        super::runtime()?.block_on(self.register(email, true))
     }
 
     /// How long the same alert for the same cue or worker counts on the open alert.
