@@ -137,8 +137,12 @@ def test_a_tenant_with_dead_endpoints_does_not_delay_another(
     wait_for(lambda: sum(h.held() for h in dead) == 64 and one_place.held() == 32, what="64 + 32 held")
     assert all(h.held() <= 32 for h in dead)
     status, d = wait_for(
-        lambda: (s := deliveries(server))[1]["behind_tenant_limit"]["waiting"] == 515 - 64 and s,
-        what="A's backlog in A's own queue",
+        lambda: (
+            (s := deliveries(server))[1]["behind_tenant_limit"]["waiting"] == 515 - 64
+            and s[1]["behind_destination_limit"]["waiting"] == 40 - 32
+            and s
+        ),
+        what="A's backlog in A's own queue and C's in its destination's",
     )
     assert status == 200 and d["status"] == "ok"
     assert d["slots_busy"] == 96 and d["waiting"] == 0
