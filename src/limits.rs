@@ -33,6 +33,13 @@ pub const MAX_RATE_LIMIT_PER_MINUTE: u32 = 1_000_000;
 pub const WORKER_LEASE_MS: i64 = 300_000;
 /// A worker not heard from for this long counts as gone (its expired claims are released).
 pub const WORKER_TIMEOUT_MS: i64 = 180_000;
+/// Several nodes on one PostgreSQL database: how long a node's lease on its partitions lasts
+/// unless renewed (it renews three times a lease). A node silent this long (dead, or cut off
+/// from the database) has its cues, attempts and claims taken over by the others.
+pub const NODE_LEASE_MS: i64 = 3_000;
+/// The shortest and longest node lease accepted.
+pub const MIN_NODE_LEASE_MS: i64 = 300;
+pub const MAX_NODE_LEASE_MS: i64 = 600_000;
 /// The longest a worker's own heartbeats keep a claim whose lease has run out (execution
 /// heartbeats, which extend the lease, keep it as long as they come). Past it the claim is
 /// released as abandoned: a worker restarted under the same id, or one that lost a claim's answer
@@ -76,6 +83,9 @@ pub fn numbers() -> Vec<(&'static str, i64)> {
         ),
         ("worker_lease_ms", WORKER_LEASE_MS),
         ("worker_timeout_ms", WORKER_TIMEOUT_MS),
+        ("node_lease_ms", NODE_LEASE_MS),
+        ("min_node_lease_ms", MIN_NODE_LEASE_MS),
+        ("max_node_lease_ms", MAX_NODE_LEASE_MS),
         ("realert_ms", REALERT_MS),
         ("max_claim_hold_ms", MAX_CLAIM_HOLD_MS),
         ("max_deliveries", MAX_DELIVERIES as i64),

@@ -42,7 +42,8 @@ def wait_for(
 # A test module that sets STORES = ("sqlite", "postgres") runs each of its tests once per store: the
 # autouse fixture ``store`` says which, and ``location(path)`` turns the SQLite file a test names into
 # a PostgreSQL database of its own when the store is PostgreSQL (the same one for the same path, so a
-# test that reopens its file reopens its database).
+# test that reopens its file reopens its database). A test marked ``@pytest.mark.stores(...)`` runs on
+# the stores it names instead (several nodes need a database they can share: PostgreSQL only).
 
 
 def location(db: Path) -> str | Path:
@@ -52,7 +53,8 @@ def location(db: Path) -> str | Path:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    stores = getattr(metafunc.module, "STORES", None)
+    marker = metafunc.definition.get_closest_marker("stores")
+    stores = marker.args if marker is not None else getattr(metafunc.module, "STORES", None)
     if stores and "store" in metafunc.fixturenames:
         metafunc.parametrize("store", stores, indirect=True)
 

@@ -166,3 +166,22 @@ def test_validation_errors_are_value_errors_and_cueapi_errors() -> None:
 def test_bad_schedule_and_clock_calls(call: Callable[[], object], message: str) -> None:
     with pytest.raises(cueapi.ValidationError, match=message):
         call()
+
+
+def test_bad_app_settings_are_refused_and_leave_nothing_behind(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(cueapi.ValidationError, match="invalid db: is empty"):
+        cueapi.App("")
+    for lease in (0.1, 601, "3", True):
+        with pytest.raises(cueapi.ValidationError, match="node_lease must be a number of seconds between 0.3"):
+            cueapi.App(tmp_path / "x.db", node_lease=lease)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_native_default_node_lease_is_the_shared_limit() -> None:
+    import inspect
+
+    from cueapi import _cueapi, _limits
+
+    default = inspect.signature(_cueapi.NativeEngine).parameters["node_lease_ms"].default
+    assert default == round(_limits.NODE_LEASE_SECONDS * 1000)

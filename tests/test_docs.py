@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tests.conftest import start_server, wait_for
@@ -336,3 +338,34 @@ def test_readme_command_line_block(tmp_path: Path) -> None:
         assert (tmp_path / "config" / "cueapi" / "credentials.json").stat().st_mode & 0o777 == 0o600
     finally:
         server.app.close()
+
+
+def test_readme_several_nodes_block(tmp_path: Path) -> None:
+    """The two-node block as written (on free ports): it starts its own PostgreSQL with tools/pg,
+    two nodes on it, and prints the first node's view of the cluster."""
+    script = block("sh", "cueapi serve --port 8001 &")
+    one, two = free_port(), free_port()
+    # Not under tmp_path, whose parents only root may enter: tools/pg hands this directory to the
+    # postgres user when run as root.
+    pgdir = Path(tempfile.mkdtemp(prefix="cueapi-readme-pg-"))
+    assert '"$(mktemp -d)"' in script
+    script = script.replace("8001", str(one)).replace("8002", str(two)).replace('"$(mktemp -d)"', str(pgdir))
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=path)
+    env.pop("CUEAPI_DB", None)
+    # The servers are stopped when the script ends, however it ends, and so is PostgreSQL.
+    wrapped = (
+        "set -euo pipefail\n"
+        f"trap 'kill $(jobs -p) 2>/dev/null; wait; tools/pg stop {pgdir} >/dev/null' EXIT\n"
+        + script
+        + '\necho "DB=$CUEAPI_DB"\n'
+    )
+    got = subprocess.run(
+        ["bash", "-c", wrapped], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+    shutil.rmtree(pgdir, ignore_errors=True)
+    assert got.returncode == 0, got.stdout + got.stderr
+    lines = got.stdout.splitlines()
+    assert lines[-1].startswith("DB=postgresql://"), got.stdout
+    view = lines[-2]
+    assert "'shared': True" in view and "'partitions': 60" in view, view

@@ -107,12 +107,12 @@ def test_serve_listens_explains_keys_and_stops_cleanly_on_sigterm(tmp_path: Path
         assert stop(proc, signal.SIGINT) == 0
 
 
-def test_serve_on_postgresql_hides_the_password_keeps_everything_and_owns_the_database(
+def test_serve_on_postgresql_hides_the_password_keeps_everything_and_shares_the_database(
     tmp_path: Path, receiver: Receiver
 ) -> None:
     """`cueapi serve --db postgresql://…`: the startup line names the database with its password
-    hidden; what was served survives a restart; a second process is refused while it runs; the
-    offline commands take the same URL."""
+    hidden; what was served survives a restart; a second node and the offline commands use the
+    same database while it runs, and each node lists both."""
     url = pg.database_for(tmp_path / "served.db")
     # The test server trusts local connections, so any password is accepted: only its display is
     # under test.
@@ -123,14 +123,24 @@ def test_serve_on_postgresql_hides_the_password_keeps_everything_and_owns_the_da
             assert "postgres:***@" in startup and "s3cret-pw" not in startup
             key = register(base).json()["api_key"]
             cue, fired = deliver_one(base, key, receiver)
-            busy = subprocess.run(
+            other = subprocess.run(
                 [sys.executable, "-m", "cueapi.cli", "keys", "create", "x@example.com", "--db", db],
                 capture_output=True,
                 text=True,
                 timeout=60,
             )
-            assert busy.returncode == 2 and "another cueapi holds it" in busy.stderr, busy.stderr
-            assert "s3cret-pw" not in busy.stderr
+            assert other.returncode == 0, other.stderr
+            assert "s3cret-pw" not in other.stderr + other.stdout
+            with serve("--db", db, "--port", "0", "--node-lease", "1.5") as (second, base2, _):
+
+                def nodes(at: str) -> int:
+                    view = httpx.get(at + "/health", timeout=30).json()["cluster"]
+                    assert view["shared"] is True
+                    return len(view["nodes"])
+
+                wait_for(lambda: nodes(base) == 2 and nodes(base2) == 2, 30, "both nodes listing both")
+                assert httpx.get(base2 + "/health", timeout=30).json()["cluster"]["node_lease_ms"] == 1500
+                assert stop(second, signal.SIGTERM) == 0
             assert stop(proc, signal.SIGTERM) == 0
         with serve("--db", db, "--port", "0") as (proc, base, _):
             auth = {"Authorization": f"Bearer {key}"}
@@ -188,6 +198,20 @@ def test_bad_settings_are_refused_with_a_message(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "cannot listen on 203.0.113.7" in out.stderr
+    for flag, env_value in ((["--node-lease", "0.1"], None), ([], "forever")):
+        env = dict(os.environ, CUEAPI_PORT="0")
+        if env_value is not None:
+            env["CUEAPI_NODE_LEASE_SECONDS"] = env_value
+        out = subprocess.run(
+            [sys.executable, "-m", "cueapi.cli", "serve", "--db", str(tmp_path / "x.db"), *flag],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode != 0, out.stderr
+        said = "--node-lease must be between 0.3 and 600" if flag else "CUEAPI_NODE_LEASE_SECONDS"
+        assert said in out.stderr
 
 
 def test_keys_create_offline_and_refused_while_the_server_runs(tmp_path: Path) -> None:

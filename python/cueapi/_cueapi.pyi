@@ -81,7 +81,13 @@ class Job:
 @final
 class NativeEngine:
     def __new__(
-        cls, path: str, *, clock: ManualClock | None = None, grace_ms: int = 60000, lease_ms: int = 300000
+        cls,
+        path: str,
+        *,
+        clock: ManualClock | None = None,
+        grace_ms: int = 60000,
+        lease_ms: int = 300000,
+        node_lease_ms: int = 3000,
     ) -> NativeEngine: ...
     @property
     def interrupted_on_open(self) -> int: ...

@@ -24,6 +24,10 @@ MAX_RATE_LIMIT_PER_MINUTE: int = _L["max_rate_limit_per_minute"]
 WORKER_LEASE_SECONDS: float = _L["worker_lease_ms"] / 1000
 WORKER_TIMEOUT_SECONDS: float = _L["worker_timeout_ms"] / 1000
 REALERT_SECONDS: float = _L["realert_ms"] / 1000
+NODE_LEASE_SECONDS: float = _L["node_lease_ms"] / 1000
+"""Several nodes on one PostgreSQL database: a node silent this long has its work taken over."""
+MIN_NODE_LEASE_SECONDS: float = _L["min_node_lease_ms"] / 1000
+MAX_NODE_LEASE_SECONDS: float = _L["max_node_lease_ms"] / 1000
 MAX_DELIVERIES: int = _L["max_deliveries"]
 MAX_DELIVERIES_PER_TENANT: int = _L["max_deliveries_per_tenant"]
 MAX_DELIVERIES_PER_DESTINATION: int = _L["max_deliveries_per_destination"]

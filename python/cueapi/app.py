@@ -154,6 +154,12 @@ class App:
     a :class:`ManualClock` for tests; ``grace`` is how late (seconds) a tick may fire before it
     counts as missed and follows the cue's catch-up policy.
 
+    **Several processes on PostgreSQL.** ``App("postgresql://…")`` keeps its cues and history in
+    that database instead of a SQLite file, and any number of copies of the same program may run
+    on it: each tick runs once between them, and when one dies (or loses the database) the
+    others take over its cues and its unfinished runs within about ``node_lease`` seconds
+    (default 3).
+
     **Remote mode.** ``App(remote="https://host", api_key=...)`` (the key defaults to
     ``CUEAPI_API_KEY``) declares its cues on that server as worker cues (by name: declaring
     again updates the server's cue), then claims, runs and reports their executions, keeping
@@ -176,7 +182,17 @@ class App:
         api_key: str | None = None,
         worker_id: str | None = None,
         poll_interval: float = 1.0,
+        node_lease: float = _limits.NODE_LEASE_SECONDS,
     ) -> None:
+        if (
+            isinstance(node_lease, bool)
+            or not isinstance(node_lease, (int, float))
+            or not _limits.MIN_NODE_LEASE_SECONDS <= node_lease <= _limits.MAX_NODE_LEASE_SECONDS
+        ):
+            raise ValidationError(
+                f"node_lease must be a number of seconds between {_limits.MIN_NODE_LEASE_SECONDS:g} "
+                f"and {_limits.MAX_NODE_LEASE_SECONDS:g}"
+            )
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
             raise ValidationError("workers must be an int between 1 and 1024")
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 86400 * 7:
@@ -211,7 +227,10 @@ class App:
             self._remote = None
             self._db = _shown_db(os.fspath(db))
             self._engine = _cueapi.NativeEngine(
-                os.fspath(db), clock=None if clock is None else clock._native, grace_ms=round(grace * 1000)
+                os.fspath(db),
+                clock=None if clock is None else clock._native,
+                grace_ms=round(grace * 1000),
+                node_lease_ms=round(node_lease * 1000),
             )
         self._workers = workers
         self._handlers: dict[str, _Registered] = {}

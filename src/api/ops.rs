@@ -145,6 +145,36 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
     queue.insert("deliveries_in_flight".into(), h.deliveries_in_flight.into());
     queue.insert("local_queue".into(), h.local_queue.into());
     let healthy = failing.is_empty();
+    let c = st.engine.cluster();
+    let nodes: Vec<Value> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            // This node's own figures are read now; the others' are what they said at their
+            // last beat.
+            let this = n.id == c.node;
+            let said = |k: &str| n.info.get(k).cloned().unwrap_or(Value::Null);
+            json!({
+                "id": n.id,
+                "this": this,
+                "host": said("host"),
+                "pid": said("pid"),
+                "partitions": if this { c.partitions_held.into() } else { said("partitions") },
+                "fired": if this { st.engine.metrics().fired().into() } else { said("fired") },
+                "started_at": iso(n.started_at),
+                "seen_at": iso(n.seen_at),
+            })
+        })
+        .collect();
+    let cluster = json!({
+        "shared": c.shared,
+        "node": c.node,
+        "partitions_held": c.partitions_held,
+        "partitions": crate::store::cluster::PARTITIONS,
+        "node_lease_ms": c.lease_ms,
+        "last_beat": opt_iso(c.last_beat),
+        "nodes": nodes,
+    });
     let body = json!({
         "status": if healthy { "healthy" } else { "degraded" },
         "version": VERSION,
@@ -163,6 +193,7 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
             "deliveries": deliveries,
         },
         "queue": queue,
+        "cluster": cluster,
     });
     let status = if healthy {
         StatusCode::OK
@@ -445,6 +476,42 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         "1 while the fire loop runs and keeps up with due work.",
         u8::from(loop_status(&h) == "ok"),
     );
+    let c = st.engine.cluster();
+    x.single(
+        "cueapi_node_partitions_held",
+        "gauge",
+        "Partitions of the cues whose ticks this node fires (all of them on SQLite).",
+        c.partitions_held,
+    );
+    x.single(
+        "cueapi_cluster_nodes_live",
+        "gauge",
+        "Nodes heard from within a lease at this node's last beat (PostgreSQL; 1 on SQLite).",
+        if c.shared { c.nodes.len() } else { 1 },
+    );
+    x.family(
+        "cueapi_cluster_node_partitions",
+        "gauge",
+        "Each live node's partitions, as it said at its last beat (PostgreSQL).",
+    );
+    for n in &c.nodes {
+        let held = n
+            .info
+            .get("partitions")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        x.sample("cueapi_cluster_node_partitions", &[("node", &n.id)], held);
+    }
+    x.family(
+        "cueapi_cluster_node_ticks_fired",
+        "gauge",
+        "Ticks each live node has fired since it started, as it said at its last beat \
+         (PostgreSQL).",
+    );
+    for n in &c.nodes {
+        let fired = n.info.get("fired").and_then(Value::as_u64).unwrap_or(0);
+        x.sample("cueapi_cluster_node_ticks_fired", &[("node", &n.id)], fired);
+    }
     x.single(
         "cueapi_rate_limited_total",
         "counter",
@@ -532,6 +599,25 @@ fn health_schema() -> Value {
             "deliveries_in_flight": {"type": "integer"},
             "local_queue": {"type": "integer"},
         }), &["deliveries_in_flight", "local_queue"]),
+        "cluster": obj(json!({
+            "shared": {"type": "boolean", "description": "Whether other nodes share the database (PostgreSQL)"},
+            "node": {"type": "string", "description": "This node's id"},
+            "partitions_held": {"type": "integer", "description": "Partitions whose ticks this node fires"},
+            "partitions": {"type": "integer"},
+            "node_lease_ms": {"type": "integer"},
+            "last_beat": instant_or_null(),
+            "nodes": {"type": "array", "description": "The live nodes at this node's last beat (PostgreSQL)",
+                      "items": obj(json!({
+                "id": {"type": "string"},
+                "this": {"type": "boolean"},
+                "host": {"type": ["string", "null"]},
+                "pid": {"type": ["integer", "null"]},
+                "partitions": {"type": ["integer", "null"]},
+                "fired": {"type": ["integer", "null"]},
+                "started_at": instant(),
+                "seen_at": instant(),
+            }))},
+        })),
     }))
 }
 

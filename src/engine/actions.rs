@@ -42,12 +42,15 @@ impl Engine {
     pub async fn create_cue(&self, owner: &str, spec: CueSpec) -> Result<String> {
         self.check_open()?;
         let (owner, now) = (owner.to_string(), self.inner.clock.now());
+        let teller = self.inner.teller();
         let (id, next) = self
             .inner
             .store
             .write_async(move |c| {
                 let rows = c.insert_cues(&owner, std::slice::from_ref(&spec), now)?;
-                rows.into_iter().next().ok_or(Error::Closed)
+                let (id, next) = rows.into_iter().next().ok_or(Error::Closed)?;
+                teller.tell(c, [id.as_str()])?;
+                Ok((id, next))
             })
             .await?;
         self.schedule_cue(&id, next);
@@ -65,11 +68,13 @@ impl Engine {
     ) -> Result<()> {
         self.check_open()?;
         let (owner, cue_id, now) = (owner.to_string(), id.to_string(), self.inner.clock.now());
+        let teller = self.inner.teller();
         let next = self
             .inner
             .store
             .write_async(move |c| {
                 let up = c.update_cue(&owner, &cue_id, &spec, now)?;
+                teller.tell(c, [cue_id.as_str()])?;
                 let next = up.changed.then_some(up.next_run).flatten();
                 Ok(match set_status {
                     Some(SetStatus::Paused) => {

@@ -131,6 +131,11 @@ impl Metrics {
     }
 
     /// Work for entries due at `instants` was released at `now`.
+    /// Ticks released so far (each with its fire lag).
+    pub fn fired(&self) -> u64 {
+        self.lag_count.load(Ordering::Relaxed)
+    }
+
     pub(super) fn released(&self, instants: &[Millis], now: Millis) {
         for at in instants {
             let lag = (now - at).max(0);

@@ -7,6 +7,7 @@
 //! back ([`Engine::complete`]). The heap and the queue are rebuilt from the store when it opens.
 
 mod actions;
+pub mod cluster;
 mod fair;
 pub mod metrics;
 mod notify;
@@ -15,7 +16,7 @@ mod webhook;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::limits;
 use crate::model::new_id;
 use crate::store::workers::{self, LeaseCheck};
+use crate::store::Recovered;
 use crate::store::{
     self, Claimed, CueSpec, ExecutionFilter, Finished, Fired, Reads, ReportedOutcome, Store, Writes,
 };
@@ -80,6 +82,10 @@ pub struct Config {
     /// How long a remote worker may stay silent before it is reported offline and its expired
     /// claims are released; workers known when the engine opens get this long from then.
     pub worker_timeout_ms: i64,
+    /// On a database shared with other nodes (PostgreSQL): how long a node's leases on its
+    /// partitions last unless renewed. A node silent this long (dead, or cut off from the
+    /// database) has its cues taken over by the others.
+    pub node_lease_ms: i64,
 }
 
 impl Default for Config {
@@ -91,6 +97,7 @@ impl Default for Config {
             fire_ahead_ms: 25,
             worker_lease_ms: DEFAULT_WORKER_LEASE_MS,
             worker_timeout_ms: DEFAULT_WORKER_TIMEOUT_MS,
+            node_lease_ms: limits::NODE_LEASE_MS,
         }
     }
 }
@@ -158,12 +165,21 @@ struct Inner {
     /// The server's public base URL, for links in alert emails.
     public_url: OnceLock<String>,
     metrics: metrics::Metrics,
+    /// The partitions whose ticks this node fires: all of them on a database it owns (SQLite);
+    /// on a shared one, those it holds leases on now.
+    parts: AtomicU64,
+    /// The cluster as this node saw it at its last beat (shared databases only).
+    view: Mutex<Option<store::cluster::Membership>>,
+    /// Set when the held partitions' work must be read again (a missed notification).
+    resync: AtomicBool,
 }
 
 /// The scheduling engine over one database file.
 pub struct Engine {
     inner: Arc<Inner>,
     loop_task: Mutex<Option<JoinHandle<()>>>,
+    /// The beat loop of a node on a shared database (it leaves the cluster when it ends).
+    beat_task: Mutex<Option<JoinHandle<()>>>,
     /// Attempts a previous process left running, closed as interrupted when this engine opened.
     pub interrupted_on_open: usize,
 }
@@ -179,12 +195,30 @@ impl Engine {
                 "the worker lease and worker timeout must be positive",
             ));
         }
+        if !(limits::MIN_NODE_LEASE_MS..=limits::MAX_NODE_LEASE_MS).contains(&config.node_lease_ms)
+        {
+            return Err(Error::invalid(
+                "node_lease",
+                format!(
+                    "must be between {} and {} seconds",
+                    limits::MIN_NODE_LEASE_MS as f64 / 1000.0,
+                    limits::MAX_NODE_LEASE_MS / 1000
+                ),
+            ));
+        }
         let store = Store::open(path.as_ref())?;
         let now = clock.now();
-        // A file damaged past its first pages shows here, in the first reads of its rows.
+        let shared = store.is_shared();
+        // A file damaged past its first pages shows here, in the first reads of its rows. On a
+        // shared database, work is recovered and timed by partition, once the node holds some.
         let opening = || -> Result<_> {
-            let recovered = store.write(move |c| c.recover(now))?;
-            let due = store.read(|c| c.due_index())?;
+            let (recovered, due) = if shared {
+                (Recovered::default(), Vec::new())
+            } else {
+                let everything = store::cluster::Scope::everything();
+                let recovered = store.write(move |c| c.recover(now, &everything))?;
+                (recovered, store.read(|c| c.due_index())?)
+            };
             let watched = store.read(|c| c.watched_workers())?;
             Ok((recovered, due, watched))
         };
@@ -258,10 +292,14 @@ impl Engine {
             mailer: OnceLock::new(),
             public_url: OnceLock::new(),
             metrics: metrics::Metrics::default(),
+            parts: AtomicU64::new(if shared { 0 } else { store::cluster::ALL }),
+            view: Mutex::new(None),
+            resync: AtomicBool::new(false),
         });
         Ok(Engine {
             inner,
             loop_task: Mutex::new(None),
+            beat_task: Mutex::new(None),
             interrupted_on_open: recovered.interrupted,
         })
     }
@@ -276,6 +314,12 @@ impl Engine {
             *task = Some(rt.spawn(async move { inner.run_timer().await }));
             let notifier = Arc::clone(&self.inner);
             rt.spawn(async move { notifier.run_notifier().await });
+            if self.inner.store.is_shared() {
+                let node = Arc::clone(&self.inner);
+                *self.beat_task.lock() = Some(rt.spawn(async move { node.run_beats().await }));
+                let listener = Arc::clone(&self.inner);
+                rt.spawn(async move { listener.run_listener().await });
+            }
             // Workers known at open get a whole timeout from then to be heard from.
             let timeout = self.inner.worker_timeout_ms.load(Ordering::Relaxed);
             let at = self.inner.opened_at + timeout;
@@ -326,10 +370,14 @@ impl Engine {
         self.check_open()?;
         let now = self.inner.clock.now();
         let owner = owner.to_string();
-        let up = self
-            .inner
-            .store
-            .write(move |c| c.upsert_cue(&owner, &spec, now))?;
+        let teller = self.inner.teller();
+        let up = self.inner.store.write(move |c| {
+            let up = c.upsert_cue(&owner, &spec, now)?;
+            if up.changed {
+                teller.tell(c, [up.id.as_str()])?;
+            }
+            Ok(up)
+        })?;
         if let (true, Some(at)) = (up.changed, up.next_run) {
             self.schedule(Timer {
                 at,
@@ -345,10 +393,12 @@ impl Engine {
         self.check_open()?;
         let now = self.inner.clock.now();
         let owner = owner.to_string();
-        let rows = self
-            .inner
-            .store
-            .write(move |c| c.insert_cues(&owner, &specs, now))?;
+        let teller = self.inner.teller();
+        let rows = self.inner.store.write(move |c| {
+            let rows = c.insert_cues(&owner, &specs, now)?;
+            teller.tell(c, rows.iter().map(|(id, _)| id.as_str()))?;
+            Ok(rows)
+        })?;
         self.inner.add_timers(rows.iter().filter_map(|(id, next)| {
             next.map(|at| Timer {
                 at,
@@ -397,7 +447,12 @@ impl Engine {
     /// Resumes a paused cue from now; ticks missed while paused are recorded.
     pub fn resume(&self, cue_id: &str) -> Result<()> {
         let (id, now) = (cue_id.to_string(), self.inner.clock.now());
-        let next = self.inner.store.write(move |c| c.resume(&id, now))?;
+        let teller = self.inner.teller();
+        let next = self.inner.store.write(move |c| {
+            let next = c.resume(&id, now)?;
+            teller.tell(c, [id.as_str()])?;
+            Ok(next)
+        })?;
         if let Some(at) = next {
             self.schedule(Timer {
                 at,
@@ -874,6 +929,11 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// The cluster as this node sees it (one node owning everything on SQLite).
+    pub fn cluster(&self) -> cluster::ClusterView {
+        self.inner.cluster_view()
+    }
+
     /// The engine's state for health checks; never waits on the store.
     pub fn health(&self) -> metrics::Health {
         let snap = self.inner.metrics.snapshot();
@@ -972,7 +1032,10 @@ impl Engine {
         self.inner.wake.notify_one();
         self.inner.closing.notify_waiters();
         self.inner.notify_wake.notify_one();
-        if let Some(task) = self.loop_task.lock().take() {
+        for task in [self.loop_task.lock().take(), self.beat_task.lock().take()]
+            .into_iter()
+            .flatten()
+        {
             if let Ok(rt) = runtime() {
                 let _ = rt.block_on(task);
             }
@@ -1169,6 +1232,19 @@ impl Inner {
                     continue;
                 }
             };
+            // On a shared database, ticks of cues in partitions this node no longer holds are
+            // the holder's now.
+            let due = if self.store.is_shared() {
+                let held = self.parts.load(Ordering::SeqCst);
+                due.into_iter()
+                    .filter(|t| t.kind != TimerKind::Cue || store::cluster::holds(held, &t.id))
+                    .collect()
+            } else {
+                due
+            };
+            if due.is_empty() {
+                continue;
+            }
             if let Err(e) = self.act(due, as_of).await {
                 self.problem(format!("timer round failed: {e}"));
                 if matches!(e, Error::Closed) {

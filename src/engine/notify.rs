@@ -25,6 +25,10 @@ const BATCH: i64 = 64;
 /// A sent notification: (id, how it went, when).
 type Outcome = (String, Sent, Millis);
 
+/// How long a node that took a notification to send holds it from the others: longer than any
+/// send may take, after which another node sends it (this one died before recording it).
+const TAKE_HOLD_MS: i64 = 120_000;
+
 /// A total deadline for one webhook notification.
 const WEBHOOK_TIMEOUT_MS: i64 = 10_000;
 
@@ -116,6 +120,11 @@ impl Inner {
                 }
                 Err(_) => (Vec::new(), Some(now + 1_000)),
             };
+            let due = if self.store.is_shared() {
+                self.take_notifications(due, &sending, now).await
+            } else {
+                due
+            };
             for d in due {
                 if !sending.insert(d.id.clone()) {
                     continue;
@@ -135,6 +144,37 @@ impl Inner {
                     }
                 } => {}
                 _ = self.notify_wake.notified() => {}
+            }
+        }
+    }
+
+    /// On a database shared by several nodes: the notifications among `due` this node takes to
+    /// send (others' nodes may have read them too), held from the others for [`TAKE_HOLD_MS`].
+    async fn take_notifications(
+        self: &Arc<Self>,
+        due: Vec<Due>,
+        sending: &HashSet<String>,
+        now: Millis,
+    ) -> Vec<Due> {
+        let ids: Vec<String> = due
+            .iter()
+            .filter(|d| !sending.contains(&d.id))
+            .map(|d| d.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        match self
+            .store
+            .write_async(move |c| c.take_notifications(&ids, now, TAKE_HOLD_MS))
+            .await
+        {
+            Ok(taken) => due.into_iter().filter(|d| taken.contains(&d.id)).collect(),
+            Err(e) => {
+                if !self.closed.load(Ordering::SeqCst) {
+                    self.problem(format!("taking notifications to send failed: {e}"));
+                }
+                Vec::new()
             }
         }
     }

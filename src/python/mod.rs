@@ -198,13 +198,15 @@ struct NativeEngine {
 #[pymethods]
 impl NativeEngine {
     #[new]
-    #[pyo3(signature = (path, *, clock=None, grace_ms=60_000, lease_ms=300_000))]
+    // node_lease_ms: limits::NODE_LEASE_MS, written out for the stub (a test checks they agree).
+    #[pyo3(signature = (path, *, clock=None, grace_ms=60_000, lease_ms=300_000, node_lease_ms=3_000))]
     fn new(
         py: Python<'_>,
         path: String,
         clock: Option<PyRef<'_, ManualClock>>,
         grace_ms: i64,
         lease_ms: i64,
+        node_lease_ms: i64,
     ) -> PyResult<Self> {
         if grace_ms < 0 || lease_ms <= 0 {
             return Err(to_pyerr(Error::invalid(
@@ -221,6 +223,7 @@ impl NativeEngine {
                     Config {
                         grace_ms,
                         lease_ms,
+                        node_lease_ms,
                         ..Config::default()
                     },
                 )

@@ -599,6 +599,21 @@ pub fn due(conn: &Db<'_>, now: Millis, limit: i64) -> Result<(Vec<Due>, Option<M
     Ok((list, next))
 }
 
+/// Takes the notifications among `ids` still due at `now`, holding them until `now + hold_ms`.
+pub fn take_due(conn: &Db<'_>, ids: &[String], now: Millis, hold_ms: i64) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE notifications SET next_attempt_at = ?3
+         WHERE id = ?1 AND status = 'pending' AND next_attempt_at <= ?2",
+    )?;
+    let mut taken = Vec::with_capacity(ids.len());
+    for id in ids {
+        if stmt.execute(params![id, now, now + hold_ms])? == 1 {
+            taken.push(id.clone());
+        }
+    }
+    Ok(taken)
+}
+
 /// How sending a notification went.
 #[derive(Debug, Clone)]
 pub enum Sent {

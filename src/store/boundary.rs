@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::sql::{params, Db, OptionalExt};
-use super::{alerts, cues, executions, ops, users, workers};
+use super::{alerts, cluster, cues, executions, ops, users, workers};
 use crate::clock::Millis;
 use crate::delivery::Attempt;
 use crate::error::{Error, Result};
@@ -54,6 +54,10 @@ impl Reads for Db<'_> {
 
     fn due_index(&self) -> Result<Vec<(Millis, String)>> {
         cues::due_index(self)
+    }
+
+    fn next_runs(&self, ids: &[String]) -> Result<Vec<(Millis, String)>> {
+        cues::next_runs(self, ids)
     }
 
     fn cue_target(&self, cue_id: &str) -> Result<Option<Target>> {
@@ -194,8 +198,8 @@ impl Writes for Db<'_> {
         executions::resume(self, cue_id, now)
     }
 
-    fn recover(&self, now: Millis) -> Result<Recovered> {
-        executions::recover(self, now)
+    fn recover(&self, now: Millis, scope: &cluster::Scope) -> Result<Recovered> {
+        executions::recover(self, now, scope)
     }
 
     fn fire_due(&self, cue_id: &str, now: Millis, grace_ms: i64) -> Result<Option<FireResult>> {
@@ -408,6 +412,22 @@ impl Writes for Db<'_> {
 
     fn regenerate_secret(&self, user_id: &str, now: Millis) -> Result<String> {
         users::regenerate_secret(self, user_id, now)
+    }
+
+    fn take_notifications(&self, ids: &[String], now: Millis, hold_ms: i64) -> Result<Vec<String>> {
+        alerts::take_due(self, ids, now, hold_ms)
+    }
+
+    fn beat(&self, node: &str, info: &str, lease_ms: i64) -> Result<cluster::Membership> {
+        cluster::beat(self, node, info, lease_ms)
+    }
+
+    fn leave(&self, node: &str) -> Result<()> {
+        cluster::leave(self, node)
+    }
+
+    fn announce(&self, node: &str, cue_ids: &[String]) -> Result<()> {
+        cluster::announce(self, node, cue_ids)
     }
 
     fn probe(&self, now: Millis) -> Result<()> {

@@ -1042,6 +1042,18 @@ pub fn due_index(conn: &Db<'_>) -> Result<Vec<(Millis, String)>> {
     Ok(rows)
 }
 
+/// The next tick of each of these cues that is active and has one.
+pub fn next_runs(conn: &Db<'_>, ids: &[String]) -> Result<Vec<(Millis, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT next_run, id FROM cues WHERE id = ?1 AND status = 'active' AND next_run IS NOT NULL",
+    )?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?);
+    }
+    Ok(out)
+}
+
 /// Sets a cue's status (pause/resume bookkeeping is in the engine).
 pub fn set_status(
     conn: &Db<'_>,

@@ -1,7 +1,8 @@
 //! Execution rows: firing ticks (with catch-up and overlap policies), the claim / complete cycle,
 //! retries, outcome deadlines, recovery after a crash, history queries.
 
-use crate::store::sql::{as_params, params, Db, OptionalExt, Row, Value as SqlValue};
+use crate::store::cluster::Scope;
+use crate::store::sql::{as_params, params, Db, OptionalExt, Param, Row, Value as SqlValue};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -739,18 +740,27 @@ pub struct Recovered {
 
 /// Closes the attempts a previous process left running (it no longer holds the database, so they
 /// are dead), retries them as their cue allows, and lists the work to resume.
-pub fn recover(conn: &Db<'_>, now: Millis) -> Result<Recovered> {
+pub fn recover(conn: &Db<'_>, now: Millis, scope: &Scope) -> Result<Recovered> {
     let mut out = Recovered::default();
     let in_flight: Vec<(String, String, i64)> = {
         // Remote workers' claims are not this process's: their leases decide.
         let mut stmt = conn.prepare(
-            "SELECT e.id, e.cue_id, e.attempts FROM executions e JOIN cues c ON c.id = e.cue_id
+            "SELECT e.id, e.cue_id, e.attempts, e.claimed_by FROM executions e JOIN cues c ON c.id = e.cue_id
              WHERE e.status = 'delivering' AND c.transport != 'worker'",
         )?;
-
-        stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let rows: Vec<(String, String, i64, Option<String>)> = stmt.query_map(params![], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.into_iter()
+            .filter(|(_, cue, _, by)| scope.holds(cue) && scope.abandoned(by.as_deref()))
+            .map(|(id, cue, attempt, _)| (id, cue, attempt))
+            .collect()
     };
-    let why = "interrupted: the process running this attempt exited before it finished";
+    let why = if scope.live.is_empty() {
+        "interrupted: the process running this attempt exited before it finished"
+    } else {
+        "interrupted: the node running this attempt exited or lost the database before it finished"
+    };
     for (id, cue_id, attempt) in in_flight {
         conn.execute(
             "UPDATE attempts SET status = 'interrupted', finished_at = ?3, error = ?4 WHERE execution_id = ?1 AND number = ?2",
@@ -785,32 +795,50 @@ pub fn recover(conn: &Db<'_>, now: Millis) -> Result<Recovered> {
         }
         out.interrupted += 1;
     }
-    let mut stmt = conn.prepare(
-        "SELECT e.id, c.transport FROM executions e JOIN cues c ON c.id = e.cue_id
-         WHERE e.status = 'pending' AND e.next_retry IS NULL AND c.transport IN ('local', 'webhook')
-         ORDER BY e.scheduled_for, e.id",
+    // The rest is read with the cue of each row, and kept when the scope holds that cue.
+    let scoped = |sql: &str, args: &[&dyn Param]| -> Result<Vec<(Millis, String)>> {
+        let rows: Vec<(Millis, String, String)> = conn
+            .prepare(sql)?
+            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, cue)| scope.holds(cue))
+            .map(|(at, id, _)| (at, id))
+            .collect())
+    };
+    let pending: Vec<(String, String, String)> = conn
+        .prepare(
+            "SELECT e.id, c.transport, e.cue_id FROM executions e JOIN cues c ON c.id = e.cue_id
+             WHERE e.status = 'pending' AND e.next_retry IS NULL AND c.transport IN ('local', 'webhook')
+             ORDER BY e.scheduled_for, e.id",
+        )?
+        .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    out.pending = pending
+        .into_iter()
+        .filter(|(_, _, cue)| scope.holds(cue))
+        .map(|(id, transport, _)| (id, transport))
+        .collect();
+    out.retries = scoped(
+        "SELECT next_retry, id, cue_id FROM executions
+         WHERE (status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL))",
+        params![],
     )?;
-    out.pending = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut stmt = conn.prepare(
-        "SELECT next_retry, id FROM executions
-         WHERE status = 'retrying' OR (status = 'pending' AND next_retry IS NOT NULL)",
+    out.deadlines = scoped(
+        "SELECT outcome_deadline_at, id, cue_id FROM executions
+         WHERE outcome_deadline_at IS NOT NULL AND outcome_recorded_at IS NULL AND outcome_state IS NULL
+          ",
+        params![],
     )?;
-    out.retries = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut stmt = conn.prepare(
-        "SELECT outcome_deadline_at, id FROM executions
-         WHERE outcome_deadline_at IS NOT NULL AND outcome_recorded_at IS NULL AND outcome_state IS NULL",
-    )?;
-    out.deadlines = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut stmt = conn.prepare(
-        "SELECT COALESCE(e.lease_expires_at, ?1), e.id FROM executions e JOIN cues c ON c.id = e.cue_id
+    out.leases = scoped(
+        "SELECT COALESCE(e.lease_expires_at, ?1), e.id, e.cue_id FROM executions e JOIN cues c ON c.id = e.cue_id
          WHERE e.status = 'delivering' AND c.transport = 'worker'",
+        params![now],
     )?;
-    out.leases = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut stmt = conn.prepare(
-        "SELECT claim_deadline_at, id FROM executions
+    out.claim_windows = scoped(
+        "SELECT claim_deadline_at, id, cue_id FROM executions
          WHERE status = 'pending' AND next_retry IS NULL AND claim_deadline_at IS NOT NULL",
+        params![],
     )?;
-    out.claim_windows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(out)
 }
 

@@ -17,6 +17,7 @@
 
 pub mod alerts;
 mod boundary;
+pub mod cluster;
 pub mod cues;
 pub mod executions;
 pub mod ops;
@@ -74,6 +75,8 @@ pub trait Reads {
     ) -> Result<Vec<String>>;
     /// Every active cue's next tick.
     fn due_index(&self) -> Result<Vec<(Millis, String)>>;
+    /// The next tick of each of these cues that is active and has one.
+    fn next_runs(&self, ids: &[String]) -> Result<Vec<(Millis, String)>>;
     /// Where a cue's webhooks go, when it has a callback.
     fn cue_target(&self, cue_id: &str) -> Result<Option<Target>>;
 
@@ -143,8 +146,9 @@ pub trait Writes: Reads {
     fn resume(&self, cue_id: &str, now: Millis) -> Result<Option<Millis>>;
 
     // -- firing and delivery --
-    /// Closes attempts a previous process left running, and says what to put back on the timer.
-    fn recover(&self, now: Millis) -> Result<Recovered>;
+    /// Closes the attempts in `scope` whose process is gone (every attempt in flight, when one
+    /// process owns the database) and says what of the scope's work to put back on the timer.
+    fn recover(&self, now: Millis, scope: &cluster::Scope) -> Result<Recovered>;
     fn fire_due(&self, cue_id: &str, now: Millis, grace_ms: i64) -> Result<Option<FireResult>>;
     fn fire_at(
         &self,
@@ -281,6 +285,19 @@ pub trait Writes: Reads {
     fn regenerate_key(&self, user_id: &str, now: Millis) -> Result<String>;
     fn regenerate_secret(&self, user_id: &str, now: Millis) -> Result<String>;
 
+    /// Takes the notifications among `ids` that are still due at `now` for this node to send,
+    /// holding them from the other nodes until `now + hold_ms` (when they are due again, should
+    /// this node die before it records how the sending went). Returns those taken.
+    fn take_notifications(&self, ids: &[String], now: Millis, hold_ms: i64) -> Result<Vec<String>>;
+
+    // -- nodes (several processes on one PostgreSQL database) --
+    /// Says `node` is alive, renews its partition leases and evens out the shares.
+    fn beat(&self, node: &str, info: &str, lease_ms: i64) -> Result<cluster::Membership>;
+    /// Frees a node's partitions and forgets it (it is closing).
+    fn leave(&self, node: &str) -> Result<()>;
+    /// Tells the nodes listening that `node` created or changed these cues (on commit).
+    fn announce(&self, node: &str, cue_ids: &[String]) -> Result<()>;
+
     // -- health --
     /// A write that touches the database and nothing else: the health check's probe.
     fn probe(&self, now: Millis) -> Result<()>;
@@ -308,6 +325,12 @@ impl Store {
     /// unchanged, with an [`Error::Open`] that names it.
     pub fn open(location: impl AsRef<Path>) -> Result<Store> {
         let location = location.as_ref();
+        if location.as_os_str().is_empty() {
+            return Err(Error::invalid(
+                "db",
+                "is empty: give the path of a SQLite file or a postgresql:// URL",
+            ));
+        }
         if let Some(url) = location.to_str().filter(|l| is_postgres_url(l)) {
             let rt = crate::engine::Engine::shared_runtime()?;
             let settings = postgres::PgSettings::default();
@@ -365,6 +388,20 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.on_notify(f),
             Store::Postgres(p) => p.on_notify(f),
+        }
+    }
+
+    /// Whether other processes may share the database (PostgreSQL), so that this one must hold
+    /// partitions to fire their ticks, rather than own it (SQLite).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// How to open a connection of its own to listen for other nodes' changes (PostgreSQL).
+    pub fn listen_config(&self) -> Option<tokio_postgres::Config> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(p) => Some(p.listen_config()),
         }
     }
 

@@ -615,7 +615,7 @@ class Runs:
         for (eid, number), a in stored.attempts.items():
             if a.status == "interrupted":
                 out.interrupted += 1
-                if killed is not None or "exited before it finished" not in (a.error or ""):
+                if killed is not None or "before it finished" not in (a.error or ""):
                     bad.append(f"{eid} attempt {number}: interrupted ({a.error})")
             elif a.status == "abandoned":
                 out.abandoned += 1

@@ -151,3 +151,94 @@ def test_embedded_app_killed_mid_burst(tmp_path: Path, store: str, trial: int) -
     ledger.assert_exact(f"app trial {trial}")
     assert not runs.problems, f"seed={SEED}: {len(runs.problems)} problems: {runs.problems[:10]}"
     assert runs.interrupted > 0 and runs.repeats > 0, (kills, runs)
+
+
+@pytest.mark.stores("postgres")
+def test_two_copies_of_an_app_on_postgres_run_each_tick_once_and_one_takes_over(
+    tmp_path: Path, store: str
+) -> None:
+    """Two copies of the same decorated program on one PostgreSQL database share the ticks; one is
+    killed in the middle of a handler and the survivor takes over its cues and its cut-off run."""
+    cues_rng, rng = trial_rng("apps", 1), trial_rng("apps-kills", 1)
+    db = location(tmp_path / "apps.db")
+    out = tmp_path / "effects.jsonl"
+    t0 = now_ms() + 4_000 + 3 * (CUES_ONCE + CUES_CRON)
+    plan = plan_cues(cues_rng, "two", t0, WINDOW_S, CUES_ONCE, CUES_CRON)
+    plan += plan_every(cues_rng, "two", CUES_EVERY)
+    specs: list[dict[str, Any]] = [
+        {
+            "name": c.name,
+            "cron": c.cron,
+            "at": c.at,
+            "every": None if c.every_s is None else f"{c.every_s}s",
+            "timezone": c.timezone,
+            "retry": RETRY,
+            "catch_up": c.catch_up,
+            "overlap": c.overlap,
+        }
+        for c in plan
+    ]
+
+    def command(copy: str, die: dict[str, Any] | None) -> Any:
+        def made(i: int) -> list[str]:
+            config = tmp_path / f"{copy}-{i}.json"
+            settings: dict[str, Any] = {
+                "db": str(db),
+                "names": [c.name for c in plan],
+                "effects": str(out),
+                "seed": f"{SEED}:{copy}:{i}",
+                "raise_rate": RAISE_RATE,
+                # Longer than a takeover (the 3 s node lease and a beat): every tick still runs.
+                "grace": 10.0,
+                "die": die,
+            }
+            if copy == "a":
+                settings["specs"] = specs  # one copy declares the cues, as a deploy step would
+            config.write_text(json.dumps(settings))
+            return [sys.executable, str(CHILD), str(config)]
+
+        return made
+
+    kill_at = {"at": "start", "n": rng.randint(60, 200)}
+    a = Child("app-a", tmp_path, command("a", kill_at))
+    b = Child("app-b", tmp_path, command("b", None))
+    try:
+        a.start()
+        poll(lambda: scalar(db, "SELECT count(*) FROM cues") == len(plan), 60, "declared cues", every=0.05)
+        b.start()
+        assert now_ms() < t0 - 200, f"seed={SEED}: declaring {len(plan)} cues took too long"
+        poll(lambda: now_ms() >= t0, 30, "window", every=0.01)
+        killed = a.await_death("copy a killed in the middle of a handler", seconds=WINDOW_S)
+        a.reap_killed()
+        expected = sum(len(c.instants) for c in plan)
+        try:
+            poll(lambda: settled(db, expected, BOUNDED), 90, "settling of every occurrence", every=0.2)
+        finally:
+            asked = now_ms()
+            code = b.stop()
+            stopping = (asked, now_ms())
+        assert code == 0, f"seed={SEED}: SIGTERM ended copy b with {code}:\n{b.tail()}"
+    finally:
+        a.close()
+        b.close()
+
+    stored = Stored.read(db)
+    plan = resolve_every(plan, stored, stopping)
+    ledger = Ledger.check(plan, stored)
+    found = effects(out)
+    runs = Runs.check(stored, found)
+    by_copy: dict[str, int] = {}
+    for e in found:
+        if e.event == "start":
+            by_copy[e.worker] = by_copy.get(e.worker, 0) + 1
+    report(
+        f"crash/app, two copies on postgres, seed={SEED}: {n(len(plan))} cues, "
+        f"{n(ledger.occurrences)} occurrences, {n(ledger.executions)} executions ({ledger.statuses()}), "
+        f"{n(runs.starts)} handler runs ({', '.join(f'{n(v)} by one copy' for v in by_copy.values())}), "
+        f"{killed}, {n(runs.interrupted)} interrupted attempts, {n(runs.repeats)} repeats (same id+key), "
+        f"{ledger.faults()}, {len(runs.problems)} run problems"
+    )
+    ledger.assert_exact("two copies")
+    assert not runs.problems, f"seed={SEED}: {len(runs.problems)} problems: {runs.problems[:10]}"
+    assert len(by_copy) == 2, f"both copies ran handlers: {by_copy}"
+    assert runs.interrupted > 0, "the copy killed mid-handler left no run to take over"

@@ -224,7 +224,7 @@ def check_deliveries(stored: Stored, deliveries: list[Delivery], secret: str) ->
     answered = {(d.execution_id, d.attempt): d.answered for d in deliveries}
     for (eid, number), a in stored.attempts.items():
         if a.status == "interrupted":
-            if "exited before it finished" not in (a.error or ""):
+            if "before it finished" not in (a.error or ""):
                 problems.append(f"{eid} attempt {number}: interrupted without its reason: {a.error}")
         elif a.status not in ("success", "failed") or answered.get((eid, number)) != a.http_status:
             got = answered.get((eid, number))

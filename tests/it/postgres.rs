@@ -321,7 +321,7 @@ async fn postgres_schema(pg: &Pg) -> (BTreeMap<String, Table>, Vec<String>) {
             "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text = 'NO',
                     column_default::text, collation_name::text
              FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name <> 'cueapi_schema'
+             WHERE table_schema = current_schema() AND table_name NOT LIKE 'cueapi\\_%'
              ORDER BY table_name, ordinal_position",
             &[],
         )
@@ -361,7 +361,7 @@ async fn postgres_schema(pg: &Pg) -> (BTreeMap<String, Table>, Vec<String>) {
              JOIN pg_class t ON t.oid = c.conrelid
              JOIN pg_namespace ns ON ns.oid = t.relnamespace
              LEFT JOIN pg_class f ON f.oid = c.confrelid
-             WHERE ns.nspname = current_schema() AND t.relname <> 'cueapi_schema'
+             WHERE ns.nspname = current_schema() AND t.relname NOT LIKE 'cueapi\\_%'
                AND c.contype IN ('p', 'u', 'f')",
             &[],
         )

@@ -1598,7 +1598,9 @@ fn recovery_interrupts_the_runs_left_in_flight_and_lists_the_work_to_resume(s: &
     let held = worker_claim(s, Some(&wk), "w1", t)
         .expect("claim")
         .expect("claimed");
-    let got = w(s, move |c| c.recover(t + MIN));
+    let got = w(s, move |c| {
+        c.recover(t + MIN, &cueapi::store::cluster::Scope::everything())
+    });
     assert_eq!(got.interrupted, 1, "{got:?}");
     let mut pending = got.pending.clone();
     pending.sort();
@@ -1626,7 +1628,9 @@ fn an_interrupted_run_with_no_retry_left_fails_its_one_shot_cue(s: &Store) {
     let id = new_cue(s, LOCAL_OWNER, v, T0);
     let e = fire_one(s, &id, T0 + 5 * MIN);
     claim(s, &e, T0 + 5 * MIN).expect("claim");
-    let got = w(s, |c| c.recover(T0 + 6 * MIN));
+    let got = w(s, |c| {
+        c.recover(T0 + 6 * MIN, &cueapi::store::cluster::Scope::everything())
+    });
     assert_eq!(got.interrupted, 1);
     assert!(got.pending.is_empty(), "{got:?}");
     let ex = exec(s, LOCAL_OWNER, &e);

@@ -209,7 +209,17 @@ def _serve(args: argparse.Namespace) -> int:
     ceiling = _limits.DELIVERY_TIMEOUT_CEILING_SECONDS
     if not 1 <= delivery_timeout <= ceiling:
         raise SystemExit(f"cueapi: --max-delivery-timeout must be between 1 and {ceiling:g} seconds")
-    app = App(args.db)
+    node_lease = (
+        args.node_lease
+        if args.node_lease is not None
+        else _env_seconds("CUEAPI_NODE_LEASE_SECONDS", _limits.NODE_LEASE_SECONDS)
+    )
+    if not _limits.MIN_NODE_LEASE_SECONDS <= node_lease <= _limits.MAX_NODE_LEASE_SECONDS:
+        raise SystemExit(
+            f"cueapi: --node-lease must be between {_limits.MIN_NODE_LEASE_SECONDS:g} and "
+            f"{_limits.MAX_NODE_LEASE_SECONDS:g} seconds"
+        )
+    app = App(args.db, node_lease=node_lease)
     try:
         url = app.serve(
             args.host,
@@ -438,6 +448,15 @@ def register(sub: argparse._SubParsersAction[CommandParser]) -> None:
         metavar="SECONDS",
         help="a worker not heard from for this long loses its expired claims "
         f"(env CUEAPI_WORKER_TIMEOUT_SECONDS, default {_limits.WORKER_TIMEOUT_SECONDS:g})",
+    )
+    serve.add_argument(
+        "--node-lease",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="several nodes on one PostgreSQL database: a node not heard from for this long has "
+        "its cues, deliveries and claims taken over by the others "
+        f"(env CUEAPI_NODE_LEASE_SECONDS, default {_limits.NODE_LEASE_SECONDS:g})",
     )
     serve.add_argument(
         "--realert",

@@ -47,6 +47,9 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How long making a connection may take, unless told otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the server waits for a node in the middle of a transaction before ending it.
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
 /// How a [`Pg`] connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PgSettings {
@@ -128,6 +131,15 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("cueapi");
         }
+        if config.get_options().is_none() {
+            // A node cut off from the database mid-transaction (its packets lost, not refused)
+            // would hold that transaction's row locks until the server noticed; the server ends
+            // such a transaction after this long instead, so the other nodes can go on.
+            config.options(format!(
+                "-c idle_in_transaction_session_timeout={}",
+                IDLE_IN_TRANSACTION.as_millis()
+            ));
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -195,6 +207,11 @@ impl Pg {
     /// The URL with any password hidden.
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// How the pool's connections are made.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 
     /// Closes the pool: connections in use close when they are returned, idle ones at once.

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_schema.sql"),
     include_str!("migrations/0002_outcome_counter.sql"),
+    include_str!("migrations/0003_cluster.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.

@@ -4,10 +4,8 @@
 //! is then run again from the start, which the store boundary allows (write closures are `Fn`
 //! and act only through the store).
 //!
-//! One node for now: the store holds a session advisory lock on the database for as long as it
-//! is open, the way the SQLite store holds its lock file, because opening recovers the work a
-//! previous owner left in flight as interrupted. Several nodes sharing a database need the
-//! partition leases that tell each node which work is its own.
+//! Several nodes may open one database: which work is whose is decided by partition leases
+//! (`store::cluster`, driven by the engine), not by this store, which holds no lock.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,9 +27,6 @@ use crate::store::WriteFailure;
 /// of colliding again: about 10 s in the worst case.
 const MAX_RETRIES: u32 = 200;
 
-/// The session advisory lock one open store holds: "cueapi" in ASCII, then 2.
-const OWNER_LOCK: i64 = 0x6375_6561_7069_0002;
-
 type NotifyHook = OnceLock<Box<dyn Fn() + Send + Sync>>;
 
 struct Shared {
@@ -39,8 +34,8 @@ struct Shared {
     rt: Handle,
     on_notify: NotifyHook,
     last_failure: Mutex<Option<WriteFailure>>,
-    /// The connection holding [`OWNER_LOCK`] (closing it releases the lock).
-    owner: Mutex<Option<deadpool_postgres::Object>>,
+    /// Whether the store is open.
+    open: std::sync::atomic::AtomicBool,
     counts: OutcomeCounts,
 }
 
@@ -73,28 +68,16 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl PgStore {
-    /// Connects to `url`, migrates it, and takes the database for this process. Refused with
-    /// [`Error::Locked`] while another cueapi holds it.
+    /// Connects to `url` and migrates it. Other nodes may have it open too.
     pub fn open(url: &str, settings: PgSettings, rt: &Handle) -> Result<PgStore> {
         let pg = Pg::open_blocking(rt, url, settings)?;
-        let owner = rt.block_on(pg.client())?;
-        let held: bool = rt
-            .block_on(owner.query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK]))?
-            .get(0);
-        if !held {
-            return Err(Error::Locked(format!(
-                "{} (another cueapi holds it; running several nodes on one database is not \
-                 supported yet)",
-                pg.shown()
-            )));
-        }
         Ok(PgStore {
             shared: Arc::new(Shared {
                 pg,
                 rt: rt.clone(),
                 on_notify: OnceLock::new(),
                 last_failure: Mutex::new(None),
-                owner: Mutex::new(Some(owner)),
+                open: std::sync::atomic::AtomicBool::new(true),
                 counts: Mutex::new(
                     crate::model::OUTCOME_STATES
                         .iter()
@@ -167,9 +150,16 @@ impl PgStore {
         })
     }
 
-    /// Releases the database and closes the pool. Idempotent.
+    /// How to open a connection of its own to the database (to `LISTEN` on).
+    pub fn listen_config(&self) -> tokio_postgres::Config {
+        self.shared.pg.config().clone()
+    }
+
+    /// Closes the pool. Idempotent.
     pub fn close(&self) {
-        drop(self.shared.owner.lock().take());
+        self.shared
+            .open
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.shared.pg.close();
     }
 }
@@ -181,7 +171,7 @@ impl Shared {
         isolation: IsolationLevel,
         write: bool,
     ) -> Result<R> {
-        if self.owner.lock().is_none() {
+        if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::Closed);
         }
         let mut client = self.rt.block_on(self.pg.client())?;
