@@ -173,7 +173,9 @@ def test_bad_app_settings_are_refused_and_leave_nothing_behind(tmp_path: Path, m
     with pytest.raises(cueapi.ValidationError, match="invalid db: is empty"):
         cueapi.App("")
     for lease in (0.1, 601, "3", True):
-        with pytest.raises(cueapi.ValidationError, match="node_lease must be a number of seconds between 0.3"):
+        with pytest.raises(
+            cueapi.ValidationError, match=r"node_lease must be a number of seconds between 0\.3"
+        ):
             cueapi.App(tmp_path / "x.db", node_lease=lease)
     assert list(tmp_path.iterdir()) == []
 

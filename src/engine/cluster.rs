@@ -108,11 +108,7 @@ impl Inner {
                     }
                 }
             }
-            let closing = self.closing.notified();
-            tokio::select! {
-                _ = tokio::time::sleep(every.saturating_sub(started.elapsed())) => {}
-                _ = closing => {}
-            }
+            self.idle(every.saturating_sub(started.elapsed())).await;
         }
         let node = self.instance.clone();
         self.parts.store(0, Ordering::SeqCst);
@@ -206,9 +202,14 @@ impl Inner {
                         first = false;
                         loop {
                             let closing = self.closing.notified();
+                            tokio::pin!(closing);
+                            closing.as_mut().enable();
+                            if self.closed.load(Ordering::SeqCst) {
+                                break;
+                            }
                             let payload = tokio::select! {
                                 p = rx.recv() => p,
-                                _ = closing => None,
+                                _ = &mut closing => None,
                             };
                             let Some(payload) = payload else { break };
                             let mut ids = Vec::new();
@@ -235,11 +236,21 @@ impl Inner {
             if self.closed.load(Ordering::SeqCst) {
                 return;
             }
-            let closing = self.closing.notified();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = closing => {}
-            }
+            self.idle(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits `d`, or less when the engine closes meanwhile (also when it closed just before).
+    async fn idle(&self, d: Duration) {
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = closing => {}
         }
     }
 

@@ -1075,6 +1075,10 @@ pub const DEFAULT_WORKER_TIMEOUT_MS: i64 = limits::WORKER_TIMEOUT_MS;
 /// Timer entries acted on in the first round after a wait, and at most in any round.
 const FIRST_ROUND: usize = 8;
 const MAX_ROUND: usize = 256;
+/// At most this many in a round on a database shared with other nodes: a transaction that
+/// touches fewer rows meets fewer of theirs (PostgreSQL's serializable checks then abort and
+/// retry less), and a retry redoes less.
+const MAX_SHARED_ROUND: usize = 32;
 
 /// Problems kept for the embedding program; beyond this the oldest are dropped (and counted).
 const MAX_PROBLEMS: usize = 1_000;
@@ -1198,6 +1202,11 @@ impl Inner {
         // later ticks are still being fired, and grow while a backlog lasts (fewer commits).
         let mut round = FIRST_ROUND;
         let ahead = self.config.fire_ahead_ms.max(0);
+        let max_round = if self.store.is_shared() {
+            MAX_SHARED_ROUND
+        } else {
+            MAX_ROUND
+        };
         self.metrics.loop_started(self.clock.now());
         loop {
             if self.closed.load(Ordering::SeqCst) {
@@ -1209,13 +1218,13 @@ impl Inner {
             let (due, as_of) = match next {
                 Some((at, _)) if at <= now => {
                     let due = self.timers.lock().pop_due(now, round);
-                    round = (round * 2).min(MAX_ROUND);
+                    round = (round * 2).min(max_round);
                     (due, now)
                 }
                 // Close enough: everything due at that instant is committed now and released
                 // when the instant comes.
                 Some((at, kind)) if kind.may_act_ahead() && at - ahead <= now => {
-                    (self.timers.lock().pop_ahead(at, MAX_ROUND), at)
+                    (self.timers.lock().pop_ahead(at, max_round), at)
                 }
                 Some((at, kind)) => {
                     round = FIRST_ROUND;
@@ -1283,6 +1292,17 @@ impl Inner {
         let (ready, later, sends) = match whole {
             Ok(done) => done,
             Err(Error::Closed) => return Err(Error::Closed),
+            // The database cannot be written at all (gone, full, read-only): each entry alone
+            // would only fail the same way, after its own wait on a connection that may not come.
+            Err(e) if store::is_unwritable(&e) => {
+                self.problem(format!(
+                    "firing {} timer entries failed, retrying in 1 s: {e}",
+                    due.len()
+                ));
+                let at = self.clock.now().max(as_of) + 1_000;
+                let later = due.into_iter().map(|t| Timer { at, ..t }).collect();
+                (Vec::new(), later, Vec::new())
+            }
             Err(e) => {
                 self.problem(format!(
                     "firing {} timer entries together failed ({e}); trying one by one",

@@ -136,6 +136,14 @@ impl Inner {
                     let _ = record.send((d.id, sent, me.clock.now()));
                 });
             }
+            // On a shared database another node may have queued notifications and died before
+            // sending them: look again within a node lease, not only when woken here.
+            let next = if self.store.is_shared() {
+                let soon = self.clock.now() + self.config.node_lease_ms;
+                Some(next.map_or(soon, |at| at.min(soon)))
+            } else {
+                next
+            };
             tokio::select! {
                 _ = async {
                     match next {

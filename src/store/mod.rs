@@ -434,6 +434,8 @@ pub fn is_unwritable(e: &Error) -> bool {
     match e {
         Error::Storage(s) => sqlite::is_unwritable(s),
         Error::Postgres(p) => postgres::is_unwritable(p),
+        // No connection to the database can be made now (PostgreSQL unreachable).
+        Error::Open { .. } => true,
         _ => false,
     }
 }
