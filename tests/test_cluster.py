@@ -186,3 +186,61 @@ def test_a_node_that_closes_hands_its_partitions_over_at_once(nodes: list[Server
     leaving.app.close()
     # It left the cluster as it closed: no lease to wait out.
     wait_for(lambda: all(shares(s) == (2, 30) for s in nodes), 5, "the two left sharing 30 each")
+
+
+def partition(cue_id: str) -> int:
+    """The partition of a cue, as the engine computes it (store::cluster::partition)."""
+    h = 0xCBF29CE484222325
+    for b in cue_id.encode():
+        h = ((h ^ b) * 0x100000001B3) % 2**64
+    return h % 60
+
+
+def test_a_node_joining_takes_partitions_without_cutting_off_the_deliveries_in_flight(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    db = tmp_path / "cluster.db"
+    first = start_server(db)
+    up = [first, join(db, first)]
+    try:
+        wait_for(lambda: all(shares(s) == (2, 30) for s in up), 30, "two nodes sharing the partitions")
+        # Each delivery is answered only after the third node has joined and the shares moved.
+        joined, arrived = threading.Event(), threading.Semaphore(0)
+
+        def answer(_req: Any) -> tuple[int, dict[str, str], bytes, float]:
+            arrived.release()
+            return 200 if joined.wait(60) else 500, {"Content-Type": "application/json"}, b"{}", 0.0
+
+        receiver.answer = answer
+        cues = [
+            first.cue(name=f"slow-{i}", schedule=FAR, callback={"url": f"{receiver.url}/hook/{i}"})
+            for i in range(20)
+        ]
+        fired = [first.call("POST", f"/v1/cues/{c['id']}/fire", {}).json()["id"] for c in cues]
+        for _ in fired:  # every one is in flight, held by its node
+            assert arrived.acquire(timeout=30), "a delivery never arrived"
+        with psycopg.connect(str(location(db)), autocommit=True) as pg:
+
+            def holders() -> dict[int, str]:
+                return dict(pg.execute("SELECT part, holder FROM cueapi_partitions").fetchall())
+
+            before = holders()
+            up.append(join(db, first))
+            wait_for(lambda: all(shares(s) == (3, 20) for s in up), 30, "three nodes sharing the partitions")
+            after = holders()
+        moved = {p for p in before if before[p] != after[p]}
+        assert any(partition(c["id"]) in moved for c in cues), (
+            "no delivery in flight was in a moved partition"
+        )
+        joined.set()
+        for eid in fired:
+            wait_for(lambda eid=eid: up[0].execution(eid)["status"] == "success", 30, f"{eid} recorded")
+        for eid in fired:
+            ex = up[0].execution(eid)
+            assert ex["attempts"] == 1 and len(ex["attempt_log"]) == 1, ex
+            # The attempt names the node that sent it.
+            assert ex["attempt_log"][0]["claimed_by"] in {cluster(s)["node"] for s in up[:2]}, ex
+        assert len(receiver.requests) == len(fired), "a delivery went out twice"
+    finally:
+        for s in up:
+            s.app.close()

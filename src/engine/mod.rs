@@ -1281,11 +1281,13 @@ impl Inner {
         let free = lanes.server_free();
         let instants = metrics::release_instants(&due);
         let batch = due.clone();
+        let node = self.instance.clone();
         let whole = self
             .store
             .write_async(move |c| {
                 let (ready, later) = act_on_all(c, &batch, as_of, rules)?;
-                let (ready, sends) = webhook::claim_ready(c, ready, as_of, lease, free, &lanes)?;
+                let (ready, sends) =
+                    webhook::claim_ready(c, &node, ready, as_of, lease, free, &lanes)?;
                 Ok((ready, later, sends))
             })
             .await;

@@ -19,8 +19,6 @@ use crate::store::{self, Claimed, Target};
 use super::fair::{self, Lanes, Slot};
 use super::{Inner, Ready};
 
-/// The worker name attempts of the webhook transport are claimed under.
-const SENDER: &str = "webhook";
 /// Results written in one writer operation at most.
 const RECORD_BATCH: usize = 256;
 /// A result that could not be written (a full disk) is tried again this much later...
@@ -46,9 +44,12 @@ enum Claim {
     Gone,
 }
 
-/// Claims one pending execution if its slots are free now, in the current writer operation.
+/// Claims one pending execution for `node` (the engine's id, which a node taking over its
+/// partitions checks to tell its own attempts from a dead node's) if its slots are free now, in
+/// the current writer operation.
 fn claim_if_free(
     c: &dyn Writes,
+    node: &str,
     id: &str,
     now: Millis,
     lease: i64,
@@ -65,7 +66,7 @@ fn claim_if_free(
         },
         None => None,
     };
-    Ok(match c.claim(id, SENDER, now, lease, false)? {
+    Ok(match c.claim(id, node, now, lease, false)? {
         Some(job) => Claim::Sent(Box::new((job, target, slot))),
         None => Claim::Gone,
     })
@@ -78,6 +79,7 @@ pub(super) type Finished = (String, i64, Attempt, Millis);
 /// writer operation; returns the executions left to dispatch and the claimed attempts.
 pub(super) fn claim_ready(
     c: &dyn Writes,
+    node: &str,
     ready: Vec<Ready>,
     now: Millis,
     lease: i64,
@@ -91,7 +93,7 @@ pub(super) fn claim_ready(
             rest.push((id, transport));
             continue;
         }
-        match claim_if_free(c, &id, now, lease, lanes)? {
+        match claim_if_free(c, node, &id, now, lease, lanes)? {
             Claim::Sent(job) => {
                 sends.push(*job);
                 free -= 1;
@@ -188,9 +190,9 @@ impl Inner {
             self.config.lease_ms,
         );
         let first = {
-            let lanes = Arc::clone(&lanes);
+            let (lanes, node) = (Arc::clone(&lanes), self.instance.clone());
             self.store
-                .write_async(move |c| claim_if_free(c, &id, now, lease, &lanes))
+                .write_async(move |c| claim_if_free(c, &node, &id, now, lease, &lanes))
                 .await?
         };
         let target = match first {
@@ -221,10 +223,11 @@ impl Inner {
             self.clock.now(),
             self.config.lease_ms,
         );
+        let node = self.instance.clone();
         let claimed = self
             .store
             .write_async(move |c| {
-                let Some(job) = c.claim(&id, SENDER, now, lease, false)? else {
+                let Some(job) = c.claim(&id, &node, now, lease, false)? else {
                     return Ok(None);
                 };
                 let target = c.cue_target(&job.cue_id)?;

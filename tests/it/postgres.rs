@@ -825,3 +825,84 @@ fn a_unit_that_carries_on_after_a_refused_statement_is_rolled_back_whole() {
     assert!(ids.is_empty(), "nothing of the unit was kept: {ids:?}");
     store.close();
 }
+
+/// One beat of `node` with a lease of `lease_ms`: the partitions it holds after it.
+fn beat(store: &cueapi::store::Store, node: &'static str, lease_ms: i64) -> u32 {
+    let m = store
+        .write(move |c| c.beat(node, "{}", lease_ms))
+        .expect("a beat");
+    m.held.count_ones()
+}
+
+#[test]
+fn live_nodes_share_the_partitions_evenly_and_take_over_a_silent_one() {
+    let (_db, store) = open_store();
+    // A long lease while the shares settle: nobody's runs out meanwhile.
+    let long = 60_000;
+    assert_eq!(
+        beat(&store, "node-a", long),
+        60,
+        "alone, it takes every partition"
+    );
+    assert_eq!(beat(&store, "node-b", long), 0, "nothing is free yet");
+    assert_eq!(
+        beat(&store, "node-a", long),
+        30,
+        "a releases down to its share"
+    );
+    assert_eq!(beat(&store, "node-b", long), 30, "b takes what a released");
+    assert_eq!(beat(&store, "node-c", long), 0);
+    assert_eq!(beat(&store, "node-a", long), 20);
+    assert_eq!(beat(&store, "node-b", long), 20);
+    assert_eq!(beat(&store, "node-c", long), 20);
+    let m = store
+        .write(|c| c.beat("node-a", "{\"host\": \"h\"}", 60_000))
+        .expect("a beat");
+    let live: Vec<&str> = m.live.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(live, ["node-a", "node-b", "node-c"]);
+    assert_eq!(
+        m.live[0].info["host"], "h",
+        "what a node says of itself is kept"
+    );
+
+    // c goes silent: once its lease (here 300 ms, renewed by its last beat) has run out, a and b
+    // share its partitions, and c is no longer live.
+    assert_eq!(beat(&store, "node-c", 300), 20);
+    let started = Instant::now();
+    loop {
+        let (a, b) = (beat(&store, "node-a", 300), beat(&store, "node-b", 300));
+        if a + b == 60 {
+            assert_eq!((a, b), (30, 30));
+            let m = store
+                .write(|c| c.beat("node-a", "{}", 300))
+                .expect("a beat");
+            assert_eq!(m.live.len(), 2, "c is no longer live");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a and b never took c's partitions: {a} + {b}"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // beats, as a node's loop makes them
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before c's lease ran out"
+    );
+    store.close();
+}
+
+#[test]
+fn a_node_that_leaves_frees_its_partitions_at_once() {
+    let (_db, store) = open_store();
+    let long = 60_000;
+    assert_eq!(beat(&store, "node-a", long), 60);
+    assert_eq!(beat(&store, "node-b", long), 0);
+    store.write(|c| c.leave("node-a")).expect("leave");
+    assert_eq!(
+        beat(&store, "node-b", long),
+        60,
+        "b takes everything, no lease to wait out"
+    );
+    store.close();
+}

@@ -67,6 +67,7 @@ macro_rules! conformance {
             outcome_counts_count_committed_changes_only,
             recovery_interrupts_the_runs_left_in_flight_and_lists_the_work_to_resume,
             an_interrupted_run_with_no_retry_left_fails_its_one_shot_cue,
+            a_node_taking_over_partitions_interrupts_only_their_runs_of_nodes_not_alive,
             an_outcome_not_reported_by_its_deadline_times_out_and_alerts,
             // workers
             a_new_worker_is_watched_and_one_silent_past_the_timeout_is_reported_once,
@@ -1621,6 +1622,70 @@ fn recovery_interrupts_the_runs_left_in_flight_and_lists_the_work_to_resume(s: &
     assert_eq!(claim(s, &a, t + MIN).expect("claim").attempt, 2);
     assert_eq!(exec(s, OWNER, &wk)["status"], "delivering");
     assert_eq!(exec(s, LOCAL_OWNER, &b)["status"], "retrying");
+}
+
+fn a_node_taking_over_partitions_interrupts_only_their_runs_of_nodes_not_alive(s: &Store) {
+    use cueapi::store::cluster::{partition, Scope};
+    // Cues until two fall in different partitions.
+    let mut cues: Vec<String> = Vec::new();
+    for i in 0.. {
+        let id = new_cue(
+            s,
+            LOCAL_OWNER,
+            json!({"name": format!("c{i}"), "every": "1h"}),
+            T0,
+        );
+        if cues.iter().all(|c| partition(c) != partition(&id)) {
+            cues.push(id);
+        }
+        if cues.len() == 2 {
+            break;
+        }
+    }
+    let (taken, kept) = (cues[0].clone(), cues[1].clone());
+    let t = T0 + HOUR;
+    // In the partition taken over: one run of the dead node, one of a live node. Elsewhere: a run
+    // of the dead node, which the node holding that partition will see to.
+    let by = |exec: &str, node: &'static str| {
+        let exec = exec.to_string();
+        w(s, move |c| c.claim(&exec, node, t, LEASE, true)).expect("claimed");
+    };
+    let dead_here = fire_one(s, &taken, t);
+    by(&dead_here, "dead");
+    let v = json!({"name": "again", "every": "1h"});
+    let twin = loop {
+        // Another cue in the taken partition, for the live node's run.
+        let id = new_cue(s, LOCAL_OWNER, v.clone(), T0);
+        if partition(&id) == partition(&taken) {
+            break id;
+        }
+        w(s, {
+            let id = id.clone();
+            move |c| c.delete_cue(&id)
+        });
+    };
+    let alive_here = fire_one(s, &twin, t);
+    by(&alive_here, "alive");
+    let dead_elsewhere = fire_one(s, &kept, t);
+    by(&dead_elsewhere, "dead");
+    let scope = Scope {
+        parts: 1u64 << partition(&taken),
+        live: vec!["alive".to_string(), "me".to_string()],
+    };
+    let got = w(s, move |c| c.recover(t + MIN, &scope));
+    assert_eq!(got.interrupted, 1, "{got:?}");
+    assert_eq!(got.pending, vec![(dead_here.clone(), "local".to_string())]);
+    let status = |e: &str| exec(s, LOCAL_OWNER, e)["status"].clone();
+    assert_eq!(status(&dead_here), "pending");
+    let ex = exec(s, LOCAL_OWNER, &dead_here);
+    assert!(
+        ex["attempt_log"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("lost the database")),
+        "{ex}"
+    );
+    assert_eq!(status(&alive_here), "delivering", "its node is alive");
+    assert_eq!(status(&dead_elsewhere), "delivering", "not in the scope");
 }
 
 fn an_interrupted_run_with_no_retry_left_fails_its_one_shot_cue(s: &Store) {
