@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import signal
 import ssl
 import threading
 import time
@@ -18,6 +19,13 @@ import pytest
 from tests import pg
 
 T = TypeVar("T")
+
+# A test run started in the background of a non-interactive shell (`make check &`) inherits SIGINT
+# ignored, and so would every process its tests start, which the tests stop with Ctrl-C: give
+# them Python's own handling back (a child starts with the default, Python turns it into
+# KeyboardInterrupt).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A fixed start for manual clocks: a Monday, far from any DST transition.
 START = datetime(2026, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
