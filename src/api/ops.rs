@@ -80,9 +80,22 @@ fn loop_reason(h: &Health) -> String {
     }
 }
 
-/// Executions in flight by transport and status, every pair present (0 when none).
-fn open_executions(st: &AppState) -> crate::Result<Vec<(&'static str, &'static str, i64)>> {
-    let rows = st.engine.read(|c| c.open_executions())?;
+/// Executions in flight by transport and status, every pair present (0 when none). Read on a
+/// blocking thread and given up after [`STORE_TIMEOUT`]: a health check answers even when the
+/// database does not (PostgreSQL out of reach).
+async fn open_executions(st: &AppState) -> crate::Result<Vec<(&'static str, &'static str, i64)>> {
+    let engine = st.engine.clone();
+    let read = tokio::task::spawn_blocking(move || engine.read(|c| c.open_executions()));
+    let rows = match tokio::time::timeout(STORE_TIMEOUT, read).await {
+        Ok(Ok(rows)) => rows?,
+        Ok(Err(_)) => return Err(crate::Error::Closed),
+        Err(_) => {
+            return Err(crate::Error::Io(std::io::Error::other(format!(
+                "the store did not answer within {} s",
+                STORE_TIMEOUT.as_secs()
+            ))))
+        }
+    };
     let mut out = Vec::new();
     for t in TRANSPORTS {
         for s in OPEN_STATUSES {
@@ -117,7 +130,7 @@ pub(super) async fn health(State(st): State<AppState>) -> Response {
         failing.push("deliveries");
     }
     let mut queue = Map::new();
-    match open_executions(&st) {
+    match open_executions(&st).await {
         Ok(rows) => {
             let n = |t: &str, s: &str| {
                 rows.iter()
@@ -405,7 +418,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
             );
         }
     }
-    if let Ok(rows) = open_executions(&st) {
+    if let Ok(rows) = open_executions(&st).await {
         x.family(
             "cueapi_executions_open",
             "gauge",

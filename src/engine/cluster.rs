@@ -29,7 +29,8 @@ use tokio_postgres::AsyncMessage;
 use super::timer::{Timer, TimerKind};
 use super::Inner;
 use crate::store::cluster::{self, Scope};
-use crate::store::{Recovered, Writes};
+use crate::store::postgres::PgStore;
+use crate::store::{Recovered, Store, Writes};
 
 /// Reload the held partitions' ticks every this many beats, in case a notification was missed.
 pub const RESYNC_BEATS: u32 = 30;
@@ -46,14 +47,66 @@ impl Inner {
         cluster::holds(self.parts.load(Ordering::SeqCst), cue_id)
     }
 
-    /// The beat loop of a node on a shared database; returns when the engine closes (after
-    /// leaving: its partitions are then free for the others at once).
-    pub(super) async fn run_beats(self: Arc<Self>) {
+    /// Starts the beat loop of a node on a shared database on a thread of its own, with a
+    /// runtime and a pool of connections of its own: a node whose engine is busy (a burst, a
+    /// full pool, every runtime thread taken) must still renew its leases, or the others take
+    /// its partitions — and the deliveries it has in flight — while it is alive. Returns when
+    /// the engine closes (after leaving: its partitions are then free for the others at once).
+    pub(super) fn spawn_beats(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("cueapi-beat".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("cueapi-beat-rt")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return me.problem(format!("cannot start the heartbeat: {e}")),
+                };
+                rt.block_on(me.run_beats(rt.handle()));
+            })
+    }
+
+    /// Opens the beats' own store, trying again until it opens or the engine closes.
+    async fn beat_store(&self, rt: &tokio::runtime::Handle) -> Option<PgStore> {
+        loop {
+            let Store::Postgres(main) = &self.store else {
+                return None;
+            };
+            let h = rt.clone();
+            let opened = tokio::task::block_in_place(|| main.sibling(&h));
+            match opened {
+                Ok(s) => return Some(s),
+                Err(e) => {
+                    if self.closed.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                    self.problem(format!("this node's heartbeat cannot connect: {e}"));
+                }
+            }
+            self.idle(Duration::from_millis(
+                (self.config.node_lease_ms / 3) as u64,
+            ))
+            .await;
+            if self.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+        }
+    }
+
+    async fn run_beats(self: Arc<Self>, rt: &tokio::runtime::Handle) {
+        let Some(beats) = self.beat_store(rt).await else {
+            return;
+        };
+        let beats = Arc::new(beats);
         let lease = self.config.node_lease_ms;
         let every = Duration::from_millis((lease / 3) as u64);
         let lease_d = Duration::from_millis(lease as u64);
         let mut last_ok: Option<Instant> = None;
-        let mut beats: u32 = 0;
+        let mut beats_done: u32 = 0;
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 break;
@@ -67,16 +120,19 @@ impl Inner {
             })
             .to_string();
             let node = self.instance.clone();
-            let beat = self.store.write_async(move |c| c.beat(&node, &info, lease));
+            let store = Arc::clone(&beats);
+            let beat = store.write_async(move |c| c.beat(&node, &info, lease));
             match tokio::time::timeout(lease_d / 2, beat).await {
                 Ok(Ok(m)) => {
                     last_ok = Some(started);
-                    beats = beats.wrapping_add(1);
+                    self.beat_at
+                        .store(self.since_open(started), Ordering::SeqCst);
+                    beats_done = beats_done.wrapping_add(1);
                     let old = self.parts.swap(m.held, Ordering::SeqCst);
                     let gained = m.held & !old;
                     let live: Vec<String> = m.live.iter().map(|n| n.id.clone()).collect();
                     *self.view.lock() = Some(m);
-                    let resync = beats.is_multiple_of(RESYNC_BEATS)
+                    let resync = beats_done.is_multiple_of(RESYNC_BEATS)
                         || self.resync.swap(false, Ordering::SeqCst);
                     let scope = if resync {
                         self.parts.load(Ordering::SeqCst)
@@ -84,7 +140,16 @@ impl Inner {
                         gained
                     };
                     if scope != 0 {
-                        self.take_over(Scope { parts: scope, live }).await;
+                        // On the engine's runtime, where what it dispatches must run.
+                        let me = Arc::clone(&self);
+                        match super::runtime() {
+                            Ok(main) => {
+                                main.spawn(async move {
+                                    me.take_over(Scope { parts: scope, live }).await
+                                });
+                            }
+                            Err(e) => self.problem(format!("cannot take over partitions: {e}")),
+                        }
                     }
                 }
                 failed => {
@@ -112,7 +177,26 @@ impl Inner {
         }
         let node = self.instance.clone();
         self.parts.store(0, Ordering::SeqCst);
-        let _ = self.store.write_async(move |c| c.leave(&node)).await;
+        let leaving = beats.write_async(move |c| c.leave(&node));
+        let _ = tokio::time::timeout(lease_d, leaving).await;
+        beats.close();
+    }
+
+    /// Whether this node renewed its leases recently enough to fire the ticks of its partitions:
+    /// its last successful beat started less than five sixths of a lease ago. A node whose beats
+    /// stall (a frozen process, a lost database) stops firing on its own before its leases run
+    /// out and another node may take its partitions.
+    pub(super) fn beat_is_fresh(&self) -> bool {
+        let lease = self.config.node_lease_ms.max(0) as u64;
+        let last = self.beat_at.load(Ordering::SeqCst);
+        last != 0 && self.since_open(Instant::now()).saturating_sub(last) < lease - lease / 6
+    }
+
+    /// Milliseconds from the engine's opening to `at` (at least 1, so that 0 means "never").
+    fn since_open(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.opened_instant)
+            .as_millis() as u64)
+            .max(1)
     }
 
     /// Takes over the work of the partitions in `scope`: closes the attempts there of nodes not

@@ -172,14 +172,17 @@ struct Inner {
     view: Mutex<Option<store::cluster::Membership>>,
     /// Set when the held partitions' work must be read again (a missed notification).
     resync: AtomicBool,
+    /// When the last successful beat started, in ms from `opened_instant` (0: none yet).
+    beat_at: AtomicU64,
+    opened_instant: Instant,
 }
 
 /// The scheduling engine over one database file.
 pub struct Engine {
     inner: Arc<Inner>,
     loop_task: Mutex<Option<JoinHandle<()>>>,
-    /// The beat loop of a node on a shared database (it leaves the cluster when it ends).
-    beat_task: Mutex<Option<JoinHandle<()>>>,
+    /// The beat thread of a node on a shared database (it leaves the cluster when it ends).
+    beat_task: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Attempts a previous process left running, closed as interrupted when this engine opened.
     pub interrupted_on_open: usize,
 }
@@ -295,6 +298,8 @@ impl Engine {
             parts: AtomicU64::new(if shared { 0 } else { store::cluster::ALL }),
             view: Mutex::new(None),
             resync: AtomicBool::new(false),
+            beat_at: AtomicU64::new(0),
+            opened_instant: Instant::now(),
         });
         Ok(Engine {
             inner,
@@ -315,8 +320,7 @@ impl Engine {
             let notifier = Arc::clone(&self.inner);
             rt.spawn(async move { notifier.run_notifier().await });
             if self.inner.store.is_shared() {
-                let node = Arc::clone(&self.inner);
-                *self.beat_task.lock() = Some(rt.spawn(async move { node.run_beats().await }));
+                *self.beat_task.lock() = Some(self.inner.spawn_beats()?);
                 let listener = Arc::clone(&self.inner);
                 rt.spawn(async move { listener.run_listener().await });
             }
@@ -1032,13 +1036,13 @@ impl Engine {
         self.inner.wake.notify_one();
         self.inner.closing.notify_waiters();
         self.inner.notify_wake.notify_one();
-        for task in [self.loop_task.lock().take(), self.beat_task.lock().take()]
-            .into_iter()
-            .flatten()
-        {
-            if let Ok(rt) = runtime() {
-                let _ = rt.block_on(task);
-            }
+        let task = self.loop_task.lock().take();
+        if let (Some(task), Ok(rt)) = (task, runtime()) {
+            let _ = rt.block_on(task);
+        }
+        let beats = self.beat_task.lock().take();
+        if let Some(beats) = beats {
+            let _ = beats.join();
         }
         // Deliveries in flight get until the deadline to record how they went; one still running
         // after that is recorded as interrupted on the next open and retried.
@@ -1079,6 +1083,9 @@ const MAX_ROUND: usize = 256;
 /// touches fewer rows meets fewer of theirs (PostgreSQL's serializable checks then abort and
 /// retry less), and a retry redoes less.
 const MAX_SHARED_ROUND: usize = 32;
+/// How far ahead of their instant ticks and retries are committed on a shared database (at
+/// least; [`Config::fire_ahead_ms`] when larger).
+const SHARED_FIRE_AHEAD_MS: i64 = 250;
 
 /// Problems kept for the embedding program; beyond this the oldest are dropped (and counted).
 const MAX_PROBLEMS: usize = 1_000;
@@ -1201,7 +1208,13 @@ impl Inner {
         // Rounds start small after a wait, so that the first runs of a burst start while its
         // later ticks are still being fired, and grow while a backlog lasts (fewer commits).
         let mut round = FIRST_ROUND;
-        let ahead = self.config.fire_ahead_ms.max(0);
+        // On PostgreSQL a round of ticks is a series of round trips to the server: committed
+        // further ahead of their instant, they still go out on time.
+        let ahead = if self.store.is_shared() {
+            self.config.fire_ahead_ms.max(SHARED_FIRE_AHEAD_MS)
+        } else {
+            self.config.fire_ahead_ms.max(0)
+        };
         let max_round = if self.store.is_shared() {
             MAX_SHARED_ROUND
         } else {
@@ -1244,7 +1257,11 @@ impl Inner {
             // On a shared database, ticks of cues in partitions this node no longer holds are
             // the holder's now.
             let due = if self.store.is_shared() {
-                let held = self.parts.load(Ordering::SeqCst);
+                let held = if self.beat_is_fresh() {
+                    self.parts.load(Ordering::SeqCst)
+                } else {
+                    0
+                };
                 due.into_iter()
                     .filter(|t| t.kind != TimerKind::Cue || store::cluster::holds(held, &t.id))
                     .collect()

@@ -122,7 +122,22 @@ impl Pg {
         if settings.pool_size == 0 {
             return Err(Error::invalid("pool_size", "must be at least 1"));
         }
-        let mut config = url::parse(url, &shown)?;
+        let config = url::parse(url, &shown)?;
+        Pg::connect_config(config, shown, settings).await
+    }
+
+    /// Another pool over the same database as `self`, made on the runtime this runs on (whose
+    /// threads then drive its connections); no migration.
+    pub async fn sibling(&self, settings: PgSettings) -> Result<Pg> {
+        Pg::connect_config(self.config.clone(), self.shown.clone(), settings).await
+    }
+
+    /// [`Pg::connect`] from a parsed configuration.
+    async fn connect_config(
+        mut config: tokio_postgres::Config,
+        shown: String,
+        settings: PgSettings,
+    ) -> Result<Pg> {
         let connect_timeout = config
             .get_connect_timeout()
             .copied()

@@ -88,6 +88,27 @@ impl PgStore {
         })
     }
 
+    /// A store of its own over the same database, with a pool of two connections driven by the
+    /// runtime `rt`: a node's heartbeats go through it, so that they never wait behind the
+    /// engine's units of work for a connection or for a thread.
+    pub fn sibling(&self, rt: &Handle) -> Result<PgStore> {
+        let settings = PgSettings {
+            pool_size: 2,
+            ..PgSettings::default()
+        };
+        let pg = rt.block_on(self.shared.pg.sibling(settings))?;
+        Ok(PgStore {
+            shared: Arc::new(Shared {
+                pg,
+                rt: rt.clone(),
+                on_notify: OnceLock::new(),
+                last_failure: Mutex::new(None),
+                open: std::sync::atomic::AtomicBool::new(true),
+                counts: Mutex::new(Default::default()),
+            }),
+        })
+    }
+
     /// The database's URL, with any password hidden.
     pub fn shown(&self) -> &str {
         self.shared.pg.shown()
