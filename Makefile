@@ -83,17 +83,18 @@ run: $(VENV)/.base
 # write the extension into python/cueapi/, the tree the debug build in .venv imports from; a separate
 # CARGO_TARGET_DIR keeps cargo from waiting on (or invalidating) the debug build's target/.
 # BENCH_ARGS go to bench/run.py (`make bench BENCH_ARGS=--quick`) or bench/clients.py. The server
-# benchmarks drive `cueapi serve` with wrk (a Debian package); bench/clients.py loads the official
+# benchmarks drive `cueapi serve` with wrk (a Debian package); the cluster ones (bench/cluster.py)
+# start PostgreSQL with tools/pg and read it with psycopg; bench/clients.py loads the official
 # SDK's verifier from .venv-sdk.
 BENCH_SETUP = set -e; B="$(abspath .venv-bench)"; \
 	if ! command -v wrk >/dev/null; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; fi; \
 	export VIRTUAL_ENV="$$B" PATH="$$B/bin:$$PATH" CARGO_TARGET_DIR="$$B/target"; \
 	if [ ! -x "$$B/bin/python" ]; then $(PYTHON) -m venv "$$B"; printf '*\n' > "$$B/.gitignore"; fi; \
-	if [ ! -f "$$B/.installed-2" ]; then \
+	if [ ! -f "$$B/.installed-3" ]; then \
 		"$$B/bin/python" -m pip install -q --upgrade pip; \
 		"$$B/bin/python" -m pip install -q 'maturin>=1.9,<2' 'apscheduler>=3.10,<4' 'sqlalchemy>=2' 'psutil>=5' \
-			'httpx>=0.27' 'pydantic>=2.7' 'standardwebhooks>=1.1'; \
-		touch "$$B/.installed-2"; fi; \
+			'httpx>=0.27' 'pydantic>=2.7' 'standardwebhooks>=1.1' 'psycopg[binary]>=3.2,<4'; \
+		touch "$$B/.installed-3"; fi; \
 	rm -rf "$$B/wheels"; \
 	export CUEAPI_BENCH_BUILD="$$(git rev-parse --short HEAD)$$(git status --porcelain -- src python Cargo.toml \
 		Cargo.lock pyproject.toml | grep -q . && echo ' + uncommitted changes')"; \

@@ -2,7 +2,7 @@
 
 ``write`` is ``report.write`` with these parts added: ``report.render`` makes the block for every
 other part (its *Conditions* table covers these too), and the section below goes in before that
-table.
+table, followed by the cluster parts' (bench/report_cluster.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import report
+import report_cluster
 from report import _cpu_note, _errors, _met, _num, _ok, _pair
 
 PARTS = ("server-workers", "server-alerts")
@@ -321,19 +322,21 @@ def section(results: dict[str, Any]) -> list[str]:
 
 def render(results: dict[str, Any]) -> str:
     text = report.render(results)
-    # report's own list of server parts does not know these two: where only they (or they and the
-    # other server parts) were measured, it would take one for an APScheduler part in its versions line.
-    others = {k: v for k, v in results["parts"].items() if k not in PARTS}
+    # report's own list of server parts knows neither these two nor the cluster parts: where only
+    # they (or they and the other server parts) were measured, it would take one for an APScheduler
+    # part in its versions line.
+    ours = PARTS + report_cluster.PARTS
+    others = {k: v for k, v in results["parts"].items() if k not in ours}
     wrong = " ".join(report._versions(results))
     right = " ".join(report._versions({**results, "parts": others}))
-    if any(k in results["parts"] for k in PARTS) and not any(k in others for k in report.SERVER_PARTS):
-        key = next(k for k in PARTS if k in results["parts"])
+    if any(k in results["parts"] for k in ours) and not any(k in others for k in report.SERVER_PARTS):
+        key = next(k for k in ours if k in results["parts"])
         right = (
             right + " " if right else ""
         ) + f"Load generator: {report._machine(results, key).get('wrk', '?')}."
     if wrong != right:
         text = text.replace(wrong, right, 1)
-    extra = section(results)
+    extra = section(results) + report_cluster.section(results)
     if extra:
         head, sep, tail = text.partition("### Conditions")
         text = head + "\n".join(extra) + "\n" + sep + tail

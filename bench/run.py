@@ -31,14 +31,17 @@ SYSTEMS = ("cueapi", "aps-memory", "aps-sqlalchemy")
 PARTS = ("precision", "throughput", "scale")
 # cueapi serve only (bench/server.py); the last two are rendered by bench/report_workers_alerts.py.
 SERVER_PARTS = ("server-precision", "server-burst", "server-api", "server-workers", "server-alerts")
+# Several serve nodes on one PostgreSQL database beside one on SQLite (bench/cluster.py, issue 12);
+# rendered by bench/report_cluster.py.
+CLUSTER_PARTS = ("cluster-precision", "cluster-burst", "cluster-api", "cluster-failover")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--parts",
-        default=",".join(PARTS + SERVER_PARTS),
-        help=f"comma-separated, of {', '.join(PARTS + SERVER_PARTS)} (default: %(default)s)",
+        default=",".join(PARTS + SERVER_PARTS + CLUSTER_PARTS),
+        help=f"comma-separated, of {', '.join(PARTS + SERVER_PARTS + CLUSTER_PARTS)} (default: %(default)s)",
     )
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of %(default)s")
     ap.add_argument("--quick", action="store_true", help="small sizes: checks the harness, not the figures")
@@ -93,6 +96,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument(
         "--server-alerts-steady-n", type=int, default=500, help="failing cues of the steady phase (0: none)"
     )
+    ap.add_argument(
+        "--cluster-api-n",
+        type=int,
+        default=20_000,
+        help="requests per measured API call of cluster-api (each setup makes its own cues)",
+    )
+    ap.add_argument(
+        "--cluster-failover-cues",
+        type=int,
+        nargs="+",
+        default=[300, 50],
+        help="every-second cues while a node is killed: one cluster per number, in turn",
+    )
+    ap.add_argument("--cluster-failover-repeats", type=int, default=3, help="nodes killed, one after another")
+    ap.add_argument(
+        "--cluster-failover-after",
+        type=int,
+        default=3,
+        help="seconds of ticks measured after the survivors hold every partition",
+    )
     ap.add_argument("--connections", type=int, default=64, help="wrk's keep-alive connections")
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads")
     ap.add_argument("--timeout", type=float, default=900.0, help="limit for any one wait, seconds")
@@ -117,11 +140,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.server_worker_cues = 10
         args.server_workers_n, args.server_workers_list_n, args.server_workers_seconds = 1_000, 500, 20.0
         args.server_alerts_n, args.server_alerts_rate, args.server_alerts_steady_n = 100, 20, 60
+        args.cluster_api_n, args.cluster_failover_cues, args.cluster_failover_repeats = 1_000, [30, 10], 1
+        args.cluster_failover_after = 1
     args.scale_memory_n = args.scale_memory_n or args.scale_n
     args.parts = [p for p in args.parts.split(",") if p]
     args.systems = [s for s in args.systems.split(",") if s]
     for p in args.parts:
-        if p not in PARTS + SERVER_PARTS:
+        if p not in PARTS + SERVER_PARTS + CLUSTER_PARTS:
             ap.error(f"unknown part {p!r}")
     for s in args.systems:
         if s not in SYSTEMS:
@@ -187,10 +212,13 @@ def run_worker(
             result["stderr_tail"] = done.stderr.strip()[-500:]
     mine1, busy1 = os.times(), _busy_cpu_s()
     result["wall_s"] = time.time() - t0
-    # CPU the rest of the machine used meanwhile: all busy CPU time less this script's and its children's.
-    ours = sum(mine1[:4]) - sum(mine0[:4])
-    result["worker_cpu_s"] = (mine1.children_user + mine1.children_system) - (
-        mine0.children_user + mine0.children_system
+    # CPU the rest of the machine used meanwhile: all busy CPU time less this script's and its
+    # children's, and that of the servers the worker started that are not its children (the
+    # cluster parts' PostgreSQL, which the worker measures itself: daemon_cpu_s).
+    daemon = result.get("daemon_cpu_s", 0.0)
+    ours = sum(mine1[:4]) - sum(mine0[:4]) + daemon
+    result["worker_cpu_s"] = (
+        (mine1.children_user + mine1.children_system) - (mine0.children_user + mine0.children_system) + daemon
     )
     result["other_cpu_s"] = max(0.0, (busy1 - busy0) - ours)
     result["load_before"] = before
@@ -226,7 +254,7 @@ def carry_over(results: dict[str, Any], old: dict[str, Any]) -> None:
             "machine": old.get("machine", {}),
         }
         carried[key] = origin
-    order = ["precision", "precision-spread", "throughput", "scale", *SERVER_PARTS]
+    order = ["precision", "precision-spread", "throughput", "scale", *SERVER_PARTS, *CLUSTER_PARTS]
     merged = {**kept, **results["parts"]}
     results["parts"] = {
         k: merged[k] for k in sorted(merged, key=lambda k: order.index(k) if k in order else 99)
@@ -337,6 +365,37 @@ def main(argv: list[str]) -> int:
             params = {**server_common, **server_params[part], "db": db(part, "cueapi")}
             results["parts"][part] = {
                 "cueapi": run_worker(part, "cueapi", params, 3 * args.timeout, script="server.py")
+            }
+    # Each part measures its setups side by side: SQLite with one node, PostgreSQL with 1, 2, 3.
+    cluster_params = {
+        "cluster-precision": {
+            "setups": ["sqlite", "pg1", "pg3"],
+            "cues": args.server_precision_cues,
+            "seconds": args.server_precision_seconds,
+            "warmup": args.server_precision_warmup,
+        },
+        "cluster-burst": {
+            "setups": ["sqlite", "pg1", "pg2", "pg3"],
+            "n": args.server_burst_n,
+            "pilot_n": max(200, args.server_burst_n // 20),
+        },
+        "cluster-api": {
+            "setups": ["sqlite", "pg1", "pg3"],
+            "n": args.cluster_api_n,
+            "worker_cues": args.server_worker_cues,
+        },
+        "cluster-failover": {
+            "setups": ["pg3"],
+            "cue_counts": args.cluster_failover_cues,
+            "repeats": args.cluster_failover_repeats,
+            "after": args.cluster_failover_after,
+        },
+    }
+    for part in CLUSTER_PARTS:
+        if part in args.parts and "cueapi" in args.systems:
+            params = {**server_common, **cluster_params[part], "db": db(part, "cueapi")}
+            results["parts"][part] = {
+                "cueapi": run_worker(part, "cueapi", params, 3 * args.timeout, script="cluster.py")
             }
 
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
