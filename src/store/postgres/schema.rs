@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_schema.sql"),
     include_str!("migrations/0002_outcome_counter.sql"),
     include_str!("migrations/0003_cluster.sql"),
+    include_str!("migrations/0004_chain_parent_index.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_waiting_by_task.sql"),
     include_str!("migrations/0010_health_probe.sql"),
     include_str!("migrations/0011_email_verified.sql"),
+    include_str!("migrations/0012_chain_parent_index.sql"),
 ];
 
 /// The schema version this build writes.
