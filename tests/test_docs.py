@@ -348,8 +348,8 @@ def test_readme_several_nodes_block(tmp_path: Path) -> None:
     # Not under tmp_path, whose parents only root may enter: tools/pg hands this directory to the
     # postgres user when run as root.
     pgdir = Path(tempfile.mkdtemp(prefix="cueapi-readme-pg-"))
-    assert '"$(mktemp -d)"' in script
-    script = script.replace("8001", str(one)).replace("8002", str(two)).replace('"$(mktemp -d)"', str(pgdir))
+    assert "PGDIR=$(mktemp -d)" in script
+    script = script.replace("8001", str(one)).replace("8002", str(two)).replace("$(mktemp -d)", str(pgdir))
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=path)
     env.pop("CUEAPI_DB", None)
