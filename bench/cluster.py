@@ -43,6 +43,7 @@ from server import (
     Receiver,
     Server,
     _strip,
+    await_burst,
     create_cues,
     emit,
     iso,
@@ -747,21 +748,9 @@ def cluster_burst(p: dict[str, Any], pg: Postgres | None) -> dict[str, Any]:
         sleep_until(due)
         phase = Phase(cl.nodes, receiver, pg_, cl.db)
         deadline = due + timeout
-        count, last_arrival = 0, 0.0
-        while time.time() < deadline:  # deliveries at the receiver
-            count, last_arrival = receiver.count()
-            if count >= n:
-                break
-            time.sleep(0.02)
-        t_delivered = time.time()
-        recorded, t_recorded = 0, time.time()
-        while time.time() < deadline:  # and recorded as success (one small request per poll)
-            status, page = cl.nodes[0].call("GET", "/v1/executions?status=success&limit=1", key=key)
-            recorded = int(page.get("total", 0)) if status == 200 and isinstance(page, dict) else 0
-            t_recorded = time.time()
-            if recorded >= n:
-                break
-            time.sleep(0.02)
+        count, last_arrival, t_delivered, recorded, t_recorded = await_burst(
+            receiver, cl.nodes[0], key, n, deadline
+        )
         end = max(last_arrival if count else t_delivered, t_recorded)
         out["cpu"] = phase.stop(end - due)
         holders1 = cl.holders()

@@ -763,6 +763,31 @@ def _vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def await_burst(
+    receiver: Receiver, server: Server, key: str, n: int, deadline: float
+) -> tuple[int, float, float, int, float]:
+    """Polls until the receiver has ``n`` deliveries, then until ``server`` counts ``n`` executions
+    recorded as success (one small request per poll), or until ``deadline``. Returns the
+    deliveries and the last one's arrival, when they were seen, the successes and when they were
+    seen."""
+    count, last_arrival = 0, 0.0
+    while time.time() < deadline:  # deliveries at the receiver
+        count, last_arrival = receiver.count()
+        if count >= n:
+            break
+        time.sleep(0.02)
+    t_delivered = time.time()
+    recorded, t_recorded = 0, time.time()
+    while time.time() < deadline:  # and recorded as success in the store
+        status, page = server.call("GET", "/v1/executions?status=success&limit=1", key=key)
+        recorded = int(page.get("total", 0)) if status == 200 and isinstance(page, dict) else 0
+        t_recorded = time.time()
+        if recorded >= n:
+            break
+        time.sleep(0.02)
+    return count, last_arrival, t_delivered, recorded, t_recorded
+
+
 def server_burst(p: dict[str, Any]) -> None:
     n, timeout = p["n"], p["timeout"]
     tmp, receiver, server = _setup(p)
@@ -803,21 +828,7 @@ def server_burst(p: dict[str, Any]) -> None:
     sleep_until(due)
     cpu = CpuWatch({"server": server.ps, "receiver": receiver.ps}, server)
     deadline = due + timeout
-    count, last_arrival = 0, 0.0
-    while time.time() < deadline:  # deliveries at the receiver
-        count, last_arrival = receiver.count()
-        if count >= n:
-            break
-        time.sleep(0.02)
-    t_delivered = time.time()
-    recorded, t_recorded = 0, time.time()
-    while time.time() < deadline:  # and recorded as success in the store (one small request per poll)
-        status, page = server.call("GET", "/v1/executions?status=success&limit=1", key=key)
-        recorded = int(page.get("total", 0)) if status == 200 and isinstance(page, dict) else 0
-        t_recorded = time.time()
-        if recorded >= n:
-            break
-        time.sleep(0.02)
+    count, last_arrival, t_delivered, recorded, t_recorded = await_burst(receiver, server, key, n, deadline)
     # Done = the last delivery arrived and every execution is recorded as success (the later of the
     # two; the recorded instant is known to within one poll, ~20 ms + the request).
     end = max(last_arrival if count else t_delivered, t_recorded)

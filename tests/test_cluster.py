@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.conftest import NO_THROTTLE, Receiver, Server, location, start_server, wait_for
+from tests.crash.harness import partition
 
 # Several nodes need a database they can share.
 STORES = ("postgres",)
@@ -186,14 +187,6 @@ def test_a_node_that_closes_hands_its_partitions_over_at_once(nodes: list[Server
     leaving.app.close()
     # It left the cluster as it closed: no lease to wait out.
     wait_for(lambda: all(shares(s) == (2, 30) for s in nodes), 5, "the two left sharing 30 each")
-
-
-def partition(cue_id: str) -> int:
-    """The partition of a cue, as the engine computes it (store::cluster::partition)."""
-    h = 0xCBF29CE484222325
-    for b in cue_id.encode():
-        h = ((h ^ b) * 0x100000001B3) % 2**64
-    return h % 60
 
 
 def test_a_node_joining_takes_partitions_without_cutting_off_the_deliveries_in_flight(

@@ -28,6 +28,7 @@ from tests.crash.harness import (
     SEED,
     Child,
     Ledger,
+    PlannedCue,
     Runs,
     Stored,
     effects,
@@ -61,17 +62,9 @@ BOUNDED = "schedule_type != 'interval'"  # the cues that end (intervals run unti
 GRACE_S = 1.0
 
 
-@pytest.mark.parametrize("trial", [1])
-def test_embedded_app_killed_mid_burst(tmp_path: Path, store: str, trial: int) -> None:
-    # The cues from one stream, the kills from another: where the window falls in a minute changes
-    # how much randomness planning the crons takes, not the kills.
-    cues_rng, rng = trial_rng("app", trial), trial_rng("app-kills", trial)
-    db = location(tmp_path / "app.db")
-    out = tmp_path / "effects.jsonl"
-    t0 = now_ms() + 3_000 + 2 * (CUES_ONCE + CUES_CRON)
-    plan = plan_cues(cues_rng, f"a{trial}", t0, WINDOW_S, CUES_ONCE, CUES_CRON)
-    plan += plan_every(cues_rng, f"a{trial}", CUES_EVERY)
-    specs: list[dict[str, Any]] = [
+def declared(plan: list[PlannedCue]) -> list[dict[str, Any]]:
+    """The App's declarations of the planned cues (``create_cues``)."""
+    return [
         {
             "name": c.name,
             "cron": c.cron,
@@ -84,6 +77,19 @@ def test_embedded_app_killed_mid_burst(tmp_path: Path, store: str, trial: int) -
         }
         for c in plan
     ]
+
+
+@pytest.mark.parametrize("trial", [1])
+def test_embedded_app_killed_mid_burst(tmp_path: Path, store: str, trial: int) -> None:
+    # The cues from one stream, the kills from another: where the window falls in a minute changes
+    # how much randomness planning the crons takes, not the kills.
+    cues_rng, rng = trial_rng("app", trial), trial_rng("app-kills", trial)
+    db = location(tmp_path / "app.db")
+    out = tmp_path / "effects.jsonl"
+    t0 = now_ms() + 3_000 + 2 * (CUES_ONCE + CUES_CRON)
+    plan = plan_cues(cues_rng, f"a{trial}", t0, WINDOW_S, CUES_ONCE, CUES_CRON)
+    plan += plan_every(cues_rng, f"a{trial}", CUES_EVERY)
+    specs = declared(plan)
     kinds = list(KINDS) + rng.sample(KINDS, rng.randint(0, 1))
     rng.shuffle(kinds)
     dies: list[dict[str, Any] | None] = []
@@ -165,19 +171,7 @@ def test_two_copies_of_an_app_on_postgres_run_each_tick_once_and_one_takes_over(
     t0 = now_ms() + 4_000 + 3 * (CUES_ONCE + CUES_CRON)
     plan = plan_cues(cues_rng, "two", t0, WINDOW_S, CUES_ONCE, CUES_CRON)
     plan += plan_every(cues_rng, "two", CUES_EVERY)
-    specs: list[dict[str, Any]] = [
-        {
-            "name": c.name,
-            "cron": c.cron,
-            "at": c.at,
-            "every": None if c.every_s is None else f"{c.every_s}s",
-            "timezone": c.timezone,
-            "retry": RETRY,
-            "catch_up": c.catch_up,
-            "overlap": c.overlap,
-        }
-        for c in plan
-    ]
+    specs = declared(plan)
 
     def command(copy: str, die: dict[str, Any] | None) -> Any:
         def made(i: int) -> list[str]:

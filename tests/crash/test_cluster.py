@@ -31,6 +31,7 @@ from tests.crash.harness import (
     Stored,
     n,
     now_ms,
+    partition,
     plan_cues,
     poll,
     query,
@@ -135,14 +136,6 @@ class Cuttable:
     def close(self) -> None:
         self.listener.close()
         self.heal()
-
-
-def partition(cue_id: str) -> int:
-    """The partition of a cue, as the engine computes it (store::cluster::partition)."""
-    h = 0xCBF29CE484222325
-    for b in cue_id.encode():
-        h = ((h ^ b) * 0x100000001B3) % 2**64
-    return h % 60
 
 
 class Targeted(Chaos):

@@ -70,8 +70,12 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 impl PgStore {
     /// Connects to `url` and migrates it. Other nodes may have it open too.
     pub fn open(url: &str, settings: PgSettings, rt: &Handle) -> Result<PgStore> {
-        let pg = Pg::open_blocking(rt, url, settings)?;
-        Ok(PgStore {
+        Ok(PgStore::over(Pg::open_blocking(rt, url, settings)?, rt))
+    }
+
+    /// A store over the pool `pg`, whose connections `rt` drives.
+    fn over(pg: Pg, rt: &Handle) -> PgStore {
+        PgStore {
             shared: Arc::new(Shared {
                 pg,
                 rt: rt.clone(),
@@ -85,7 +89,7 @@ impl PgStore {
                         .collect(),
                 ),
             }),
-        })
+        }
     }
 
     /// A store of its own over the same database, with a pool of two connections driven by the
@@ -96,17 +100,10 @@ impl PgStore {
             pool_size: 2,
             ..PgSettings::default()
         };
-        let pg = rt.block_on(self.shared.pg.sibling(settings))?;
-        Ok(PgStore {
-            shared: Arc::new(Shared {
-                pg,
-                rt: rt.clone(),
-                on_notify: OnceLock::new(),
-                last_failure: Mutex::new(None),
-                open: std::sync::atomic::AtomicBool::new(true),
-                counts: Mutex::new(Default::default()),
-            }),
-        })
+        Ok(PgStore::over(
+            rt.block_on(self.shared.pg.sibling(settings))?,
+            rt,
+        ))
     }
 
     /// The database's URL, with any password hidden.
