@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,13 @@ class Hanging:
                     alive.append(c)
             self.open = alive
             return len(alive)
+
+    def cut(self) -> None:
+        """Closes the connections open now (their requests fail); new ones are still accepted."""
+        with self.lock:
+            for c in self.open:
+                c.close()
+            self.open = []
 
     def close(self) -> None:
         with self.lock:
@@ -161,6 +169,72 @@ def test_a_tenant_with_dead_endpoints_does_not_delay_another(
     metrics = server.call("GET", "/metrics", key=None).text
     assert "cueapi_delivery_slots 512" in metrics
     assert 'cueapi_deliveries_waiting{limit="tenant"} 451' in metrics
+
+
+def test_a_destinations_backlog_waits_claimed_as_deep_as_its_slots(
+    tmp_path: Path, hanging: list[Hanging]
+) -> None:
+    # Two slots per destination: two requests in flight, two more claimed and waiting for a slot
+    # (each goes out the moment one frees, with no write in between), the rest pending and claimed
+    # when their turn comes. Every attempt starts when its request goes out, not at its claim.
+    server = start_server(tmp_path / "s.db", max_deliveries_per_destination=2)
+    try:
+        dead = hang(hanging)
+        ids = [fire(server, webhook_cue(server, dead.url)) for _ in range(6)]
+
+        def statuses() -> list[str]:
+            return sorted(server.execution(e)["status"] for e in ids)
+
+        def settled(held: int, delivering: int, pending: int, failed: int) -> bool:
+            s = statuses()
+            return dead.held() == held and s == sorted(
+                ["delivering"] * delivering + ["pending"] * pending + ["failed"] * failed
+            )
+
+        wait_for(lambda: settled(2, 4, 2, 0), what="2 in flight, 2 waiting claimed, 2 pending")
+        assert dead.accepted == 2
+        dead.cut()
+        # The two waiting unclaimed stay so: they are claimed when a slot frees for them.
+        wait_for(lambda: settled(2, 2, 2, 2), what="the claimed two sent")
+        dead.cut()
+        wait_for(lambda: settled(2, 2, 0, 4), what="the last two sent")
+        dead.cut()
+        wait_for(lambda: statuses() == ["failed"] * 6, what="every request cut")
+        assert dead.accepted == 6
+        runs = [server.execution(e) for e in ids]
+        assert all(len(r["attempt_log"]) == 1 for r in runs)
+        attempts = sorted((r["attempt_log"][0] for r in runs), key=lambda a: a["started_at"])
+        # Each pair started once a request of the pair before it ended (its slot freed then): no
+        # attempt counts its wait.
+        rounds = [attempts[0:2], attempts[2:4], attempts[4:6]]
+        for before, after in itertools.pairwise(rounds):
+            freed = min(a["finished_at"] for a in before)
+            assert all(a["started_at"] >= freed for a in after), (before, after)
+    finally:
+        for h in hanging:
+            h.close()
+        server.app.close()
+
+
+def test_closing_gives_back_the_claims_still_waiting_for_a_slot(
+    tmp_path: Path, hanging: list[Hanging]
+) -> None:
+    # Two in flight to an endpoint that never answers, two claimed behind them. Closing waits for
+    # the two in flight (each times out after the server's maximum of 5 s) and gives the two
+    # waiting back unsent: pending, with no attempt, for the next open to send.
+    server = start_server(tmp_path / "s.db", max_deliveries_per_destination=2, max_delivery_timeout_seconds=5)
+    dead = hang(hanging)
+    ids = [fire(server, webhook_cue(server, dead.url)) for _ in range(4)]
+    wait_for(
+        lambda: dead.held() == 2 and all(server.execution(e)["status"] == "delivering" for e in ids),
+        what="two in flight, two claimed waiting",
+    )
+    server.app.close()
+    with contextlib.closing(sqlite3.connect(server.db)) as db:
+        rows = dict(db.execute("SELECT id, status || ' ' || attempts FROM executions").fetchall())
+        attempts = db.execute("SELECT count(*) FROM attempts").fetchone()[0]
+    assert sorted(rows[e] for e in ids) == ["failed 1", "failed 1", "pending 0", "pending 0"]
+    assert attempts == 2 and dead.accepted == 2
 
 
 def test_no_delivery_outlasts_the_servers_maximum(tmp_path: Path, hanging: list[Hanging]) -> None:

@@ -179,6 +179,9 @@ pub struct Attempt {
     pub refused: bool,
     /// The outcome a 2xx JSON body reported inline (`{"success": bool, …}`).
     pub inline: Option<ReportedOutcome>,
+    /// When the request went out, for an attempt claimed before its delivery slots were free
+    /// (it starts then, not at its claim).
+    pub sent_at: Option<Millis>,
 }
 
 /// Reads an inline outcome from a 2xx response body, if it is a JSON object with a boolean

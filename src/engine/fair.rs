@@ -30,12 +30,20 @@ pub(super) struct Caps {
     pub destination: usize,
 }
 
-/// The slots of one in-flight delivery; released when dropped.
-pub(super) struct Slot {
+/// One permit at each level (the tenant's, the destination's, the server's); released when
+/// dropped.
+pub(super) struct Permits {
     _tenant: OwnedSemaphorePermit,
     _destination: OwnedSemaphorePermit,
     _server: OwnedSemaphorePermit,
 }
+
+/// The slots of one in-flight delivery.
+pub(super) type Slot = Permits;
+
+/// Leave for a delivery claimed before its slots are free to wait for them (see
+/// [`Lanes::try_queue`]).
+pub(super) type Ticket = Permits;
 
 /// Semaphores by key, created on first use and swept when idle.
 struct LaneMap {
@@ -74,12 +82,47 @@ impl LaneMap {
     }
 }
 
-/// Where deliveries queue.
-pub(super) struct Lanes {
-    caps: Caps,
+/// Counted permits at each level: as many per tenant, per destination and for the server as
+/// the caps say.
+struct Levels {
     server: Arc<Semaphore>,
     tenants: LaneMap,
     destinations: LaneMap,
+}
+
+impl Levels {
+    fn new(caps: Caps) -> Self {
+        Levels {
+            server: Arc::new(Semaphore::new(caps.server)),
+            tenants: LaneMap::new(caps.tenant),
+            destinations: LaneMap::new(caps.destination),
+        }
+    }
+
+    /// A permit at every level if all three are free now (none taken otherwise).
+    fn try_take(&self, tenant: &str, destination: &str) -> Option<Permits> {
+        let t = self.tenants.get(tenant).try_acquire_owned().ok()?;
+        let d = self
+            .destinations
+            .get(&destination_key(tenant, destination))
+            .try_acquire_owned()
+            .ok()?;
+        let s = Arc::clone(&self.server).try_acquire_owned().ok()?;
+        Some(Permits {
+            _tenant: t,
+            _destination: d,
+            _server: s,
+        })
+    }
+}
+
+/// Where deliveries queue.
+pub(super) struct Lanes {
+    caps: Caps,
+    /// The slots of deliveries in flight.
+    slots: Levels,
+    /// Leave to wait for slots already claimed (as many at each level as there are slots).
+    queue: Levels,
     /// Deliveries waiting for a slot, at each level.
     waiting: Waiting,
     arrivals: AtomicU64,
@@ -142,9 +185,8 @@ impl Lanes {
         };
         Lanes {
             caps,
-            server: Arc::new(Semaphore::new(caps.server)),
-            tenants: LaneMap::new(caps.tenant),
-            destinations: LaneMap::new(caps.destination),
+            slots: Levels::new(caps),
+            queue: Levels::new(caps),
             waiting: Waiting::default(),
             arrivals: AtomicU64::new(0),
         }
@@ -152,32 +194,34 @@ impl Lanes {
 
     /// The slots for a delivery of `tenant` to `destination` if all three are free now.
     pub(super) fn try_take(&self, tenant: &str, destination: &str) -> Option<Slot> {
-        let t = self.tenants.get(tenant).try_acquire_owned().ok()?;
-        let d = self
-            .destinations
-            .get(&destination_key(tenant, destination))
-            .try_acquire_owned()
-            .ok()?;
-        let s = Arc::clone(&self.server).try_acquire_owned().ok()?;
-        Some(Slot {
-            _tenant: t,
-            _destination: d,
-            _server: s,
-        })
+        self.slots.try_take(tenant, destination)
+    }
+
+    /// Leave to claim a delivery of `tenant` to `destination` whose slots are taken, and to
+    /// wait for them claimed ([`Lanes::take`] with the ticket held), if fewer deliveries wait so
+    /// at each level than it has slots. Its request then goes out as soon as a slot frees, with
+    /// no write in between; the others wait unclaimed, and are claimed when their turn comes.
+    /// The bound keeps what a crash can leave claimed but unsent (recovered as interrupted
+    /// attempts) to one more round of deliveries, whatever the backlog.
+    pub(super) fn try_queue(&self, tenant: &str, destination: &str) -> Option<Ticket> {
+        self.queue.try_take(tenant, destination)
     }
 
     /// Waits for the slots of a delivery of `tenant` to `destination`: first in the tenant's
     /// queue, then in the destination's, then in the server's. (`None` only should a semaphore
     /// be closed, which none is.)
     pub(super) async fn take(&self, tenant: &str, destination: &str) -> Option<Slot> {
-        let tenant_lane = self.tenants.get(tenant);
-        let destination_lane = self.destinations.get(&destination_key(tenant, destination));
+        let tenant_lane = self.slots.tenants.get(tenant);
+        let destination_lane = self
+            .slots
+            .destinations
+            .get(&destination_key(tenant, destination));
         let t = self.wait(&self.waiting.tenant, tenant_lane).await?;
         let d = self
             .wait(&self.waiting.destination, destination_lane)
             .await?;
         let s = self
-            .wait(&self.waiting.server, Arc::clone(&self.server))
+            .wait(&self.waiting.server, Arc::clone(&self.slots.server))
             .await?;
         Some(Slot {
             _tenant: t,
@@ -205,13 +249,13 @@ impl Lanes {
 
     /// The server's slots: (in use, how many).
     pub(super) fn server_slots(&self) -> (usize, usize) {
-        let free = self.server.available_permits();
+        let free = self.slots.server.available_permits();
         (self.caps.server - free, self.caps.server)
     }
 
     /// Server slots free now (what a timer round may claim in its own transaction).
     pub(super) fn server_free(&self) -> usize {
-        self.server.available_permits()
+        self.slots.server.available_permits()
     }
 
     /// The deliveries waiting at each level.
@@ -226,7 +270,7 @@ impl Lanes {
     /// Tenants and destinations with a lane (idle ones until the next sweep).
     #[cfg(test)]
     fn lane_counts(&self) -> (usize, usize) {
-        (self.tenants.len(), self.destinations.len())
+        (self.slots.tenants.len(), self.slots.destinations.len())
     }
 }
 
@@ -345,6 +389,22 @@ mod tests {
         assert!(l.try_take("a", "y").is_none(), "tenant a is at its cap");
         assert!(l.try_take("b", "x").is_some(), "tenant b has its own lane");
         assert_eq!(l.server_slots(), (2, 4));
+    }
+
+    #[test]
+    fn as_many_may_wait_claimed_as_there_are_slots_at_each_level() {
+        let l = lanes(3, 2, 1);
+        let _slot = l.try_take("a", "x").expect("a slot");
+        assert!(l.try_take("a", "x").is_none(), "x's one slot is taken");
+        let ticket = l.try_queue("a", "x").expect("one may wait for x claimed");
+        assert!(l.try_queue("a", "x").is_none(), "x has one slot: one waits");
+        let _other = l.try_queue("a", "y").expect("y is another destination");
+        assert!(l.try_queue("a", "z").is_none(), "a has two slots: two wait");
+        let _b = l.try_queue("b", "x").expect("b has its own lanes");
+        assert!(l.try_queue("c", "x").is_none(), "the server has three");
+        assert_eq!(l.server_slots(), (1, 3), "tickets hold no slot");
+        drop(ticket);
+        assert!(l.try_queue("a", "x").is_some(), "a ticket is given back");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The webhook transport inside the engine. An execution is claimed (in the transaction that
-//! fired it when a delivery slot is free, else by its own task), sent through the [`Deliverer`]
-//! within a bounded number of deliveries in flight, and its result goes to one recorder task that
-//! writes results in batches — one writer operation for many deliveries.
+//! fired it when a delivery slot is free, or when it may wait for one claimed, else by its own
+//! task when its turn comes), sent through the [`Deliverer`] within a bounded number of
+//! deliveries in flight, and its result goes to one recorder task that writes results in
+//! batches — one writer operation for many deliveries.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use crate::delivery::{Attempt, Deliverer, Request};
 use crate::error::{Error, Result};
 use crate::store::{self, Claimed, Target};
 
-use super::fair::{self, Lanes, Slot};
+use super::fair::{self, Lanes, Slot, Ticket};
 use super::{Inner, Ready};
 
 /// Results written in one writer operation at most.
@@ -31,22 +32,31 @@ const MAX_UNRECORDED: usize = 4_096;
 const CLAIM_RETRY_FIRST: Duration = Duration::from_secs(1);
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// A claimed attempt, where it goes, and the delivery slots it holds (none when it has no
-/// callback URL and fails without a request).
-pub(super) type Send = (Claimed, Option<Target>, Option<Slot>);
+/// The delivery slots a claimed attempt holds, or its leave to wait for them.
+pub(super) enum Slots {
+    Held(Slot),
+    /// Claimed while its slots were taken: it waits for them, then goes out.
+    Queued(Ticket),
+    /// No callback URL: it fails without a request.
+    None,
+}
+
+/// A claimed attempt, where it goes, and its delivery slots.
+pub(super) type Send = (Claimed, Option<Target>, Slots);
 
 /// What became of an execution the webhook transport tried to claim.
 enum Claim {
     Sent(Box<Send>),
-    /// Its tenant's, destination's or the server's slots are taken: wait for them, then claim.
+    /// Its tenant's, destination's or the server's slots are taken, and as many claimed
+    /// deliveries wait for them already as they have: wait unclaimed, then claim.
     Wait(Target),
     /// No longer pending (sent, cancelled or deleted meanwhile).
     Gone,
 }
 
 /// Claims one pending execution for `node` (the engine's id, which a node taking over its
-/// partitions checks to tell its own attempts from a dead node's) if its slots are free now, in
-/// the current writer operation.
+/// partitions checks to tell its own attempts from a dead node's) if its slots are free now or
+/// it may wait for them claimed ([`Lanes::try_queue`]), in the current writer operation.
 fn claim_if_free(
     c: &dyn Writes,
     node: &str,
@@ -59,15 +69,21 @@ fn claim_if_free(
         return Ok(Claim::Gone);
     };
     let target = c.cue_target(&cue_id)?;
-    let slot = match &target {
-        Some(t) => match lanes.try_take(&t.owner, &fair::destination(&t.url)) {
-            Some(slot) => Some(slot),
-            None => return Ok(target.map_or(Claim::Gone, Claim::Wait)),
-        },
-        None => None,
+    let slots = match &target {
+        Some(t) => {
+            let destination = fair::destination(&t.url);
+            match lanes.try_take(&t.owner, &destination) {
+                Some(slot) => Slots::Held(slot),
+                None => match lanes.try_queue(&t.owner, &destination) {
+                    Some(ticket) => Slots::Queued(ticket),
+                    None => return Ok(target.map_or(Claim::Gone, Claim::Wait)),
+                },
+            }
+        }
+        None => Slots::None,
     };
     Ok(match c.claim(id, node, now, lease, false)? {
-        Some(job) => Claim::Sent(Box::new((job, target, slot))),
+        Some(job) => Claim::Sent(Box::new((job, target, slots))),
         None => Claim::Gone,
     })
 }
@@ -95,8 +111,10 @@ pub(super) fn claim_ready(
         }
         match claim_if_free(c, node, &id, now, lease, lanes)? {
             Claim::Sent(job) => {
+                if matches!(job.2, Slots::Held(_)) {
+                    free -= 1;
+                }
                 sends.push(*job);
-                free -= 1;
             }
             Claim::Wait(_) => rest.push((id, transport)),
             Claim::Gone => {}
@@ -234,11 +252,38 @@ impl Inner {
                 Ok(Some((job, target)))
             })
             .await?;
-        Ok(claimed.map(|(job, target)| (job, target, Some(slot))))
+        Ok(claimed.map(|(job, target)| (job, target, Slots::Held(slot))))
     }
 
-    /// Sends one claimed attempt and hands its result to the recorder.
-    async fn send(self: &Arc<Self>, (job, target, slot): Send) {
+    /// Sends one claimed attempt (once its slots are free) and hands its result to the
+    /// recorder. An attempt still waiting for its slots when the engine closes is given back
+    /// unsent: its execution is pending again, and the next open sends it.
+    async fn send(self: &Arc<Self>, (job, target, slots): Send) {
+        let (slot, waited) = match (slots, &target) {
+            (Slots::Queued(ticket), Some(t)) => {
+                let closing = self.closing.notified();
+                tokio::pin!(closing);
+                closing.as_mut().enable();
+                let slot = if self.closed.load(Ordering::SeqCst) {
+                    None
+                } else {
+                    let (lanes, destination) = (self.lanes(), fair::destination(&t.url));
+                    tokio::select! {
+                        slot = lanes.take(&t.owner, &destination) => slot,
+                        _ = &mut closing => None,
+                    }
+                };
+                drop(ticket);
+                if self.closed.load(Ordering::SeqCst) {
+                    drop(slot);
+                    return self.give_back(job).await;
+                }
+                (slot, true)
+            }
+            (Slots::Held(slot), _) => (Some(slot), false),
+            _ => (None, false),
+        };
+        let sent_at = self.clock.now();
         let target = target.map(|mut t| {
             t.timeout_ms = t.timeout_ms.min(self.max_delivery_timeout_ms());
             t
@@ -252,14 +297,42 @@ impl Inner {
                 error: Some(format!("the HTTP client could not be built: {e}")),
                 ..Default::default()
             },
-            (Some(t), Ok(d)) => d.send(Request(&job), t, self.clock.now()).await,
+            (Some(t), Ok(d)) => d.send(Request(&job), t, sent_at).await,
         };
+        let attempt = Attempt {
+            sent_at: waited.then_some(sent_at),
+            ..attempt
+        };
+        // Its end is read before its slot frees: an attempt that waited for this slot starts after.
+        let ended = self.clock.now();
         drop(slot);
         self.metrics.delivery(&attempt);
-        let done = (job.execution_id, job.attempt, attempt, self.clock.now());
+        let done = (job.execution_id, job.attempt, attempt, ended);
         if self.recorder().send(done).is_err() {
             self.delivery_done(1);
         }
+    }
+
+    /// Gives back the claim of an attempt that never went out (the engine is closing).
+    async fn give_back(self: &Arc<Self>, job: Claimed) {
+        let (id, attempt, node, now) = (
+            job.execution_id.clone(),
+            job.attempt,
+            self.instance.clone(),
+            self.clock.now(),
+        );
+        let done = self
+            .store
+            .write_async(move |c| c.unclaim(&id, attempt, &node, now))
+            .await;
+        if let Err(e) = done {
+            self.problem(format!(
+                "giving back the unsent attempt {} of {} failed ({e}); it is recovered as \
+                 interrupted when the database is next opened",
+                job.attempt, job.execution_id
+            ));
+        }
+        self.delivery_done(1);
     }
 
     /// Records finished attempts, many per writer operation. Should a batch fail, each result

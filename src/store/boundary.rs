@@ -240,6 +240,16 @@ impl Writes for Db<'_> {
         executions::claim(self, execution_id, worker, now, lease_ms, start_deadline)
     }
 
+    fn unclaim(
+        &self,
+        execution_id: &str,
+        attempt: i64,
+        claimed_by: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        executions::unclaim(self, execution_id, attempt, claimed_by, now)
+    }
+
     fn complete(
         &self,
         execution_id: &str,

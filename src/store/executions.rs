@@ -405,6 +405,33 @@ pub fn claim(
     }))
 }
 
+/// Gives back a claim whose request never went out (a delivery claimed to wait for a slot, when
+/// the engine closes first): the execution is pending again as before its claim, and the attempt
+/// is gone. Whether `claimed_by`'s attempt `attempt` was still waiting to go out.
+pub fn unclaim(
+    conn: &Db<'_>,
+    execution_id: &str,
+    attempt: i64,
+    claimed_by: &str,
+    now: Millis,
+) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE executions SET status = 'pending', attempts = attempts - 1,
+                started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,
+                last_attempt_at = (SELECT a.started_at FROM attempts a WHERE a.execution_id = ?1 AND a.number = ?2 - 1),
+                claimed_by = NULL, claimed_at = NULL, lease_expires_at = NULL, updated_at = ?4
+             WHERE id = ?1 AND status = 'delivering' AND attempts = ?2 AND claimed_by = ?3",
+        )?
+        .execute(params![execution_id, attempt, claimed_by, now])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached("DELETE FROM attempts WHERE execution_id = ?1 AND number = ?2")?
+        .execute(params![execution_id, attempt])?;
+    Ok(true)
+}
+
 fn backoff_ms(backoff_minutes: &[f64], retry_number: i64) -> i64 {
     let idx = (retry_number.max(1) - 1) as usize;
     let minutes = backoff_minutes
@@ -1418,7 +1445,8 @@ pub fn delivered(
 ) -> Result<Finished> {
     let (cue, _, deadline_s) = running(conn, execution_id, attempt)?;
     conn.prepare_cached(
-        "UPDATE attempts SET status = ?3, finished_at = ?4, duration_ms = ?4 - started_at, error = ?5, http_status = ?6
+        "UPDATE attempts SET status = ?3, started_at = COALESCE(?7, started_at), finished_at = ?4,
+             duration_ms = ?4 - COALESCE(?7, started_at), error = ?5, http_status = ?6
          WHERE execution_id = ?1 AND number = ?2",
     )?
     .execute(params![
@@ -1427,7 +1455,8 @@ pub fn delivered(
         if a.delivered { "success" } else { "failed" },
         now,
         a.error,
-        a.http_status.map(i64::from)
+        a.http_status.map(i64::from),
+        a.sent_at
     ])?;
     if a.delivered {
         let deadline = match (&a.inline, deadline_s) {

@@ -172,6 +172,14 @@ pub trait Writes: Reads {
         lease_ms: i64,
         start_deadline: bool,
     ) -> Result<Option<Claimed>>;
+    /// Gives back a claim whose request never went out; whether it was still so.
+    fn unclaim(
+        &self,
+        execution_id: &str,
+        attempt: i64,
+        claimed_by: &str,
+        now: Millis,
+    ) -> Result<bool>;
     fn complete(
         &self,
         execution_id: &str,

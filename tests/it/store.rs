@@ -52,6 +52,7 @@ macro_rules! conformance {
             an_execution_goes_by_its_cues_transport_to_its_cues_target,
             // claims and results
             an_execution_is_claimed_once,
+            a_claim_given_back_unsent_leaves_the_execution_as_before_it,
             a_reported_success_finishes_the_execution_once_and_counts_a_run,
             a_reported_failure_is_final_alerted_and_pauses_a_cue_that_asks,
             a_failed_run_is_retried_on_the_backoff_schedule_until_its_retries_are_spent,
@@ -1071,6 +1072,61 @@ fn an_execution_is_claimed_once(s: &Store) {
     assert_has(&ex, json!({"status": "delivering", "attempts": 1}));
     assert_eq!(ex["attempt_log"][0]["status"], "running");
     assert!(claim(s, "exec_nope", T0 + MIN).is_none());
+}
+
+/// An execution as the API shows it, less when it last changed.
+fn as_shown(s: &Store, exec_id: &str) -> Value {
+    let mut v = exec(s, OWNER, exec_id);
+    v.as_object_mut().expect("an object").remove("updated_at");
+    v
+}
+
+fn a_claim_given_back_unsent_leaves_the_execution_as_before_it(s: &Store) {
+    let v = json!({"name": "h", "every": "1h", "transport": "webhook", "callback_url": HOOK});
+    let id = new_cue(s, OWNER, v, T0);
+    let e = fire_one(s, &id, T0 + HOUR);
+    let unclaim = |exec: &str, attempt: i64, by: &str, now: Millis| {
+        let (exec, by) = (exec.to_string(), by.to_string());
+        w(s, move |c| c.unclaim(&exec, attempt, &by, now))
+    };
+    for attempt in [1, 2] {
+        let before = as_shown(s, &e);
+        let job = claim_to_send(s, &e, T0 + HOUR + attempt * MIN);
+        assert_eq!(job.attempt, attempt);
+        assert!(
+            !unclaim(&e, attempt, "node-2", T0 + 2 * HOUR),
+            "not its claim"
+        );
+        assert!(
+            !unclaim(&e, attempt + 1, "webhook", T0 + 2 * HOUR),
+            "not that attempt"
+        );
+        assert!(unclaim(&e, attempt, "webhook", T0 + 2 * HOUR));
+        assert_eq!(as_shown(s, &e), before, "attempt {attempt} given back");
+        assert_eq!(r(s, |c| c.pending_cue(&e)), Some(id.clone()));
+        assert!(
+            !unclaim(&e, attempt, "webhook", T0 + 2 * HOUR),
+            "given back once"
+        );
+        // Claimed again, it is the same attempt; this time it goes out and fails, to be retried.
+        let job = claim_to_send(s, &e, T0 + 3 * HOUR);
+        assert_eq!(job.attempt, attempt);
+        let failed_at = T0 + 3 * HOUR + S;
+        assert!(matches!(
+            deliver(s, &e, attempt, answered(503), failed_at).expect("recorded"),
+            Finished::RetryAt(_)
+        ));
+        let due = exec(s, OWNER, &e)["next_retry"].as_i64().expect("a retry");
+        assert_eq!(retry_due(s, &e, due).as_deref(), Some("webhook"));
+    }
+    // A delivered attempt is no longer given back.
+    let job = claim_to_send(s, &e, T0 + 4 * HOUR);
+    deliver(s, &e, job.attempt, answered(200), T0 + 4 * HOUR + S).expect("recorded");
+    assert!(!unclaim(&e, job.attempt, "webhook", T0 + 5 * HOUR));
+    assert_has(
+        &exec(s, OWNER, &e),
+        json!({"status": "success", "attempts": 3}),
+    );
 }
 
 fn a_reported_success_finishes_the_execution_once_and_counts_a_run(s: &Store) {
