@@ -47,13 +47,23 @@ pub struct PgStore {
 /// Whether `e` says the transaction lost a race and may simply be run again.
 fn retryable(e: &Error) -> bool {
     match e {
-        Error::Postgres(p) => p.code().is_some_and(retryable_code),
+        Error::Postgres(p) => p
+            .as_db_error()
+            .is_some_and(|db| lost_a_race(db.code(), db.message())),
         _ => false,
     }
 }
 
-fn retryable_code(c: &SqlState) -> bool {
-    *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+/// Whether a server error (its code and what it said) means the transaction lost a race: a
+/// serialization failure or a deadlock, or the internal error PostgreSQL 15 raises, rarely, when
+/// concurrent updates and foreign-key checks meet on one row (`new multixact has more than one
+/// updating member`; seen under outcome load from three nodes). Each ends the transaction with
+/// nothing written, so the unit of work is simply run again.
+fn lost_a_race(code: &SqlState, message: &str) -> bool {
+    *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || (*code == SqlState::INTERNAL_ERROR
+            && message.starts_with("new multixact has more than one updating member"))
 }
 
 /// Runs `f` on this thread, which may be a worker of the runtime (then given up to blocking
@@ -210,12 +220,14 @@ impl Shared {
             // A statement the server refused ended the transaction: never commit it (PostgreSQL
             // would roll it back and say nothing), whatever the unit made of the error.
             let (done, lost_race) = match (tx.take_failure(), done) {
-                (Some((code, text)), _) if code.as_ref().is_some_and(retryable_code) => (
-                    Err(Error::Io(std::io::Error::other(format!(
-                        "storage error: {text}"
-                    )))),
-                    true,
-                ),
+                (Some((code, text)), _) if code.as_ref().is_some_and(|c| lost_a_race(c, &text)) => {
+                    (
+                        Err(Error::Io(std::io::Error::other(format!(
+                            "storage error: {text}"
+                        )))),
+                        true,
+                    )
+                }
                 // The unit's own account of the failure (a duplicate name is a conflict).
                 (Some(_), Err(e)) => (Err(e), false),
                 (Some((_, text)), Ok(_)) => (
@@ -254,5 +266,30 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn races_lost_are_run_again_and_other_errors_are_not() {
+        let multixact =
+            "new multixact has more than one updating member: 0 3[17 (nokeyupd), 18 (nokeyupd)]";
+        assert!(lost_a_race(
+            &SqlState::T_R_SERIALIZATION_FAILURE,
+            "could not serialize access"
+        ));
+        assert!(lost_a_race(
+            &SqlState::T_R_DEADLOCK_DETECTED,
+            "deadlock detected"
+        ));
+        assert!(lost_a_race(&SqlState::INTERNAL_ERROR, multixact));
+        assert!(!lost_a_race(
+            &SqlState::INTERNAL_ERROR,
+            "could not open file"
+        ));
+        assert!(!lost_a_race(&SqlState::UNIQUE_VIOLATION, multixact));
     }
 }
