@@ -45,6 +45,7 @@ from server import (
     _strip,
     await_burst,
     create_cues,
+    create_every_second,
     emit,
     iso,
     parse_deliveries,
@@ -647,18 +648,7 @@ def cluster_precision(p: dict[str, Any], pg: Postgres | None) -> dict[str, Any]:
         receiver.reset()
         key, secret = cl.nodes[0].register()
         out: dict[str, Any] = {"cues": cues, "seconds": seconds, "warmup": warmup}
-        t0 = time.time()
-        for i in range(cues):
-            spec = {
-                "name": f"p{i}",
-                "schedule": {"type": "recurring", "cron": "* * * * * *"},
-                "callback": {"url": receiver.url},
-                "payload": {"i": i},
-            }
-            status, body = cl.nodes[i % len(cl.nodes)].call("POST", "/v1/cues", spec, key)
-            if status != 201:
-                raise RuntimeError(f"creating a cue answered {status}: {body}")
-        out["create_s"] = time.time() - t0
+        out["create_s"] = create_every_second(cl.nodes, key, receiver.url, cues)
         first = math.floor(time.time()) + 1 + warmup
         last = first + seconds - 1
         holders0 = cl.holders()

@@ -676,6 +676,24 @@ def _finish(out: dict[str, Any], receiver: Receiver, server: Server) -> None:
 # -- 1. fire precision over HTTP ------------------------------------------------------------------------
 
 
+def create_every_second(nodes: list[Server], key: str, url: str, cues: int) -> float:
+    """Creates ``cues`` webhook cues ``p0``, ``p1``, … on an every-second cron (6 fields, the 6th is
+    seconds) posting to ``url``, through ``nodes`` in turn, one request at a time; returns the
+    seconds it took."""
+    t0 = time.time()
+    for i in range(cues):
+        spec = {
+            "name": f"p{i}",
+            "schedule": {"type": "recurring", "cron": "* * * * * *"},
+            "callback": {"url": url},
+            "payload": {"i": i},
+        }
+        status, body = nodes[i % len(nodes)].call("POST", "/v1/cues", spec, key)
+        if status != 201:
+            raise RuntimeError(f"creating a cue answered {status}: {body}")
+    return time.time() - t0
+
+
 def server_precision(p: dict[str, Any]) -> None:
     """``cues`` webhook cues on an every-second cron (6 fields, the 6th is seconds), all due at the
     same instant each second; lag = the receiver's arrival time - ``scheduled_for`` of the body."""
@@ -683,18 +701,7 @@ def server_precision(p: dict[str, Any]) -> None:
     _, receiver, server = _setup(p)
     key, secret = server.register()
     out: dict[str, Any] = {"cues": cues, "seconds": seconds, "warmup": warmup}
-    t0 = time.time()
-    for i in range(cues):
-        spec = {
-            "name": f"p{i}",
-            "schedule": {"type": "recurring", "cron": "* * * * * *"},
-            "callback": {"url": receiver.url},
-            "payload": {"i": i},
-        }
-        status, body = server.call("POST", "/v1/cues", spec, key)
-        if status != 201:
-            raise RuntimeError(f"creating a cue answered {status}: {body}")
-    out["create_s"] = time.time() - t0
+    out["create_s"] = create_every_second([server], key, receiver.url, cues)
     first = math.floor(time.time()) + 1 + warmup
     last = first + seconds - 1
     sleep_until(first)

@@ -26,9 +26,7 @@ import httpx
 from tests.conftest import location
 from tests.crash.harness import (
     SEED,
-    Ledger,
     Serve,
-    Stored,
     n,
     now_ms,
     partition,
@@ -39,7 +37,7 @@ from tests.crash.harness import (
     settled,
     trial_rng,
 )
-from tests.crash.test_server import Chaos, CrashReceiver, Decision, Delivery, check_deliveries, create
+from tests.crash.test_server import Chaos, CrashReceiver, Decision, Delivery, Tally, create
 
 # Several nodes need a database they can share.
 STORES = ("postgres",)
@@ -265,22 +263,18 @@ def test_three_nodes_share_a_burst_while_one_is_killed_and_one_cut_off(tmp_path:
         receiver.close()
         proxy.close()
 
-    stored = Stored.read(db)
-    ledger = Ledger.check(plan, stored)
-    deliveries = receiver.deliveries
-    problems = check_deliveries(stored, deliveries, secret)
-    interrupted = sum(a.status == "interrupted" for a in stored.attempts.values())
-    repeats = len(deliveries) - len({d.execution_id for d in deliveries})
+    t = Tally.of(db, plan, receiver.deliveries, secret)
+    ledger = t.ledger
     shares = ", ".join(f"{v['id'][-6:]} fired {v['fired']}" for v in fired[0])
     report(
         f"crash/cluster (3 nodes on postgres) seed={SEED}: {n(len(plan))} cues, "
         f"{n(ledger.occurrences)} occurrences, {n(ledger.executions)} executions ({ledger.statuses()}), "
-        f"{n(len(deliveries))} deliveries, {'; '.join(events)}; {n(interrupted)} interrupted attempts, "
-        f"{n(repeats)} repeats (same id+key), {ledger.faults()}, {len(problems)} delivery problems; "
+        f"{n(len(t.deliveries))} deliveries, {'; '.join(events)}; {n(t.interrupted)} interrupted attempts, "
+        f"{n(t.repeats)} repeats (same id+key), {ledger.faults()}, {len(t.problems)} delivery problems; "
         f"ticks fired by the survivors: {shares}"
     )
     ledger.assert_exact("three nodes")
-    assert not problems, f"seed={SEED}: {len(problems)} problems: {problems[:10]}"
-    assert interrupted > 0, "the node killed while delivering left no attempt to take over"
+    assert not t.problems, f"seed={SEED}: {len(t.problems)} problems: {t.problems[:10]}"
+    assert t.interrupted > 0, "the node killed while delivering left no attempt to take over"
     assert failover <= 2 * LEASE_S, f"failover took {failover:.1f} s"
     assert ledger.by_status.get("success", 0) > 0.9 * ledger.occurrences, ledger.statuses()

@@ -194,6 +194,29 @@ def create(url: str, key: str, receiver: str, plan: list[PlannedCue]) -> dict[st
         return dict(pair for part in pool.map(some, range(8)) for pair in part)
 
 
+@dataclass
+class Tally:
+    """What a webhook trial left: the store against its plan, and the deliveries against the store."""
+
+    ledger: Ledger
+    deliveries: list[Delivery]
+    problems: list[str]
+    interrupted: int
+    repeats: int
+
+    @classmethod
+    def of(cls, db: Path | str, plan: list[PlannedCue], deliveries: list[Delivery], secret: str) -> Tally:
+        stored = Stored.read(db)
+        return cls(
+            ledger=Ledger.check(plan, stored),
+            deliveries=deliveries,
+            problems=check_deliveries(stored, deliveries, secret),
+            interrupted=sum(a.status == "interrupted" for a in stored.attempts.values()),
+            # Deliveries of an execution beyond its first: at-least-once repeats (same id and key).
+            repeats=len(deliveries) - len({d.execution_id for d in deliveries}),
+        )
+
+
 def check_deliveries(stored: Stored, deliveries: list[Delivery], secret: str) -> list[str]:
     """Every delivery belongs to a recorded attempt of a recorded execution and carries its id,
     idempotency key (also as ``webhook-id``), cue and instant, signed; no attempt went out twice;
@@ -286,20 +309,16 @@ def test_server_killed_mid_burst(tmp_path: Path, store: str, trial: int) -> None
         server.close()
         receiver.close()
 
-    stored = Stored.read(db)
-    ledger = Ledger.check(plan, stored)
-    deliveries = receiver.deliveries
-    problems = check_deliveries(stored, deliveries, secret)
-    interrupted = sum(a.status == "interrupted" for a in stored.attempts.values())
-    repeats = len(deliveries) - len({d.execution_id for d in deliveries})
+    t = Tally.of(db, plan, receiver.deliveries, secret)
+    ledger = t.ledger
     report(
         f"crash/server on {store} trial {trial} seed={SEED}: {n(len(plan))} cues, "
         f"{n(ledger.occurrences)} occurrences, {n(ledger.executions)} executions ({ledger.statuses()}), "
-        f"{n(len(deliveries))} deliveries, "
-        f"{len(kills)} kills ({', '.join(kills)}), {n(interrupted)} interrupted attempts, "
-        f"{n(repeats)} repeats (same id+key), {ledger.faults()}, {len(problems)} delivery problems"
+        f"{n(len(t.deliveries))} deliveries, "
+        f"{len(kills)} kills ({', '.join(kills)}), {n(t.interrupted)} interrupted attempts, "
+        f"{n(t.repeats)} repeats (same id+key), {ledger.faults()}, {len(t.problems)} delivery problems"
     )
     ledger.assert_exact(f"server trial {trial}")
-    assert not problems, f"seed={SEED}: {len(problems)} problems: {problems[:10]}"
-    assert interrupted > 0 and repeats > 0, (kills, interrupted, repeats)
+    assert not t.problems, f"seed={SEED}: {len(t.problems)} problems: {t.problems[:10]}"
+    assert t.interrupted > 0 and t.repeats > 0, (kills, t.interrupted, t.repeats)
     assert ledger.by_status.get("success", 0) > 0.9 * ledger.occurrences, ledger.statuses()
